@@ -1,0 +1,383 @@
+//! `GET /stats`: the store as versioned JSON (schema documented in docs/api.md).
+
+use std::{
+    cmp::Reverse,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{RawQuery, State},
+    response::{IntoResponse, Response},
+    Json,
+};
+use profiler_common::{HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES};
+use serde::Serialize;
+
+use super::{error::BadParam, AppState};
+use crate::{histogram::Histogram, host, store::Store, syscalls};
+
+/// Bumped on any change that could break a client: removed or renamed fields, changed meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+const MAX_TOP: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortKey {
+    Count,
+    #[default]
+    Total,
+    P99,
+    Errors,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub syscall: Option<u32>,
+    pub top: Option<usize>,
+    pub sort: SortKey,
+}
+
+impl StatsQuery {
+    pub fn parse(raw: Option<&str>) -> Result<Self, BadParam> {
+        let mut q = StatsQuery::default();
+        let mut seen = Vec::new();
+        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if seen.contains(&key) {
+                return Err(BadParam::new(&key, "given more than once"));
+            }
+            seen.push(key.clone());
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(BadParam::new(&key, "is empty"));
+            }
+            match key.as_ref() {
+                "pid" => {
+                    q.pid = Some(value.parse().map_err(|_| {
+                        BadParam::new("pid", format!("'{value}' is not a process id"))
+                    })?)
+                }
+                "comm" => {
+                    if value.len() > 15 {
+                        return Err(BadParam::new(
+                            "comm",
+                            "process names (comm) are at most 15 bytes",
+                        ));
+                    }
+                    q.comm = Some(value.to_string())
+                }
+                "syscall" => {
+                    q.syscall = Some(syscalls::lookup(value).ok_or_else(|| {
+                        BadParam::new(
+                            "syscall",
+                            format!("'{value}' is not a syscall name or number on this host"),
+                        )
+                    })?)
+                }
+                "top" => {
+                    let n: usize = value.parse().map_err(|_| {
+                        BadParam::new("top", format!("'{value}' is not a whole number"))
+                    })?;
+                    if n == 0 || n > MAX_TOP {
+                        return Err(BadParam::new("top", format!("must be from 1 to {MAX_TOP}")));
+                    }
+                    q.top = Some(n);
+                }
+                "sort" => {
+                    q.sort = match value {
+                        "count" => SortKey::Count,
+                        "total" => SortKey::Total,
+                        "p99" => SortKey::P99,
+                        "errors" => SortKey::Errors,
+                        _ => {
+                            return Err(BadParam::new(
+                                "sort",
+                                format!("'{value}' is not one of count, total, p99, errors"),
+                            ))
+                        }
+                    }
+                }
+                other => {
+                    return Err(BadParam::new(
+                        other,
+                        "unknown parameter (known: pid, comm, syscall, top, sort)",
+                    ))
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+#[derive(Serialize)]
+pub struct Bucket {
+    pub lower_ns: u64,
+    /// Exclusive; absent for the overflow bucket (2^36 ns and more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_ns: Option<u64>,
+    pub count: u64,
+}
+
+#[derive(Serialize)]
+pub struct SyscallStats {
+    pub name: String,
+    pub nr: u32,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub mean_ns: Option<u64>,
+    pub p50_ns: Option<u64>,
+    pub p90_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    pub buckets: Vec<Bucket>,
+}
+
+impl SyscallStats {
+    fn new(nr: u32, h: &Histogram) -> Self {
+        Self {
+            name: syscalls::name(nr),
+            nr,
+            count: h.count,
+            errors: h.errors,
+            total_ns: h.total_ns,
+            mean_ns: h.mean_ns(),
+            p50_ns: h.quantile_ns(0.50),
+            p90_ns: h.quantile_ns(0.90),
+            p99_ns: h.quantile_ns(0.99),
+            max_ns: h.max_ns(),
+            buckets: h
+                .nonempty_buckets()
+                .map(|(lower_ns, upper_ns, count)| Bucket {
+                    lower_ns,
+                    upper_ns,
+                    count,
+                })
+                .collect(),
+        }
+    }
+
+    fn sort_key(&self, key: SortKey) -> u64 {
+        match key {
+            SortKey::Count => self.count,
+            SortKey::Total => self.total_ns,
+            SortKey::P99 => self.p99_ns.unwrap_or(0),
+            SortKey::Errors => self.errors,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ProcessStats {
+    pub pid: u32,
+    pub comm: String,
+    pub exited: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_unix_ms: Option<u64>,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub syscalls: Vec<SyscallStats>,
+}
+
+impl ProcessStats {
+    fn sort_key(&self, key: SortKey) -> u64 {
+        match key {
+            SortKey::Count => self.count,
+            SortKey::Total => self.total_ns,
+            SortKey::P99 => self
+                .syscalls
+                .iter()
+                .filter_map(|s| s.p99_ns)
+                .max()
+                .unwrap_or(0),
+            SortKey::Errors => self.errors,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct HostStats {
+    pub hostname: String,
+    pub kernel: String,
+    pub arch: &'static str,
+    pub uptime_seconds: Option<f64>,
+    pub daemon_uptime_seconds: f64,
+    pub interval_ms: u64,
+    pub drains: u64,
+    pub last_drain_unix_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct MapStats {
+    pub hists_entries: u64,
+    pub hists_capacity: u32,
+    pub procs_capacity: u32,
+    pub starts_capacity: u32,
+    /// Events or names lost because a map was full, per map.
+    pub drops: Drops,
+    /// Exits with no recorded enter (in flight at attach, or the start was dropped).
+    pub unmatched_exits: u64,
+}
+
+#[derive(Serialize)]
+pub struct Drops {
+    pub hists_full: u64,
+    pub procs_full: u64,
+    pub starts_full: u64,
+}
+
+#[derive(Serialize)]
+pub struct StatsResponse {
+    pub schema_version: u32,
+    pub host: HostStats,
+    pub kernel_maps: MapStats,
+    pub sort: SortKey,
+    /// System-wide per-syscall totals over all processes ever seen (pid/comm filters do not
+    /// apply; syscall, sort and top do).
+    pub syscalls: Vec<SyscallStats>,
+    pub processes: Vec<ProcessStats>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (u64, u32)) {
+    items.sort_by_key(|x| {
+        let (k, id) = key(x);
+        (Reverse(k), id)
+    });
+    if let Some(n) = top {
+        items.truncate(n);
+    }
+}
+
+pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse {
+    let wanted = |nr: &u32| q.syscall.is_none_or(|s| s == *nr);
+
+    let mut syscalls: Vec<SyscallStats> = store
+        .system
+        .iter()
+        .filter(|(nr, _)| wanted(nr))
+        .map(|(&nr, h)| SyscallStats::new(nr, h))
+        .collect();
+    sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
+
+    let mut processes: Vec<ProcessStats> = store
+        .processes
+        .values()
+        .filter(|p| q.pid.is_none_or(|pid| pid == p.pid))
+        .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
+        .filter_map(|p| {
+            let mut calls: Vec<SyscallStats> = p
+                .syscalls
+                .iter()
+                .filter(|(nr, _)| wanted(nr))
+                .map(|(&nr, h)| SyscallStats::new(nr, h))
+                .collect();
+            if calls.is_empty() {
+                return None;
+            }
+            sort_and_cut(&mut calls, q.top, |s| (s.sort_key(q.sort), s.nr));
+            Some(ProcessStats {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                exited: p.exited.is_some(),
+                exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
+                count: calls.iter().map(|s| s.count).sum(),
+                errors: calls.iter().map(|s| s.errors).sum(),
+                total_ns: calls.iter().map(|s| s.total_ns).sum(),
+                syscalls: calls,
+            })
+        })
+        .collect();
+    sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
+
+    let k = &store.kernel;
+    StatsResponse {
+        schema_version: SCHEMA_VERSION,
+        host: HostStats {
+            hostname: state.host.hostname.clone(),
+            kernel: state.host.kernel.clone(),
+            arch: state.host.arch,
+            uptime_seconds: host::uptime_seconds(),
+            daemon_uptime_seconds: store.started.0.elapsed().as_secs_f64(),
+            interval_ms: state.interval.as_millis() as u64,
+            drains: store.drains,
+            last_drain_unix_ms: store.last_drain.map(unix_ms),
+        },
+        kernel_maps: MapStats {
+            hists_entries: k.hists_entries,
+            hists_capacity: HISTS_MAX_ENTRIES,
+            procs_capacity: PROCS_MAX_ENTRIES,
+            starts_capacity: STARTS_MAX_ENTRIES,
+            drops: Drops {
+                hists_full: k.hists_full,
+                procs_full: k.procs_full,
+                starts_full: k.starts_full,
+            },
+            unmatched_exits: k.unmatched_exits,
+        },
+        sort: q.sort,
+        syscalls,
+        processes,
+    }
+}
+
+pub async fn handler(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    let q = match StatsQuery::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(bad) => return bad.into_response(),
+    };
+    let body = {
+        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+        render(&store, &state, &q)
+    };
+    Json(body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_query_is_the_default() {
+        assert_eq!(StatsQuery::parse(None), Ok(StatsQuery::default()));
+        assert_eq!(StatsQuery::parse(Some("")), Ok(StatsQuery::default()));
+    }
+
+    #[test]
+    fn all_params() {
+        let q = StatsQuery::parse(Some("pid=42&comm=nginx&syscall=read&top=5&sort=p99")).unwrap();
+        assert_eq!(q.pid, Some(42));
+        assert_eq!(q.comm.as_deref(), Some("nginx"));
+        assert_eq!(q.syscall, syscalls::lookup("read"));
+        assert_eq!(q.top, Some(5));
+        assert_eq!(q.sort, SortKey::P99);
+    }
+
+    #[test]
+    fn bad_params_are_named() {
+        let cases = [
+            ("pid=abc", "pid"),
+            ("pid=-1", "pid"),
+            ("pid=", "pid"),
+            ("comm=0123456789abcdefg", "comm"),
+            ("syscall=nosuchcall", "syscall"),
+            ("top=0", "top"),
+            ("top=x", "top"),
+            ("top=100001", "top"),
+            ("sort=latency", "sort"),
+            ("sortt=count", "sortt"),
+            ("top=1&top=2", "top"),
+        ];
+        for (query, param) in cases {
+            let err = StatsQuery::parse(Some(query)).unwrap_err();
+            assert_eq!(err.param, param, "{query}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Loads the embedded eBPF object, attaches its programs and hands the maps to the drain.
+//! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
+
+use std::io;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::RawTracePoint,
+    Ebpf, EbpfLoader,
+};
+use profiler_common::{
+    Hist, HistKey, ProcInfo, COUNTERS_MAP, GLOBAL_EXECVEAT_NR, GLOBAL_EXECVE_NR,
+    GLOBAL_IGNORE_TGID, HISTS_MAP, PROCS_MAP,
+};
+
+use crate::{fatal::Fatal, syscalls};
+
+/// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
+/// object") for why it is committed and how it is kept fresh.
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/profiler.bpf.o");
+
+/// (program, tracepoint) pairs, attached in this order.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("sched_process_exit", "sched_process_exit"),
+    ("sys_exit", "sys_exit"),
+    ("sys_enter", "sys_enter"),
+];
+
+/// The maps the drain reads.
+pub struct Maps {
+    pub hists: HashMap<MapData, HistKey, Hist>,
+    pub procs: HashMap<MapData, u32, ProcInfo>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Attached programs; dropping this detaches them.
+pub struct Probes {
+    _ebpf: Ebpf,
+}
+
+/// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the effective set, as loading needs.
+fn check_privileges() -> Result<(), Fatal> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("reading /proc/self/status: {e}")))?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    Err(Fatal::Privileges(format!(
+        "not permitted to load eBPF programs: run as root, or with CAP_BPF and CAP_PERFMON \
+         (effective capabilities: {cap_eff:#x})"
+    )))
+}
+
+fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
+    let mut msg = format!("{what}: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    if is_permission_error(e) {
+        Fatal::Privileges(format!(
+            "{msg} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM denying bpf())"
+        ))
+    } else {
+        Fatal::Kernel(format!(
+            "{msg} (needs Linux >= 5.8 with BPF raw tracepoints and the bpf() syscall enabled)"
+        ))
+    }
+}
+
+pub fn load_and_attach() -> Result<(Probes, Maps), Fatal> {
+    check_privileges()?;
+    let own_tgid = std::process::id();
+    let (execve, execveat) = (syscalls::execve_nr(), syscalls::execveat_nr());
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
+        .override_global(GLOBAL_EXECVE_NR, &execve, true)
+        .override_global(GLOBAL_EXECVEAT_NR, &execveat, true)
+        .load(OBJECT)
+        .map_err(|e| load_error("loading the eBPF object", &e))?;
+
+    for &(program, tracepoint) in PROGRAMS {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?
+            .try_into()
+            .map_err(|e| load_error(program, &e))?;
+        prog.load()
+            .map_err(|e| load_error(&format!("verifying program {program}"), &e))?;
+        prog.attach(tracepoint)
+            .map_err(|e| load_error(&format!("attaching to raw tracepoint {tracepoint}"), &e))?;
+    }
+
+    let maps = Maps {
+        hists: take_map(&mut ebpf, HISTS_MAP)?,
+        procs: take_map(&mut ebpf, PROCS_MAP)?,
+        counters: take_map(&mut ebpf, COUNTERS_MAP)?,
+    };
+    Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Fatal>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))?;
+    M::try_from(map).map_err(|e| Fatal::Other(anyhow::anyhow!("map {name}: {e}")))
+}

@@ -1,0 +1,190 @@
+//! The user-space histogram: 64-bit cumulative totals over the kernel's bucket layout, and the
+//! estimates every view reports (so no view derives its own).
+
+use profiler_common::{bucket_lower_ns, bucket_upper_ns, BUCKETS, OVERFLOW_BUCKET};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub buckets: Box<[u64; BUCKETS]>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            errors: 0,
+            total_ns: 0,
+            buckets: Box::new([0; BUCKETS]),
+        }
+    }
+}
+
+/// What changed in one kernel histogram since the previous drain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub errors: u64,
+    pub total_ns: u64,
+    /// (bucket index, events) for the buckets that changed.
+    pub buckets: Vec<(usize, u64)>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty() && self.errors == 0 && self.total_ns == 0
+    }
+}
+
+impl Histogram {
+    pub fn add(&mut self, d: &Delta) {
+        self.errors += d.errors;
+        self.total_ns += d.total_ns;
+        for &(i, n) in &d.buckets {
+            self.buckets[i] += n;
+            self.count += n;
+        }
+    }
+
+    pub fn mean_ns(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.total_ns / self.count)
+    }
+
+    /// The `q` quantile (0 < q ≤ 1) as the midpoint of the bucket holding it: within 6.25% of
+    /// the true value below the overflow bucket; at or above 2^36 ns it reads the bucket's
+    /// lower bound.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_estimate(i));
+            }
+        }
+        None
+    }
+
+    /// The largest value seen, estimated like a quantile from the highest non-empty bucket.
+    pub fn max_ns(&self) -> Option<u64> {
+        self.buckets
+            .iter()
+            .rposition(|&n| n > 0)
+            .map(bucket_estimate)
+    }
+
+    /// Non-empty buckets as (lower bound ns, upper bound ns exclusive, count); the overflow
+    /// bucket's upper bound is `None` (unbounded).
+    pub fn nonempty_buckets(&self) -> impl Iterator<Item = (u64, Option<u64>, u64)> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| {
+                let upper = (i < OVERFLOW_BUCKET).then(|| bucket_upper_ns(i));
+                (bucket_lower_ns(i), upper, n)
+            })
+    }
+}
+
+fn bucket_estimate(i: usize) -> u64 {
+    let lo = bucket_lower_ns(i);
+    if i >= OVERFLOW_BUCKET {
+        return lo;
+    }
+    // Buckets below 8 ns hold a single value each: (lo + lo + 1) / 2 == lo.
+    lo + (bucket_upper_ns(i) - lo) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::bucket_index;
+
+    fn from_values(values: &[u64]) -> Histogram {
+        let mut h = Histogram::default();
+        for &v in values {
+            h.add(&Delta {
+                errors: 0,
+                total_ns: v,
+                buckets: vec![(bucket_index(v), 1)],
+            });
+        }
+        h
+    }
+
+    fn assert_within(estimate: u64, truth: u64, rel: f64) {
+        let err = (estimate as f64 - truth as f64).abs() / truth as f64;
+        assert!(
+            err <= rel,
+            "estimate {estimate} vs true {truth}: error {err:.4} > {rel}"
+        );
+    }
+
+    #[test]
+    fn empty_histogram_has_no_estimates() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile_ns(0.5), None);
+        assert_eq!(h.max_ns(), None);
+        assert_eq!(h.mean_ns(), None);
+    }
+
+    #[test]
+    fn constant_distribution() {
+        let h = from_values(&[2_000_000; 1000]);
+        for q in [0.01, 0.5, 0.9, 0.99, 1.0] {
+            assert_within(h.quantile_ns(q).unwrap(), 2_000_000, 0.0625);
+        }
+        assert_eq!(h.mean_ns(), Some(2_000_000));
+        assert_eq!(h.count, 1000);
+    }
+
+    #[test]
+    fn uniform_distribution_quantiles_within_stated_error() {
+        // 1..=100_000 µs in ns: the true q-quantile is q * 100_000 µs.
+        let values: Vec<u64> = (1..=100_000u64).map(|v| v * 1000).collect();
+        let h = from_values(&values);
+        for q in [0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999] {
+            let truth = (q * 100_000.0).ceil() as u64 * 1000;
+            assert_within(h.quantile_ns(q).unwrap(), truth, 0.0625);
+        }
+        assert_within(h.max_ns().unwrap(), 100_000_000, 0.0625);
+    }
+
+    #[test]
+    fn log_uniform_distribution_quantiles_within_stated_error() {
+        // Spans 100 ns to ~10 s, like real syscall latencies.
+        let mut values: Vec<u64> = (0..20_000)
+            .map(|i| (100.0 * 10f64.powf(i as f64 * 8.0 / 20_000.0)) as u64)
+            .collect();
+        values.sort_unstable();
+        let h = from_values(&values);
+        for q in [0.01, 0.5, 0.9, 0.99] {
+            let rank = ((q * values.len() as f64).ceil() as usize).max(1);
+            assert_within(h.quantile_ns(q).unwrap(), values[rank - 1], 0.0625);
+        }
+    }
+
+    #[test]
+    fn bimodal_distribution_picks_the_right_mode() {
+        let mut values = vec![500; 900];
+        values.extend(vec![10_000_000; 100]);
+        let h = from_values(&values);
+        assert_within(h.quantile_ns(0.5).unwrap(), 500, 0.0625);
+        assert_within(h.quantile_ns(0.9).unwrap(), 500, 0.0625);
+        assert_within(h.quantile_ns(0.91).unwrap(), 10_000_000, 0.0625);
+        assert_within(h.quantile_ns(0.99).unwrap(), 10_000_000, 0.0625);
+    }
+
+    #[test]
+    fn overflow_reads_its_lower_bound() {
+        let h = from_values(&[1 << 40]);
+        assert_eq!(h.quantile_ns(0.5), Some(1 << 36));
+        let buckets: Vec<_> = h.nonempty_buckets().collect();
+        assert_eq!(buckets, vec![(1 << 36, None, 1)]);
+    }
+}

@@ -1,0 +1,33 @@
+//! `syscall-profiler`: a system-wide syscall latency profiler.
+//!
+//! Data flows one way: kernel maps → [`drain`] → [`store`] → views ([`api`]). Only the drain
+//! touches maps; every view reads the store.
+
+mod api;
+mod bpf;
+mod cli;
+mod drain;
+mod fatal;
+mod histogram;
+mod host;
+mod serve;
+mod store;
+mod syscalls;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("syscall-profiler: error: {fatal}");
+            ExitCode::from(fatal.exit_code())
+        }
+    }
+}

@@ -1,0 +1,81 @@
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::{
+    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECT, EBPF_SOURCES_DIGEST,
+};
+
+#[derive(Parser)]
+#[command(about = "Build steps cargo can't do on its own")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile profiler-ebpf for the BPF target and refresh the embedded object and its digest.
+    BuildEbpf {
+        /// cargo for the BPF build: Debian's cargo-web by default (see scripts/install-ebpf-toolchain.sh).
+        #[arg(long, env = "BPF_CARGO", default_value = "/usr/bin/cargo")]
+        cargo: String,
+        /// rustc for the BPF build; its standard library sources must be installed.
+        #[arg(long, env = "BPF_RUSTC", default_value = "/usr/bin/rustc")]
+        rustc: String,
+    },
+    /// Fail if the embedded object is older than the eBPF sources.
+    CheckEbpf,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().cmd {
+        Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
+        Cmd::CheckEbpf => check_ebpf_fresh(&root),
+    }
+}
+
+fn build_ebpf(root: &Path, cargo: &str, rustc: &str) -> Result<()> {
+    let target_dir = root.join("target/bpf");
+    let rustflags = [
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+        // Same object bytes whichever directory the repository was cloned into.
+        &format!("--remap-path-prefix={}=.", root.display()),
+    ]
+    .join("\x1f");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--release", "--package", "profiler-ebpf"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTC", rustc)
+        // Debian's rustc is a stable release; build-std and the atomic intrinsics need the
+        // unstable switches it carries behind this variable.
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        // Variables the calling (rustup) cargo sets would otherwise leak into the BPF build.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTFLAGS");
+    let status = cmd.status().with_context(|| {
+        format!("running {cargo}: install the BPF toolchain with scripts/install-ebpf-toolchain.sh")
+    })?;
+    if !status.success() {
+        bail!("BPF build failed ({status})");
+    }
+    let built = target_dir.join("bpfel-unknown-none/release/profiler");
+    std::fs::copy(&built, root.join(EBPF_OBJECT))
+        .with_context(|| format!("copying {} to {EBPF_OBJECT}", built.display()))?;
+    std::fs::write(
+        root.join(EBPF_SOURCES_DIGEST),
+        ebpf_sources_digest(root)? + "\n",
+    )?;
+    println!(
+        "wrote {EBPF_OBJECT} ({} bytes)",
+        std::fs::metadata(root.join(EBPF_OBJECT))?.len()
+    );
+    Ok(())
+}
