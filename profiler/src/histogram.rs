@@ -148,7 +148,7 @@ mod tests {
         // 1..=100_000 µs in ns: the true q-quantile is q * 100_000 µs.
         let values: Vec<u64> = (1..=100_000u64).map(|v| v * 1000).collect();
         let h = from_values(&values);
-        for q in [0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999] {
+        for q in [0.1f64, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999] {
             let truth = (q * 100_000.0).ceil() as u64 * 1000;
             assert_within(h.quantile_ns(q).unwrap(), truth, 0.0625);
         }

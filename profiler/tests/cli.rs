@@ -1,0 +1,52 @@
+//! Bad command lines and an occupied port: one clear line and a distinct exit code, before any
+//! eBPF is loaded (so these run without root).
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_syscall-profiler"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    for (args, needle) in [
+        (&["serve", "--interval", "0s"][..], "--interval"),
+        (&["serve", "--interval", "fast"][..], "--interval"),
+        (&["serve", "--listen", "nowhere"][..], "--listen"),
+        (&["serve", "--retention", "5"][..], "--retention"),
+        (&["serve", "--bogus"][..], "--bogus"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn bad_log_level_is_one_line() {
+    let o = run(&["serve", "--log-level", "loud=[", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--log-level"));
+}
+
+#[test]
+fn port_in_use_exits_5() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = run(&["serve", "--listen", &addr]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+}
