@@ -71,9 +71,16 @@ pub const STARTS_MAX_ENTRIES: u32 = 65_536;
 pub const HISTS_MAP: &str = "HISTS";
 pub const HISTS_MAX_ENTRIES: u32 = 16_384;
 
-/// Process names keyed by tgid (`u32`), value [`ProcInfo`], written when a process is first
-/// seen and again after a successful execve. When full, `COUNTER_PROCS_FULL` counts each
-/// process whose name was not recorded.
+/// Failures per errno, keyed by [`ErrnoKey`], value `u32` (wrapping, like histogram counts).
+/// Touched only by failing calls. When full, a new (process, syscall, errno) triple is not
+/// broken down (its calls still count in [`Hist::errors`]) and `COUNTER_ERRNOS_FULL` counts it.
+pub const ERRNOS_MAP: &str = "ERRNOS";
+pub const ERRNOS_MAX_ENTRIES: u32 = 16_384;
+
+/// Processes keyed by tgid (`u32`), value [`ProcInfo`]: written when a process is first seen,
+/// renamed after a successful execve, stamped when its last thread exits. When full,
+/// `COUNTER_PROCS_FULL` counts each process that could not be recorded; its calls are still
+/// counted, under incarnation 0.
 pub const PROCS_MAP: &str = "PROCS";
 pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 
@@ -82,35 +89,62 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const COUNTER_HISTS_FULL: u32 = 0;
 pub const COUNTER_PROCS_FULL: u32 = 1;
 pub const COUNTER_STARTS_FULL: u32 = 2;
-/// A `sys_exit` with no recorded `sys_enter`: the syscall was already in flight at attach time,
-/// or its start was not recorded because `STARTS` was full.
+/// A `sys_exit` with no recorded `sys_enter`: a new thread's first return (from the clone or
+/// fork its parent made, which the parent's own exit already counts), a syscall that was in
+/// flight at attach time, or one whose start could not be recorded.
 pub const COUNTER_UNMATCHED_EXITS: u32 = 3;
-pub const COUNTERS_LEN: u32 = 4;
+pub const COUNTER_ERRNOS_FULL: u32 = 4;
+pub const COUNTERS_LEN: u32 = 5;
 
 // ---- Globals the loader sets before the programs are verified --------------------------------
 
 /// tgid whose syscalls are not recorded (the daemon's own); 0 records everything.
 pub const GLOBAL_IGNORE_TGID: &str = "IGNORE_TGID";
-/// The host ABI's execve and execveat numbers: a successful one renames the process.
-pub const GLOBAL_EXECVE_NR: &str = "EXECVE_NR";
-pub const GLOBAL_EXECVEAT_NR: &str = "EXECVEAT_NR";
+/// Where the current task says whether its syscall is a 32-bit compat one: the byte offset of a
+/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. Offset
+/// `COMPAT_DISABLED` turns the check off (no BTF): every call then counts as native.
+pub const GLOBAL_COMPAT_OFFSET: &str = "COMPAT_OFFSET";
+pub const GLOBAL_COMPAT_MASK: &str = "COMPAT_MASK";
+pub const COMPAT_DISABLED: u32 = u32::MAX;
 
 // ---- Records ----------------------------------------------------------------------------------
 
-/// When the thread's current syscall entered the kernel; `ts_ns == 0` when it is not in one.
+/// Syscall ABIs: the host's own, and 32-bit compat (ia32 on x86_64, AArch32 on aarch64), whose
+/// numbers mean different calls.
+pub const ABI_NATIVE: u8 = 0;
+pub const ABI_COMPAT: u8 = 1;
+
+/// A thread's syscall state. `ts_ns == 0` when it is not in a syscall; `tgid` and `incarnation`
+/// are fixed when the slot is created (threads never change process).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Start {
     pub ts_ns: u64,
     pub nr: u32,
-    pub _pad: u32,
+    pub tgid: u32,
+    pub incarnation: u32,
+    pub abi: u8,
+    pub _pad: [u8; 3],
+}
+
+/// One (process incarnation, ABI, syscall). `incarnation` tells apart processes that had the
+/// same pid: it is the time (µs, truncated to 32 bits) the kernel side first saw the process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistKey {
+    pub tgid: u32,
+    pub incarnation: u32,
+    pub nr: u32,
+    pub abi: u8,
+    pub _pad: [u8; 3],
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HistKey {
-    pub tgid: u32,
-    pub nr: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrnoKey {
+    pub hist: HistKey,
+    /// Positive errno (ENOENT = 2).
+    pub errno: u32,
 }
 
 /// Cumulative since the entry was created. The 32-bit counts wrap; the daemon reads them at
@@ -125,13 +159,15 @@ pub struct Hist {
     pub buckets: [u32; BUCKETS],
 }
 
-/// The process's name as the kernel saw it (`comm`, NUL-padded), and when its leader exited
-/// (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC ns).
+/// The process's name as the kernel saw it (`comm`, NUL-padded), its incarnation (see
+/// [`HistKey`]), and when its last thread exited (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcInfo {
     pub comm: [u8; 16],
     pub exit_ns: u64,
+    pub incarnation: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -141,6 +177,7 @@ mod pod {
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}
+    unsafe impl aya::Pod for super::ErrnoKey {}
 }
 
 #[cfg(test)]

@@ -1,34 +1,40 @@
 //! Kernel side: time every syscall per thread and add it to the (process, syscall) histogram.
 //!
-//! Per event the work is bounded and allocation-free on the hot path: one pid/tgid read, one
-//! clock read and one in-place write at `sys_enter`; one lookup of the thread's start, one clock
-//! read, one lookup of the histogram and two or three atomic adds at `sys_exit`. Map inserts
-//! happen only the first time a thread or a (process, syscall) pair is seen. The rules and the
-//! reasons are in docs/design.md.
+//! Per event the work is bounded and allocation-free on the hot path: at `sys_enter` one
+//! pid/tgid read, the compat check, one clock read and an in-place write of the thread's slot;
+//! at `sys_exit` one lookup of the slot, one clock read, one lookup of the histogram and two
+//! atomic adds (plus the errno breakdown for failing calls). Map inserts happen only the first
+//! time a thread, a process or a (process, syscall) pair is seen. The rules and the reasons are
+//! in docs/design.md.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use profiler_common::{
-    bucket_index, Hist, HistKey, ProcInfo, Start, BUCKETS, COUNTERS_LEN, COUNTER_HISTS_FULL,
-    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, HISTS_MAX_ENTRIES,
+    bucket_index, ErrnoKey, Hist, HistKey, ProcInfo, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS,
+    COMPAT_DISABLED, COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL,
+    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES,
     PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
 
-// Set by the loader (see profiler_common::GLOBAL_*); read through `read_volatile` so LLVM keeps
-// the load instead of folding in the zero written here.
+// Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
+// freezes, so the verifier knows their values; `read_volatile` keeps LLVM from folding in the
+// defaults written here.
 #[no_mangle]
 static IGNORE_TGID: u32 = 0;
 #[no_mangle]
-static EXECVE_NR: u32 = u32::MAX;
+static COMPAT_OFFSET: u32 = COMPAT_DISABLED;
 #[no_mangle]
-static EXECVEAT_NR: u32 = u32::MAX;
+static COMPAT_MASK: u32 = 0;
 
 #[map]
 static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
@@ -36,6 +42,9 @@ static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIE
 #[map]
 static HISTS: HashMap<HistKey, Hist> =
     HashMap::with_max_entries(HISTS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
 
 #[map]
 static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(PROCS_MAX_ENTRIES, 0);
@@ -71,10 +80,28 @@ fn atomic_add_u64(dst: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
 }
 
+/// Whether the current syscall is a 32-bit compat one. The kernel flags it per syscall in the
+/// task (x86: `thread_info.status & TS_COMPAT`, also set for `int 0x80` from 64-bit code), so
+/// this is exact where the pt_regs code segment would not be.
+#[inline(always)]
+fn current_abi() -> u8 {
+    let offset = global(&COMPAT_OFFSET);
+    if offset == COMPAT_DISABLED {
+        return ABI_NATIVE;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let word = unsafe { bpf_probe_read_kernel(task.add(offset as usize) as *const u32) };
+    match word {
+        Ok(w) if w & global(&COMPAT_MASK) != 0 => ABI_COMPAT,
+        _ => ABI_NATIVE,
+    }
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == global(&IGNORE_TGID) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == global(&IGNORE_TGID) {
         return 0;
     }
     // arg 1 is the syscall number; -1 means "no syscall" (e.g. a ptrace-cancelled one).
@@ -82,34 +109,82 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if nr < 0 {
         return 0;
     }
+    let abi = current_abi();
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
-    let start = Start {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        nr: nr as u32,
-        _pad: 0,
-    };
-    // Threads keep their entry between syscalls (removed at thread exit), so the common case is
+    // Threads keep their slot between syscalls (removed at thread exit), so the common case is
     // an in-place write instead of a hash insert and delete per syscall.
     match STARTS.get_ptr_mut(tid) {
-        Some(slot) => unsafe { *slot = start },
-        None => {
-            if STARTS.insert(tid, start, 0).is_err() {
-                bump(COUNTER_STARTS_FULL);
-            }
-        }
+        Some(slot) => unsafe {
+            (*slot).ts_ns = ts_ns;
+            (*slot).nr = nr as u32;
+            (*slot).abi = abi;
+        },
+        None => new_thread(tid, tgid, ts_ns, nr as u32, abi),
     }
     0
+}
+
+/// A thread's first syscall since attach: give it a slot, tied to its process's incarnation.
+#[inline(never)]
+fn new_thread(tid: u32, tgid: u32, ts_ns: u64, nr: u32, abi: u8) {
+    let start = Start {
+        ts_ns,
+        nr,
+        tgid,
+        incarnation: process_incarnation(tgid, ts_ns),
+        abi,
+        _pad: [0; 3],
+    };
+    if STARTS.insert(tid, start, 0).is_err() {
+        bump(COUNTER_STARTS_FULL);
+    }
+}
+
+/// The incarnation of process `tgid`, recording the process (and its name) if it is new. A pid
+/// whose previous owner has exited starts a new incarnation, so a recycled pid never inherits
+/// its predecessor's numbers.
+#[inline(always)]
+fn process_incarnation(tgid: u32, now_ns: u64) -> u32 {
+    // ~µs since boot, never 0 (0 means "not recorded").
+    let fresh = (now_ns >> 10) as u32 | 1;
+    if let Some(info) = PROCS.get_ptr_mut(tgid) {
+        unsafe {
+            if (*info).exit_ns == 0 {
+                return (*info).incarnation;
+            }
+            (*info).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            (*info).incarnation = fresh;
+            (*info).exit_ns = 0;
+        }
+        return fresh;
+    }
+    let info = ProcInfo {
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        exit_ns: 0,
+        incarnation: fresh,
+        _pad: 0,
+    };
+    if PROCS.insert(tgid, info, BPF_NOEXIST as u64).is_ok() {
+        return fresh;
+    }
+    // Another thread of the process recorded it first, or the map is full.
+    match PROCS.get_ptr(tgid) {
+        Some(info) => unsafe { (*info).incarnation },
+        None => {
+            bump(COUNTER_PROCS_FULL);
+            0
+        }
+    }
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == global(&IGNORE_TGID) {
+    if (pid_tgid >> 32) as u32 == global(&IGNORE_TGID) {
         return 0;
     }
-    let tid = pid_tgid as u32;
-    let Some(slot) = STARTS.get_ptr_mut(tid) else {
+    let Some(slot) = STARTS.get_ptr_mut(pid_tgid as u32) else {
         bump(COUNTER_UNMATCHED_EXITS);
         return 0;
     };
@@ -123,7 +198,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // arg 1 is the return value; -4095..-1 are errnos.
     let ret: i64 = ctx.arg(1);
 
-    let key = HistKey { tgid, nr: start.nr };
+    let key = HistKey {
+        tgid: start.tgid,
+        incarnation: start.incarnation,
+        nr: start.nr,
+        abi: start.abi,
+        _pad: [0; 3],
+    };
     let hist = match HISTS.get_ptr_mut(&key) {
         Some(h) => h,
         None => match new_hist(&key) {
@@ -131,12 +212,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             None => return 0,
         },
     };
-    if start.nr == global(&EXECVE_NR) || start.nr == global(&EXECVEAT_NR) {
-        if ret == 0 {
-            record_name(tgid, true);
-        }
-    }
-
     // Keep the bound where the verifier sees it: the index comes out of a long ALU sequence
     // (BPF has no count-leading-zeros), after which it can lose track of the range.
     let idx = core::hint::black_box(bucket_index(latency));
@@ -146,56 +221,90 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     unsafe {
         atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
         atomic_add_u64(core::ptr::addr_of_mut!((*hist).total_ns), latency);
-        if ret < 0 && ret >= -4095 {
-            atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1);
-        }
+    }
+    if (-4095..0).contains(&ret) {
+        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
+        count_errno(&key, (-ret) as u32);
     }
     0
 }
 
-/// First event of a (process, syscall) pair: create its histogram and, if the process is new,
-/// record its name now, so processes that exit before the next drain keep their names.
 #[inline(never)]
 fn new_hist(key: &HistKey) -> Option<*mut Hist> {
     let zero = ZERO_HIST.get_ptr(0)?;
     // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds theirs.
     let _ = HISTS.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
-    match HISTS.get_ptr_mut(key) {
-        Some(h) => {
-            record_name(key.tgid, false);
-            Some(h)
-        }
-        None => {
-            bump(COUNTER_HISTS_FULL);
-            None
-        }
+    let hist = HISTS.get_ptr_mut(key);
+    if hist.is_none() {
+        bump(COUNTER_HISTS_FULL);
     }
+    hist
 }
 
 #[inline(never)]
-fn record_name(tgid: u32, renamed: bool) {
-    if !renamed && PROCS.get_ptr(tgid).is_some() {
+fn count_errno(key: &HistKey, errno: u32) {
+    let ekey = ErrnoKey { hist: *key, errno };
+    if let Some(c) = ERRNOS.get_ptr_mut(&ekey) {
+        atomic_add_u32(c, 1);
         return;
     }
-    let Ok(comm) = bpf_get_current_comm() else {
+    if ERRNOS.insert(&ekey, 1, BPF_NOEXIST as u64).is_ok() {
         return;
-    };
-    let info = ProcInfo { comm, exit_ns: 0 };
-    if PROCS.insert(tgid, info, 0).is_err() {
-        bump(COUNTER_PROCS_FULL);
+    }
+    match ERRNOS.get_ptr_mut(&ekey) {
+        Some(c) => atomic_add_u32(c, 1),
+        None => bump(COUNTER_ERRNOS_FULL),
     }
 }
 
-/// A thread exits: free its start slot. If it is the process's leader, stamp the exit time so the
-/// daemon can retire the process's histograms after its last drain.
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+/// A successful exec: the process has a new name. If a non-leader thread exec'd, it took over
+/// the leader's pid: move its slot from its old thread id (arg 1) so the execve's own exit pairs
+/// with its enter and the old slot does not leak.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
-    let _ = STARTS.remove(tid);
-    if tid == tgid {
-        if let Some(info) = PROCS.get_ptr_mut(tgid) {
+    let old_tid = ctx.arg::<u64>(1) as u32;
+    if old_tid != tid {
+        if let Some(slot) = STARTS.get_ptr(old_tid) {
+            let start = unsafe { *slot };
+            let _ = STARTS.insert(tid, start, 0);
+            let _ = STARTS.remove(old_tid);
+        }
+    }
+    if let Some(info) = PROCS.get_ptr_mut(tgid) {
+        if let Ok(comm) = bpf_get_current_comm() {
+            unsafe { (*info).comm = comm };
+        }
+    }
+    0
+}
+
+/// A thread exits: free its slot. When the whole process is gone (arg 1, `group_dead`, on
+/// kernels since 6.16), stamp its exit so the daemon retires it and a recycled pid starts a new
+/// incarnation.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    thread_exit(group_dead)
+}
+
+/// The same for kernels whose tracepoint has no `group_dead`: the leader's exit stands in for
+/// the process's (a leader that exits before its other threads retires the process early; its
+/// later calls then start new entries).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_leader(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    thread_exit(pid_tgid as u32 == (pid_tgid >> 32) as u32)
+}
+
+#[inline(always)]
+fn thread_exit(process_gone: bool) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = STARTS.remove(pid_tgid as u32);
+    if process_gone {
+        if let Some(info) = PROCS.get_ptr_mut((pid_tgid >> 32) as u32) {
             unsafe { (*info).exit_ns = bpf_ktime_get_ns() };
         }
     }

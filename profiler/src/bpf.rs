@@ -9,27 +9,37 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Hist, HistKey, ProcInfo, COUNTERS_MAP, GLOBAL_EXECVEAT_NR, GLOBAL_EXECVE_NR,
-    GLOBAL_IGNORE_TGID, HISTS_MAP, PROCS_MAP,
+    ErrnoKey, Hist, HistKey, ProcInfo, Start, COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP,
+    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_IGNORE_TGID, HISTS_MAP, PROCS_MAP, STARTS_MAP,
 };
+use tracing::{info, warn};
 
-use crate::{fatal::Fatal, syscalls};
+use crate::{fatal::Fatal, kernel_btf};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/profiler.bpf.o");
 
-/// (program, tracepoint) pairs, attached in this order.
-const PROGRAMS: &[(&str, &str)] = &[
-    ("sched_process_exit", "sched_process_exit"),
-    ("sys_exit", "sys_exit"),
-    ("sys_enter", "sys_enter"),
+/// Attached in this order: the lifecycle programs first, so no thread that starts a syscall
+/// can exit unseen; `sys_exit` before `sys_enter`, so no start is recorded without its exit.
+/// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
+/// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.
+const PROGRAMS: &[(&str, &[&str])] = &[
+    (
+        "sched_process_exit",
+        &["sched_process_exit", "sched_process_exit_leader"],
+    ),
+    ("sched_process_exec", &["sched_process_exec"]),
+    ("sys_exit", &["sys_exit"]),
+    ("sys_enter", &["sys_enter"]),
 ];
 
 /// The maps the drain reads.
 pub struct Maps {
     pub hists: HashMap<MapData, HistKey, Hist>,
+    pub errnos: HashMap<MapData, ErrnoKey, u32>,
     pub procs: HashMap<MapData, u32, ProcInfo>,
+    pub starts: HashMap<MapData, u32, Start>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -94,32 +104,63 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
 pub fn load_and_attach() -> Result<(Probes, Maps), Fatal> {
     check_privileges()?;
     let own_tgid = std::process::id();
-    let (execve, execveat) = (syscalls::execve_nr(), syscalls::execveat_nr());
+    let (compat_offset, compat_mask) =
+        match kernel_btf::Btf::from_sys_fs().and_then(|btf| kernel_btf::compat_flag(&btf)) {
+            Ok(flag) => flag,
+            Err(e) => {
+                warn!("32-bit compat syscalls will be counted as native ones: {e:#}");
+                (COMPAT_DISABLED, 0)
+            }
+        };
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
-        .override_global(GLOBAL_EXECVE_NR, &execve, true)
-        .override_global(GLOBAL_EXECVEAT_NR, &execveat, true)
+        .override_global(GLOBAL_COMPAT_OFFSET, &compat_offset, true)
+        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
         .load(OBJECT)
         .map_err(|e| load_error("loading the eBPF object", &e))?;
 
-    for &(program, tracepoint) in PROGRAMS {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?
-            .try_into()
-            .map_err(|e| load_error(program, &e))?;
-        prog.load()
-            .map_err(|e| load_error(&format!("verifying program {program}"), &e))?;
-        prog.attach(tracepoint)
-            .map_err(|e| load_error(&format!("attaching to raw tracepoint {tracepoint}"), &e))?;
+    for &(tracepoint, candidates) in PROGRAMS {
+        let mut last_error = None;
+        for &program in candidates {
+            match attach(&mut ebpf, program, tracepoint) {
+                Ok(()) => {
+                    info!("attached {program} to raw tracepoint {tracepoint}");
+                    last_error = None;
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if let Some(e) = last_error {
+            return Err(e);
+        }
     }
 
     let maps = Maps {
         hists: take_map(&mut ebpf, HISTS_MAP)?,
+        errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
         procs: take_map(&mut ebpf, PROCS_MAP)?,
+        starts: take_map(&mut ebpf, STARTS_MAP)?,
         counters: take_map(&mut ebpf, COUNTERS_MAP)?,
     };
     Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?
+        .try_into()
+        .map_err(|e| load_error(program, &e))?;
+    prog.load()
+        .map_err(|e| load_error(&format!("verifying program {program}"), &e))?;
+    prog.attach(tracepoint).map_err(|e| {
+        load_error(
+            &format!("attaching {program} to raw tracepoint {tracepoint}"),
+            &e,
+        )
+    })?;
+    Ok(())
 }
 
 fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Fatal>

@@ -13,22 +13,24 @@ use std::{
 
 use anyhow::{Context, Result};
 use profiler_common::{
-    Hist, HistKey, ProcInfo, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
-    COUNTER_UNMATCHED_EXITS,
+    ErrnoKey, Hist, HistKey, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
 };
 
 use crate::{
     bpf::Maps,
     histogram::Delta,
-    store::{KernelCounters, Store},
+    store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey},
+    syscalls::Abi,
 };
 
 pub struct Drain {
     maps: Maps,
-    /// Each kernel histogram as of the previous read.
-    last: HashMap<HistKey, Hist>,
+    /// Each kernel counter as of the previous read, to turn cumulative values into deltas.
+    last_hists: HashMap<HistKey, Hist>,
+    last_errnos: HashMap<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
-    retiring: HashSet<u32>,
+    retiring: HashSet<ProcKey>,
 }
 
 /// What one kernel histogram gained between two reads. The kernel's 32-bit counts wrap; the
@@ -58,86 +60,189 @@ fn comm_string(comm: &[u8; 16]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
+fn proc_key(k: &HistKey) -> ProcKey {
+    ProcKey {
+        pid: k.tgid,
+        incarnation: k.incarnation,
+    }
+}
+
+fn syscall_key(abi: u8, nr: u32) -> SyscallKey {
+    SyscallKey {
+        abi: Abi::from_kernel(abi),
+        nr,
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Groups threads' in-flight syscalls per process and syscall: how many, and the oldest's age.
+pub fn in_flight(starts: &[Start], now_ns: u64) -> HashMap<ProcKey, Vec<InFlight>> {
+    let mut grouped: HashMap<(ProcKey, SyscallKey), (u32, u64)> = HashMap::new();
+    for s in starts.iter().filter(|s| s.ts_ns != 0) {
+        let key = (
+            ProcKey {
+                pid: s.tgid,
+                incarnation: s.incarnation,
+            },
+            syscall_key(s.abi, s.nr),
+        );
+        let e = grouped.entry(key).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(now_ns.saturating_sub(s.ts_ns));
+    }
+    let mut out: HashMap<ProcKey, Vec<InFlight>> = HashMap::new();
+    for ((p, syscall), (count, oldest_age_ns)) in grouped {
+        out.entry(p).or_default().push(InFlight {
+            syscall,
+            count,
+            oldest_age_ns,
+        });
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|f| std::cmp::Reverse(f.oldest_age_ns));
+    }
+    out
+}
+
 impl Drain {
     pub fn new(maps: Maps) -> Self {
         Self {
             maps,
-            last: HashMap::new(),
+            last_hists: HashMap::new(),
+            last_errnos: HashMap::new(),
             retiring: HashSet::new(),
         }
     }
 
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
-        let procs: Vec<(u32, ProcInfo)> = self
+        let procs: HashMap<u32, ProcInfo> = self
             .maps
             .procs
             .iter()
             .collect::<Result<_, _>>()
             .context("reading PROCS")?;
-        let names: HashMap<u32, &ProcInfo> = procs.iter().map(|(pid, info)| (*pid, info)).collect();
 
         let mut deltas = Vec::new();
-        let mut keys_by_pid: HashMap<u32, Vec<HistKey>> = HashMap::new();
+        let mut hist_keys: Vec<HistKey> = Vec::new();
         for entry in self.maps.hists.iter() {
             let (key, hist) = entry.context("reading HISTS")?;
-            let d = delta(self.last.get(&key), &hist);
+            let d = delta(self.last_hists.get(&key), &hist);
             if !d.is_empty() {
                 deltas.push((key, d));
             }
-            self.last.insert(key, hist);
-            keys_by_pid.entry(key.tgid).or_default().push(key);
+            self.last_hists.insert(key, hist);
+            hist_keys.push(key);
         }
 
-        // A process has exited when the kernel stamped its leader's exit, or, if its name could
-        // not be recorded (PROCS full), when /proc no longer has it.
-        let exited: HashSet<u32> = keys_by_pid
-            .keys()
-            .copied()
-            .filter(|pid| match names.get(pid) {
-                Some(info) => info.exit_ns != 0,
-                None => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            })
-            .collect();
+        let mut errno_deltas = Vec::new();
+        let mut errno_keys: Vec<ErrnoKey> = Vec::new();
+        for entry in self.maps.errnos.iter() {
+            let (key, n) = entry.context("reading ERRNOS")?;
+            let before = self.last_errnos.insert(key, n).unwrap_or(0);
+            let d = n.wrapping_sub(before);
+            if d != 0 {
+                errno_deltas.push((key, u64::from(d)));
+            }
+            errno_keys.push(key);
+        }
 
-        let counters = self.read_counters(keys_by_pid.values().map(Vec::len).sum())?;
+        let starts: Vec<Start> = self
+            .maps
+            .starts
+            .iter()
+            .map(|e| e.map(|(_, s)| s))
+            .collect::<Result<_, _>>()
+            .context("reading STARTS")?;
+        let now_ns = monotonic_ns();
+
+        let exited = exited_processes(&procs, hist_keys.iter().map(proc_key));
+        let counters = self.read_counters(KernelCounters {
+            hists_entries: hist_keys.len() as u64,
+            starts_entries: starts.len() as u64,
+            procs_entries: procs.len() as u64,
+            errnos_entries: errno_keys.len() as u64,
+            ..Default::default()
+        })?;
         let now = (Instant::now(), SystemTime::now());
         {
             let mut store = store.write().unwrap_or_else(|e| e.into_inner());
             for (key, d) in &deltas {
-                store.add(key.tgid, key.nr, d);
+                store.add(proc_key(key), syscall_key(key.abi, key.nr), d);
             }
-            for pid in keys_by_pid.keys() {
-                match names.get(pid) {
-                    Some(info) => store.name(*pid, &comm_string(&info.comm)),
+            for (key, n) in &errno_deltas {
+                let sc = syscall_key(key.hist.abi, key.hist.nr);
+                store.add_errno(proc_key(&key.hist), sc, key.errno, *n);
+            }
+            store.set_in_flight(in_flight(&starts, now_ns));
+            let mut named: HashSet<ProcKey> = HashSet::new();
+            for key in hist_keys
+                .iter()
+                .map(proc_key)
+                .chain(starts.iter().map(|s| ProcKey {
+                    pid: s.tgid,
+                    incarnation: s.incarnation,
+                }))
+            {
+                if !named.insert(key) {
+                    continue;
+                }
+                match procs
+                    .get(&key.pid)
+                    .filter(|i| i.incarnation == key.incarnation)
+                {
+                    Some(info) => store.name(key, &comm_string(&info.comm)),
                     None => {
-                        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-                            store.name(*pid, comm.trim_end());
+                        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid))
+                        {
+                            store.name(key, comm.trim_end());
                         }
                     }
                 }
             }
-            for pid in &exited {
-                store.mark_exited(*pid, now);
+            for key in &exited {
+                store.mark_exited(*key, now);
             }
-            store.expire(now.0);
             store.kernel = counters;
-            store.drains += 1;
-            store.last_drain = Some(now.1);
+            store.finish_drain(now);
         }
 
-        for pid in std::mem::take(&mut self.retiring) {
-            for key in keys_by_pid.remove(&pid).unwrap_or_default() {
-                // Already gone is fine: the goal is that it is gone.
-                let _ = self.maps.hists.remove(&key);
-                self.last.remove(&key);
+        let retiring = std::mem::take(&mut self.retiring);
+        for key in hist_keys.iter().filter(|k| retiring.contains(&proc_key(k))) {
+            // Already gone is fine: the goal is that it is gone.
+            let _ = self.maps.hists.remove(key);
+            self.last_hists.remove(key);
+        }
+        for key in errno_keys
+            .iter()
+            .filter(|k| retiring.contains(&proc_key(&k.hist)))
+        {
+            let _ = self.maps.errnos.remove(key);
+            self.last_errnos.remove(key);
+        }
+        for key in &retiring {
+            // Only if the entry still describes the exited incarnation: a new process may have
+            // taken the pid over since.
+            if let Ok(info) = self.maps.procs.get(&key.pid, 0) {
+                if info.incarnation == key.incarnation && info.exit_ns != 0 {
+                    let _ = self.maps.procs.remove(&key.pid);
+                }
             }
-            let _ = self.maps.procs.remove(&pid);
         }
         self.retiring = exited;
         Ok(())
     }
 
-    fn read_counters(&self, hists_entries: usize) -> Result<KernelCounters> {
+    fn read_counters(&self, sizes: KernelCounters) -> Result<KernelCounters> {
         let sum = |i: u32| -> Result<u64> {
             let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
             Ok(per_cpu.iter().sum())
@@ -146,10 +251,41 @@ impl Drain {
             hists_full: sum(COUNTER_HISTS_FULL)?,
             procs_full: sum(COUNTER_PROCS_FULL)?,
             starts_full: sum(COUNTER_STARTS_FULL)?,
+            errnos_full: sum(COUNTER_ERRNOS_FULL)?,
             unmatched_exits: sum(COUNTER_UNMATCHED_EXITS)?,
-            hists_entries: hists_entries as u64,
+            ..sizes
         })
     }
+}
+
+/// The process incarnations that have exited: every PROCS entry the kernel stamped, every
+/// incarnation whose pid PROCS now gives to a newer one, and (when PROCS was full and could not
+/// record it) every process /proc no longer has.
+fn exited_processes(
+    procs: &HashMap<u32, ProcInfo>,
+    with_data: impl Iterator<Item = ProcKey>,
+) -> HashSet<ProcKey> {
+    let mut exited: HashSet<ProcKey> = procs
+        .iter()
+        .filter(|(_, info)| info.exit_ns != 0)
+        .map(|(&pid, info)| ProcKey {
+            pid,
+            incarnation: info.incarnation,
+        })
+        .collect();
+    for key in with_data {
+        let gone = match procs.get(&key.pid) {
+            Some(info) => info.incarnation != key.incarnation || info.exit_ns != 0,
+            None if key.incarnation == 0 => {
+                !std::path::Path::new(&format!("/proc/{}", key.pid)).exists()
+            }
+            None => true,
+        };
+        if gone {
+            exited.insert(key);
+        }
+    }
+    exited
 }
 
 #[cfg(test)]
@@ -202,5 +338,56 @@ mod tests {
         c[..4].copy_from_slice(b"bash");
         assert_eq!(comm_string(&c), "bash");
         assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+    }
+
+    fn start(tgid: u32, nr: u32, ts_ns: u64) -> Start {
+        Start {
+            ts_ns,
+            nr,
+            tgid,
+            incarnation: 7,
+            abi: 0,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn in_flight_groups_threads_and_keeps_the_oldest() {
+        let starts = [
+            start(10, 0, 1_000),
+            start(10, 0, 4_000),
+            start(10, 202, 9_000),
+            start(11, 0, 0), // not in a syscall
+        ];
+        let got = in_flight(&starts, 10_000);
+        let p10 = &got[&ProcKey {
+            pid: 10,
+            incarnation: 7,
+        }];
+        assert_eq!(p10.len(), 2);
+        assert_eq!(
+            (p10[0].syscall.nr, p10[0].count, p10[0].oldest_age_ns),
+            (0, 2, 9_000)
+        );
+        assert_eq!(
+            (p10[1].syscall.nr, p10[1].count, p10[1].oldest_age_ns),
+            (202, 1, 1_000)
+        );
+        assert!(!got.keys().any(|k| k.pid == 11));
+    }
+
+    #[test]
+    fn exit_detection() {
+        let info = |inc, exit_ns| ProcInfo {
+            comm: [0; 16],
+            exit_ns,
+            incarnation: inc,
+            _pad: 0,
+        };
+        let procs = HashMap::from([(1, info(5, 0)), (2, info(6, 123)), (3, info(9, 0))]);
+        let k = |pid, incarnation| ProcKey { pid, incarnation };
+        let data = [k(1, 5), k(2, 6), k(3, 8), k(4, 4)];
+        let exited = exited_processes(&procs, data.into_iter());
+        assert_eq!(exited, HashSet::from([k(2, 6), k(3, 8), k(4, 4)]));
     }
 }

@@ -10,6 +10,7 @@ mod drain;
 mod fatal;
 mod histogram;
 mod host;
+mod kernel_btf;
 mod serve;
 mod store;
 mod syscalls;

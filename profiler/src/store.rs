@@ -9,16 +9,89 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::histogram::{Delta, Histogram};
+use crate::{
+    histogram::{Delta, Histogram},
+    syscalls::{self, Abi, Category},
+};
+
+/// One process incarnation: a recycled pid is a different process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    pub pid: u32,
+    pub incarnation: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyscallKey {
+    pub abi: Abi,
+    pub nr: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallTotals {
+    pub hist: Histogram,
+    /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
+    /// full (see `drops.errnos_full`).
+    pub errnos: BTreeMap<u32, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CategoryTotals {
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+}
+
+/// Syscalls that have started and not yet returned, as of the last drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub syscall: SyscallKey,
+    pub count: u32,
+    pub oldest_age_ns: u64,
+}
 
 #[derive(Clone, Debug)]
 pub struct Process {
-    pub pid: u32,
+    pub key: ProcKey,
     pub comm: String,
+    pub first_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
-    /// Per syscall number.
-    pub syscalls: BTreeMap<u32, Histogram>,
+    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    pub categories: BTreeMap<Category, CategoryTotals>,
+    pub total: CategoryTotals,
+    pub in_flight: Vec<InFlight>,
+    /// Syscall time completed during the last drain interval, over that interval's length:
+    /// 1.0 is one thread inside syscalls all the time (threads add up, so it can exceed 1).
+    pub syscall_time_share: f64,
+    interval_ns: u64,
+}
+
+impl Process {
+    fn new(key: ProcKey) -> Self {
+        Self {
+            key,
+            comm: String::new(),
+            first_seen: SystemTime::now(),
+            exited: None,
+            syscalls: BTreeMap::new(),
+            categories: BTreeMap::new(),
+            total: CategoryTotals::default(),
+            in_flight: Vec::new(),
+            syscall_time_share: 0.0,
+            interval_ns: 0,
+        }
+    }
+
+    /// The share of this process's syscall time (since the daemon started) spent in `cat`.
+    pub fn category_share(&self, cat: Category) -> f64 {
+        let t = self.categories.get(&cat).map_or(0, |c| c.total_ns);
+        if self.total.total_ns == 0 {
+            0.0
+        } else {
+            t as f64 / self.total.total_ns as f64
+        }
+    }
 }
 
 /// The kernel side's own health, as of the last drain.
@@ -27,20 +100,24 @@ pub struct KernelCounters {
     pub hists_full: u64,
     pub procs_full: u64,
     pub starts_full: u64,
+    pub errnos_full: u64,
     pub unmatched_exits: u64,
     pub hists_entries: u64,
+    pub starts_entries: u64,
+    pub procs_entries: u64,
+    pub errnos_entries: u64,
 }
 
 #[derive(Debug)]
 pub struct Store {
     pub started: (Instant, SystemTime),
     pub retention: Duration,
-    pub processes: HashMap<u32, Process>,
-    /// Per syscall number, over every process ever seen.
-    pub system: BTreeMap<u32, Histogram>,
+    pub processes: HashMap<ProcKey, Process>,
+    /// Per syscall, over every process ever seen.
+    pub system: BTreeMap<SyscallKey, SyscallTotals>,
     pub kernel: KernelCounters,
     pub drains: u64,
-    pub last_drain: Option<SystemTime>,
+    pub last_drain: Option<(Instant, SystemTime)>,
 }
 
 impl Store {
@@ -56,49 +133,111 @@ impl Store {
         }
     }
 
+    fn process(&mut self, key: ProcKey) -> &mut Process {
+        self.processes
+            .entry(key)
+            .or_insert_with(|| Process::new(key))
+    }
+
     /// Adds what one kernel histogram gained since the last drain.
-    pub fn add(&mut self, pid: u32, nr: u32, delta: &Delta) {
+    pub fn add(&mut self, key: ProcKey, sc: SyscallKey, delta: &Delta) {
         if delta.is_empty() {
             return;
         }
-        let process = self.processes.entry(pid).or_insert_with(|| Process {
-            pid,
-            comm: String::new(),
-            exited: None,
-            syscalls: BTreeMap::new(),
-        });
-        process.syscalls.entry(nr).or_default().add(delta);
-        self.system.entry(nr).or_default().add(delta);
+        let cat = syscalls::category(sc.abi, sc.nr);
+        let count: u64 = delta.buckets.iter().map(|&(_, n)| n).sum();
+        let p = self.process(key);
+        p.syscalls.entry(sc).or_default().hist.add(delta);
+        for t in [p.categories.entry(cat).or_default(), &mut p.total] {
+            t.count += count;
+            t.errors += delta.errors;
+            t.total_ns += delta.total_ns;
+        }
+        p.interval_ns += delta.total_ns;
+        self.system.entry(sc).or_default().hist.add(delta);
+    }
+
+    pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self
+            .process(key)
+            .syscalls
+            .entry(sc)
+            .or_default()
+            .errnos
+            .entry(errno)
+            .or_default() += n;
+        *self
+            .system
+            .entry(sc)
+            .or_default()
+            .errnos
+            .entry(errno)
+            .or_default() += n;
     }
 
     /// Records a process's name; a later name (after execve) replaces an earlier one.
-    pub fn name(&mut self, pid: u32, comm: &str) {
-        if let Some(p) = self.processes.get_mut(&pid) {
+    pub fn name(&mut self, key: ProcKey, comm: &str) {
+        if let Some(p) = self.processes.get_mut(&key) {
             if p.comm != comm {
                 p.comm = comm.to_string();
             }
         }
     }
 
-    pub fn mark_exited(&mut self, pid: u32, now: (Instant, SystemTime)) {
-        if let Some(p) = self.processes.get_mut(&pid) {
+    pub fn mark_exited(&mut self, key: ProcKey, now: (Instant, SystemTime)) {
+        if let Some(p) = self.processes.get_mut(&key) {
             p.exited.get_or_insert(now);
         }
     }
 
-    /// Forgets processes that exited more than `retention` before `now`.
-    pub fn expire(&mut self, now: Instant) {
+    /// Replaces every process's in-flight list with this drain's snapshot. A process with only
+    /// in-flight calls (say, blocked since before the daemon started) is listed too.
+    pub fn set_in_flight(&mut self, mut by_process: HashMap<ProcKey, Vec<InFlight>>) {
+        for p in self.processes.values_mut() {
+            p.in_flight = by_process.remove(&p.key).unwrap_or_default();
+        }
+        for (key, list) in by_process {
+            self.process(key).in_flight = list;
+        }
+    }
+
+    /// Closes a drain at `now`: per-interval figures and expiry of exited processes.
+    pub fn finish_drain(&mut self, now: (Instant, SystemTime)) {
+        let since = self.last_drain.map_or(self.started.0, |(at, _)| at);
+        let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
+        for p in self.processes.values_mut() {
+            p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
+            p.interval_ns = 0;
+        }
         let retention = self.retention;
         self.processes.retain(|_, p| match p.exited {
-            Some((at, _)) => now.saturating_duration_since(at) < retention,
+            Some((at, _)) => now.0.saturating_duration_since(at) < retention,
             None => true,
         });
+        self.drains += 1;
+        self.last_drain = Some(now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P1: ProcKey = ProcKey {
+        pid: 1,
+        incarnation: 10,
+    };
+    const P2: ProcKey = ProcKey {
+        pid: 2,
+        incarnation: 20,
+    };
+    const GETPID: SyscallKey = SyscallKey {
+        abi: Abi::Native,
+        nr: 39,
+    };
 
     fn delta(bucket: usize, n: u64, total: u64, errors: u64) -> Delta {
         Delta {
@@ -111,48 +250,137 @@ mod tests {
     #[test]
     fn totals_accumulate_per_process_and_system_wide() {
         let mut s = Store::new(Duration::from_secs(60));
-        s.add(1, 39, &delta(100, 2, 500, 0));
-        s.add(1, 39, &delta(101, 3, 700, 1));
-        s.add(2, 39, &delta(100, 1, 100, 1));
-        let p1 = &s.processes[&1].syscalls[&39];
+        s.add(P1, GETPID, &delta(100, 2, 500, 0));
+        s.add(P1, GETPID, &delta(101, 3, 700, 1));
+        s.add(P2, GETPID, &delta(100, 1, 100, 1));
+        let p1 = &s.processes[&P1].syscalls[&GETPID].hist;
         assert_eq!((p1.count, p1.errors, p1.total_ns), (5, 1, 1200));
-        let sys = &s.system[&39];
+        let sys = &s.system[&GETPID].hist;
         assert_eq!((sys.count, sys.errors, sys.total_ns), (6, 2, 1300));
+        let cat = s.processes[&P1].categories[&Category::Process];
+        assert_eq!((cat.count, cat.errors, cat.total_ns), (5, 1, 1200));
+        assert_eq!(s.processes[&P1].total, cat);
+    }
+
+    #[test]
+    fn a_recycled_pid_is_a_different_process() {
+        let mut s = Store::new(Duration::from_secs(60));
+        let reborn = ProcKey {
+            pid: 1,
+            incarnation: 99,
+        };
+        s.add(P1, GETPID, &delta(1, 5, 5, 0));
+        s.add(reborn, GETPID, &delta(1, 2, 2, 0));
+        assert_eq!(s.processes[&P1].total.count, 5);
+        assert_eq!(s.processes[&reborn].total.count, 2);
+    }
+
+    #[test]
+    fn errnos_add_up_per_process_and_system_wide() {
+        let mut s = Store::new(Duration::from_secs(60));
+        s.add_errno(P1, GETPID, 2, 3);
+        s.add_errno(P1, GETPID, 2, 4);
+        s.add_errno(P2, GETPID, 9, 1);
+        s.add_errno(P2, GETPID, 9, 0);
+        assert_eq!(
+            s.processes[&P1].syscalls[&GETPID].errnos,
+            BTreeMap::from([(2, 7)])
+        );
+        assert_eq!(s.system[&GETPID].errnos, BTreeMap::from([(2, 7), (9, 1)]));
     }
 
     #[test]
     fn exited_processes_leave_after_retention_but_system_totals_stay() {
         let mut s = Store::new(Duration::from_secs(60));
-        s.add(7, 0, &delta(50, 4, 400, 0));
-        s.add(8, 0, &delta(50, 1, 100, 0));
+        s.add(P1, GETPID, &delta(50, 4, 400, 0));
+        s.add(P2, GETPID, &delta(50, 1, 100, 0));
         let t0 = Instant::now();
-        s.mark_exited(7, (t0, SystemTime::now()));
+        let wall = SystemTime::now();
+        s.mark_exited(P1, (t0, wall));
         // A second exit notice does not restart the clock.
-        s.mark_exited(7, (t0 + Duration::from_secs(30), SystemTime::now()));
-        s.expire(t0 + Duration::from_secs(59));
-        assert!(s.processes.contains_key(&7));
-        s.expire(t0 + Duration::from_secs(60));
-        assert!(!s.processes.contains_key(&7));
+        s.mark_exited(P1, (t0 + Duration::from_secs(30), wall));
+        s.finish_drain((t0 + Duration::from_secs(59), wall));
+        assert!(s.processes.contains_key(&P1));
+        s.finish_drain((t0 + Duration::from_secs(60), wall));
+        assert!(!s.processes.contains_key(&P1));
         assert!(
-            s.processes.contains_key(&8),
+            s.processes.contains_key(&P2),
             "running processes never expire"
         );
-        assert_eq!(s.system[&0].count, 5);
+        assert_eq!(s.system[&GETPID].hist.count, 5);
+        assert_eq!(s.drains, 2);
+    }
+
+    #[test]
+    fn time_share_covers_the_last_interval_only() {
+        let mut s = Store::new(Duration::from_secs(60));
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        // 600 ms of syscall time in a 1 s interval.
+        s.add(P1, GETPID, &delta(200, 1, 600_000_000, 0));
+        s.finish_drain((t0 + Duration::from_secs(1), wall));
+        assert!((s.processes[&P1].syscall_time_share - 0.6).abs() < 1e-9);
+        s.finish_drain((t0 + Duration::from_secs(2), wall));
+        assert_eq!(s.processes[&P1].syscall_time_share, 0.0);
+    }
+
+    #[test]
+    fn category_share_of_syscall_time() {
+        let mut s = Store::new(Duration::from_secs(60));
+        let futex = SyscallKey {
+            abi: Abi::Native,
+            nr: syscalls_nr("futex"),
+        };
+        s.add(P1, futex, &delta(200, 1, 600, 0));
+        s.add(P1, GETPID, &delta(200, 1, 400, 0));
+        let p = &s.processes[&P1];
+        assert!((p.category_share(Category::Sync) - 0.6).abs() < 1e-9);
+        assert_eq!(p.category_share(Category::Network), 0.0);
+    }
+
+    fn syscalls_nr(name: &str) -> u32 {
+        (0..1000)
+            .find(|&nr| syscalls::name(Abi::Native, nr) == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn in_flight_snapshot_replaces_the_previous_one() {
+        let mut s = Store::new(Duration::from_secs(60));
+        s.add(P1, GETPID, &delta(1, 1, 1, 0));
+        let read = SyscallKey {
+            abi: Abi::Native,
+            nr: 0,
+        };
+        let one = InFlight {
+            syscall: read,
+            count: 1,
+            oldest_age_ns: 5,
+        };
+        s.set_in_flight(HashMap::from([(P1, vec![one]), (P2, vec![one])]));
+        assert_eq!(s.processes[&P1].in_flight, vec![one]);
+        assert_eq!(
+            s.processes[&P2].in_flight,
+            vec![one],
+            "listed with no completed calls"
+        );
+        s.set_in_flight(HashMap::new());
+        assert!(s.processes[&P1].in_flight.is_empty());
     }
 
     #[test]
     fn names_follow_execve() {
         let mut s = Store::new(Duration::ZERO);
-        s.add(3, 0, &delta(1, 1, 1, 0));
-        s.name(3, "bash");
-        s.name(3, "ls");
-        assert_eq!(s.processes[&3].comm, "ls");
+        s.add(P1, GETPID, &delta(1, 1, 1, 0));
+        s.name(P1, "bash");
+        s.name(P1, "ls");
+        assert_eq!(s.processes[&P1].comm, "ls");
     }
 
     #[test]
     fn empty_deltas_create_nothing() {
         let mut s = Store::new(Duration::ZERO);
-        s.add(3, 0, &Delta::default());
+        s.add(P1, GETPID, &Delta::default());
         assert!(s.processes.is_empty());
         assert!(s.system.is_empty());
     }

@@ -2,6 +2,7 @@
 
 use std::{
     cmp::Reverse,
+    collections::BTreeMap,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -11,11 +12,17 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use profiler_common::{HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES};
+use profiler_common::{
+    ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+};
 use serde::Serialize;
 
 use super::{error::BadParam, AppState};
-use crate::{histogram::Histogram, host, store::Store, syscalls};
+use crate::{
+    host,
+    store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
+    syscalls::{self, Abi, Category, Filter},
+};
 
 /// Bumped on any change that could break a client: removed or renamed fields, changed meaning.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,7 +42,7 @@ pub enum SortKey {
 pub struct StatsQuery {
     pub pid: Option<u32>,
     pub comm: Option<String>,
-    pub syscall: Option<u32>,
+    pub syscall: Option<Filter>,
     pub top: Option<usize>,
     pub sort: SortKey,
 }
@@ -69,7 +76,7 @@ impl StatsQuery {
                     q.comm = Some(value.to_string())
                 }
                 "syscall" => {
-                    q.syscall = Some(syscalls::lookup(value).ok_or_else(|| {
+                    q.syscall = Some(Filter::parse(value).ok_or_else(|| {
                         BadParam::new(
                             "syscall",
                             format!("'{value}' is not a syscall name or number on this host"),
@@ -124,6 +131,8 @@ pub struct Bucket {
 pub struct SyscallStats {
     pub name: String,
     pub nr: u32,
+    pub abi: Abi,
+    pub category: Category,
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
@@ -132,14 +141,19 @@ pub struct SyscallStats {
     pub p90_ns: Option<u64>,
     pub p99_ns: Option<u64>,
     pub max_ns: Option<u64>,
+    /// Failures by errno name (`ENOENT`).
+    pub errnos: BTreeMap<String, u64>,
     pub buckets: Vec<Bucket>,
 }
 
 impl SyscallStats {
-    fn new(nr: u32, h: &Histogram) -> Self {
+    fn new(key: SyscallKey, name: String, t: &SyscallTotals) -> Self {
+        let h = &t.hist;
         Self {
-            name: syscalls::name(nr),
-            nr,
+            category: Category::of(&name),
+            name,
+            nr: key.nr,
+            abi: key.abi,
             count: h.count,
             errors: h.errors,
             total_ns: h.total_ns,
@@ -148,6 +162,11 @@ impl SyscallStats {
             p90_ns: h.quantile_ns(0.90),
             p99_ns: h.quantile_ns(0.99),
             max_ns: h.max_ns(),
+            errnos: t
+                .errnos
+                .iter()
+                .map(|(&e, &n)| (syscalls::errno_name(e), n))
+                .collect(),
             buckets: h
                 .nonempty_buckets()
                 .map(|(lower_ns, upper_ns, count)| Bucket {
@@ -170,15 +189,40 @@ impl SyscallStats {
 }
 
 #[derive(Serialize)]
+pub struct CategoryStats {
+    pub category: Category,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    /// This category's part of the process's syscall time since the daemon started.
+    pub share_of_syscall_time: f64,
+}
+
+#[derive(Serialize)]
+pub struct InFlightStats {
+    pub name: String,
+    pub nr: u32,
+    pub abi: Abi,
+    pub count: u32,
+    pub oldest_age_ns: u64,
+}
+
+#[derive(Serialize)]
 pub struct ProcessStats {
     pub pid: u32,
     pub comm: String,
+    pub first_seen_unix_ms: u64,
     pub exited: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_unix_ms: Option<u64>,
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+    /// Syscall time completed in the last drain interval over the interval's length (1.0 = one
+    /// thread in syscalls the whole time; threads add up).
+    pub syscall_time_share: f64,
+    pub categories: Vec<CategoryStats>,
+    pub in_flight: Vec<InFlightStats>,
     pub syscalls: Vec<SyscallStats>,
 }
 
@@ -214,11 +258,16 @@ pub struct HostStats {
 pub struct MapStats {
     pub hists_entries: u64,
     pub hists_capacity: u32,
-    pub procs_capacity: u32,
+    pub starts_entries: u64,
     pub starts_capacity: u32,
-    /// Events or names lost because a map was full, per map.
+    pub procs_entries: u64,
+    pub procs_capacity: u32,
+    pub errnos_entries: u64,
+    pub errnos_capacity: u32,
+    /// What was lost because a map was full, per map.
     pub drops: Drops,
-    /// Exits with no recorded enter (in flight at attach, or the start was dropped).
+    /// Exits with no recorded enter: a new thread's first return from clone/fork, a syscall in
+    /// flight at attach, or one whose start was dropped.
     pub unmatched_exits: u64,
 }
 
@@ -227,6 +276,7 @@ pub struct Drops {
     pub hists_full: u64,
     pub procs_full: u64,
     pub starts_full: u64,
+    pub errnos_full: u64,
 }
 
 #[derive(Serialize)]
@@ -256,44 +306,85 @@ fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (
     }
 }
 
-pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse {
-    let wanted = |nr: &u32| q.syscall.is_none_or(|s| s == *nr);
+fn process_stats(p: &Process, q: &StatsQuery) -> Option<ProcessStats> {
+    let wanted = |k: &SyscallKey, name: &str| {
+        q.syscall
+            .as_ref()
+            .is_none_or(|f| f.matches(k.abi, k.nr, name))
+    };
+    let mut calls: Vec<SyscallStats> = p
+        .syscalls
+        .iter()
+        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
+        .filter(|(k, name, _)| wanted(k, name))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t))
+        .collect();
+    let in_flight: Vec<InFlightStats> = p
+        .in_flight
+        .iter()
+        .map(|f: &InFlight| (f, syscalls::name(f.syscall.abi, f.syscall.nr)))
+        .filter(|(f, name)| wanted(&f.syscall, name))
+        .map(|(f, name)| InFlightStats {
+            name,
+            nr: f.syscall.nr,
+            abi: f.syscall.abi,
+            count: f.count,
+            oldest_age_ns: f.oldest_age_ns,
+        })
+        .collect();
+    if calls.is_empty() && in_flight.is_empty() {
+        return None;
+    }
+    sort_and_cut(&mut calls, q.top, |s| (s.sort_key(q.sort), s.nr));
+    let categories = Category::ALL
+        .iter()
+        .filter_map(|&c| {
+            let t = p.categories.get(&c)?;
+            Some(CategoryStats {
+                category: c,
+                count: t.count,
+                errors: t.errors,
+                total_ns: t.total_ns,
+                share_of_syscall_time: p.category_share(c),
+            })
+        })
+        .collect();
+    Some(ProcessStats {
+        pid: p.key.pid,
+        comm: p.comm.clone(),
+        first_seen_unix_ms: unix_ms(p.first_seen),
+        exited: p.exited.is_some(),
+        exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
+        count: calls.iter().map(|s| s.count).sum(),
+        errors: calls.iter().map(|s| s.errors).sum(),
+        total_ns: calls.iter().map(|s| s.total_ns).sum(),
+        syscall_time_share: p.syscall_time_share,
+        categories,
+        in_flight,
+        syscalls: calls,
+    })
+}
 
+pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse {
     let mut syscalls: Vec<SyscallStats> = store
         .system
         .iter()
-        .filter(|(nr, _)| wanted(nr))
-        .map(|(&nr, h)| SyscallStats::new(nr, h))
+        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
+        .filter(|(k, name, _)| {
+            q.syscall
+                .as_ref()
+                .is_none_or(|f| f.matches(k.abi, k.nr, name))
+        })
+        .map(|(k, name, t)| SyscallStats::new(k, name, t))
         .collect();
     sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
 
     let mut processes: Vec<ProcessStats> = store
         .processes
         .values()
-        .filter(|p| q.pid.is_none_or(|pid| pid == p.pid))
+        .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
         .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
-        .filter_map(|p| {
-            let mut calls: Vec<SyscallStats> = p
-                .syscalls
-                .iter()
-                .filter(|(nr, _)| wanted(nr))
-                .map(|(&nr, h)| SyscallStats::new(nr, h))
-                .collect();
-            if calls.is_empty() {
-                return None;
-            }
-            sort_and_cut(&mut calls, q.top, |s| (s.sort_key(q.sort), s.nr));
-            Some(ProcessStats {
-                pid: p.pid,
-                comm: p.comm.clone(),
-                exited: p.exited.is_some(),
-                exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
-                count: calls.iter().map(|s| s.count).sum(),
-                errors: calls.iter().map(|s| s.errors).sum(),
-                total_ns: calls.iter().map(|s| s.total_ns).sum(),
-                syscalls: calls,
-            })
-        })
+        .filter_map(|p| process_stats(p, q))
         .collect();
     sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
 
@@ -308,17 +399,22 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
             daemon_uptime_seconds: store.started.0.elapsed().as_secs_f64(),
             interval_ms: state.interval.as_millis() as u64,
             drains: store.drains,
-            last_drain_unix_ms: store.last_drain.map(unix_ms),
+            last_drain_unix_ms: store.last_drain.map(|(_, wall)| unix_ms(wall)),
         },
         kernel_maps: MapStats {
             hists_entries: k.hists_entries,
             hists_capacity: HISTS_MAX_ENTRIES,
-            procs_capacity: PROCS_MAX_ENTRIES,
+            starts_entries: k.starts_entries,
             starts_capacity: STARTS_MAX_ENTRIES,
+            procs_entries: k.procs_entries,
+            procs_capacity: PROCS_MAX_ENTRIES,
+            errnos_entries: k.errnos_entries,
+            errnos_capacity: ERRNOS_MAX_ENTRIES,
             drops: Drops {
                 hists_full: k.hists_full,
                 procs_full: k.procs_full,
                 starts_full: k.starts_full,
+                errnos_full: k.errnos_full,
             },
             unmatched_exits: k.unmatched_exits,
         },
@@ -355,7 +451,7 @@ mod tests {
         let q = StatsQuery::parse(Some("pid=42&comm=nginx&syscall=read&top=5&sort=p99")).unwrap();
         assert_eq!(q.pid, Some(42));
         assert_eq!(q.comm.as_deref(), Some("nginx"));
-        assert_eq!(q.syscall, syscalls::lookup("read"));
+        assert_eq!(q.syscall, Filter::parse("read"));
         assert_eq!(q.top, Some(5));
         assert_eq!(q.sort, SortKey::P99);
     }

@@ -1,0 +1,156 @@
+//! Just enough of the kernel's BTF (/sys/kernel/btf/vmlinux) to find struct member offsets, so
+//! the kernel programs can read a task field at the right place on any kernel build, without
+//! kernel headers. Format: Documentation/bpf/btf.rst.
+
+use anyhow::{bail, ensure, Context, Result};
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+
+pub struct Btf {
+    data: Vec<u8>,
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+}
+
+fn u32_at(d: &[u8], off: usize) -> Result<u32> {
+    let b = d.get(off..off + 4).context("BTF truncated")?;
+    Ok(u32::from_le_bytes(b.try_into().unwrap()))
+}
+
+impl Btf {
+    pub fn from_sys_fs() -> Result<Self> {
+        let path = "/sys/kernel/btf/vmlinux";
+        Self::parse(std::fs::read(path).with_context(|| format!("reading {path}"))?)
+    }
+
+    pub fn parse(data: Vec<u8>) -> Result<Self> {
+        ensure!(data.len() >= 24, "BTF shorter than its header");
+        ensure!(
+            u16::from_le_bytes([data[0], data[1]]) == BTF_MAGIC,
+            "not little-endian BTF (bad magic)"
+        );
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(&data, 8)? as usize, u32_at(&data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(&data, 16)? as usize, u32_at(&data, 20)? as usize);
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        ensure!(
+            types.end <= data.len() && strings.end <= data.len(),
+            "BTF sections out of bounds"
+        );
+        Ok(Self {
+            data,
+            types,
+            strings,
+        })
+    }
+
+    fn name(&self, off: u32) -> Result<&str> {
+        let start = self.strings.start + off as usize;
+        let bytes = self
+            .data
+            .get(start..self.strings.end)
+            .context("BTF name out of bounds")?;
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .context("unterminated BTF name")?;
+        std::str::from_utf8(&bytes[..end]).context("BTF name is not UTF-8")
+    }
+
+    /// Byte offset of `member` in `struct name`.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+        let d = &self.data;
+        let mut at = self.types.start;
+        while at < self.types.end {
+            let (name_off, info) = (u32_at(d, at)?, u32_at(d, at + 4)?);
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kind_flag = info >> 31 == 1;
+            at += 12;
+            if kind == KIND_STRUCT && self.name(name_off)? == name {
+                for m in 0..vlen {
+                    let rec = at + m * 12;
+                    if self.name(u32_at(d, rec)?)? == member {
+                        let mut bits = u32_at(d, rec + 8)?;
+                        if kind_flag {
+                            // High byte is the bitfield size; the rest is the bit offset.
+                            bits &= 0x00ff_ffff;
+                        }
+                        ensure!(bits % 8 == 0, "{name}.{member} is a bitfield");
+                        return Ok(bits / 8);
+                    }
+                }
+                bail!("struct {name} has no member {member}");
+            }
+            at += trailing_len(kind, vlen)?;
+        }
+        bail!("no struct {name} in the kernel's BTF")
+    }
+}
+
+/// Size of the data that follows a type's 12-byte header, by kind.
+fn trailing_len(kind: u32, vlen: usize) -> Result<usize> {
+    Ok(match kind {
+        1 => 4,                                      // INT
+        2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0, // PTR FWD TYPEDEF VOLATILE CONST RESTRICT FUNC FLOAT TYPE_TAG
+        3 => 12,                                     // ARRAY
+        4 | 5 => 12 * vlen,                          // STRUCT UNION
+        6 => 8 * vlen,                               // ENUM
+        13 => 8 * vlen,                              // FUNC_PROTO
+        14 => 4,                                     // VAR
+        15 => 12 * vlen,                             // DATASEC
+        17 => 4,                                     // DECL_TAG
+        19 => 12 * vlen,                             // ENUM64
+        k => bail!("unknown BTF kind {k}"),
+    })
+}
+
+/// Where a task says its current syscall is a 32-bit compat one: (byte offset of a `u32` in
+/// `struct task_struct`, bit mask).
+pub fn compat_flag(btf: &Btf) -> Result<(u32, u32)> {
+    let thread_info = btf.member_offset("task_struct", "thread_info")?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // TS_COMPAT in thread_info.status, set on entry of every ia32 syscall (including int
+        // 0x80 from 64-bit code) and cleared on return to user space.
+        const TS_COMPAT: u32 = 0x0002;
+        Ok((
+            thread_info + btf.member_offset("thread_info", "status")?,
+            TS_COMPAT,
+        ))
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // TIF_32BIT in thread_info.flags (bit 22, in the low word: little-endian).
+        const TIF_32BIT: u32 = 22;
+        Ok((
+            thread_info + btf.member_offset("thread_info", "flags")?,
+            1 << TIF_32BIT,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Btf::parse(vec![0; 10]).is_err());
+        assert!(Btf::parse(vec![0; 64]).is_err());
+    }
+
+    /// Against the running kernel's BTF: the offsets the compat check relies on exist.
+    #[test]
+    fn finds_task_fields_in_the_live_kernel() {
+        let btf = Btf::from_sys_fs().expect("this kernel has BTF (/sys/kernel/btf/vmlinux)");
+        assert_eq!(btf.member_offset("task_struct", "thread_info").unwrap(), 0);
+        assert!(btf.member_offset("task_struct", "pid").unwrap() > 0);
+        assert!(btf.member_offset("task_struct", "no_such_member").is_err());
+        assert!(btf.member_offset("no_such_struct", "x").is_err());
+        let (offset, mask) = compat_flag(&btf).unwrap();
+        assert!(offset < 64 && mask != 0);
+    }
+}
