@@ -77,11 +77,19 @@ pub const HISTS_MAX_ENTRIES: u32 = 16_384;
 pub const ERRNOS_MAP: &str = "ERRNOS";
 pub const ERRNOS_MAX_ENTRIES: u32 = 16_384;
 
-/// Processes keyed by tgid (`u32`), value [`ProcInfo`]: written when a process is first seen,
-/// renamed after a successful execve, stamped when its last thread exits. When full,
-/// `COUNTER_PROCS_FULL` counts each process that could not be recorded; its calls are still
-/// counted, under incarnation 0.
+/// The incarnation of every live process, keyed by tgid (`u32`), value `u32`: created at the
+/// process's first syscall, deleted when its last thread exits, so that a recycled pid starts a
+/// new incarnation. When full, `COUNTER_PROCS_FULL` counts each process that could not be
+/// recorded; its calls are still counted, under incarnation 0.
+pub const LIVE_MAP: &str = "LIVE";
+
+/// Process names and exits keyed by [`ProcKey`], value [`ProcInfo`]: written when a process is
+/// first seen, renamed after a successful exec, stamped when its last thread exits; deleted by
+/// the daemon once it has read the process for the last time. Keyed by incarnation, so a pid
+/// recycled before the daemon's next read cannot overwrite its predecessor's name. When full,
+/// `COUNTER_PROCS_FULL` counts each name not recorded (the daemon falls back to /proc).
 pub const PROCS_MAP: &str = "PROCS";
+/// Entries of both LIVE and PROCS.
 pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 
 /// Per-CPU `u64` counters indexed by the `COUNTER_*` constants.
@@ -159,15 +167,21 @@ pub struct Hist {
     pub buckets: [u32; BUCKETS],
 }
 
-/// The process's name as the kernel saw it (`comm`, NUL-padded), its incarnation (see
-/// [`HistKey`]), and when its last thread exited (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC).
+/// A process incarnation (see [`HistKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    pub tgid: u32,
+    pub incarnation: u32,
+}
+
+/// The process's name as the kernel saw it (`comm`, NUL-padded) and when its last thread exited
+/// (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcInfo {
     pub comm: [u8; 16],
     pub exit_ns: u64,
-    pub incarnation: u32,
-    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -177,6 +191,7 @@ mod pod {
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}
+    unsafe impl aya::Pod for super::ProcKey {}
     unsafe impl aya::Pod for super::ErrnoKey {}
 }
 

@@ -20,10 +20,10 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use profiler_common::{
-    bucket_index, ErrnoKey, Hist, HistKey, ProcInfo, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS,
-    COMPAT_DISABLED, COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL,
-    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES,
-    PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+    bucket_index, ErrnoKey, Hist, HistKey, ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE,
+    BUCKETS, COMPAT_DISABLED, COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES,
+    HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -47,7 +47,10 @@ static HISTS: HashMap<HistKey, Hist> =
 static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
 
 #[map]
-static PROCS: HashMap<u32, ProcInfo> = HashMap::with_max_entries(PROCS_MAX_ENTRIES, 0);
+static LIVE: HashMap<u32, u32> = HashMap::with_max_entries(PROCS_MAX_ENTRIES, 0);
+
+#[map]
+static PROCS: HashMap<ProcKey, ProcInfo> = HashMap::with_max_entries(PROCS_MAX_ENTRIES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
@@ -142,40 +145,44 @@ fn new_thread(tid: u32, tgid: u32, ts_ns: u64, nr: u32, abi: u8) {
 }
 
 /// The incarnation of process `tgid`, recording the process (and its name) if it is new. A pid
-/// whose previous owner has exited starts a new incarnation, so a recycled pid never inherits
-/// its predecessor's numbers.
+/// whose previous owner has exited has no LIVE entry any more, so a recycled pid starts a new
+/// incarnation and never inherits its predecessor's numbers.
 #[inline(always)]
 fn process_incarnation(tgid: u32, now_ns: u64) -> u32 {
+    if let Some(incarnation) = LIVE.get_ptr(tgid) {
+        return unsafe { *incarnation };
+    }
     // ~µs since boot, never 0 (0 means "not recorded").
     let fresh = (now_ns >> 10) as u32 | 1;
-    if let Some(info) = PROCS.get_ptr_mut(tgid) {
-        unsafe {
-            if (*info).exit_ns == 0 {
-                return (*info).incarnation;
+    if LIVE.insert(tgid, fresh, BPF_NOEXIST as u64).is_err() {
+        // Another thread of the process recorded it first, or the map is full.
+        return match LIVE.get_ptr(tgid) {
+            Some(incarnation) => unsafe { *incarnation },
+            None => {
+                bump(COUNTER_PROCS_FULL);
+                0
             }
-            (*info).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-            (*info).incarnation = fresh;
-            (*info).exit_ns = 0;
-        }
-        return fresh;
+        };
     }
     let info = ProcInfo {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         exit_ns: 0,
-        incarnation: fresh,
-        _pad: 0,
     };
-    if PROCS.insert(tgid, info, BPF_NOEXIST as u64).is_ok() {
-        return fresh;
+    let key = ProcKey {
+        tgid,
+        incarnation: fresh,
+    };
+    if PROCS.insert(key, info, 0).is_err() {
+        bump(COUNTER_PROCS_FULL);
     }
-    // Another thread of the process recorded it first, or the map is full.
-    match PROCS.get_ptr(tgid) {
-        Some(info) => unsafe { (*info).incarnation },
-        None => {
-            bump(COUNTER_PROCS_FULL);
-            0
-        }
-    }
+    fresh
+}
+
+/// The PROCS entry of the current process.
+#[inline(always)]
+fn current_process(tgid: u32) -> Option<*mut ProcInfo> {
+    let incarnation = unsafe { *LIVE.get_ptr(tgid)? };
+    PROCS.get_ptr_mut(ProcKey { tgid, incarnation })
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -273,7 +280,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             let _ = STARTS.remove(old_tid);
         }
     }
-    if let Some(info) = PROCS.get_ptr_mut(tgid) {
+    if let Some(info) = current_process(tgid) {
         if let Ok(comm) = bpf_get_current_comm() {
             unsafe { (*info).comm = comm };
         }
@@ -282,8 +289,8 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 }
 
 /// A thread exits: free its slot. When the whole process is gone (arg 1, `group_dead`, on
-/// kernels since 6.16), stamp its exit so the daemon retires it and a recycled pid starts a new
-/// incarnation.
+/// kernels since 6.16), stamp its exit so the daemon retires it, and forget its incarnation so a
+/// recycled pid starts a new one.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
@@ -302,11 +309,13 @@ pub fn sched_process_exit_leader(_ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn thread_exit(process_gone: bool) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     let _ = STARTS.remove(pid_tgid as u32);
     if process_gone {
-        if let Some(info) = PROCS.get_ptr_mut((pid_tgid >> 32) as u32) {
+        if let Some(info) = current_process(tgid) {
             unsafe { (*info).exit_ns = bpf_ktime_get_ns() };
         }
+        let _ = LIVE.remove(tgid);
     }
     0
 }

@@ -38,7 +38,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
 pub struct Maps {
     pub hists: HashMap<MapData, HistKey, Hist>,
     pub errnos: HashMap<MapData, ErrnoKey, u32>,
-    pub procs: HashMap<MapData, u32, ProcInfo>,
+    pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
     pub starts: HashMap<MapData, u32, Start>,
     pub counters: PerCpuArray<MapData, u64>,
 }

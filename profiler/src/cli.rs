@@ -37,6 +37,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// How many exited processes to keep at most; past it the longest-exited leave early.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_exited: usize,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     pub log_level: String,

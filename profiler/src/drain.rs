@@ -125,10 +125,19 @@ impl Drain {
     }
 
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
-        let procs: HashMap<u32, ProcInfo> = self
+        let procs: HashMap<ProcKey, ProcInfo> = self
             .maps
             .procs
             .iter()
+            .map(|e| {
+                e.map(|(k, info)| {
+                    let key = ProcKey {
+                        pid: k.tgid,
+                        incarnation: k.incarnation,
+                    };
+                    (key, info)
+                })
+            })
             .collect::<Result<_, _>>()
             .context("reading PROCS")?;
 
@@ -196,10 +205,7 @@ impl Drain {
                 if !named.insert(key) {
                     continue;
                 }
-                match procs
-                    .get(&key.pid)
-                    .filter(|i| i.incarnation == key.incarnation)
-                {
+                match procs.get(&key) {
                     Some(info) => store.name(key, &comm_string(&info.comm)),
                     None => {
                         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid))
@@ -230,13 +236,10 @@ impl Drain {
             self.last_errnos.remove(key);
         }
         for key in &retiring {
-            // Only if the entry still describes the exited incarnation: a new process may have
-            // taken the pid over since.
-            if let Ok(info) = self.maps.procs.get(&key.pid, 0) {
-                if info.incarnation == key.incarnation && info.exit_ns != 0 {
-                    let _ = self.maps.procs.remove(&key.pid);
-                }
-            }
+            let _ = self.maps.procs.remove(&profiler_common::ProcKey {
+                tgid: key.pid,
+                incarnation: key.incarnation,
+            });
         }
         self.retiring = exited;
         Ok(())
@@ -258,30 +261,21 @@ impl Drain {
     }
 }
 
-/// The process incarnations that have exited: every PROCS entry the kernel stamped, every
-/// incarnation whose pid PROCS now gives to a newer one, and (when PROCS was full and could not
-/// record it) every process /proc no longer has.
+/// The process incarnations that have exited: every one the kernel stamped, and any with data
+/// but no PROCS entry (full map) that /proc no longer has.
 fn exited_processes(
-    procs: &HashMap<u32, ProcInfo>,
+    procs: &HashMap<ProcKey, ProcInfo>,
     with_data: impl Iterator<Item = ProcKey>,
 ) -> HashSet<ProcKey> {
     let mut exited: HashSet<ProcKey> = procs
         .iter()
         .filter(|(_, info)| info.exit_ns != 0)
-        .map(|(&pid, info)| ProcKey {
-            pid,
-            incarnation: info.incarnation,
-        })
+        .map(|(&key, _)| key)
         .collect();
     for key in with_data {
-        let gone = match procs.get(&key.pid) {
-            Some(info) => info.incarnation != key.incarnation || info.exit_ns != 0,
-            None if key.incarnation == 0 => {
-                !std::path::Path::new(&format!("/proc/{}", key.pid)).exists()
-            }
-            None => true,
-        };
-        if gone {
+        if !procs.contains_key(&key)
+            && !std::path::Path::new(&format!("/proc/{}", key.pid)).exists()
+        {
             exited.insert(key);
         }
     }
@@ -378,16 +372,17 @@ mod tests {
 
     #[test]
     fn exit_detection() {
-        let info = |inc, exit_ns| ProcInfo {
+        let k = |pid, incarnation| ProcKey { pid, incarnation };
+        let info = |exit_ns| ProcInfo {
             comm: [0; 16],
             exit_ns,
-            incarnation: inc,
-            _pad: 0,
         };
-        let procs = HashMap::from([(1, info(5, 0)), (2, info(6, 123)), (3, info(9, 0))]);
-        let k = |pid, incarnation| ProcKey { pid, incarnation };
-        let data = [k(1, 5), k(2, 6), k(3, 8), k(4, 4)];
+        let procs = HashMap::from([(k(1, 5), info(0)), (k(2, 6), info(123))]);
+        let own = std::process::id();
+        // 1: running; 2: stamped; our own pid without an entry: alive in /proc; 4_000_000 (past
+        // any pid_max) without an entry: gone.
+        let data = [k(1, 5), k(2, 6), k(own, 3), k(4_000_000, 4)];
         let exited = exited_processes(&procs, data.into_iter());
-        assert_eq!(exited, HashSet::from([k(2, 6), k(3, 8), k(4, 4)]));
+        assert_eq!(exited, HashSet::from([k(2, 6), k(4_000_000, 4)]));
     }
 }

@@ -1,25 +1,17 @@
 //! The user-space histogram: 64-bit cumulative totals over the kernel's bucket layout, and the
 //! estimates every view reports (so no view derives its own).
 
-use profiler_common::{bucket_lower_ns, bucket_upper_ns, BUCKETS, OVERFLOW_BUCKET};
+use profiler_common::{bucket_lower_ns, bucket_upper_ns, OVERFLOW_BUCKET};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Sparse: a syscall's latencies usually fill a handful of the 273 buckets, and the daemon keeps
+/// one histogram per (process, syscall) for every live and recently exited process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
-    pub buckets: Box<[u64; BUCKETS]>,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            errors: 0,
-            total_ns: 0,
-            buckets: Box::new([0; BUCKETS]),
-        }
-    }
+    /// (bucket index, events), sorted by index, no zero counts.
+    buckets: Vec<(u16, u64)>,
 }
 
 /// What changed in one kernel histogram since the previous drain.
@@ -42,7 +34,10 @@ impl Histogram {
         self.errors += d.errors;
         self.total_ns += d.total_ns;
         for &(i, n) in &d.buckets {
-            self.buckets[i] += n;
+            match self.buckets.binary_search_by_key(&(i as u16), |&(b, _)| b) {
+                Ok(at) => self.buckets[at].1 += n,
+                Err(at) => self.buckets.insert(at, (i as u16, n)),
+            }
             self.count += n;
         }
     }
@@ -60,10 +55,10 @@ impl Histogram {
         }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
+        for &(i, n) in &self.buckets {
             seen += n;
             if seen >= rank {
-                return Some(bucket_estimate(i));
+                return Some(bucket_estimate(i as usize));
             }
         }
         None
@@ -72,22 +67,18 @@ impl Histogram {
     /// The largest value seen, estimated like a quantile from the highest non-empty bucket.
     pub fn max_ns(&self) -> Option<u64> {
         self.buckets
-            .iter()
-            .rposition(|&n| n > 0)
-            .map(bucket_estimate)
+            .last()
+            .map(|&(i, _)| bucket_estimate(i as usize))
     }
 
     /// Non-empty buckets as (lower bound ns, upper bound ns exclusive, count); the overflow
     /// bucket's upper bound is `None` (unbounded).
     pub fn nonempty_buckets(&self) -> impl Iterator<Item = (u64, Option<u64>, u64)> + '_ {
-        self.buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(i, &n)| {
-                let upper = (i < OVERFLOW_BUCKET).then(|| bucket_upper_ns(i));
-                (bucket_lower_ns(i), upper, n)
-            })
+        self.buckets.iter().map(|&(i, n)| {
+            let i = i as usize;
+            let upper = (i < OVERFLOW_BUCKET).then(|| bucket_upper_ns(i));
+            (bucket_lower_ns(i), upper, n)
+        })
     }
 }
 
@@ -178,6 +169,18 @@ mod tests {
         assert_within(h.quantile_ns(0.9).unwrap(), 500, 0.0625);
         assert_within(h.quantile_ns(0.91).unwrap(), 10_000_000, 0.0625);
         assert_within(h.quantile_ns(0.99).unwrap(), 10_000_000, 0.0625);
+    }
+
+    #[test]
+    fn sparse_buckets_stay_sorted_and_merge() {
+        let h = from_values(&[5000, 100, 5000, 100_000, 100, 7]);
+        let b: Vec<_> = h.nonempty_buckets().map(|(lo, _, n)| (lo, n)).collect();
+        let mut sorted = b.clone();
+        sorted.sort();
+        assert_eq!(b, sorted);
+        assert_eq!(b.iter().map(|&(_, n)| n).sum::<u64>(), 6);
+        assert_eq!(b[0], (7, 1));
+        assert_eq!(b[1].1, 2);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     let (probes, maps) = bpf::load_and_attach()?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
 
-    let store = Arc::new(RwLock::new(Store::new(args.retention)));
+    let store = Arc::new(RwLock::new(Store::new(args.retention, args.max_exited)));
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain_thread = {
         let store = store.clone();

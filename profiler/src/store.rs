@@ -112,6 +112,10 @@ pub struct KernelCounters {
 pub struct Store {
     pub started: (Instant, SystemTime),
     pub retention: Duration,
+    /// At most this many exited processes are kept; beyond it the longest-exited go first,
+    /// before their retention ends, and `evicted_early` counts them.
+    pub max_exited: usize,
+    pub evicted_early: u64,
     pub processes: HashMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
     pub system: BTreeMap<SyscallKey, SyscallTotals>,
@@ -121,10 +125,12 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(retention: Duration) -> Self {
+    pub fn new(retention: Duration, max_exited: usize) -> Self {
         Self {
             started: (Instant::now(), SystemTime::now()),
             retention,
+            max_exited,
+            evicted_early: 0,
             processes: HashMap::new(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),
@@ -217,6 +223,19 @@ impl Store {
             Some((at, _)) => now.0.saturating_duration_since(at) < retention,
             None => true,
         });
+        let mut exited: Vec<(Instant, ProcKey)> = self
+            .processes
+            .values()
+            .filter_map(|p| Some((p.exited?.0, p.key)))
+            .collect();
+        if exited.len() > self.max_exited {
+            let excess = exited.len() - self.max_exited;
+            exited.select_nth_unstable(excess - 1);
+            for (_, key) in &exited[..excess] {
+                self.processes.remove(key);
+            }
+            self.evicted_early += excess as u64;
+        }
         self.drains += 1;
         self.last_drain = Some(now);
     }
@@ -249,7 +268,7 @@ mod tests {
 
     #[test]
     fn totals_accumulate_per_process_and_system_wide() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         s.add(P1, GETPID, &delta(100, 2, 500, 0));
         s.add(P1, GETPID, &delta(101, 3, 700, 1));
         s.add(P2, GETPID, &delta(100, 1, 100, 1));
@@ -264,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_recycled_pid_is_a_different_process() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         let reborn = ProcKey {
             pid: 1,
             incarnation: 99,
@@ -277,7 +296,7 @@ mod tests {
 
     #[test]
     fn errnos_add_up_per_process_and_system_wide() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         s.add_errno(P1, GETPID, 2, 3);
         s.add_errno(P1, GETPID, 2, 4);
         s.add_errno(P2, GETPID, 9, 1);
@@ -291,7 +310,7 @@ mod tests {
 
     #[test]
     fn exited_processes_leave_after_retention_but_system_totals_stay() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         s.add(P1, GETPID, &delta(50, 4, 400, 0));
         s.add(P2, GETPID, &delta(50, 1, 100, 0));
         let t0 = Instant::now();
@@ -312,8 +331,37 @@ mod tests {
     }
 
     #[test]
+    fn exited_processes_beyond_the_cap_leave_oldest_first() {
+        let mut s = Store::new(Duration::from_secs(3600), 2);
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        let keys: Vec<ProcKey> = (1..=4)
+            .map(|pid| ProcKey {
+                pid,
+                incarnation: 1,
+            })
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.add(*k, GETPID, &delta(1, 1, 1, 0));
+            s.mark_exited(*k, (t0 + Duration::from_secs(i as u64), wall));
+        }
+        s.add(P1, GETPID, &delta(1, 1, 1, 0));
+        s.finish_drain((t0 + Duration::from_secs(10), wall));
+        let mut left: Vec<u32> = s.processes.keys().map(|k| k.pid).collect();
+        left.sort();
+        // pid 1 here is P1, alive; the exited pids 1 and 2 left first.
+        assert_eq!(left, vec![1, 3, 4]);
+        assert!(s.processes.contains_key(&P1));
+        assert_eq!(s.evicted_early, 2);
+        assert_eq!(
+            s.system[&GETPID].hist.count, 5,
+            "system totals keep evicted processes' calls"
+        );
+    }
+
+    #[test]
     fn time_share_covers_the_last_interval_only() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         let t0 = s.started.0;
         let wall = SystemTime::now();
         // 600 ms of syscall time in a 1 s interval.
@@ -326,7 +374,7 @@ mod tests {
 
     #[test]
     fn category_share_of_syscall_time() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         let futex = SyscallKey {
             abi: Abi::Native,
             nr: syscalls_nr("futex"),
@@ -346,7 +394,7 @@ mod tests {
 
     #[test]
     fn in_flight_snapshot_replaces_the_previous_one() {
-        let mut s = Store::new(Duration::from_secs(60));
+        let mut s = Store::new(Duration::from_secs(60), 1000);
         s.add(P1, GETPID, &delta(1, 1, 1, 0));
         let read = SyscallKey {
             abi: Abi::Native,
@@ -370,7 +418,7 @@ mod tests {
 
     #[test]
     fn names_follow_execve() {
-        let mut s = Store::new(Duration::ZERO);
+        let mut s = Store::new(Duration::ZERO, 1000);
         s.add(P1, GETPID, &delta(1, 1, 1, 0));
         s.name(P1, "bash");
         s.name(P1, "ls");
@@ -379,7 +427,7 @@ mod tests {
 
     #[test]
     fn empty_deltas_create_nothing() {
-        let mut s = Store::new(Duration::ZERO);
+        let mut s = Store::new(Duration::ZERO, 1000);
         s.add(P1, GETPID, &Delta::default());
         assert!(s.processes.is_empty());
         assert!(s.system.is_empty());

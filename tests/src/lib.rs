@@ -146,6 +146,20 @@ impl Daemon {
         }
     }
 
+    /// Waits until `pid`'s newest entry has exited and two more drains have passed (the first
+    /// reads it for the last time, the second retires it), then returns that answer.
+    pub fn final_stats(&self, pid: u32) -> Value {
+        let query = format!("?pid={pid}");
+        let wait = Duration::from_secs(30);
+        let s = self.wait_for(&query, wait, |s| {
+            process(s, pid).is_some_and(|p| p["exited"] == true)
+        });
+        let drains = s["host"]["drains"].as_u64().unwrap();
+        self.wait_for(&query, wait, |s| {
+            s["host"]["drains"].as_u64().unwrap() > drains + 1
+        })
+    }
+
     /// SIGTERM, then the exit status code.
     pub fn terminate(mut self) -> Option<i32> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -163,39 +177,105 @@ impl Drop for Daemon {
     }
 }
 
-pub struct WorkloadRun {
-    pub child_pid: u32,
-    pub sleep_median_ns: u64,
-}
-
-/// Runs the workload to completion (see src/bin/workload.rs).
-pub fn run_workload(getppids: u32, enoents: u32, sleeps: u32) -> WorkloadRun {
+/// Runs the workload (src/bin/workload.rs) to completion and returns its JSON lines.
+pub fn workload(args: &[&str]) -> Vec<Value> {
     let out = Command::new(workload_bin())
-        .args([
-            getppids.to_string(),
-            enoents.to_string(),
-            sleeps.to_string(),
-        ])
+        .args(args)
         .output()
         .expect("running the workload");
     assert!(
         out.status.success(),
-        "workload failed: {}",
+        "workload {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("workload prints JSON");
-    WorkloadRun {
-        child_pid: v["child_pid"].as_u64().unwrap() as u32,
-        sleep_median_ns: v["sleep_median_ns"].as_u64().unwrap(),
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("workload prints JSON lines"))
+        .collect()
+}
+
+/// A workload still running, whose JSON lines are read one at a time.
+pub struct RunningWorkload {
+    pub child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl RunningWorkload {
+    pub fn start(args: &[&str]) -> RunningWorkload {
+        let mut child = Command::new(workload_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the workload");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        RunningWorkload { child, lines }
+    }
+
+    pub fn next_line(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .expect("workload ended early")
+            .expect("reading workload");
+        serde_json::from_str(&line).expect("workload prints JSON lines")
+    }
+
+    /// Sends a line to its stdin (the go signal of `calls --wait-go`).
+    pub fn send_line(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn wait_success(mut self) {
+        let status = self.child.wait().expect("waiting for the workload");
+        assert!(status.success(), "workload failed: {status}");
     }
 }
 
-/// The process entry for `pid` in a /stats answer.
+/// The `n`th field of a JSON line as a pid.
+pub fn pid_of(v: &Value, field: &str) -> u32 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}")) as u32
+}
+
+/// The process entry for `pid` in a /stats answer (the newest, if the pid was recycled).
 pub fn process(stats: &Value, pid: u32) -> Option<&Value> {
+    processes(stats, pid)
+        .into_iter()
+        .max_by_key(|p| p["first_seen_unix_ms"].as_u64())
+}
+
+/// Every process entry for `pid` (more than one if the pid was recycled).
+pub fn processes(stats: &Value, pid: u32) -> Vec<&Value> {
     stats["processes"]
-        .as_array()?
+        .as_array()
+        .map(|ps| ps.iter().filter(|p| p["pid"] == pid).collect())
+        .unwrap_or_default()
+}
+
+/// Per syscall name: (count, errors) of a process entry, for one ABI.
+pub fn counts(p: &Value, abi: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    p["syscalls"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|p| p["pid"] == pid)
+        .filter(|s| s["abi"] == abi)
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (s["count"].as_u64().unwrap(), s["errors"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The host ABI's name as /stats spells it.
+pub fn native_abi() -> &'static str {
+    std::env::consts::ARCH
 }
 
 /// The syscall entry named `name` in a list of syscall stats.

@@ -3,23 +3,27 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use serde_json::Value;
-use tests::{process, require_root, run_workload, syscall, Daemon};
+use tests::{counts, native_abi, pid_of, process, require_root, syscall, workload, Daemon};
 
 /// The nanosleep p50 is a bucket midpoint: within 6.25% of the true median (docs/design.md).
 const BUCKET_ERROR: f64 = 0.0625;
 
-fn counts(p: &Value) -> BTreeMap<String, (u64, u64)> {
-    p["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                (s["count"].as_u64().unwrap(), s["errors"].as_u64().unwrap()),
-            )
-        })
-        .collect()
+struct Run {
+    child_pid: u32,
+    sleep_median_ns: u64,
+}
+
+fn run_workload(getppid: u32, enoent: u32, sleep: u32) -> Run {
+    let lines = workload(&[
+        "calls",
+        &format!("getppid={getppid}"),
+        &format!("enoent={enoent}"),
+        &format!("sleep={sleep}"),
+    ]);
+    Run {
+        child_pid: pid_of(&lines[0], "child_pid"),
+        sleep_median_ns: lines[1]["sleep_median_ns"].as_u64().unwrap(),
+    }
 }
 
 #[test]
@@ -44,7 +48,11 @@ fn known_workload_gives_exact_counts_errors_and_latency() {
         ("nanosleep".to_string(), (50, 0)),
     ]
     .into();
-    assert_eq!(counts(p), expected, "the child's syscalls, exactly");
+    assert_eq!(
+        counts(p, native_abi()),
+        expected,
+        "the child's syscalls, exactly"
+    );
     assert_eq!(p["count"], 1150);
     assert_eq!(p["errors"], 100);
 

@@ -280,10 +280,21 @@ pub struct Drops {
 }
 
 #[derive(Serialize)]
+pub struct StoreStats {
+    /// Processes held, running and exited.
+    pub processes: usize,
+    pub exited_processes: usize,
+    pub max_exited: usize,
+    /// Exited processes dropped before their retention ended, to stay within `max_exited`.
+    pub evicted_early: u64,
+}
+
+#[derive(Serialize)]
 pub struct StatsResponse {
     pub schema_version: u32,
     pub host: HostStats,
     pub kernel_maps: MapStats,
+    pub store: StoreStats,
     pub sort: SortKey,
     /// System-wide per-syscall totals over all processes ever seen (pid/comm filters do not
     /// apply; syscall, sort and top do).
@@ -417,6 +428,16 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
                 errnos_full: k.errnos_full,
             },
             unmatched_exits: k.unmatched_exits,
+        },
+        store: StoreStats {
+            processes: store.processes.len(),
+            exited_processes: store
+                .processes
+                .values()
+                .filter(|p| p.exited.is_some())
+                .count(),
+            max_exited: store.max_exited,
+            evicted_early: store.evicted_early,
         },
         sort: q.sort,
         syscalls,

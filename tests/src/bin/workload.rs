@@ -1,15 +1,31 @@
-//! A process with a known syscall profile, for the end-to-end tests.
+//! Processes with known syscall profiles, for the end-to-end tests. Every mode prints JSON lines
+//! on stdout naming the pids the test should look up.
 //!
-//! `workload GETPPID ENOENT SLEEPS` forks a child that makes exactly GETPPID getppid() calls,
-//! ENOENT openat() calls on a missing path (each failing with ENOENT) and SLEEPS nanosleep(2 ms)
-//! calls, through raw syscalls and nothing else, then exits. The child's own timing of each sleep
-//! (clock_gettime, served by the vDSO, so no syscall) goes to memory shared with the parent. The
-//! parent waits for it and prints `{"child_pid": …, "sleep_median_ns": …}`.
+//! Where counts must be exact, the calls are made by a child created with a raw clone (glibc's
+//! fork() makes syscalls of its own in the child) that makes only raw syscalls and reads the
+//! vDSO clock (no syscall), then exits with exit_group (which never returns, so is never
+//! counted). The parent's own start-up (dynamic loader, runtime) is not part of any assertion.
 //!
-//! A child is used because the parent's own start-up (dynamic loader, runtime) makes syscalls we
-//! do not control; a freshly forked child makes none but ours.
+//! Modes:
+//!   calls [getppid=N] [enoent=N] [ebadf=N] [eagain=N] [sleep=N] [int80=N] [--wait-go]
+//!       one child: N getppid; N openat of a missing path (ENOENT); N close(-1) (EBADF);
+//!       N read of an empty non-blocking pipe (EAGAIN); N nanosleep(2 ms); N getppid through
+//!       `int 0x80` (the i386 ABI, x86_64 only). With --wait-go the child spins (no syscalls)
+//!       until a line arrives on stdin, so a tracer can attach first.
+//!       Prints {"pid", "child_pid"} then {"sleep_median_ns"}.
+//!   block SECS        a child blocks in read() on a pipe for SECS seconds. Prints {"child_pid"}.
+//!   threads T N       a child runs T threads that each make N getppid and exit before it does.
+//!   exec-chain D N    this process execs itself D times; each image makes N getppid.
+//!   storm COUNT       COUNT children, one after another, each one getppid and exit.
+//!   reuse-pid PID N   like `calls getppid=N`, but the child gets pid PID (via ns_last_pid).
 
-use std::{ffi::CString, process::exit, ptr};
+use std::{
+    ffi::CString,
+    io::{BufRead, Write},
+    process::exit,
+    ptr,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 const MAX_SLEEPS: usize = 4096;
 
@@ -22,86 +38,316 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn arg(args: &[String], i: usize) -> usize {
-    args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: workload GETPPID ENOENT SLEEPS (SLEEPS <= {MAX_SLEEPS})");
-        exit(2)
-    })
+fn usage(msg: &str) -> ! {
+    eprintln!("workload: {msg} (see the top of tests/src/bin/workload.rs)");
+    exit(2)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (getppids, enoents, sleeps) = (arg(&args, 1), arg(&args, 2), arg(&args, 3));
-    if sleeps > MAX_SLEEPS {
-        eprintln!("SLEEPS must be at most {MAX_SLEEPS}");
-        exit(2);
-    }
-    let missing = CString::new("/nonexistent/syscall-profiler-workload").unwrap();
-    let len = MAX_SLEEPS * std::mem::size_of::<u64>();
-    // SAFETY: anonymous shared mapping, checked for failure, sized for MAX_SLEEPS u64s.
-    let shared = unsafe {
+fn num(s: Option<&String>) -> usize {
+    s.and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| usage("expected a number"))
+}
+
+/// Memory shared with the child: written without syscalls on either side.
+fn shared<T>(len: usize) -> *mut T {
+    // SAFETY: anonymous shared mapping, checked for failure.
+    let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
-            len,
+            len * std::mem::size_of::<T>(),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
     };
-    assert_ne!(shared, libc::MAP_FAILED, "mmap failed");
-    let durations = shared as *mut u64;
+    assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+    p.cast()
+}
+
+/// A raw clone: the child runs `child` and exits; the parent gets the pid.
+fn spawn(child: impl FnOnce()) -> libc::pid_t {
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    match pid {
+        -1 => panic!("clone failed: {}", std::io::Error::last_os_error()),
+        0 => {
+            child();
+            unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+            unreachable!()
+        }
+        pid => pid as libc::pid_t,
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child {pid} failed: status {status}"
+    );
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+#[derive(Default)]
+struct Calls {
+    getppid: usize,
+    enoent: usize,
+    ebadf: usize,
+    eagain: usize,
+    sleep: usize,
+    int80: usize,
+    wait_go: bool,
+}
+
+fn parse_calls(args: &[String]) -> Calls {
+    let mut c = Calls::default();
+    for a in args {
+        if a == "--wait-go" {
+            c.wait_go = true;
+            continue;
+        }
+        let (k, v) = a
+            .split_once('=')
+            .unwrap_or_else(|| usage(&format!("bad argument {a}")));
+        let n: usize = v
+            .parse()
+            .unwrap_or_else(|_| usage(&format!("bad count in {a}")));
+        match k {
+            "getppid" => c.getppid = n,
+            "enoent" => c.enoent = n,
+            "ebadf" => c.ebadf = n,
+            "eagain" => c.eagain = n,
+            "sleep" => c.sleep = n,
+            "int80" => c.int80 = n,
+            _ => usage(&format!("unknown call kind {k}")),
+        }
+    }
+    if c.sleep > MAX_SLEEPS {
+        usage("too many sleeps");
+    }
+    c
+}
+
+/// The child's calls; raw syscalls only.
+fn make_calls(c: &Calls, missing: &CString, empty_pipe: libc::c_int, durations: *mut u64) {
+    unsafe {
+        for _ in 0..c.getppid {
+            libc::syscall(libc::SYS_getppid);
+        }
+        for _ in 0..c.enoent {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                missing.as_ptr(),
+                libc::O_RDONLY,
+            );
+        }
+        for _ in 0..c.ebadf {
+            libc::syscall(libc::SYS_close, -1);
+        }
+        let mut byte = 0u8;
+        for _ in 0..c.eagain {
+            libc::syscall(libc::SYS_read, empty_pipe, &mut byte as *mut u8, 1);
+        }
+        let two_ms = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
+        for i in 0..c.sleep {
+            let t0 = now_ns();
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &two_ms,
+                ptr::null_mut::<libc::timespec>(),
+            );
+            *durations.add(i) = now_ns() - t0;
+        }
+        for _ in 0..c.int80 {
+            int80_getppid();
+        }
+    }
+}
+
+/// getppid through the 32-bit entry point: i386 syscall 64, from 64-bit code.
+#[cfg(target_arch = "x86_64")]
+fn int80_getppid() {
+    let mut eax: u32 = 64;
+    unsafe { std::arch::asm!("int 0x80", inout("eax") eax, options(nostack)) };
+    std::hint::black_box(eax);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_getppid() {
+    usage("int80 exists on x86_64 only")
+}
+
+fn calls(args: &[String]) {
+    let c = parse_calls(args);
+    let missing = CString::new("/nonexistent/syscall-profiler-workload").unwrap();
+    let durations = shared::<u64>(MAX_SLEEPS);
+    let go = shared::<AtomicU32>(1);
+    let mut pipe = [0; 2];
+    unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_NONBLOCK) };
     // Tight timers, so 2 ms sleeps take close to 2 ms.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
-
-    // A raw clone, not glibc's fork(): that one makes syscalls of its own in the child
-    // (set_robust_list). The child only makes raw syscalls and reads the vDSO clock.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
-    match pid as libc::pid_t {
-        -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
-        0 => unsafe {
-            for _ in 0..getppids {
-                libc::syscall(libc::SYS_getppid);
+    let go_ref = unsafe { &*go };
+    let child = spawn(|| {
+        if c.wait_go {
+            while go_ref.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
             }
-            for _ in 0..enoents {
-                libc::syscall(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD,
-                    missing.as_ptr(),
-                    libc::O_RDONLY,
-                );
-            }
-            let two_ms = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 2_000_000,
-            };
-            for i in 0..sleeps {
-                let t0 = now_ns();
-                libc::syscall(
-                    libc::SYS_nanosleep,
-                    &two_ms,
-                    ptr::null_mut::<libc::timespec>(),
-                );
-                *durations.add(i) = now_ns() - t0;
-            }
-            libc::syscall(libc::SYS_exit_group, 0);
-            unreachable!();
-        },
-        child => {
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "child failed: status {status}"
-            );
-            let mut d: Vec<u64> = (0..sleeps).map(|i| unsafe { *durations.add(i) }).collect();
-            d.sort_unstable();
-            let median = if d.is_empty() {
-                0
-            } else {
-                d[d.len().div_ceil(2) - 1]
-            };
-            println!("{{\"child_pid\": {child}, \"sleep_median_ns\": {median}}}");
         }
+        make_calls(&c, &missing, pipe[0], durations);
+    });
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+    if c.wait_go {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).unwrap();
+        go_ref.store(1, Ordering::Release);
+    }
+    reap(child);
+    let mut d: Vec<u64> = (0..c.sleep).map(|i| unsafe { *durations.add(i) }).collect();
+    d.sort_unstable();
+    let median = if d.is_empty() {
+        0
+    } else {
+        d[d.len().div_ceil(2) - 1]
+    };
+    say(format!("{{\"sleep_median_ns\": {median}}}"));
+}
+
+fn block(secs: usize) {
+    let mut pipe = [0; 2];
+    unsafe { libc::pipe(pipe.as_mut_ptr()) };
+    let child = spawn(|| unsafe {
+        let mut byte = 0u8;
+        libc::syscall(libc::SYS_read, pipe[0], &mut byte as *mut u8, 1);
+    });
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+    std::thread::sleep(std::time::Duration::from_secs(secs as u64));
+    unsafe { libc::write(pipe[1], b"x".as_ptr().cast(), 1) };
+    reap(child);
+    say("{\"released\": true}".to_string());
+}
+
+fn threads(count: usize, n: usize) {
+    // A child process, so the test can look it up by pid; its threads exit before it does.
+    let child = spawn(|| {
+        let handles: Vec<_> = (0..count)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..n {
+                        unsafe { libc::syscall(libc::SYS_getppid) };
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    reap(child);
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+}
+
+fn exec_chain(depth: usize, n: usize) {
+    for _ in 0..n {
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    if depth == 0 {
+        say(format!("{{\"pid\": {}}}", std::process::id()));
+        return;
+    }
+    let exe = CString::new(
+        std::env::current_exe()
+            .unwrap()
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let args: Vec<CString> = [
+        "workload".to_string(),
+        "exec-chain".into(),
+        (depth - 1).to_string(),
+        n.to_string(),
+    ]
+    .into_iter()
+    .map(|a| CString::new(a).unwrap())
+    .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(ptr::null());
+    let envp: [*const libc::c_char; 1] = [ptr::null()];
+    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    panic!("execve failed: {}", std::io::Error::last_os_error());
+}
+
+fn storm(count: usize) {
+    // A name of its own, which the children inherit, so the test can find exactly them.
+    let comm = format!("storm{}", std::process::id() % 1_000_000);
+    let c = CString::new(comm.clone()).unwrap();
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    for _ in 0..count {
+        let child = spawn(|| unsafe {
+            libc::syscall(libc::SYS_getppid);
+        });
+        reap(child);
+    }
+    say(format!(
+        "{{\"pid\": {}, \"children\": {count}, \"comm\": \"{comm}\"}}",
+        std::process::id()
+    ));
+}
+
+fn reuse_pid(pid: usize, n: usize) {
+    // ns_last_pid names the pid handed out before the next one; another process forking in
+    // between takes it, so try a few times.
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .unwrap_or_else(|e| usage(&format!("writing ns_last_pid (needs root): {e}")));
+        let want = pid as libc::pid_t;
+        let child = spawn(|| {
+            if unsafe { libc::syscall(libc::SYS_getpid) } as libc::pid_t == want {
+                for _ in 0..n {
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+            }
+        });
+        reap(child);
+        if child == want {
+            say(format!(
+                "{{\"pid\": {}, \"child_pid\": {child}}}",
+                std::process::id()
+            ));
+            return;
+        }
+    }
+    usage(&format!("could not get pid {pid}"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("calls") => calls(&args[2..]),
+        Some("block") => block(num(args.get(2))),
+        Some("threads") => threads(num(args.get(2)), num(args.get(3))),
+        Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
+        Some("storm") => storm(num(args.get(2))),
+        Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
+        _ => usage("unknown mode"),
     }
 }
