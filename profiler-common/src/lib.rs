@@ -175,12 +175,14 @@ pub struct ProcKey {
     pub incarnation: u32,
 }
 
-/// The process's name as the kernel saw it (`comm`, NUL-padded) and when its last thread exited
-/// (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC).
+/// The process's name as the kernel saw it (`comm`, NUL-padded), its cgroup v2 id when first
+/// seen (the inode number of its directory under /sys/fs/cgroup), and when its last thread
+/// exited (`exit_ns`, 0 while it runs; CLOCK_MONOTONIC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcInfo {
     pub comm: [u8; 16],
+    pub cgroup_id: u64,
     pub exit_ns: u64,
 }
 

@@ -12,8 +12,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
@@ -166,6 +166,7 @@ fn process_incarnation(tgid: u32, now_ns: u64) -> u32 {
     }
     let info = ProcInfo {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         exit_ns: 0,
     };
     let key = ProcKey {

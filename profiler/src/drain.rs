@@ -206,11 +206,11 @@ impl Drain {
                     continue;
                 }
                 match procs.get(&key) {
-                    Some(info) => store.name(key, &comm_string(&info.comm)),
+                    Some(info) => store.identify(key, &comm_string(&info.comm), info.cgroup_id),
                     None => {
                         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid))
                         {
-                            store.name(key, comm.trim_end());
+                            store.identify(key, comm.trim_end(), 0);
                         }
                     }
                 }
@@ -375,6 +375,7 @@ mod tests {
         let k = |pid, incarnation| ProcKey { pid, incarnation };
         let info = |exit_ns| ProcInfo {
             comm: [0; 16],
+            cgroup_id: 0,
             exit_ns,
         };
         let procs = HashMap::from([(k(1, 5), info(0)), (k(2, 6), info(123))]);

@@ -54,6 +54,9 @@ pub struct InFlight {
 pub struct Process {
     pub key: ProcKey,
     pub comm: String,
+    /// cgroup v2 id (inode of its /sys/fs/cgroup directory) when the kernel first saw it; 0 if
+    /// unknown.
+    pub cgroup_id: u64,
     pub first_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
@@ -72,6 +75,7 @@ impl Process {
         Self {
             key,
             comm: String::new(),
+            cgroup_id: 0,
             first_seen: SystemTime::now(),
             exited: None,
             syscalls: BTreeMap::new(),
@@ -184,11 +188,15 @@ impl Store {
             .or_default() += n;
     }
 
-    /// Records a process's name; a later name (after execve) replaces an earlier one.
-    pub fn name(&mut self, key: ProcKey, comm: &str) {
+    /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
+    /// known (non-zero), its cgroup id.
+    pub fn identify(&mut self, key: ProcKey, comm: &str, cgroup_id: u64) {
         if let Some(p) = self.processes.get_mut(&key) {
             if p.comm != comm {
                 p.comm = comm.to_string();
+            }
+            if cgroup_id != 0 {
+                p.cgroup_id = cgroup_id;
             }
         }
     }
@@ -420,9 +428,13 @@ mod tests {
     fn names_follow_execve() {
         let mut s = Store::new(Duration::ZERO, 1000);
         s.add(P1, GETPID, &delta(1, 1, 1, 0));
-        s.name(P1, "bash");
-        s.name(P1, "ls");
+        s.identify(P1, "bash", 42);
+        s.identify(P1, "ls", 0);
         assert_eq!(s.processes[&P1].comm, "ls");
+        assert_eq!(
+            s.processes[&P1].cgroup_id, 42,
+            "an unknown id does not erase a known one"
+        );
     }
 
     #[test]

@@ -28,11 +28,19 @@ enum Cmd {
     CheckEbpf,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let root = workspace_root();
-    match Cli::parse().cmd {
+    let result = match Cli::parse().cmd {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain; no backtrace even when RUST_BACKTRACE is set.
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -211,6 +211,8 @@ pub struct InFlightStats {
 pub struct ProcessStats {
     pub pid: u32,
     pub comm: String,
+    /// cgroup v2 id (inode of the cgroup's directory under /sys/fs/cgroup); 0 if unknown.
+    pub cgroup_id: u64,
     pub first_seen_unix_ms: u64,
     pub exited: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,6 +365,7 @@ fn process_stats(p: &Process, q: &StatsQuery) -> Option<ProcessStats> {
     Some(ProcessStats {
         pid: p.key.pid,
         comm: p.comm.clone(),
+        cgroup_id: p.cgroup_id,
         first_seen_unix_ms: unix_ms(p.first_seen),
         exited: p.exited.is_some(),
         exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
