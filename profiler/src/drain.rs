@@ -11,7 +11,10 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use std::os::fd::AsFd;
+
 use anyhow::{Context, Result};
+use aya::{maps::IterableMap, Pod};
 use profiler_common::{
     ErrnoKey, Hist, HistKey, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
     COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
@@ -20,6 +23,7 @@ use profiler_common::{
 use crate::{
     bpf::Maps,
     histogram::Delta,
+    map_batch,
     store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey},
     syscalls::Abi,
 };
@@ -125,26 +129,20 @@ impl Drain {
     }
 
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
-        let procs: HashMap<ProcKey, ProcInfo> = self
-            .maps
-            .procs
-            .iter()
-            .map(|e| {
-                e.map(|(k, info)| {
-                    let key = ProcKey {
-                        pid: k.tgid,
-                        incarnation: k.incarnation,
-                    };
-                    (key, info)
-                })
+        let procs: HashMap<ProcKey, ProcInfo> = read_all(&self.maps.procs, "PROCS")?
+            .into_iter()
+            .map(|(k, info): (profiler_common::ProcKey, ProcInfo)| {
+                let key = ProcKey {
+                    pid: k.tgid,
+                    incarnation: k.incarnation,
+                };
+                (key, info)
             })
-            .collect::<Result<_, _>>()
-            .context("reading PROCS")?;
+            .collect();
 
         let mut deltas = Vec::new();
         let mut hist_keys: Vec<HistKey> = Vec::new();
-        for entry in self.maps.hists.iter() {
-            let (key, hist) = entry.context("reading HISTS")?;
+        for (key, hist) in read_all(&self.maps.hists, "HISTS")? {
             let d = delta(self.last_hists.get(&key), &hist);
             if !d.is_empty() {
                 deltas.push((key, d));
@@ -155,8 +153,7 @@ impl Drain {
 
         let mut errno_deltas = Vec::new();
         let mut errno_keys: Vec<ErrnoKey> = Vec::new();
-        for entry in self.maps.errnos.iter() {
-            let (key, n) = entry.context("reading ERRNOS")?;
+        for (key, n) in read_all(&self.maps.errnos, "ERRNOS")? {
             let before = self.last_errnos.insert(key, n).unwrap_or(0);
             let d = n.wrapping_sub(before);
             if d != 0 {
@@ -165,13 +162,10 @@ impl Drain {
             errno_keys.push(key);
         }
 
-        let starts: Vec<Start> = self
-            .maps
-            .starts
-            .iter()
-            .map(|e| e.map(|(_, s)| s))
-            .collect::<Result<_, _>>()
-            .context("reading STARTS")?;
+        let starts: Vec<Start> = read_all(&self.maps.starts, "STARTS")?
+            .into_iter()
+            .map(|(_, s): (u32, Start)| s)
+            .collect();
         let now_ns = monotonic_ns();
 
         let exited = exited_processes(&procs, hist_keys.iter().map(proc_key));
@@ -259,6 +253,10 @@ impl Drain {
             ..sizes
         })
     }
+}
+
+fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<Vec<(K, V)>> {
+    map_batch::lookup_all(map.map().fd().as_fd()).with_context(|| format!("reading {name}"))
 }
 
 /// The process incarnations that have exited: every one the kernel stamped, and any with data

@@ -11,6 +11,7 @@ mod fatal;
 mod histogram;
 mod host;
 mod kernel_btf;
+mod map_batch;
 mod serve;
 mod store;
 mod syscalls;
