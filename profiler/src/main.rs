@@ -5,14 +5,18 @@
 
 mod api;
 mod bpf;
+mod caps;
 mod cli;
+mod config;
 mod drain;
 mod fatal;
 mod histogram;
 mod host;
+mod http;
 mod serve;
 mod store;
 mod syscalls;
+mod webconfig;
 
 use std::process::ExitCode;
 
