@@ -531,6 +531,23 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_config_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = load(&args, &env_of(&[])).unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                config_file: Some(path),
+                ..Settings::default()
+            }
+        );
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("64MiB", 1, usize::MAX), Ok(64 << 20));
         assert_eq!(parse_size("2048", 1, usize::MAX), Ok(2048));
