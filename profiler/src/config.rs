@@ -555,4 +555,74 @@ mod tests {
         assert!(parse_size("1MB", 1, usize::MAX).is_err());
         assert!(parse_size("99999999999999999999GiB", 1, usize::MAX).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn one_line(r: Result<Settings, ConfigError>) -> Result<(), TestCaseError> {
+            if let Err(e) = r {
+                prop_assert_eq!(e.0.lines().count(), 1, "{}", e.0);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any value for any key, from a flag or the environment: a setting or one line.
+            #[test]
+            fn any_flag_or_env_value(key in prop::sample::select(KEYS), value in ".{0,40}") {
+                let mut args = ServeArgs::default();
+                let slot = match key {
+                    "listen" => &mut args.listen,
+                    "interval" => &mut args.interval,
+                    "retention" => &mut args.retention,
+                    "log_level" => &mut args.log_level,
+                    "web_config" => &mut args.web_config,
+                    "request_timeout" => &mut args.request_timeout,
+                    "max_concurrent_requests" => &mut args.max_concurrent_requests,
+                    "max_connections" => &mut args.max_connections,
+                    _ => &mut args.max_response_bytes,
+                };
+                *slot = Some(value.clone());
+                one_line(load(&args, &env_of(&[])))?;
+                let var = env_name(key);
+                one_line(load(&ServeArgs::default(), &env_of(&[(&var, &value)])))?;
+            }
+
+            /// Any file text, and any TOML value under a known key.
+            #[test]
+            fn any_file(text in "(?s).{0,200}", key in prop::sample::select(KEYS),
+                        value in prop_oneof![
+                            any::<i64>().prop_map(|n| n.to_string()),
+                            "[0-9]{1,12}(ms|s|m|h|B|KiB|MiB|GiB|x)?".prop_map(|s| format!("\"{s}\"")),
+                            ".{0,20}".prop_map(|s| format!("{s:?}")),
+                            Just("[1, 2]".to_string()),
+                            Just("{ a = 1 }".to_string()),
+                            Just("true".to_string()),
+                            Just("1.5".to_string()),
+                        ]) {
+                for contents in [text, format!("{key} = {value}\n")] {
+                    let file = file_with(&contents);
+                    let args = ServeArgs {
+                        config: Some(file.path().into()),
+                        ..Default::default()
+                    };
+                    one_line(load(&args, &env_of(&[])))?;
+                }
+            }
+
+            /// Durations in range round-trip; out of range is refused, never wrapped.
+            #[test]
+            fn durations(n in 0u64..100_000, unit in prop::sample::select(&["ms", "s", "m", "h"][..])) {
+                let d = parse_duration(&format!("{n}{unit}")).unwrap();
+                let ms = match unit { "ms" => n, "s" => n * 1000, "m" => n * 60_000, _ => n * 3_600_000 };
+                prop_assert_eq!(d, Duration::from_millis(ms));
+                let interval = parse_interval(&format!("{n}{unit}"));
+                prop_assert_eq!(interval.is_ok(), (10..=10_000).contains(&ms));
+            }
+        }
+    }
 }

@@ -30,9 +30,15 @@ fn bad_config_file_values_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
     for (text, needles) in [
-        ("interval = \"1h\"\n", &["key 'interval'", "out of range"][..]),
+        (
+            "interval = \"1h\"\n",
+            &["key 'interval'", "out of range"][..],
+        ),
         ("lisen = \"127.0.0.1:1\"\n", &["unknown key 'lisen'"]),
-        ("retention = [1]\n", &["key 'retention'", "expected a string"]),
+        (
+            "retention = [1]\n",
+            &["key 'retention'", "expected a string"],
+        ),
         ("this is not toml\n", &["line 1"]),
     ] {
         std::fs::write(&file, text).unwrap();
@@ -55,7 +61,10 @@ fn bad_environment_values_name_the_variable() {
         let (code, err) = run(&["serve"], &[(var, value)]);
         assert_usage_error(code, &err, &[var]);
     }
-    let (code, err) = run(&["serve"], &[("SYSCALL_PROFILER_CONFIG", "/nonexistent.toml")]);
+    let (code, err) = run(
+        &["serve"],
+        &[("SYSCALL_PROFILER_CONFIG", "/nonexistent.toml")],
+    );
     assert_usage_error(code, &err, &["/nonexistent.toml"]);
 }
 
