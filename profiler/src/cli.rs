@@ -58,7 +58,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
 
-    /// Requests handled at once; more wait their turn [default: 16].
+    /// Requests handled at once; more wait their turn [default: 4].
     #[arg(long, value_name = "N")]
     pub max_concurrent_requests: Option<String>,
 

@@ -41,7 +41,7 @@ impl Default for Settings {
             log_level: "info".into(),
             web_config: None,
             request_timeout: Duration::from_secs(10),
-            max_concurrent_requests: 16,
+            max_concurrent_requests: 4,
             max_connections: 256,
             max_response_bytes: 64 << 20,
         }

@@ -1,7 +1,7 @@
 //! HTTP views over the store. Each handler takes a read lock, renders, and lets go.
 //!
-//! Every request passes, outermost first: a deadline, a cap on requests in flight, basic auth
-//! (when the web config names users), a request body limit, and a response size limit.
+//! Every request passes, outermost first: a deadline, basic auth (when the web config names
+//! users), a request body limit, and a cap on answers in flight together with their size.
 
 mod error;
 mod stats;
@@ -20,8 +20,9 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use futures_util::stream;
 use serde_json::json;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tokio::sync::Semaphore;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use crate::{host::HostInfo, store::Store, webconfig};
@@ -49,15 +50,14 @@ pub fn router(state: Arc<AppState>, limits: &Limits, web: webconfig::Shared) -> 
         .route("/healthz", get(healthz))
         .with_state(state)
         .layer(middleware::from_fn_with_state(
-            limits.max_response_bytes,
+            ResponseLimits {
+                max_bytes: limits.max_response_bytes,
+                in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            },
             limit_response,
         ))
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
         .layer(middleware::from_fn_with_state(web, authenticate))
-        // Global, not per route: the cap is on the daemon's work, whichever endpoint it is.
-        .layer(GlobalConcurrencyLimitLayer::new(
-            limits.max_concurrent_requests,
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
@@ -91,11 +91,44 @@ async fn authenticate(State(web): State<webconfig::Shared>, req: Request, next: 
     next.run(req).await
 }
 
-/// Refuses to send an answer larger than the limit; the client can narrow its query.
-async fn limit_response(State(max): State<usize>, req: Request, next: Next) -> Response {
+/// Answers go out in pieces of this size, so a slow reader is fed as it reads.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct ResponseLimits {
+    max_bytes: usize,
+    /// Shared by every route: the cap is on the daemon's work, whichever endpoint it is.
+    in_flight: Arc<Semaphore>,
+}
+
+/// At most `max_concurrent_requests` answers are rendered or being sent at once, and none is
+/// larger than `max_response_bytes`, so memory for answers stays below their product. The
+/// permit travels with the body: a /stats answer can be megabytes, and a hundred clients
+/// reading theirs slowly would otherwise hold a hundred of them.
+async fn limit_response(
+    State(limits): State<ResponseLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = limits.in_flight.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let max = limits.max_bytes;
     let (parts, body) = next.run(req).await.into_parts();
     match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+        Ok(bytes) => {
+            // The permit lives in the stream, which hyper drops once the last chunk is written
+            // (or the client goes away).
+            let chunks: Vec<_> = (0..bytes.len())
+                .step_by(CHUNK)
+                .map(|at| bytes.slice(at..(at + CHUNK).min(bytes.len())))
+                .collect();
+            let body = stream::StreamExt::map(stream::iter(chunks), move |chunk| {
+                let _held_until_sent = &permit;
+                Ok::<_, std::convert::Infallible>(chunk)
+            });
+            Response::from_parts(parts, Body::from_stream(body))
+        }
         Err(_) => (
             StatusCode::BAD_REQUEST,
             Json(json!({
