@@ -14,7 +14,7 @@ use profiler_common::{
 };
 use tracing::{info, warn};
 
-use crate::{fatal::Fatal, kernel_btf};
+use crate::{caps, fatal::Fatal, kernel_btf};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -171,4 +171,28 @@ where
         .take_map(name)
         .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))?;
     M::try_from(map).map_err(|e| Fatal::Other(anyhow::anyhow!("map {name}: {e}")))
+}
+
+/// Whether the drain's map operations (lookup, next key) work on the held fds with no
+/// capability at all. True on kernels ≥ 6.5; older ones check CAP_BPF on every bpf() call while
+/// `kernel.unprivileged_bpf_disabled` is set.
+pub fn maps_readable_unprivileged(maps: &Maps) -> Result<bool, Fatal> {
+    let outcome = caps::works_unprivileged(|| -> Result<(), aya::maps::MapError> {
+        maps.counters.get(&0, 0)?;
+        if let Some(key) = maps.hists.keys().next() {
+            key?;
+        }
+        if let Some(entry) = maps.procs.iter().next() {
+            entry?;
+        }
+        Ok(())
+    })
+    .map_err(|e| Fatal::Other(anyhow::anyhow!(e)))?;
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(e) if is_permission_error(&e) => Ok(false),
+        Err(e) => Err(Fatal::Other(anyhow::anyhow!(
+            "reading the maps with no capabilities: {e}"
+        ))),
+    }
 }

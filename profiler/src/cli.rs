@@ -1,4 +1,4 @@
-use std::{net::SocketAddr, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,27 +23,58 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-#[derive(Args, Clone, Debug)]
+/// Every setting can also come from the environment (`SYSCALL_PROFILER_<NAME>`) or the
+/// `--config` file; flags win over the environment, which wins over the file, which wins over
+/// the defaults. Values are validated in `config`, so a bad one is named the same way whichever
+/// source it came from.
+#[derive(Args, Clone, Debug, Default)]
 pub struct ServeArgs {
-    /// Address to serve HTTP on. Anything but loopback exposes per-process data to the network.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    /// TOML configuration file (env SYSCALL_PROFILER_CONFIG). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// How often the kernel maps are drained into the totals (e.g. 1s, 500ms; 10ms to 10s).
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
-    pub interval: Duration,
+    /// Address to serve HTTP on [default: 127.0.0.1:9760]. Anything but loopback exposes
+    /// per-process data to the network.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 
-    /// How long an exited process stays visible (e.g. 5m, 30s; 0s drops it at the next drain).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub retention: Duration,
+    /// How often the kernel maps are drained into the totals (10ms to 10s) [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
 
-    /// How many exited processes to keep at most; past it the longest-exited leave early.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_exited: usize,
+    /// How long an exited process stays visible (0s drops it at the next drain) [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<String>,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
+    /// How many exited processes to keep at most; past it the longest-exited leave before
+    /// their retention ends [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_exited: Option<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Web configuration file: TLS certificate and key, basic-auth users (bcrypt hashes).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<String>,
+
+    /// Longest time one HTTP request may take [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+
+    /// Requests handled at once; more wait their turn [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_requests: Option<String>,
+
+    /// Open HTTP connections at once; more wait to be accepted [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+
+    /// Largest response body; a bigger answer is refused with 400 asking to narrow the query
+    /// [default: 64MiB]. Accepts B, KiB, MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_response_bytes: Option<String>,
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h`.
@@ -69,7 +100,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The drain interval: the 32-bit kernel counters must be read well before they can wrap, and
 /// draining faster than 10 ms costs more than it tells.
-fn parse_interval(s: &str) -> Result<Duration, String> {
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(10) || d > Duration::from_secs(10) {
         return Err(format!(

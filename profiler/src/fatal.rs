@@ -5,6 +5,9 @@ use std::fmt;
 
 #[derive(Debug)]
 pub enum Fatal {
+    /// A bad setting in a flag, the environment or a config file. Exit 2, like a bad command
+    /// line: the operator has to fix what they asked for.
+    Config(String),
     /// The process may not load BPF programs (not root, or missing capabilities). Exit 3.
     Privileges(String),
     /// The kernel lacks something the programs need. Exit 4.
@@ -19,6 +22,7 @@ impl Fatal {
     pub fn exit_code(&self) -> u8 {
         match self {
             Fatal::Other(_) => 1,
+            Fatal::Config(_) => 2,
             Fatal::Privileges(_) => 3,
             Fatal::Kernel(_) => 4,
             Fatal::Listen(_) => 5,
@@ -29,7 +33,9 @@ impl Fatal {
 impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fatal::Privileges(m) | Fatal::Kernel(m) | Fatal::Listen(m) => f.write_str(m),
+            Fatal::Config(m) | Fatal::Privileges(m) | Fatal::Kernel(m) | Fatal::Listen(m) => {
+                f.write_str(m)
+            }
             // `{:#}` prints the whole cause chain on one line.
             Fatal::Other(e) => write!(f, "{e:#}"),
         }

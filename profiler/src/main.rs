@@ -5,16 +5,20 @@
 
 mod api;
 mod bpf;
+mod caps;
 mod cli;
+mod config;
 mod drain;
 mod fatal;
 mod histogram;
 mod host;
+mod http;
 mod kernel_btf;
 mod map_batch;
 mod serve;
 mod store;
 mod syscalls;
+mod webconfig;
 
 use std::process::ExitCode;
 

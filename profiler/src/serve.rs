@@ -1,76 +1,156 @@
-//! `syscall-profiler serve`: bind, attach, then drain and serve until SIGINT/SIGTERM.
+//! `syscall-profiler serve`: validate the settings, bind, attach, give up every capability, then
+//! drain and serve until SIGINT/SIGTERM. SIGHUP re-reads the settings.
 
 use std::{
     sync::{mpsc, Arc, RwLock},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
 
 use crate::{
     api::{self, AppState},
-    bpf,
+    bpf, caps,
     cli::ServeArgs,
+    config::{self, Settings},
     drain::Drain,
     fatal::Fatal,
     host::HostInfo,
+    http,
     store::Store,
+    webconfig::{self, WebConfig},
 };
 
+type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
 pub fn run(args: ServeArgs) -> Result<(), Fatal> {
-    let filter = EnvFilter::try_new(&args.log_level)
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("--log-level '{}': {e}", args.log_level)))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let settings = config::load(&args, &config::process_env).map_err(|e| Fatal::Config(e.0))?;
+    let web = load_web_config(&settings).map_err(Fatal::Config)?;
+    let tls = web.tls.is_some();
+
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .map_err(|e| Fatal::Config(format!("log_level '{}': {e}", settings.log_level)))?;
+    let (filter, log_handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes are noise in the journal and in files.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
 
     // Bind before attaching: a port clash should not cost a BPF load.
-    let listener = std::net::TcpListener::bind(args.listen)
-        .map_err(|e| Fatal::Listen(format!("cannot listen on {}: {e}", args.listen)))?;
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .map_err(|e| Fatal::Listen(format!("cannot listen on {}: {e}", settings.listen)))?;
     listener
         .set_nonblocking(true)
         .context("configuring the listener")?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
+    if !addr.ip().is_loopback() {
+        warn!(
+            "listening on {addr}, beyond loopback: per-process data is served to the network{}",
+            if tls && web.requires_auth() {
+                ""
+            } else {
+                " (consider a web config with TLS and basic auth)"
+            }
+        );
+    }
 
     let (probes, maps) = bpf::load_and_attach()?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
 
-    let store = Arc::new(RwLock::new(Store::new(args.retention, args.max_exited)));
+    // Before any other thread starts: they inherit the emptied sets (capabilities are
+    // per thread).
+    let keep = if bpf::maps_readable_unprivileged(&maps)? {
+        caps::Keep::Nothing
+    } else {
+        warn!(
+            "this kernel checks CAP_BPF on every map read (before Linux 6.5, with \
+             kernel.unprivileged_bpf_disabled set): keeping CAP_BPF, dropping the rest"
+        );
+        caps::Keep::Bpf
+    };
+    let after = caps::drop_all(keep)
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("giving up capabilities: {e}")))?;
+    info!(
+        "capabilities dropped: effective {:#x}, permitted {:#x}, bounding {:#x}",
+        after.effective, after.permitted, after.bounding
+    );
+
+    let watchdog = sd_notify::watchdog_enabled();
+    if let Some(wd) = watchdog {
+        if wd < settings.interval * 2 {
+            warn!(
+                "the watchdog timeout {wd:?} is less than two drain intervals ({:?}): \
+                 a single slow drain will get the service restarted",
+                settings.interval
+            );
+        }
+    }
+
+    let store = Arc::new(RwLock::new(Store::new(
+        settings.retention,
+        settings.max_exited,
+    )));
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain_thread = {
         let store = store.clone();
-        let interval = args.interval;
+        let interval = settings.interval;
         thread::Builder::new()
             .name("drain".into())
-            .spawn(move || drain_loop(Drain::new(maps), &store, interval, stopped))
+            .spawn(move || drain_loop(Drain::new(maps), &store, interval, stopped, watchdog))
             .context("starting the drain thread")?
     };
 
     let state = Arc::new(AppState {
-        store,
+        store: store.clone(),
         host: HostInfo::read(),
-        interval: args.interval,
+        interval: settings.interval,
     });
+    let web = webconfig::Shared::new(web);
+    let limits = api::Limits {
+        request_timeout: settings.request_timeout,
+        max_concurrent_requests: settings.max_concurrent_requests,
+        max_response_bytes: settings.max_response_bytes,
+    };
+    let app = api::router(state, &limits, web.clone());
+    let opts = http::Options {
+        max_connections: settings.max_connections,
+        header_timeout: settings.request_timeout,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(async move {
+    let served: std::io::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let reloader = tokio::spawn(reload_on_hangup(
+            args,
+            settings,
+            store,
+            log_handle,
+            web.clone(),
+            tls,
+        ));
         // Tests and scripts read this line to learn the port when --listen asks for port 0.
-        info!("serving on http://{addr}");
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        info!("serving on {}://{addr}", if tls { "https" } else { "http" });
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+        http::serve(listener, app, web, tls, opts, shutdown_signal()).await;
+        reloader.abort();
+        Ok(())
     });
 
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
     let _ = stop_drain.send(());
     if drain_thread.join().is_err() {
         error!("the drain thread panicked");
@@ -81,22 +161,111 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
+fn load_web_config(settings: &Settings) -> Result<WebConfig, String> {
+    match &settings.web_config {
+        Some(path) => WebConfig::load(path),
+        None => Ok(WebConfig::open()),
+    }
+}
+
 fn drain_loop(
     mut drain: Drain,
     store: &RwLock<Store>,
     interval: Duration,
     stop: mpsc::Receiver<()>,
+    watchdog: Option<Duration>,
 ) {
+    let mut last_ping: Option<Instant> = None;
     loop {
         match stop.recv_timeout(interval) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        if let Err(e) = drain.run_once(store) {
+        match drain.run_once(store) {
+            Ok(()) => {
+                // The watchdog hears from us only while drains succeed, so a drain that keeps
+                // failing (or hangs) gets the service restarted. A few pings per timeout are
+                // plenty; at a 10 ms interval, pinging on every drain would be noise.
+                if let Some(wd) = watchdog {
+                    if last_ping.is_none_or(|t| t.elapsed() >= wd / 4) {
+                        let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                        last_ping = Some(Instant::now());
+                    }
+                }
+            }
             // Maps stay intact on a failed read; the next drain picks up where this one failed.
-            warn!("drain failed: {e:#}");
+            Err(e) => warn!("drain failed: {e:#}"),
         }
     }
+}
+
+/// SIGHUP: re-read flags, environment and config file, and apply what can change without
+/// re-attaching or re-binding. A bad new configuration is logged and the running one kept.
+async fn reload_on_hangup(
+    args: ServeArgs,
+    mut running: Settings,
+    store: Arc<RwLock<Store>>,
+    log: LogHandle,
+    web: webconfig::Shared,
+    tls: bool,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot watch SIGHUP, reloading is off: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP received: reloading the configuration");
+        let _ = sd_notify::notify(&[NotifyState::Reloading]);
+        match reload(&args, tls) {
+            Err(e) => error!("reload refused, the running configuration stays: {e}"),
+            Ok((new, new_web)) => {
+                for key in running.needs_restart(&new) {
+                    warn!("{key} changed: it takes effect at the next restart");
+                }
+                {
+                    let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+                    store.retention = new.retention;
+                    store.max_exited = new.max_exited;
+                }
+                if let Err(e) = log.reload(EnvFilter::new(&new.log_level)) {
+                    error!("applying log_level: {e}");
+                }
+                web.set(new_web);
+                running.retention = new.retention;
+                running.max_exited = new.max_exited;
+                running.log_level = new.log_level;
+                running.web_config = new.web_config;
+                info!(
+                    "configuration reloaded: retention {:?}, max_exited {}, log_level {}, \
+                     web_config {}",
+                    running.retention,
+                    running.max_exited,
+                    running.log_level,
+                    running
+                        .web_config
+                        .as_ref()
+                        .map_or("none".into(), |p| p.display().to_string())
+                );
+            }
+        }
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+    }
+}
+
+fn reload(args: &ServeArgs, tls: bool) -> Result<(Settings, WebConfig), String> {
+    let new = config::load(args, &config::process_env).map_err(|e| e.0)?;
+    let web = load_web_config(&new)?;
+    if web.tls.is_some() != tls {
+        return Err(format!(
+            "turning TLS {} needs a restart",
+            if tls { "off" } else { "on" }
+        ));
+    }
+    Ok((new, web))
 }
 
 async fn shutdown_signal() {

@@ -35,7 +35,8 @@ fn bad_flags_exit_2_naming_the_flag() {
 #[test]
 fn bad_log_level_is_one_line() {
     let o = run(&["serve", "--log-level", "loud=[", "--listen", "127.0.0.1:0"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A bad setting is a usage error, like a bad flag.
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("--log-level"));
 }

@@ -194,6 +194,28 @@ pub fn workload(args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+pub struct WorkloadRun {
+    pub child_pid: u32,
+    pub sleep_median_ns: u64,
+}
+
+/// `workload calls`: a child making exactly `getppid` getppid(), `enoent` failing openat() and
+/// `sleep` 2 ms nanosleep() calls.
+pub fn run_workload(getppid: u32, enoent: u32, sleep: u32) -> WorkloadRun {
+    let lines = workload(&[
+        "calls",
+        &format!("getppid={getppid}"),
+        &format!("enoent={enoent}"),
+        &format!("sleep={sleep}"),
+    ]);
+    WorkloadRun {
+        child_pid: pid_of(&lines[0], "child_pid"),
+        sleep_median_ns: lines[1]["sleep_median_ns"]
+            .as_u64()
+            .expect("sleep_median_ns"),
+    }
+}
+
 /// A workload still running, whose JSON lines are read one at a time.
 pub struct RunningWorkload {
     pub child: Child,

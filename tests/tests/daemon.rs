@@ -3,28 +3,10 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use serde_json::Value;
-use tests::{counts, native_abi, pid_of, process, require_root, syscall, workload, Daemon};
+use tests::{counts, native_abi, process, require_root, run_workload, syscall, Daemon};
 
 /// The nanosleep p50 is a bucket midpoint: within 6.25% of the true median (docs/design.md).
 const BUCKET_ERROR: f64 = 0.0625;
-
-struct Run {
-    child_pid: u32,
-    sleep_median_ns: u64,
-}
-
-fn run_workload(getppid: u32, enoent: u32, sleep: u32) -> Run {
-    let lines = workload(&[
-        "calls",
-        &format!("getppid={getppid}"),
-        &format!("enoent={enoent}"),
-        &format!("sleep={sleep}"),
-    ]);
-    Run {
-        child_pid: pid_of(&lines[0], "child_pid"),
-        sleep_median_ns: lines[1]["sleep_median_ns"].as_u64().unwrap(),
-    }
-}
 
 #[test]
 fn known_workload_gives_exact_counts_errors_and_latency() {

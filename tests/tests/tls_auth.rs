@@ -1,0 +1,154 @@
+//! HTTPS and basic auth from a web config file, end to end, with a certificate made here.
+
+mod common;
+
+use std::{io::Write, net::TcpStream, sync::Arc, time::Duration};
+
+use base64::Engine;
+use common::{get_json, Spawn};
+
+/// The Authorization header for basic auth.
+fn basic(user: &str, password: &str) -> String {
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {creds}")
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    web: std::path::PathBuf,
+    ca_pem: String,
+}
+
+/// A self-signed certificate for 127.0.0.1 and a web config with TLS and user alice.
+fn setup(password: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    // Cost 4 keeps the test fast; the daemon accepts any bcrypt cost.
+    let hash = bcrypt::hash(password, 4).unwrap();
+    let web = dir.path().join("web.toml");
+    std::fs::write(
+        &web,
+        format!(
+            "[tls_server_config]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\n\
+             [basic_auth_users]\nalice = \"{hash}\"\n"
+        ),
+    )
+    .unwrap();
+    Setup {
+        _dir: dir,
+        web,
+        ca_pem: cert.pem(),
+    }
+}
+
+fn tls_agent(ca_pem: Option<&str>) -> ureq::Agent {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    ureq::AgentBuilder::new()
+        .tls_config(Arc::new(config))
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+#[test]
+fn https_with_basic_auth() {
+    let s = setup("correct horse");
+    let daemon = Spawn::new(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--interval",
+        "100ms",
+        "--web-config",
+        s.web.to_str().unwrap(),
+    ])
+    .start();
+    assert!(daemon.base.starts_with("https://"), "{}", daemon.base);
+    let url = format!("{}/stats?top=1", daemon.base);
+    let agent = tls_agent(Some(&s.ca_pem));
+
+    let (status, body) = get_json(&agent, &url, None);
+    assert_eq!(status, 401, "no credentials: {body}");
+    let (status, _) = get_json(&agent, &url, Some(&basic("alice", "wrong")));
+    assert_eq!(status, 401, "wrong password");
+    let (status, _) = get_json(&agent, &url, Some(&basic("mallory", "correct horse")));
+    assert_eq!(status, 401, "unknown user");
+    let (status, body) = get_json(&agent, &url, Some(&basic("alice", "correct horse")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["schema_version"], 1);
+    // Auth covers every endpoint.
+    let (status, _) = get_json(&agent, &format!("{}/healthz", daemon.base), None);
+    assert_eq!(status, 401);
+
+    let r = ureq::get(&url)
+        .set("Authorization", &basic("alice", "wrong"))
+        .call();
+    match r {
+        Err(ureq::Error::Status(401, resp)) => assert_eq!(
+            resp.header("WWW-Authenticate"),
+            Some("Basic realm=\"syscall-profiler\"")
+        ),
+        // The default agent does not trust our certificate: also a refusal, before any auth.
+        Err(ureq::Error::Transport(_)) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A client that does not trust the certificate cannot talk to it.
+    let untrusting = tls_agent(None);
+    assert!(matches!(
+        untrusting.get(&url).call(),
+        Err(ureq::Error::Transport(_))
+    ));
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let addr = daemon.base.trim_start_matches("https://");
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut conn, &mut buf).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains("200 OK"),
+        "plain HTTP must not be served"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn a_bad_web_config_exits_2_naming_it() {
+    tests::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.toml");
+    std::fs::write(&web, "[basic_auth_users]\nalice = \"not-a-hash\"\n").unwrap();
+    let (code, stderr) = Spawn::new(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--web-config",
+        web.to_str().unwrap(),
+    ])
+    .output();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("basic_auth_users.alice"), "{stderr}");
+}
