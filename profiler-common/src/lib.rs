@@ -92,6 +92,35 @@ pub const PROCS_MAP: &str = "PROCS";
 /// Entries of both LIVE and PROCS.
 pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 
+/// Written only by the daemon, and only with `--pin-path`: the totals of kernel entries it has
+/// retired (exited processes), per syscall ([`LedgerKey`] → [`LedgerTotals`]) and per errno
+/// ([`LedgerErrnoKey`] → `u64`). Pinned with the other maps, they let a restarted daemon resume
+/// its system-wide totals: ledger + what the live entries hold = everything since first start.
+/// When full (more syscalls than exist), the daemon logs the retired totals it could not keep.
+pub const LEDGER_MAP: &str = "LEDGER";
+pub const LEDGER_ERRNOS_MAP: &str = "LEDGER_ERRNOS";
+pub const LEDGER_MAX_ENTRIES: u32 = 2_048;
+pub const LEDGER_ERRNOS_MAX_ENTRIES: u32 = 8_192;
+
+/// One `u64` at index 0: the layout fingerprint of the pinned maps (see `LAYOUT_VERSION`), so a
+/// daemon never reads maps pinned by an incompatible build.
+pub const META_MAP: &str = "META";
+/// Bumped whenever a record's layout or a map's meaning changes.
+pub const LAYOUT_VERSION: u64 = 1;
+
+/// Every map the daemon pins with `--pin-path`.
+pub const PINNED_MAPS: &[&str] = &[
+    STARTS_MAP,
+    HISTS_MAP,
+    ERRNOS_MAP,
+    LIVE_MAP,
+    PROCS_MAP,
+    COUNTERS_MAP,
+    LEDGER_MAP,
+    LEDGER_ERRNOS_MAP,
+    META_MAP,
+];
+
 /// Per-CPU `u64` counters indexed by the `COUNTER_*` constants.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const COUNTER_HISTS_FULL: u32 = 0;
@@ -186,6 +215,29 @@ pub struct ProcInfo {
     pub exit_ns: u64,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerKey {
+    pub nr: u32,
+    pub abi: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerErrnoKey {
+    pub syscall: LedgerKey,
+    pub errno: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerTotals {
+    pub errors: u64,
+    pub total_ns: u64,
+    pub buckets: [u64; BUCKETS],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays with explicit padding fields.
@@ -194,6 +246,9 @@ mod pod {
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}
     unsafe impl aya::Pod for super::ProcKey {}
+    unsafe impl aya::Pod for super::LedgerKey {}
+    unsafe impl aya::Pod for super::LedgerErrnoKey {}
+    unsafe impl aya::Pod for super::LedgerTotals {}
     unsafe impl aya::Pod for super::ErrnoKey {}
 }
 

@@ -20,10 +20,11 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use profiler_common::{
-    bucket_index, ErrnoKey, Hist, HistKey, ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE,
-    BUCKETS, COMPAT_DISABLED, COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
-    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES,
-    HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+    bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
+    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, COMPAT_DISABLED, COUNTERS_LEN,
+    COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
+    COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES, LEDGER_ERRNOS_MAX_ENTRIES,
+    LEDGER_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -54,6 +55,19 @@ static PROCS: HashMap<ProcKey, ProcInfo> = HashMap::with_max_entries(PROCS_MAX_E
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+// Maps of the daemon's own, declared here so they are created (and pinned) with the others;
+// no program touches them.
+#[map]
+static LEDGER: HashMap<LedgerKey, LedgerTotals> =
+    HashMap::with_max_entries(LEDGER_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+static LEDGER_ERRNOS: HashMap<LedgerErrnoKey, u64> =
+    HashMap::with_max_entries(LEDGER_ERRNOS_MAX_ENTRIES, 0);
+
+#[map]
+static META: Array<u64> = Array::with_max_entries(1, 0);
 
 /// A zeroed `Hist` that is never written: the value of new HISTS entries. A `Hist` is larger
 /// than the 512-byte BPF stack, so it cannot be built there.

@@ -8,13 +8,17 @@ use aya::{
     programs::RawTracePoint,
     Ebpf, EbpfLoader,
 };
+use std::path::Path;
+
 use profiler_common::{
-    ErrnoKey, Hist, HistKey, ProcInfo, Start, COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP,
-    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_IGNORE_TGID, HISTS_MAP, PROCS_MAP, STARTS_MAP,
+    ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
+    COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
+    GLOBAL_IGNORE_TGID, HISTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP,
+    STARTS_MAP,
 };
 use tracing::{info, warn};
 
-use crate::{caps, fatal::Fatal, kernel_btf};
+use crate::{caps, fatal::Fatal, kernel_btf, pin};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -41,6 +45,14 @@ pub struct Maps {
     pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
     pub starts: HashMap<MapData, u32, Start>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Only with `--pin-path`.
+    pub ledger: Option<Ledger>,
+}
+
+/// The totals of retired kernel entries, kept for the next daemon (see profiler_common).
+pub struct Ledger {
+    pub totals: HashMap<MapData, LedgerKey, LedgerTotals>,
+    pub errnos: HashMap<MapData, LedgerErrnoKey, u64>,
 }
 
 /// Attached programs; dropping this detaches them.
@@ -101,8 +113,13 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
     }
 }
 
-pub fn load_and_attach() -> Result<(Probes, Maps), Fatal> {
+/// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
+/// if a previous daemon pinned them, created and pinned otherwise.
+pub fn load_and_attach(pin_dir: Option<&Path>) -> Result<(Probes, Maps), Fatal> {
     check_privileges()?;
+    if let Some(dir) = pin_dir {
+        pin::prepare(dir)?;
+    }
     let own_tgid = std::process::id();
     let (compat_offset, compat_mask) =
         match kernel_btf::Btf::from_sys_fs().and_then(|btf| kernel_btf::compat_flag(&btf)) {
@@ -112,10 +129,15 @@ pub fn load_and_attach() -> Result<(Probes, Maps), Fatal> {
                 (COMPAT_DISABLED, 0)
             }
         };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
         .override_global(GLOBAL_COMPAT_OFFSET, &compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
+        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true);
+    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
+        loader.map_pin_path(name, pin_dir.unwrap().join(name));
+    }
+    let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| load_error("loading the eBPF object", &e))?;
 
@@ -136,12 +158,28 @@ pub fn load_and_attach() -> Result<(Probes, Maps), Fatal> {
         }
     }
 
+    let ledger = match pin_dir {
+        None => None,
+        Some(dir) => {
+            let mut meta = take_map(&mut ebpf, META_MAP)?;
+            pin::stamp(&mut meta)?;
+            info!(
+                "maps pinned at {}: counters resume across restarts",
+                dir.display()
+            );
+            Some(Ledger {
+                totals: take_map(&mut ebpf, LEDGER_MAP)?,
+                errnos: take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+            })
+        }
+    };
     let maps = Maps {
         hists: take_map(&mut ebpf, HISTS_MAP)?,
         errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
         procs: take_map(&mut ebpf, PROCS_MAP)?,
         starts: take_map(&mut ebpf, STARTS_MAP)?,
         counters: take_map(&mut ebpf, COUNTERS_MAP)?,
+        ledger,
     };
     Ok((Probes { _ebpf: ebpf }, maps))
 }

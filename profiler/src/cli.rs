@@ -59,6 +59,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub web_config: Option<String>,
 
+    /// Directory on a bpf filesystem (e.g. /sys/fs/bpf/syscall-profiler) to pin the maps in,
+    /// so a restart resumes the counters instead of zeroing them [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub pin_path: Option<String>,
+
     /// Longest time one HTTP request may take [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

@@ -26,6 +26,7 @@ pub struct Settings {
     pub max_exited: usize,
     pub log_level: String,
     pub web_config: Option<PathBuf>,
+    pub pin_path: Option<PathBuf>,
     pub request_timeout: Duration,
     pub max_concurrent_requests: usize,
     pub max_connections: usize,
@@ -42,6 +43,7 @@ impl Default for Settings {
             max_exited: 10_000,
             log_level: "info".into(),
             web_config: None,
+            pin_path: None,
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 4,
             max_connections: 256,
@@ -58,6 +60,7 @@ pub const KEYS: &[&str] = &[
     "max_exited",
     "log_level",
     "web_config",
+    "pin_path",
     "request_timeout",
     "max_concurrent_requests",
     "max_connections",
@@ -239,6 +242,7 @@ pub fn load(
             })?
             .unwrap_or(d.log_level),
         web_config: src.get("web_config", f.web_config.as_ref(), false, parse_path)?,
+        pin_path: src.get("pin_path", f.pin_path.as_ref(), false, parse_path)?,
         request_timeout: src
             .get(
                 "request_timeout",
@@ -292,6 +296,9 @@ impl Settings {
         }
         if self.interval != new.interval {
             changed.push("interval");
+        }
+        if self.pin_path != new.pin_path {
+            changed.push("pin_path");
         }
         if self.request_timeout != new.request_timeout {
             changed.push("request_timeout");
@@ -590,6 +597,7 @@ mod tests {
                     "max_exited" => &mut args.max_exited,
                     "log_level" => &mut args.log_level,
                     "web_config" => &mut args.web_config,
+                    "pin_path" => &mut args.pin_path,
                     "request_timeout" => &mut args.request_timeout,
                     "max_concurrent_requests" => &mut args.max_concurrent_requests,
                     "max_connections" => &mut args.max_connections,

@@ -16,15 +16,17 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result};
 use aya::{maps::IterableMap, Pod};
 use profiler_common::{
-    ErrnoKey, Hist, HistKey, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
-    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
+    ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, ABI_COMPAT,
+    ABI_NATIVE, BUCKETS, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL,
+    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
 };
+use tracing::warn;
 
 use crate::{
-    bpf::Maps,
+    bpf::{Ledger, Maps},
     histogram::Delta,
     map_batch,
-    store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey},
+    store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals},
     syscalls::Abi,
 };
 
@@ -68,6 +70,13 @@ fn proc_key(k: &HistKey) -> ProcKey {
     ProcKey {
         pid: k.tgid,
         incarnation: k.incarnation,
+    }
+}
+
+fn abi_byte(abi: Abi) -> u8 {
+    match abi {
+        Abi::Native => ABI_NATIVE,
+        Abi::Compat => ABI_COMPAT,
     }
 }
 
@@ -177,6 +186,7 @@ impl Drain {
             ..Default::default()
         })?;
         let now = (Instant::now(), SystemTime::now());
+        let mut retired = HashMap::new();
         {
             let mut store = store.write().unwrap_or_else(|e| e.into_inner());
             for (key, d) in &deltas {
@@ -213,9 +223,17 @@ impl Drain {
                 store.mark_exited(*key, now);
             }
             store.kernel = counters;
+            if self.maps.ledger.is_some() {
+                retired = retired_totals(&store, &self.retiring);
+            }
             store.finish_drain(now);
         }
 
+        if let Some(ledger) = &mut self.maps.ledger {
+            // Before the delete: a kill -9 between the two counts these processes twice at the
+            // next start rather than not at all.
+            ledger.add(&retired)?;
+        }
         let retiring = std::mem::take(&mut self.retiring);
         for key in hist_keys.iter().filter(|k| retiring.contains(&proc_key(k))) {
             // Already gone is fine: the goal is that it is gone.
@@ -239,6 +257,35 @@ impl Drain {
         Ok(())
     }
 
+    /// With pinned maps, starts the system-wide totals from what previous daemons retired; the
+    /// first drain then adds everything the live kernel entries hold.
+    pub fn resume(&self, store: &RwLock<Store>) -> Result<usize> {
+        let Some(ledger) = &self.maps.ledger else {
+            return Ok(0);
+        };
+        let totals = read_all(&ledger.totals, "LEDGER")?;
+        let errnos = read_all(&ledger.errnos, "LEDGER_ERRNOS")?;
+        let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+        for (k, t) in &totals {
+            let delta = Delta {
+                errors: t.errors,
+                total_ns: t.total_ns,
+                buckets: t
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(i, &n)| (i, n))
+                    .collect(),
+            };
+            store.add_system(syscall_key(k.abi, k.nr), &delta);
+        }
+        for (k, n) in &errnos {
+            store.add_system_errno(syscall_key(k.syscall.abi, k.syscall.nr), k.errno, *n);
+        }
+        Ok(totals.len())
+    }
+
     fn read_counters(&self, sizes: KernelCounters) -> Result<KernelCounters> {
         let sum = |i: u32| -> Result<u64> {
             let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
@@ -257,6 +304,61 @@ impl Drain {
 
 fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<Vec<(K, V)>> {
     map_batch::lookup_all(map.map().fd().as_fd()).with_context(|| format!("reading {name}"))
+}
+
+/// What the processes about to be retired contributed, per syscall, from the store's 64-bit
+/// totals (exact even where the kernel's 32-bit counts wrapped).
+fn retired_totals(
+    store: &Store,
+    retiring: &HashSet<ProcKey>,
+) -> HashMap<SyscallKey, SyscallTotals> {
+    let mut sum: HashMap<SyscallKey, SyscallTotals> = HashMap::new();
+    for p in retiring.iter().filter_map(|k| store.processes.get(k)) {
+        for (sc, t) in &p.syscalls {
+            let into = sum.entry(*sc).or_default();
+            into.hist.merge(&t.hist);
+            for (&e, &n) in &t.errnos {
+                *into.errnos.entry(e).or_default() += n;
+            }
+        }
+    }
+    sum
+}
+
+impl Ledger {
+    fn add(&mut self, retired: &HashMap<SyscallKey, SyscallTotals>) -> Result<()> {
+        for (sc, t) in retired {
+            let key = LedgerKey {
+                nr: sc.nr,
+                abi: abi_byte(sc.abi),
+                _pad: [0; 3],
+            };
+            let mut v = self.totals.get(&key, 0).unwrap_or(LedgerTotals {
+                errors: 0,
+                total_ns: 0,
+                buckets: [0; BUCKETS],
+            });
+            v.errors += t.hist.errors;
+            v.total_ns += t.hist.total_ns;
+            for (i, n) in t.hist.bucket_counts() {
+                v.buckets[i] += n;
+            }
+            if let Err(e) = self.totals.insert(key, v, 0) {
+                warn!("ledger full, retired totals of {sc:?} not kept for the next start: {e}");
+            }
+            for (&errno, &n) in &t.errnos {
+                let ekey = LedgerErrnoKey {
+                    syscall: key,
+                    errno,
+                };
+                let before = self.errnos.get(&ekey, 0).unwrap_or(0);
+                if let Err(e) = self.errnos.insert(ekey, before + n, 0) {
+                    warn!("ledger full, retired errno {errno} of {sc:?} not kept: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The process incarnations that have exited: every one the kernel stamped, and any with data

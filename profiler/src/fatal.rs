@@ -14,6 +14,9 @@ pub enum Fatal {
     Kernel(String),
     /// The HTTP listener could not be set up (address in use, bad address). Exit 5.
     Listen(String),
+    /// `--pin-path` cannot be used: no bpf filesystem there, or maps pinned by an incompatible
+    /// build. Exit 6.
+    Pin(String),
     /// Anything else. Exit 1.
     Other(anyhow::Error),
 }
@@ -26,6 +29,7 @@ impl Fatal {
             Fatal::Privileges(_) => 3,
             Fatal::Kernel(_) => 4,
             Fatal::Listen(_) => 5,
+            Fatal::Pin(_) => 6,
         }
     }
 }
@@ -33,9 +37,11 @@ impl Fatal {
 impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fatal::Config(m) | Fatal::Privileges(m) | Fatal::Kernel(m) | Fatal::Listen(m) => {
-                f.write_str(m)
-            }
+            Fatal::Config(m)
+            | Fatal::Privileges(m)
+            | Fatal::Kernel(m)
+            | Fatal::Listen(m)
+            | Fatal::Pin(m) => f.write_str(m),
             // `{:#}` prints the whole cause chain on one line.
             Fatal::Other(e) => write!(f, "{e:#}"),
         }

@@ -42,6 +42,14 @@ impl Histogram {
         }
     }
 
+    pub fn merge(&mut self, other: &Histogram) {
+        self.add(&Delta {
+            errors: other.errors,
+            total_ns: other.total_ns,
+            buckets: other.bucket_counts().collect(),
+        });
+    }
+
     pub fn mean_ns(&self) -> Option<u64> {
         (self.count > 0).then(|| self.total_ns / self.count)
     }
@@ -71,11 +79,15 @@ impl Histogram {
             .map(|&(i, _)| bucket_estimate(i as usize))
     }
 
+    /// Non-empty buckets as (bucket index, count), by index.
+    pub fn bucket_counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.buckets.iter().map(|&(i, n)| (i as usize, n))
+    }
+
     /// Non-empty buckets as (lower bound ns, upper bound ns exclusive, count); the overflow
     /// bucket's upper bound is `None` (unbounded).
     pub fn nonempty_buckets(&self) -> impl Iterator<Item = (u64, Option<u64>, u64)> + '_ {
-        self.buckets.iter().map(|&(i, n)| {
-            let i = i as usize;
+        self.bucket_counts().map(|(i, n)| {
             let upper = (i < OVERFLOW_BUCKET).then(|| bucket_upper_ns(i));
             (bucket_lower_ns(i), upper, n)
         })

@@ -15,6 +15,7 @@ mod host;
 mod http;
 mod kernel_btf;
 mod map_batch;
+mod pin;
 mod serve;
 mod store;
 mod syscalls;

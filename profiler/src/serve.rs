@@ -9,6 +9,7 @@ use std::{
 
 use anyhow::Context;
 use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
 
@@ -65,7 +66,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         );
     }
 
-    let (probes, maps) = bpf::load_and_attach()?;
+    let (probes, maps) = bpf::load_and_attach(settings.pin_path.as_deref())?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
 
     // Before any other thread starts: they inherit the emptied sets (capabilities are
@@ -102,12 +103,18 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         settings.max_exited,
     )));
     let (stop_drain, stopped) = mpsc::channel::<()>();
+    let drain = Drain::new(maps);
+    match (&settings.pin_path, drain.resume(&store)) {
+        (_, Err(e)) => return Err(Fatal::Other(e.context("resuming from the pinned maps"))),
+        (None, _) => info!("no pin_path: counters start at zero and do not survive a restart"),
+        (Some(_), Ok(n)) => info!("resumed the totals of {n} syscalls retired by earlier runs"),
+    }
     let drain_thread = {
         let store = store.clone();
         let interval = settings.interval;
         thread::Builder::new()
             .name("drain".into())
-            .spawn(move || drain_loop(Drain::new(maps), &store, interval, stopped, watchdog))
+            .spawn(move || drain_loop(drain, &store, interval, stopped, watchdog))
             .context("starting the drain thread")?
     };
 
@@ -134,6 +141,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         .context("starting the async runtime")?;
     let served: std::io::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let signals = Signals::register()?;
         let reloader = tokio::spawn(reload_on_hangup(
             args,
             settings,
@@ -141,11 +149,13 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
             log_handle,
             web.clone(),
             tls,
+            signals.hup,
         ));
         // Tests and scripts read this line to learn the port when --listen asks for port 0.
         info!("serving on {}://{addr}", if tls { "https" } else { "http" });
         let _ = sd_notify::notify(&[NotifyState::Ready]);
-        http::serve(listener, app, web, tls, opts, shutdown_signal()).await;
+        let shutdown = shutdown_signal(signals.term, signals.int);
+        http::serve(listener, app, web, tls, opts, shutdown).await;
         reloader.abort();
         Ok(())
     });
@@ -208,15 +218,8 @@ async fn reload_on_hangup(
     log: LogHandle,
     web: webconfig::Shared,
     tls: bool,
+    mut hup: Signal,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot watch SIGHUP, reloading is off: {e}");
-            return;
-        }
-    };
     while hup.recv().await.is_some() {
         info!("SIGHUP received: reloading the configuration");
         let _ = sd_notify::notify(&[NotifyState::Reloading]);
@@ -268,17 +271,27 @@ fn reload(args: &ServeArgs, tls: bool) -> Result<(Settings, WebConfig), String> 
     Ok((new, web))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot watch SIGTERM: {e}");
-            return std::future::pending().await;
-        }
-    };
+/// The signals the daemon handles, registered before it announces readiness: until a handler
+/// exists, SIGTERM and SIGHUP would kill the process outright.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn shutdown_signal(mut term: Signal, mut int: Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        _ = int.recv() => info!("SIGINT received"),
         _ = term.recv() => info!("SIGTERM received"),
     }
 }

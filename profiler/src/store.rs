@@ -164,7 +164,26 @@ impl Store {
             t.total_ns += delta.total_ns;
         }
         p.interval_ns += delta.total_ns;
-        self.system.entry(sc).or_default().hist.add(delta);
+        self.add_system(sc, delta);
+    }
+
+    /// Adds to the system-wide totals alone: what a previous daemon retired (see pin.rs).
+    pub fn add_system(&mut self, sc: SyscallKey, delta: &Delta) {
+        if !delta.is_empty() {
+            self.system.entry(sc).or_default().hist.add(delta);
+        }
+    }
+
+    pub fn add_system_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
+        if n != 0 {
+            *self
+                .system
+                .entry(sc)
+                .or_default()
+                .errnos
+                .entry(errno)
+                .or_default() += n;
+        }
     }
 
     pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
