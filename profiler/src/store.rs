@@ -198,13 +198,7 @@ impl Store {
             .errnos
             .entry(errno)
             .or_default() += n;
-        *self
-            .system
-            .entry(sc)
-            .or_default()
-            .errnos
-            .entry(errno)
-            .or_default() += n;
+        self.add_system_errno(sc, errno, n);
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when

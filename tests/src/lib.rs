@@ -53,21 +53,62 @@ pub fn workload_bin() -> PathBuf {
     target_dir().join("workload")
 }
 
-pub struct Daemon {
-    child: Child,
-    pub base: String,
-    stderr: Arc<Mutex<String>>,
+/// A daemon command line: its arguments, environment and an optional wrapper (setpriv, …).
+pub struct Spawn {
+    pub wrapper: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
-impl Daemon {
-    /// Starts `syscall-profiler serve` on a free loopback port with extra `args`, and returns
-    /// once it serves HTTP (its programs are attached by then).
-    pub fn start(args: &[&str]) -> Daemon {
+impl Spawn {
+    pub fn new(args: &[&str]) -> Spawn {
+        Spawn {
+            wrapper: Vec::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn wrapper(mut self, w: &[&str]) -> Spawn {
+        self.wrapper = w.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Spawn {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let bin = daemon_bin();
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(&bin)
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(&bin);
+            c
+        };
+        cmd.args(&self.args).env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs to completion: (exit code, stderr).
+    pub fn output(&self) -> (Option<i32>, String) {
+        let out = self.command().output().expect("running the daemon");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts it and returns once it serves HTTP (its programs are attached by then).
+    pub fn start(&self) -> Daemon {
         require_root();
-        let mut child = Command::new(daemon_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info"])
-            .args(args)
-            .env("NO_COLOR", "1")
+        let mut child = self
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -79,7 +120,7 @@ impl Daemon {
             let pipe = child.stderr.take().unwrap();
             thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(i) = line.find("serving on http://") {
+                    if let Some(i) = line.find("serving on ") {
                         let _ = tx.send(line[i + "serving on ".len()..].trim().to_string());
                     }
                     let mut s = stderr.lock().unwrap();
@@ -88,8 +129,12 @@ impl Daemon {
                 }
             });
         }
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => Daemon {
+                child,
+                base,
+                stderr,
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -98,12 +143,23 @@ impl Daemon {
                     stderr.lock().unwrap()
                 );
             }
-        };
-        Daemon {
-            child,
-            base,
-            stderr,
         }
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    /// `http://ADDR` or `https://ADDR`, from the "serving on" log line.
+    pub base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `syscall-profiler serve` on a free loopback port with extra `args`.
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "info"];
+        all.extend_from_slice(args);
+        Spawn::new(&all).start()
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,14 +170,32 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// GET `path`, returning (status, body as JSON).
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        let url = format!("{}{}", self.base, path);
-        match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-            Ok(r) => (r.status(), r.into_json().expect("JSON body")),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_json().expect("JSON error body")),
-            Err(e) => panic!("GET {url}: {e}"),
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Polls the log until `needle` appears.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "'{needle}' never appeared in the log:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn agent(&self) -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build()
+    }
+
+    /// GET `path`: (status, body as JSON, or as a JSON string when it is not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        get_json(&self.agent(), &format!("{}{path}", self.base), None)
     }
 
     pub fn stats(&self, query: &str) -> Value {
@@ -162,9 +236,8 @@ impl Daemon {
 
     /// SIGTERM, then the exit status code.
     pub fn terminate(mut self) -> Option<i32> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("waiting for the daemon");
-        status.code()
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("waiting for the daemon").code()
     }
 }
 
@@ -174,6 +247,26 @@ impl Drop for Daemon {
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let _ = self.child.wait();
         }
+    }
+}
+
+/// GET `url` (with an Authorization header value if given): (status, JSON body, or the body as
+/// a JSON string when it is not JSON).
+pub fn get_json(agent: &ureq::Agent, url: &str, auth: Option<&str>) -> (u16, Value) {
+    let mut req = agent.get(url);
+    if let Some(a) = auth {
+        req = req.set("Authorization", a);
+    }
+    let parse = |r: ureq::Response| -> Value {
+        // Not into_string(): it refuses bodies over 10 MB, and a fork storm's answer is larger.
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut r.into_reader(), &mut text).expect("body");
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    match req.call() {
+        Ok(r) => (r.status(), parse(r)),
+        Err(ureq::Error::Status(code, r)) => (code, parse(r)),
+        Err(e) => panic!("GET {url}: {e}"),
     }
 }
 

@@ -2,8 +2,6 @@
 //! `systemd-analyze security` exposure stays at the figure the README states, and the daemon
 //! speaks the notify protocol (READY, WATCHDOG, RELOADING, STOPPING) the unit relies on.
 
-mod common;
-
 use std::{
     os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::{Path, PathBuf},
@@ -11,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Spawn;
+use tests::Spawn;
 
 /// The exposure `systemd-analyze security --offline=true` gives the unit (README, "Run it as a
 /// service"). Raising it needs a reason in the README.

@@ -1,13 +1,13 @@
 //! Once attached, the daemon holds no capability at all, and still counts exactly: the drain's
 //! map reads, key walks and deletes work through the fds it already holds.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{held_map_ids, thread_caps, Proc, Spawn};
 use profiler_common::{Hist, HistKey, HISTS_MAP};
+use std::collections::BTreeMap;
 use tests::{process, run_workload, syscall};
+
+use tests::{Daemon, Spawn};
 
 const CAP_PERFMON: u64 = 1 << 38;
 const CAP_BPF: u64 = 1 << 39;
@@ -31,7 +31,7 @@ fn as_nobody_with(caps: &str) -> Vec<String> {
     .collect()
 }
 
-fn serve(wrapper: &[String]) -> Proc {
+fn serve(wrapper: &[String]) -> Daemon {
     let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     Spawn::new(&["serve", "--listen", "127.0.0.1:0", "--interval", "100ms"])
         .wrapper(&w)
@@ -40,7 +40,7 @@ fn serve(wrapper: &[String]) -> Proc {
 
 /// Runs the workload with the daemon already unprivileged, waits until its child has exited and
 /// been drained twice more (so its kernel entries were deleted), and checks every count.
-fn counts_exactly_and_retires(daemon: &Proc) {
+fn counts_exactly_and_retires(daemon: &Daemon) {
     let run = run_workload(1000, 100, 5);
     let query = format!("?pid={}", run.child_pid);
     let stats = daemon.wait_for(&query, Duration::from_secs(10), |s| {
@@ -169,4 +169,55 @@ fn either_capability_alone_is_refused_with_exit_3() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
     }
+}
+
+/// The capability masks of every thread of `pid` (name → mask), checked thread by thread
+/// because capabilities are per thread.
+pub fn thread_caps(pid: u32) -> Vec<BTreeMap<String, u64>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("listing tasks") {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let caps = status
+            .lines()
+            .filter(|l| l.starts_with("Cap"))
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.to_string(), u64::from_str_radix(v.trim(), 16).unwrap())
+            })
+            .collect();
+        out.push(caps);
+    }
+    out
+}
+
+/// The ids of the BPF maps named `name` that process `pid` holds fds to, from
+/// /proc/PID/fdinfo.
+pub fn held_map_ids(pid: u32, name: &str) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(info) = std::fs::read_to_string(fd.unwrap().path()) else {
+            continue;
+        };
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(map) = aya::maps::MapData::from_id(id) else {
+            continue;
+        };
+        if map
+            .info()
+            .ok()
+            .and_then(|i| i.name_as_str().map(str::to_string))
+            == Some(name.into())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
 }

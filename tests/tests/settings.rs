@@ -1,14 +1,12 @@
 //! Settings from file, environment and flags in a running daemon; SIGHUP reload; HTTP limits.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::TcpStream,
     time::{Duration, Instant},
 };
 
-use common::Spawn;
+use tests::Spawn;
 use tests::{process, run_workload};
 
 fn write_config(path: &std::path::Path, text: &str) {

@@ -1,19 +1,17 @@
 //! Property: whatever query string a client sends to /stats, over real HTTP, the answer is 2xx
 //! or 4xx, never 5xx, and the daemon keeps running.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::TcpStream,
     time::Duration,
 };
 
-use common::Spawn;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
 };
+use tests::Spawn;
 
 /// One request on its own connection; the raw query goes on the wire as generated (the
 /// generators keep to bytes a request line may hold, so hyper's own 400s for malformed request

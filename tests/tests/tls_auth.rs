@@ -1,11 +1,9 @@
 //! HTTPS and basic auth from a web config file, end to end, with a certificate made here.
 
-mod common;
-
 use std::{io::Write, net::TcpStream, sync::Arc, time::Duration};
 
 use base64::Engine;
-use common::{get_json, Spawn};
+use tests::{get_json, Spawn};
 
 /// The Authorization header for basic auth.
 fn basic(user: &str, password: &str) -> String {
