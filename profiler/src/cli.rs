@@ -41,6 +41,20 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub max_exited: usize,
 
+    /// Also export per-process series on /metrics: the top --metrics-top-pids processes by
+    /// syscall time, every other process folded into pid="other".
+    #[arg(long)]
+    pub metrics_per_pid: bool,
+
+    /// With --metrics-per-pid: how many processes get series of their own (1 to 10000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub metrics_top_pids: u64,
+
+    /// At most this many (comm, cgroup) groups on /metrics (1 to 100000); calls of further
+    /// groups are counted under comm="other", cgroup="other".
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub metrics_max_groups: u64,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     pub log_level: String,

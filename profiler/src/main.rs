@@ -3,8 +3,11 @@
 //! Data flows one way: kernel maps → [`drain`] → [`store`] → views ([`api`]). Only the drain
 //! touches maps; every view reads the store.
 
+mod aggregates;
 mod api;
 mod bpf;
+mod bpf_stats;
+mod cgroups;
 mod cli;
 mod drain;
 mod fatal;

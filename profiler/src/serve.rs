@@ -40,8 +40,17 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
 
     let (probes, maps) = bpf::load_and_attach()?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
+    // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
+    let bpf_stats_fd = crate::bpf_stats::enable();
 
-    let store = Arc::new(RwLock::new(Store::new(args.retention, args.max_exited)));
+    let mut store = Store::new(args.retention, args.max_exited);
+    store.metrics = crate::aggregates::Aggregates::new(crate::aggregates::MetricsConfig {
+        per_pid: args.metrics_per_pid,
+        top_pids: args.metrics_top_pids as usize,
+        max_groups: args.metrics_max_groups as usize,
+    });
+    store.metrics.telemetry.bpf_stats_enabled = bpf_stats_fd.is_some();
+    let store = Arc::new(RwLock::new(store));
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain_thread = {
         let store = store.clone();
@@ -56,6 +65,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         store,
         host: HostInfo::read(),
         interval: args.interval,
+        scrape: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -76,6 +86,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         error!("the drain thread panicked");
     }
     drop(probes);
+    drop(bpf_stats_fd);
     info!("detached; exiting");
     served.context("serving HTTP")?;
     Ok(())

@@ -1,6 +1,7 @@
 //! HTTP views over the store. Each handler takes a read lock, renders, and lets go.
 
 mod error;
+mod metrics;
 mod stats;
 
 use std::{
@@ -16,11 +17,14 @@ pub struct AppState {
     pub store: Arc<RwLock<Store>>,
     pub host: HostInfo,
     pub interval: Duration,
+    /// /metrics' own cost, reported by the next scrape.
+    pub scrape: metrics::ScrapeStats,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/stats", get(stats::handler))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))
         .with_state(state)
 }

@@ -1,0 +1,215 @@
+//! What `/metrics` exports, kept by the store as the drain adds deltas, so every counter a
+//! scraper sees is monotonic and bounded:
+//!
+//! - **Groups**: cumulative totals per (comm, cgroup label, syscall). Per-process totals leave the
+//!   store when a process expires; these do not, so summing by comm never goes backwards when a
+//!   process exits. At most `max_groups` (comm, cgroup) pairs: calls of further pairs are added
+//!   to the group (`other`, `other`), which only ever grows. A group with no live process and no
+//!   calls for `retention` leaves (its series end, as an exited process's do).
+//! - **Per process** (`--metrics-per-pid`): the top `top_pids` processes by syscall time have
+//!   series of their own; calls of every other process are added to one `other` fold. A process
+//!   counts into its own series from when it was promoted: a new process is promoted at once
+//!   while there is room, and each drain re-ranks (a process that drops out of the top stops
+//!   having a series; one that enters starts at zero). So each series only grows, and across
+//!   `pid` series plus `other` every call is counted exactly once.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cgroups,
+    histogram::Delta,
+    store::{ProcKey, Process, SyscallKey, SyscallTotals},
+};
+
+/// The label value of every fold.
+pub const OTHER: &str = "other";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub per_pid: bool,
+    pub top_pids: usize,
+    pub max_groups: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            per_pid: false,
+            top_pids: 20,
+            max_groups: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub comm: String,
+    pub cgroup: Arc<str>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    touched: bool,
+    last_active: Option<Instant>,
+}
+
+/// One of the daemon's own BPF programs, as the kernel accounts it (`BPF_ENABLE_STATS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BpfProgram {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// The daemon's own cost, as of the last drain.
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    pub drains_timed: u64,
+    pub drain_seconds_total: f64,
+    pub last_drain_seconds: f64,
+    pub bpf_stats_enabled: bool,
+    pub bpf_programs: Vec<BpfProgram>,
+}
+
+impl Telemetry {
+    pub fn record_drain(&mut self, took: Duration) {
+        self.drains_timed += 1;
+        self.drain_seconds_total += took.as_secs_f64();
+        self.last_drain_seconds = took.as_secs_f64();
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregates {
+    pub config: MetricsConfig,
+    pub groups: HashMap<GroupKey, Group>,
+    /// cgroup id → label, filled by the drain (cgroups.rs), pruned to the ids still in use.
+    pub cgroup_labels: HashMap<u64, Arc<str>>,
+    /// Per-pid mode: the promoted processes' totals since promotion.
+    pub promoted: HashMap<ProcKey, BTreeMap<SyscallKey, SyscallTotals>>,
+    /// Per-pid mode: every call of a process that was not promoted when it was drained.
+    pub other: BTreeMap<SyscallKey, SyscallTotals>,
+    pub telemetry: Telemetry,
+}
+
+impl Aggregates {
+    pub fn new(config: MetricsConfig) -> Self {
+        Self {
+            config,
+            ..Default::default()
+        }
+    }
+
+    pub fn cgroup_label(&self, cgroup_id: u64) -> Arc<str> {
+        self.cgroup_labels
+            .get(&cgroup_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(cgroups::UNKNOWN))
+    }
+
+    fn group(&mut self, comm: &str, cgroup_id: u64) -> &mut BTreeMap<SyscallKey, SyscallTotals> {
+        let mut key = GroupKey {
+            comm: comm.to_string(),
+            cgroup: self.cgroup_label(cgroup_id),
+        };
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+            key = GroupKey {
+                comm: OTHER.to_string(),
+                cgroup: Arc::from(OTHER),
+            };
+        }
+        let g = self.groups.entry(key).or_default();
+        g.touched = true;
+        &mut g.syscalls
+    }
+
+    fn pid_totals(&mut self, key: ProcKey) -> Option<&mut BTreeMap<SyscallKey, SyscallTotals>> {
+        if !self.config.per_pid {
+            return None;
+        }
+        if !self.promoted.contains_key(&key) && self.promoted.len() < self.config.top_pids {
+            self.promoted.insert(key, BTreeMap::new());
+        }
+        Some(match self.promoted.get_mut(&key) {
+            Some(t) => t,
+            None => &mut self.other,
+        })
+    }
+
+    pub fn add(&mut self, p: &Process, sc: SyscallKey, delta: &Delta) {
+        self.group(&p.comm, p.cgroup_id)
+            .entry(sc)
+            .or_default()
+            .hist
+            .add(delta);
+        if let Some(t) = self.pid_totals(p.key) {
+            t.entry(sc).or_default().hist.add(delta);
+        }
+    }
+
+    pub fn add_errno(&mut self, p: &Process, sc: SyscallKey, errno: u32, n: u64) {
+        *self
+            .group(&p.comm, p.cgroup_id)
+            .entry(sc)
+            .or_default()
+            .errnos
+            .entry(errno)
+            .or_default() += n;
+        if let Some(t) = self.pid_totals(p.key) {
+            *t.entry(sc).or_default().errnos.entry(errno).or_default() += n;
+        }
+    }
+
+    /// After the store has expired its processes: expire idle groups, re-rank the promoted
+    /// processes, forget cgroup labels nobody uses.
+    pub fn finish_drain(
+        &mut self,
+        processes: &HashMap<ProcKey, Process>,
+        now: Instant,
+        retention: Duration,
+    ) {
+        let mut live_groups: HashSet<(&str, u64)> = HashSet::new();
+        for p in processes.values().filter(|p| p.exited.is_none()) {
+            live_groups.insert((p.comm.as_str(), p.cgroup_id));
+        }
+        let live: HashSet<GroupKey> = live_groups
+            .into_iter()
+            .map(|(comm, id)| GroupKey {
+                comm: comm.to_string(),
+                cgroup: self.cgroup_label(id),
+            })
+            .collect();
+        self.groups.retain(|key, g| {
+            if std::mem::take(&mut g.touched) {
+                g.last_active = Some(now);
+            }
+            live.contains(key)
+                || g.last_active
+                    .is_some_and(|at| now.saturating_duration_since(at) < retention)
+        });
+
+        if self.config.per_pid {
+            let mut ranked: Vec<(u64, ProcKey)> = processes
+                .values()
+                .map(|p| (p.total.total_ns, p.key))
+                .collect();
+            let k = self.config.top_pids.min(ranked.len());
+            if k < ranked.len() {
+                ranked.select_nth_unstable_by_key(k, |&(t, key)| (std::cmp::Reverse(t), key));
+            }
+            let top: HashSet<ProcKey> = ranked[..k].iter().map(|&(_, key)| key).collect();
+            self.promoted.retain(|key, _| top.contains(key));
+            for key in top {
+                self.promoted.entry(key).or_default();
+            }
+        }
+
+        let in_use: HashSet<u64> = processes.values().map(|p| p.cgroup_id).collect();
+        self.cgroup_labels.retain(|id, _| in_use.contains(id));
+    }
+}
