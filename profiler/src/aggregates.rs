@@ -4,8 +4,8 @@
 //! - **Groups**: cumulative totals per (comm, cgroup label, syscall). Per-process totals leave the
 //!   store when a process expires; these do not, so summing by comm never goes backwards when a
 //!   process exits. At most `max_groups` (comm, cgroup) pairs: calls of further pairs are added
-//!   to the group (`other`, `other`), which only ever grows. A group with no live process and no
-//!   calls for `retention` leaves (its series end, as an exited process's do).
+//!   to the group (`other`, `other`), which only ever grows. A group leaves `retention` after it
+//!   last had calls or a running process (its series end, as an exited process's do).
 //! - **Per process** (`--metrics-per-pid`): the top `top_pids` processes by syscall time have
 //!   series of their own; calls of every other process are added to one `other` fold. A process
 //!   counts into its own series from when it was promoted: a new process is promoted at once
@@ -185,10 +185,13 @@ impl Aggregates {
             })
             .collect();
         self.groups.retain(|key, g| {
-            if std::mem::take(&mut g.touched) {
+            // Checked apart from the clock so that even `--retention 0s` never restarts the
+            // counters of a group still in use.
+            let active = std::mem::take(&mut g.touched) || live.contains(key);
+            if active {
                 g.last_active = Some(now);
             }
-            live.contains(key)
+            active
                 || g.last_active
                     .is_some_and(|at| now.saturating_duration_since(at) < retention)
         });
@@ -211,5 +214,159 @@ impl Aggregates {
 
         let in_use: HashSet<u64> = processes.values().map(|p| p.cgroup_id).collect();
         self.cgroup_labels.retain(|id, _| in_use.contains(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::{store::Store, syscalls::Abi};
+
+    const GETPID: SyscallKey = SyscallKey {
+        abi: Abi::Native,
+        nr: 39,
+    };
+
+    fn key(pid: u32) -> ProcKey {
+        ProcKey {
+            pid,
+            incarnation: 1,
+        }
+    }
+
+    fn delta(n: u64, total_ns: u64) -> Delta {
+        Delta {
+            errors: 0,
+            total_ns,
+            buckets: vec![(100, n)],
+        }
+    }
+
+    fn store(config: MetricsConfig) -> Store {
+        let mut s = Store::new(Duration::from_secs(60), 1000);
+        s.metrics = Aggregates::new(config);
+        s
+    }
+
+    fn group_count(s: &Store, comm: &str) -> u64 {
+        s.metrics
+            .groups
+            .iter()
+            .filter(|(k, _)| k.comm == comm)
+            .map(|(_, g)| g.syscalls[&GETPID].hist.count)
+            .sum()
+    }
+
+    #[test]
+    fn groups_stay_monotonic_when_processes_expire() {
+        let mut s = store(MetricsConfig::default());
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.identify(key(1), "nginx", 0);
+        s.identify(key(2), "nginx", 0);
+        s.add(key(1), GETPID, &delta(3, 30));
+        s.add(key(2), GETPID, &delta(4, 40));
+        s.add_errno(key(2), GETPID, 2, 1);
+        s.mark_exited(key(1), (t0, wall));
+        s.finish_drain((t0 + Duration::from_secs(61), wall));
+        assert!(!s.processes.contains_key(&key(1)), "process expired");
+        assert_eq!(group_count(&s, "nginx"), 7, "its calls stay in the group");
+        let g = s.metrics.groups.values().next().unwrap();
+        assert_eq!(g.syscalls[&GETPID].errnos[&2], 1);
+        assert_eq!(g.syscalls[&GETPID].hist.total_ns, 70);
+    }
+
+    #[test]
+    fn a_group_leaves_after_retention_once_no_process_of_it_runs() {
+        let mut s = store(MetricsConfig::default());
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.identify(key(1), "cron", 0);
+        s.add(key(1), GETPID, &delta(1, 1));
+        s.finish_drain((t0, wall));
+        // Alive and idle well past retention: kept, so its counters never restart.
+        s.finish_drain((t0 + Duration::from_secs(600), wall));
+        assert_eq!(group_count(&s, "cron"), 1);
+        s.mark_exited(key(1), (t0 + Duration::from_secs(600), wall));
+        s.finish_drain((t0 + Duration::from_secs(601), wall));
+        assert_eq!(group_count(&s, "cron"), 1, "exited, idle: still within retention");
+        s.finish_drain((t0 + Duration::from_secs(700), wall));
+        assert!(s.metrics.groups.is_empty(), "exited and idle for retention");
+    }
+
+    #[test]
+    fn groups_past_the_cap_fold_into_other() {
+        let mut s = store(MetricsConfig {
+            max_groups: 2,
+            ..MetricsConfig::default()
+        });
+        for (pid, comm) in [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "a")] {
+            s.identify(key(pid), comm, 0);
+            s.add(key(pid), GETPID, &delta(1, 1));
+        }
+        assert_eq!(group_count(&s, "a"), 2);
+        assert_eq!(group_count(&s, "b"), 1);
+        assert_eq!(group_count(&s, OTHER), 2, "c and d");
+        assert_eq!(s.metrics.groups.len(), 3, "the cap plus the fold");
+    }
+
+    #[test]
+    fn top_k_processes_get_series_the_rest_fold_into_other() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 2,
+            max_groups: 1000,
+        });
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        // While there is room, a new process is promoted at once: all its calls are its own.
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.add(key(2), GETPID, &delta(1, 200));
+        s.add(key(3), GETPID, &delta(5, 900));
+        assert_eq!(s.metrics.promoted[&key(1)][&GETPID].hist.count, 1);
+        assert_eq!(s.metrics.promoted[&key(2)][&GETPID].hist.count, 1);
+        assert!(!s.metrics.promoted.contains_key(&key(3)));
+        assert_eq!(s.metrics.other[&GETPID].hist.count, 5);
+        // Re-ranked by syscall time: 3 (900) and 2 (200) are the top 2; 1 drops out.
+        s.finish_drain((t0 + Duration::from_secs(1), wall));
+        let mut top: Vec<u32> = s.metrics.promoted.keys().map(|k| k.pid).collect();
+        top.sort();
+        assert_eq!(top, vec![2, 3]);
+        // 3 counts from its promotion; 1's new calls go to other. Other never shrinks.
+        s.add(key(3), GETPID, &delta(2, 10));
+        s.add(key(1), GETPID, &delta(4, 10));
+        assert_eq!(s.metrics.promoted[&key(3)][&GETPID].hist.count, 2);
+        assert_eq!(s.metrics.other[&GETPID].hist.count, 9);
+        // Every call counted exactly once across pid series and other.
+        let all: u64 = s
+            .metrics
+            .promoted
+            .values()
+            .map(|t| t[&GETPID].hist.count)
+            .sum::<u64>()
+            + s.metrics.other[&GETPID].hist.count;
+        assert_eq!(all, 1 + 2 + 9);
+        assert_eq!(all + 1, s.system[&GETPID].hist.count, "1's first call left with its series");
+    }
+
+    #[test]
+    fn an_exited_process_series_expires_with_it() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 10,
+            max_groups: 1000,
+        });
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.add(key(2), GETPID, &delta(1, 100));
+        s.mark_exited(key(1), (t0, wall));
+        s.finish_drain((t0 + Duration::from_secs(59), wall));
+        assert!(s.metrics.promoted.contains_key(&key(1)), "kept for retention");
+        s.finish_drain((t0 + Duration::from_secs(60), wall));
+        assert!(!s.metrics.promoted.contains_key(&key(1)), "gone with the process");
+        assert!(s.metrics.promoted.contains_key(&key(2)));
     }
 }
