@@ -197,10 +197,17 @@ impl Aggregates {
         });
 
         if self.config.per_pid {
-            let mut ranked: Vec<(u64, ProcKey)> = processes
-                .values()
-                .map(|p| (p.total.total_ns, p.key))
-                .collect();
+            // Series are labelled by pid: of a recycled pid's incarnations only the newest may
+            // have one, or two series would carry the same labels.
+            let mut newest: HashMap<u32, &Process> = HashMap::new();
+            for p in processes.values() {
+                let e = newest.entry(p.key.pid).or_insert(p);
+                if (p.first_seen, p.key) > (e.first_seen, e.key) {
+                    *e = p;
+                }
+            }
+            let mut ranked: Vec<(u64, ProcKey)> =
+                newest.values().map(|p| (p.total.total_ns, p.key)).collect();
             let k = self.config.top_pids.min(ranked.len());
             if k < ranked.len() {
                 ranked.select_nth_unstable_by_key(k, |&(t, key)| (std::cmp::Reverse(t), key));
@@ -291,7 +298,11 @@ mod tests {
         assert_eq!(group_count(&s, "cron"), 1);
         s.mark_exited(key(1), (t0 + Duration::from_secs(600), wall));
         s.finish_drain((t0 + Duration::from_secs(601), wall));
-        assert_eq!(group_count(&s, "cron"), 1, "exited, idle: still within retention");
+        assert_eq!(
+            group_count(&s, "cron"),
+            1,
+            "exited, idle: still within retention"
+        );
         s.finish_drain((t0 + Duration::from_secs(700), wall));
         assert!(s.metrics.groups.is_empty(), "exited and idle for retention");
     }
@@ -348,7 +359,32 @@ mod tests {
             .sum::<u64>()
             + s.metrics.other[&GETPID].hist.count;
         assert_eq!(all, 1 + 2 + 9);
-        assert_eq!(all + 1, s.system[&GETPID].hist.count, "1's first call left with its series");
+        assert_eq!(
+            all + 1,
+            s.system[&GETPID].hist.count,
+            "1's first call left with its series"
+        );
+    }
+
+    #[test]
+    fn a_recycled_pid_has_one_series() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 10,
+            max_groups: 1000,
+        });
+        let wall = SystemTime::now();
+        let reborn = ProcKey {
+            pid: 1,
+            incarnation: 2,
+        };
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.processes.get_mut(&key(1)).unwrap().first_seen = wall - Duration::from_secs(5);
+        s.mark_exited(key(1), (s.started.0, wall));
+        s.add(reborn, GETPID, &delta(1, 1));
+        s.finish_drain((s.started.0, wall));
+        let promoted: Vec<ProcKey> = s.metrics.promoted.keys().copied().collect();
+        assert_eq!(promoted, vec![reborn]);
     }
 
     #[test]
@@ -364,9 +400,15 @@ mod tests {
         s.add(key(2), GETPID, &delta(1, 100));
         s.mark_exited(key(1), (t0, wall));
         s.finish_drain((t0 + Duration::from_secs(59), wall));
-        assert!(s.metrics.promoted.contains_key(&key(1)), "kept for retention");
+        assert!(
+            s.metrics.promoted.contains_key(&key(1)),
+            "kept for retention"
+        );
         s.finish_drain((t0 + Duration::from_secs(60), wall));
-        assert!(!s.metrics.promoted.contains_key(&key(1)), "gone with the process");
+        assert!(
+            !s.metrics.promoted.contains_key(&key(1)),
+            "gone with the process"
+        );
         assert!(s.metrics.promoted.contains_key(&key(2)));
     }
 }

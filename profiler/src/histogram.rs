@@ -96,10 +96,12 @@ impl Histogram {
     /// are listed (the bound just below each and its own), so a histogram costs a few series,
     /// not 273, and interpolation never spans more than one kernel bucket. Once listed, an
     /// edge stays listed (counts never shrink), so each `le` series lives as long as the
-    /// histogram. Events of the overflow bucket are left for `+Inf` (the total count).
+    /// histogram. The last entry is always `+Inf` (with the overflow bucket's events), so the
+    /// cumulative sum ends at `count` in every exposition format.
     pub fn le_buckets(&self) -> Vec<(f64, u64)> {
         let mut out: Vec<(f64, u64)> = Vec::with_capacity(self.buckets.len() * 2);
         let mut last: Option<usize> = None;
+        let mut overflow = 0;
         for &(i, n) in &self.buckets {
             let i = i as usize;
             if i > 0 && last != Some(i - 1) {
@@ -107,11 +109,13 @@ impl Histogram {
                     out.push((le, 0));
                 }
             }
-            if let Some(le) = le_seconds(i) {
-                out.push((le, n));
+            match le_seconds(i) {
+                Some(le) => out.push((le, n)),
+                None => overflow += n,
             }
             last = Some(i);
         }
+        out.push((f64::INFINITY, overflow));
         out
     }
 }
@@ -258,15 +262,17 @@ mod tests {
             let truth = values.iter().filter(|&&v| v as f64 / 1e9 <= le).count() as u64;
             assert_eq!(cumulative, truth, "at le={le}");
         }
-        // The 2^40 ns value is only under +Inf, which is the total count.
-        assert_eq!(cumulative, 7);
+        // The 2^40 ns value is only under +Inf, where the sum reaches the count.
+        assert_eq!(b.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(cumulative, 8);
         assert_eq!(h.count, 8);
         // Each non-empty bucket brings its lower edge (unless the previous bucket is listed)
-        // and its own: [0] [6 7 8] [35 36] [i-1 i i+1] [the overflow's lower edge].
+        // and its own: [0] [6 7 8] [35 36] [i-1 i i+1] [the overflow's lower edge] [+Inf].
         let les: Vec<f64> = b.iter().map(|&(le, _)| le).collect();
         assert!(les.contains(&0.002097151));
         assert!(les.contains(&(2_359_295.0 / 1e9)));
-        assert_eq!(b.len(), 1 + 3 + 2 + 3 + 1);
+        assert_eq!(b.len(), 1 + 3 + 2 + 3 + 1 + 1);
+        assert_eq!(Histogram::default().le_buckets(), vec![(f64::INFINITY, 0)]);
     }
 
     #[test]
