@@ -6,10 +6,7 @@
 
 use std::{collections::BTreeMap, os::fd::OwnedFd};
 
-use aya::{
-    programs::loaded_programs,
-    sys::{enable_stats, Stats},
-};
+use aya::sys::{enable_stats, Stats};
 use tracing::{info, warn};
 
 use crate::aggregates::BpfProgram;
@@ -29,56 +26,67 @@ pub fn enable() -> Option<OwnedFd> {
     }
 }
 
-/// The BPF programs this process has attached, by id, each named by the raw tracepoint its link
-/// attaches it to (the kernel keeps only 15 bytes of a program's own name, which makes
-/// `sched_process_exit` and `sched_process_exec` the same). Read from /proc/self/fdinfo, so these
-/// are exactly ours even when another profiler has loaded programs with the same names.
-pub fn own_programs() -> Vec<(u32, String)> {
-    let mut progs = Vec::new();
+/// This process's fds of one kind (`anon_inode:bpf-prog`, `anon_inode:bpf_link`): the fdinfo
+/// text of each.
+fn own_fdinfo(kind: &str) -> Vec<String> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return progs;
+        return Vec::new();
     };
-    for fd in fds.flatten() {
-        let is_link = std::fs::read_link(fd.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
-        if !is_link {
-            continue;
-        }
-        let path = format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy());
-        let Ok(info) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-        };
-        if let (Some(id), Some(tp)) = (
-            field("prog_id").and_then(|v| v.parse().ok()),
-            field("tp_name"),
-        ) {
-            progs.push((id, tp.to_string()));
-        }
-    }
-    progs.sort();
-    progs.dedup();
-    progs
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == kind))
+        .filter_map(|fd| {
+            let name = fd.file_name();
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy())).ok()
+        })
+        .collect()
 }
 
-/// Run time and count of these programs, by tracepoint.
-pub fn read(programs: &[(u32, String)]) -> Vec<BpfProgram> {
-    let mut by_name: BTreeMap<&str, BpfProgram> = BTreeMap::new();
-    for info in loaded_programs().flatten() {
-        let Some((_, tp)) = programs.iter().find(|(id, _)| *id == info.id()) else {
+fn field<'a>(fdinfo: &'a str, name: &str) -> Option<&'a str> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Run time and count of the BPF programs this process has attached, each named by the raw
+/// tracepoint its link attaches it to (the kernel keeps only 15 bytes of a program's own name,
+/// which makes `sched_process_exit` and `sched_process_exec` the same). Read from the kernel's
+/// fdinfo of our own program and link fds: exactly ours, even when another profiler has loaded
+/// programs with the same names, and readable without the CAP_SYS_ADMIN that looking programs
+/// up by id needs.
+pub fn read_own() -> Vec<BpfProgram> {
+    let tracepoints: BTreeMap<u32, String> = own_fdinfo("anon_inode:bpf_link")
+        .iter()
+        .filter_map(|info| {
+            let id = field(info, "prog_id")?.parse().ok()?;
+            Some((id, field(info, "tp_name")?.to_string()))
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut by_name: BTreeMap<String, BpfProgram> = BTreeMap::new();
+    for info in own_fdinfo("anon_inode:bpf-prog") {
+        let Some(id) = field(&info, "prog_id").and_then(|v| v.parse::<u32>().ok()) else {
             continue;
         };
-        let e = by_name.entry(tp).or_insert(BpfProgram {
+        // Only attached programs (the loader also holds the refused fallbacks), each once.
+        let Some(tp) = tracepoints.get(&id) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let num = |name| {
+            field(&info, name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let e = by_name.entry(tp.clone()).or_insert(BpfProgram {
             name: tp.clone(),
             run_time_ns: 0,
             run_count: 0,
         });
-        e.run_time_ns += info.run_time().as_nanos() as u64;
-        e.run_count += info.run_count();
+        e.run_time_ns += num("run_time_ns");
+        e.run_count += num("run_cnt");
     }
     by_name.into_values().collect()
 }

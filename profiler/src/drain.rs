@@ -35,8 +35,6 @@ pub struct Drain {
     retiring: HashSet<ProcKey>,
     /// cgroup ids → labels for /metrics, cached across drains.
     cgroups: Resolver,
-    /// Our own BPF programs (id, tracepoint), found at the first drain (after attach).
-    prog_ids: Option<Vec<(u32, String)>>,
 }
 
 /// What one kernel histogram gained between two reads. The kernel's 32-bit counts wrap; the
@@ -128,15 +126,13 @@ impl Drain {
             last_errnos: HashMap::new(),
             retiring: HashSet::new(),
             cgroups: Resolver::new(CGROUP_ROOT),
-            prog_ids: None,
         }
     }
 
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
         let started = Instant::now();
         self.read_maps(store)?;
-        let prog_ids = self.prog_ids.get_or_insert_with(bpf_stats::own_programs);
-        let programs = bpf_stats::read(prog_ids);
+        let programs = bpf_stats::read_own();
         let mut store = store.write().unwrap_or_else(|e| e.into_inner());
         store.metrics.telemetry.bpf_programs = programs;
         store.metrics.telemetry.record_drain(started.elapsed());
