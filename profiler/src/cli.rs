@@ -64,6 +64,21 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub pin_path: Option<String>,
 
+    /// Also export per-process series on /metrics: the top `metrics_top_pids` processes by
+    /// syscall time, every other process folded into pid="other" [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_per_pid: Option<String>,
+
+    /// With metrics_per_pid: how many processes get series of their own (1 to 10000)
+    /// [default: 20].
+    #[arg(long, value_name = "N")]
+    pub metrics_top_pids: Option<String>,
+
+    /// At most this many (comm, cgroup) groups on /metrics (1 to 100000); calls of further
+    /// groups count under comm="other", cgroup="other" [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_groups: Option<String>,
+
     /// Longest time one HTTP request may take [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

@@ -31,6 +31,9 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     pub max_connections: usize,
     pub max_response_bytes: usize,
+    pub metrics_per_pid: bool,
+    pub metrics_top_pids: usize,
+    pub metrics_max_groups: usize,
 }
 
 impl Default for Settings {
@@ -48,6 +51,9 @@ impl Default for Settings {
             max_concurrent_requests: 4,
             max_connections: 256,
             max_response_bytes: 64 << 20,
+            metrics_per_pid: false,
+            metrics_top_pids: 20,
+            metrics_max_groups: 1000,
         }
     }
 }
@@ -65,6 +71,9 @@ pub const KEYS: &[&str] = &[
     "max_concurrent_requests",
     "max_connections",
     "max_response_bytes",
+    "metrics_per_pid",
+    "metrics_top_pids",
+    "metrics_max_groups",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +127,8 @@ impl File {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(n)) if numeric => Ok(Some(n.to_string())),
+            // Checked by the key's own parser: only true/false settings accept them.
+            Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
             Some(other) => Err(ConfigError(format!(
                 "config file {}, key '{key}': expected {}, found {}",
                 self.path.display(),
@@ -277,6 +288,30 @@ pub fn load(
                 |s, _| parse_size(s, 1 << 10, 1 << 30),
             )?
             .unwrap_or(d.max_response_bytes),
+        metrics_per_pid: src
+            .get(
+                "metrics_per_pid",
+                f.metrics_per_pid.as_ref(),
+                false,
+                |s, _| parse_bool(s),
+            )?
+            .unwrap_or(d.metrics_per_pid),
+        metrics_top_pids: src
+            .get(
+                "metrics_top_pids",
+                f.metrics_top_pids.as_ref(),
+                true,
+                |s, _| parse_count(s, 1, 10_000),
+            )?
+            .unwrap_or(d.metrics_top_pids),
+        metrics_max_groups: src
+            .get(
+                "metrics_max_groups",
+                f.metrics_max_groups.as_ref(),
+                true,
+                |s, _| parse_count(s, 1, 100_000),
+            )?
+            .unwrap_or(d.metrics_max_groups),
     })
 }
 
@@ -311,6 +346,17 @@ impl Settings {
         }
         if self.max_response_bytes != new.max_response_bytes {
             changed.push("max_response_bytes");
+        }
+        if (
+            self.metrics_per_pid,
+            self.metrics_top_pids,
+            self.metrics_max_groups,
+        ) != (
+            new.metrics_per_pid,
+            new.metrics_top_pids,
+            new.metrics_max_groups,
+        ) {
+            changed.push("metrics_*");
         }
         changed
     }
@@ -349,6 +395,14 @@ fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Durat
         ));
     }
     Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("'{other}' is not true or false")),
+    }
 }
 
 fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
@@ -601,6 +655,9 @@ mod tests {
                     "request_timeout" => &mut args.request_timeout,
                     "max_concurrent_requests" => &mut args.max_concurrent_requests,
                     "max_connections" => &mut args.max_connections,
+                    "metrics_per_pid" => &mut args.metrics_per_pid,
+                    "metrics_top_pids" => &mut args.metrics_top_pids,
+                    "metrics_max_groups" => &mut args.metrics_max_groups,
                     _ => &mut args.max_response_bytes,
                 };
                 *slot = Some(value.clone());

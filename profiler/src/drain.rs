@@ -24,6 +24,8 @@ use tracing::warn;
 
 use crate::{
     bpf::{Ledger, Maps},
+    bpf_stats,
+    cgroups::{Resolver, CGROUP_ROOT},
     histogram::Delta,
     map_batch,
     store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals},
@@ -37,6 +39,7 @@ pub struct Drain {
     last_errnos: HashMap<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
     retiring: HashSet<ProcKey>,
+    cgroups: Resolver,
 }
 
 /// What one kernel histogram gained between two reads. The kernel's 32-bit counts wrap; the
@@ -134,10 +137,21 @@ impl Drain {
             last_hists: HashMap::new(),
             last_errnos: HashMap::new(),
             retiring: HashSet::new(),
+            cgroups: Resolver::new(CGROUP_ROOT),
         }
     }
 
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
+        let started = Instant::now();
+        self.read_maps(store)?;
+        let programs = bpf_stats::read_own();
+        let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+        store.metrics.telemetry.bpf_programs = programs;
+        store.metrics.telemetry.record_drain(started.elapsed());
+        Ok(())
+    }
+
+    fn read_maps(&mut self, store: &RwLock<Store>) -> Result<()> {
         let procs: HashMap<ProcKey, ProcInfo> = read_all(&self.maps.procs, "PROCS")?
             .into_iter()
             .map(|(k, info): (profiler_common::ProcKey, ProcInfo)| {
@@ -185,10 +199,16 @@ impl Drain {
             errnos_entries: errno_keys.len() as u64,
             ..Default::default()
         })?;
+        let cgroup_labels = self
+            .cgroups
+            .resolve(procs.values().map(|info| info.cgroup_id));
         let now = (Instant::now(), SystemTime::now());
         let mut retired = HashMap::new();
         {
             let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+            store.metrics.cgroup_labels.extend(cgroup_labels);
+            // Named first, so a new process's calls count under its name in /metrics.
+            self.identify(&mut store, &procs, &hist_keys, &starts);
             for (key, d) in &deltas {
                 store.add(proc_key(key), syscall_key(key.abi, key.nr), d);
             }
@@ -197,28 +217,6 @@ impl Drain {
                 store.add_errno(proc_key(&key.hist), sc, key.errno, *n);
             }
             store.set_in_flight(in_flight(&starts, now_ns));
-            let mut named: HashSet<ProcKey> = HashSet::new();
-            for key in hist_keys
-                .iter()
-                .map(proc_key)
-                .chain(starts.iter().map(|s| ProcKey {
-                    pid: s.tgid,
-                    incarnation: s.incarnation,
-                }))
-            {
-                if !named.insert(key) {
-                    continue;
-                }
-                match procs.get(&key) {
-                    Some(info) => store.identify(key, &comm_string(&info.comm), info.cgroup_id),
-                    None => {
-                        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid))
-                        {
-                            store.identify(key, comm.trim_end(), 0);
-                        }
-                    }
-                }
-            }
             for key in &exited {
                 store.mark_exited(*key, now);
             }
@@ -284,6 +282,36 @@ impl Drain {
             store.add_system_errno(syscall_key(k.syscall.abi, k.syscall.nr), k.errno, *n);
         }
         Ok(totals.len())
+    }
+
+    fn identify(
+        &self,
+        store: &mut Store,
+        procs: &HashMap<ProcKey, ProcInfo>,
+        hist_keys: &[HistKey],
+        starts: &[Start],
+    ) {
+        let mut named: HashSet<ProcKey> = HashSet::new();
+        for key in hist_keys
+            .iter()
+            .map(proc_key)
+            .chain(starts.iter().map(|s| ProcKey {
+                pid: s.tgid,
+                incarnation: s.incarnation,
+            }))
+        {
+            if !named.insert(key) {
+                continue;
+            }
+            match procs.get(&key) {
+                Some(info) => store.identify(key, &comm_string(&info.comm), info.cgroup_id),
+                None => {
+                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid)) {
+                        store.identify(key, comm.trim_end(), 0);
+                    }
+                }
+            }
+        }
     }
 
     fn read_counters(&self, sizes: KernelCounters) -> Result<KernelCounters> {

@@ -3,9 +3,12 @@
 //! Data flows one way: kernel maps → [`drain`] → [`store`] → views ([`api`]). Only the drain
 //! touches maps; every view reads the store.
 
+mod aggregates;
 mod api;
 mod bpf;
+mod bpf_stats;
 mod caps;
+mod cgroups;
 mod cli;
 mod config;
 mod drain;

@@ -68,6 +68,8 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
 
     let (probes, maps) = bpf::load_and_attach(settings.pin_path.as_deref())?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
+    // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
+    let bpf_stats_fd = crate::bpf_stats::enable();
 
     // Before any other thread starts: they inherit the emptied sets (capabilities are
     // per thread).
@@ -98,10 +100,14 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         }
     }
 
-    let store = Arc::new(RwLock::new(Store::new(
-        settings.retention,
-        settings.max_exited,
-    )));
+    let mut store = Store::new(settings.retention, settings.max_exited);
+    store.metrics = crate::aggregates::Aggregates::new(crate::aggregates::MetricsConfig {
+        per_pid: settings.metrics_per_pid,
+        top_pids: settings.metrics_top_pids,
+        max_groups: settings.metrics_max_groups,
+    });
+    store.metrics.telemetry.bpf_stats_enabled = bpf_stats_fd.is_some();
+    let store = Arc::new(RwLock::new(store));
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain = Drain::new(maps);
     match (&settings.pin_path, drain.resume(&store)) {
@@ -122,6 +128,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         store: store.clone(),
         host: HostInfo::read(),
         interval: settings.interval,
+        scrape: Default::default(),
     });
     let web = webconfig::Shared::new(web);
     let limits = api::Limits {
@@ -166,6 +173,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         error!("the drain thread panicked");
     }
     drop(probes);
+    drop(bpf_stats_fd);
     info!("detached; exiting");
     served.context("serving HTTP")?;
     Ok(())

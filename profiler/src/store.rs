@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::{
+    aggregates::Aggregates,
     histogram::{Delta, Histogram},
     syscalls::{self, Abi, Category},
 };
@@ -126,6 +127,8 @@ pub struct Store {
     pub kernel: KernelCounters,
     pub drains: u64,
     pub last_drain: Option<(Instant, SystemTime)>,
+    /// What /metrics exports: monotonic, bounded aggregates and self-telemetry.
+    pub metrics: Aggregates,
 }
 
 impl Store {
@@ -140,6 +143,7 @@ impl Store {
             kernel: KernelCounters::default(),
             drains: 0,
             last_drain: None,
+            metrics: Aggregates::default(),
         }
     }
 
@@ -156,7 +160,11 @@ impl Store {
         }
         let cat = syscalls::category(sc.abi, sc.nr);
         let count: u64 = delta.buckets.iter().map(|&(_, n)| n).sum();
-        let p = self.process(key);
+        let p = self
+            .processes
+            .entry(key)
+            .or_insert_with(|| Process::new(key));
+        self.metrics.add(p, sc, delta);
         p.syscalls.entry(sc).or_default().hist.add(delta);
         for t in [p.categories.entry(cat).or_default(), &mut p.total] {
             t.count += count;
@@ -190,9 +198,12 @@ impl Store {
         if n == 0 {
             return;
         }
-        *self
-            .process(key)
-            .syscalls
+        let p = self
+            .processes
+            .entry(key)
+            .or_insert_with(|| Process::new(key));
+        self.metrics.add_errno(p, sc, errno, n);
+        *p.syscalls
             .entry(sc)
             .or_default()
             .errnos
@@ -202,15 +213,15 @@ impl Store {
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
-    /// known (non-zero), its cgroup id.
+    /// known (non-zero), its cgroup id. The drain names processes before adding their calls, so
+    /// a new process's first calls already count under its name in the /metrics aggregates.
     pub fn identify(&mut self, key: ProcKey, comm: &str, cgroup_id: u64) {
-        if let Some(p) = self.processes.get_mut(&key) {
-            if p.comm != comm {
-                p.comm = comm.to_string();
-            }
-            if cgroup_id != 0 {
-                p.cgroup_id = cgroup_id;
-            }
+        let p = self.process(key);
+        if p.comm != comm {
+            p.comm = comm.to_string();
+        }
+        if cgroup_id != 0 {
+            p.cgroup_id = cgroup_id;
         }
     }
 
@@ -257,6 +268,8 @@ impl Store {
             }
             self.evicted_early += excess as u64;
         }
+        self.metrics
+            .finish_drain(&self.processes, now.0, self.retention);
         self.drains += 1;
         self.last_drain = Some(now);
     }

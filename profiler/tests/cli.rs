@@ -24,6 +24,22 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["serve", "--retention", "5"][..], "--retention"),
         (&["serve", "--bogus"][..], "--bogus"),
         (&["frobnicate"][..], "frobnicate"),
+        (
+            &["serve", "--metrics-top-pids", "0"][..],
+            "--metrics-top-pids",
+        ),
+        (
+            &["serve", "--metrics-top-pids", "10001"][..],
+            "--metrics-top-pids",
+        ),
+        (
+            &["serve", "--metrics-max-groups", "x"][..],
+            "--metrics-max-groups",
+        ),
+        (
+            &["serve", "--metrics-per-pid=maybe"][..],
+            "--metrics-per-pid",
+        ),
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

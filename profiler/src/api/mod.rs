@@ -4,6 +4,7 @@
 //! users), a request body limit, and a cap on answers in flight together with their size.
 
 mod error;
+mod metrics;
 mod stats;
 
 use std::{
@@ -31,6 +32,8 @@ pub struct AppState {
     pub store: Arc<RwLock<Store>>,
     pub host: HostInfo,
     pub interval: Duration,
+    /// /metrics' own cost, reported by the next scrape.
+    pub scrape: metrics::ScrapeStats,
 }
 
 /// Bounds on what one request may cost.
@@ -47,6 +50,7 @@ const MAX_REQUEST_BODY: usize = 1024;
 pub fn router(state: Arc<AppState>, limits: &Limits, web: webconfig::Shared) -> Router {
     Router::new()
         .route("/stats", get(stats::handler))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))
         .with_state(state)
         .layer(middleware::from_fn_with_state(
