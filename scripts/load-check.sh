@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load check: wrk with 100 connections on /stats for DURATION seconds (default 30) while a
+# Load check: wrk with 100 connections on /stats, then on /metrics, for DURATION seconds each
+# (default 30) while a
 # syscall storm runs (1-byte dd reads/writes, about 2 million syscalls a second here, and a
 # stream of short-lived processes). Loopback
 # only. Fails on any wrk socket error or non-2xx answer; prints the daemon's RSS before and
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30}
 CONNECTIONS=${CONNECTIONS:-100}
-QUERY=${QUERY:-/stats}
+QUERIES=${QUERIES:-/stats /metrics}
 
 [ "$(id -u)" -eq 0 ] || { echo "load-check: must run as root (the daemon loads eBPF)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "load-check: wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -46,7 +47,8 @@ url=$(grep -o 'serving on http://[0-9.:]*' "$work/daemon.log" | head -n1 | sed '
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon/status"; }
 
-storm_end=$((DURATION + 5))
+n_queries=$(wc -w <<<"$QUERIES")
+storm_end=$((DURATION * n_queries + 5))
 timeout "$storm_end" dd if=/dev/zero of=/dev/null bs=1 status=none &
 pids+=("$!")
 # Process churn at a bounded rate (about 20 a second): every one is a new /stats entry.
@@ -54,16 +56,19 @@ pids+=("$!")
 pids+=("$!")
 
 sleep 3
-rss_start=$(rss)
-wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s --latency "$url$QUERY" | tee "$work/wrk.out"
-rss_end=$(rss)
-bytes=$(curl -s "$url$QUERY" | wc -c)
-
-echo "load-check: daemon RSS ${rss_start} KiB at start, ${rss_end} KiB at end; /stats answer ${bytes} bytes"
-if grep -qE "Socket errors|Non-2xx" "$work/wrk.out"; then
-    echo "load-check: FAILED: wrk saw errors" >&2
-    exit 1
-fi
+failed=0
+for query in $QUERIES; do
+    rss_start=$(rss)
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s --latency "$url$query" | tee "$work/wrk.out"
+    rss_end=$(rss)
+    bytes=$(curl -s "$url$query" | wc -c)
+    echo "load-check: $query: daemon RSS ${rss_start} KiB at start, ${rss_end} KiB at end; answer ${bytes} bytes"
+    if grep -qE "Socket errors|Non-2xx" "$work/wrk.out"; then
+        echo "load-check: FAILED: wrk saw errors on $query" >&2
+        failed=1
+    fi
+done
+[ "$failed" -eq 0 ] || exit 1
 kill -TERM "$daemon"
 wait "$daemon" || { echo "load-check: daemon exited non-zero" >&2; exit 1; }
 echo "load-check: OK: no errors"
