@@ -79,6 +79,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub metrics_max_groups: Option<String>,
 
+    /// Have the kernel time every BPF program run (BPF_ENABLE_STATS), so /metrics shows the
+    /// profiler's own cost per event. It makes every BPF program on the host slower while on,
+    /// ours included (see README) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub bpf_stats: Option<String>,
+
     /// Longest time one HTTP request may take [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

@@ -34,6 +34,7 @@ pub struct Settings {
     pub metrics_per_pid: bool,
     pub metrics_top_pids: usize,
     pub metrics_max_groups: usize,
+    pub bpf_stats: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +55,7 @@ impl Default for Settings {
             metrics_per_pid: false,
             metrics_top_pids: 20,
             metrics_max_groups: 1000,
+            bpf_stats: false,
         }
     }
 }
@@ -74,6 +76,7 @@ pub const KEYS: &[&str] = &[
     "metrics_per_pid",
     "metrics_top_pids",
     "metrics_max_groups",
+    "bpf_stats",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +315,11 @@ pub fn load(
                 |s, _| parse_count(s, 1, 100_000),
             )?
             .unwrap_or(d.metrics_max_groups),
+        bpf_stats: src
+            .get("bpf_stats", f.bpf_stats.as_ref(), false, |s, _| {
+                parse_bool(s)
+            })?
+            .unwrap_or(d.bpf_stats),
     })
 }
 
@@ -357,6 +365,9 @@ impl Settings {
             new.metrics_max_groups,
         ) {
             changed.push("metrics_*");
+        }
+        if self.bpf_stats != new.bpf_stats {
+            changed.push("bpf_stats");
         }
         changed
     }
@@ -658,6 +669,7 @@ mod tests {
                     "metrics_per_pid" => &mut args.metrics_per_pid,
                     "metrics_top_pids" => &mut args.metrics_top_pids,
                     "metrics_max_groups" => &mut args.metrics_max_groups,
+                    "bpf_stats" => &mut args.bpf_stats,
                     _ => &mut args.max_response_bytes,
                 };
                 *slot = Some(value.clone());

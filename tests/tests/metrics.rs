@@ -30,6 +30,8 @@ fn per_pid_daemon() -> Daemon {
         "--metrics-per-pid",
         "--metrics-top-pids",
         "10000",
+        // Off by default (it slows every BPF program on the host); this test checks the figures.
+        "--bpf-stats",
     ])
 }
 
