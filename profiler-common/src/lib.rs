@@ -69,7 +69,7 @@ pub const STARTS_MAX_ENTRIES: u32 = 65_536;
 /// the (process, syscall) pairs actually seen. When full, events of new pairs are dropped and
 /// counted in `COUNTER_HISTS_FULL`; the daemon deletes the pairs of exited processes.
 pub const HISTS_MAP: &str = "HISTS";
-pub const HISTS_MAX_ENTRIES: u32 = 16_384;
+pub const HISTS_MAX_ENTRIES: u32 = 32_768;
 
 /// Failures per errno, keyed by [`ErrnoKey`], value `u32` (wrapping, like histogram counts).
 /// Touched only by failing calls. When full, a new (process, syscall, errno) triple is not
