@@ -121,6 +121,21 @@ pub const PINNED_MAPS: &[&str] = &[
     META_MAP,
 ];
 
+/// In-kernel filters, decided at `sys_enter` before any map is written: only allowlisted
+/// processes (tgid → `u8`, any value), only processes under the cgroup at index 0 of
+/// `FILTER_CGROUP` (a cgroup v2 directory fd, descendants included), only allowlisted syscalls
+/// (index `abi * FILTER_SYSCALLS_PER_ABI + nr` → non-zero). Each filter is on when its global
+/// `FILTER_*_ON` is 1. Sizes: 4,096 pids; one cgroup; every syscall number below 1,024 of both
+/// ABIs.
+pub const FILTER_PIDS_MAP: &str = "FILTER_PIDS";
+pub const FILTER_PIDS_MAX_ENTRIES: u32 = 4_096;
+pub const FILTER_CGROUP_MAP: &str = "FILTER_CGROUP";
+pub const FILTER_SYSCALLS_MAP: &str = "FILTER_SYSCALLS";
+pub const FILTER_SYSCALLS_PER_ABI: u32 = 1_024;
+pub const GLOBAL_FILTER_PIDS_ON: &str = "FILTER_PIDS_ON";
+pub const GLOBAL_FILTER_CGROUP_ON: &str = "FILTER_CGROUP_ON";
+pub const GLOBAL_FILTER_SYSCALLS_ON: &str = "FILTER_SYSCALLS_ON";
+
 /// Per-CPU `u64` counters indexed by the `COUNTER_*` constants.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const COUNTER_HISTS_FULL: u32 = 0;

@@ -16,15 +16,16 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use profiler_common::{
     bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
     ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, COMPAT_DISABLED, COUNTERS_LEN,
     COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
-    COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES, LEDGER_ERRNOS_MAX_ENTRIES,
-    LEDGER_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+    COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
+    HISTS_MAX_ENTRIES, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, PROCS_MAX_ENTRIES,
+    STARTS_MAX_ENTRIES,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -36,6 +37,21 @@ static IGNORE_TGID: u32 = 0;
 static COMPAT_OFFSET: u32 = COMPAT_DISABLED;
 #[no_mangle]
 static COMPAT_MASK: u32 = 0;
+#[no_mangle]
+static FILTER_PIDS_ON: u32 = 0;
+#[no_mangle]
+static FILTER_CGROUP_ON: u32 = 0;
+#[no_mangle]
+static FILTER_SYSCALLS_ON: u32 = 0;
+
+#[map]
+static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_PIDS_MAX_ENTRIES, 0);
+
+#[map]
+static FILTER_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
+
+#[map]
+static FILTER_SYSCALLS: Array<u8> = Array::with_max_entries(2 * FILTER_SYSCALLS_PER_ABI, 0);
 
 #[map]
 static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
@@ -114,11 +130,39 @@ fn current_abi() -> u8 {
     }
 }
 
+/// Whether the process passes the pid and cgroup filters (the loader turns each on; with a
+/// filter off, its branch is dead code the verifier removes).
+#[inline(always)]
+fn process_wanted(tgid: u32) -> bool {
+    if tgid == global(&IGNORE_TGID) {
+        return false;
+    }
+    if global(&FILTER_PIDS_ON) != 0 && FILTER_PIDS.get_ptr(tgid).is_none() {
+        return false;
+    }
+    if global(&FILTER_CGROUP_ON) != 0 && FILTER_CGROUP.current_task_under_cgroup(0) != Ok(true) {
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn syscall_wanted(nr: u32, abi: u8) -> bool {
+    if global(&FILTER_SYSCALLS_ON) == 0 {
+        return true;
+    }
+    if nr >= FILTER_SYSCALLS_PER_ABI {
+        return false;
+    }
+    let index = abi as u32 * FILTER_SYSCALLS_PER_ABI + nr;
+    matches!(FILTER_SYSCALLS.get(index), Some(&wanted) if wanted != 0)
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == global(&IGNORE_TGID) {
+    if !process_wanted(tgid) {
         return 0;
     }
     // arg 1 is the syscall number; -1 means "no syscall" (e.g. a ptrace-cancelled one).
@@ -127,6 +171,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let abi = current_abi();
+    if !syscall_wanted(nr as u32, abi) {
+        return 0;
+    }
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
     // Threads keep their slot between syscalls (removed at thread exit), so the common case is
@@ -203,16 +250,15 @@ fn current_process(tgid: u32) -> Option<*mut ProcInfo> {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == global(&IGNORE_TGID) {
-        return 0;
-    }
     let Some(slot) = STARTS.get_ptr_mut(pid_tgid as u32) else {
-        bump(COUNTER_UNMATCHED_EXITS);
+        if process_wanted((pid_tgid >> 32) as u32) {
+            bump(COUNTER_UNMATCHED_EXITS);
+        }
         return 0;
     };
     let start = unsafe { *slot };
+    // Not started: skipped at entry (number -1, or a filtered syscall).
     if start.ts_ns == 0 {
-        bump(COUNTER_UNMATCHED_EXITS);
         return 0;
     }
     unsafe { (*slot).ts_ns = 0 };

@@ -4,21 +4,22 @@
 use std::io;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray},
     programs::RawTracePoint,
     Ebpf, EbpfLoader,
 };
-use std::path::Path;
+use std::{os::fd::AsRawFd, path::Path};
 
 use profiler_common::{
     ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
-    COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
-    GLOBAL_IGNORE_TGID, HISTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP,
-    STARTS_MAP,
+    COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
+    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
+    GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID,
+    HISTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
 };
 use tracing::{info, warn};
 
-use crate::{caps, fatal::Fatal, kernel_btf, pin};
+use crate::{caps, config::Filter, fatal::Fatal, kernel_btf, pin, syscalls};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -115,7 +116,7 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
 
 /// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
 /// if a previous daemon pinned them, created and pinned otherwise.
-pub fn load_and_attach(pin_dir: Option<&Path>) -> Result<(Probes, Maps), Fatal> {
+pub fn load_and_attach(pin_dir: Option<&Path>, filter: &Filter) -> Result<(Probes, Maps), Fatal> {
     check_privileges()?;
     if let Some(dir) = pin_dir {
         pin::prepare(dir)?;
@@ -129,11 +130,17 @@ pub fn load_and_attach(pin_dir: Option<&Path>) -> Result<(Probes, Maps), Fatal> 
                 (COMPAT_DISABLED, 0)
             }
         };
+    let pids_on = u32::from(!filter.pids.is_empty());
+    let cgroup_on = u32::from(filter.cgroup.is_some());
+    let syscalls_on = u32::from(!filter.syscalls.is_empty());
     let mut loader = EbpfLoader::new();
     loader
         .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
         .override_global(GLOBAL_COMPAT_OFFSET, &compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true);
+        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
+        .override_global(GLOBAL_FILTER_PIDS_ON, &pids_on, true)
+        .override_global(GLOBAL_FILTER_CGROUP_ON, &cgroup_on, true)
+        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &syscalls_on, true);
     for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
         loader.map_pin_path(name, pin_dir.unwrap().join(name));
     }
@@ -141,6 +148,8 @@ pub fn load_and_attach(pin_dir: Option<&Path>) -> Result<(Probes, Maps), Fatal> 
         .load(OBJECT)
         .map_err(|e| load_error("loading the eBPF object", &e))?;
 
+    // Before attaching: a filter that is on with an empty map would drop everything meanwhile.
+    fill_filters(&mut ebpf, filter)?;
     for &(tracepoint, candidates) in PROGRAMS {
         let mut last_error = None;
         for &program in candidates {
@@ -182,6 +191,50 @@ pub fn load_and_attach(pin_dir: Option<&Path>) -> Result<(Probes, Maps), Fatal> 
         ledger,
     };
     Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+fn fill_filters(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Fatal> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        Fatal::Other(anyhow::anyhow!("setting up the {what} filter: {e}"))
+    };
+    fn map<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut aya::maps::Map, Fatal> {
+        ebpf.map_mut(name)
+            .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))
+    }
+    if !filter.pids.is_empty() {
+        let mut pids: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(map(ebpf, FILTER_PIDS_MAP)?).map_err(|e| failed("pid", &e))?;
+        for &pid in &filter.pids {
+            pids.insert(pid, 1, 0).map_err(|e| failed("pid", &e))?;
+        }
+    }
+    if let Some(dir) = &filter.cgroup {
+        let fd = std::fs::File::open(dir)
+            .map_err(|e| Fatal::Config(format!("filter_cgroup {}: {e}", dir.display())))?;
+        let mut cgroups: CgroupArray<&mut MapData> =
+            CgroupArray::try_from(map(ebpf, FILTER_CGROUP_MAP)?)
+                .map_err(|e| failed("cgroup", &e))?;
+        cgroups.set(0, fd.as_raw_fd(), 0).map_err(|e| {
+            Fatal::Config(format!(
+                "filter_cgroup {}: not a cgroup v2 directory ({e})",
+                dir.display()
+            ))
+        })?;
+    }
+    if !filter.syscalls.is_empty() {
+        let mut wanted: Array<&mut MapData, u8> =
+            Array::try_from(map(ebpf, FILTER_SYSCALLS_MAP)?).map_err(|e| failed("syscall", &e))?;
+        for name in &filter.syscalls {
+            for (abi, nr) in syscalls::numbers_of(name) {
+                if nr >= FILTER_SYSCALLS_PER_ABI {
+                    continue;
+                }
+                let index = u32::from(abi == syscalls::Abi::Compat) * FILTER_SYSCALLS_PER_ABI + nr;
+                wanted.set(index, 1, 0).map_err(|e| failed("syscall", &e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal> {

@@ -85,6 +85,21 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub bpf_stats: Option<String>,
 
+    /// Record only these processes (comma-separated pids), decided in the kernel before any
+    /// map work [default: all].
+    #[arg(long, value_name = "PIDS")]
+    pub filter_pids: Option<String>,
+
+    /// Record only processes in this cgroup v2 directory or below it, e.g.
+    /// /sys/fs/cgroup/system.slice/nginx.service [default: all].
+    #[arg(long, value_name = "DIR")]
+    pub filter_cgroup: Option<String>,
+
+    /// Record only these syscalls (comma-separated names, e.g. read,write,openat)
+    /// [default: all].
+    #[arg(long, value_name = "NAMES")]
+    pub filter_syscalls: Option<String>,
+
     /// Longest time one HTTP request may take [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

@@ -35,6 +35,15 @@ pub struct Settings {
     pub metrics_top_pids: usize,
     pub metrics_max_groups: usize,
     pub bpf_stats: bool,
+    pub filter: Filter,
+}
+
+/// In-kernel filters (see profiler_common): empty lists and no cgroup record everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub pids: Vec<u32>,
+    pub cgroup: Option<PathBuf>,
+    pub syscalls: Vec<String>,
 }
 
 impl Default for Settings {
@@ -56,6 +65,7 @@ impl Default for Settings {
             metrics_top_pids: 20,
             metrics_max_groups: 1000,
             bpf_stats: false,
+            filter: Filter::default(),
         }
     }
 }
@@ -77,6 +87,9 @@ pub const KEYS: &[&str] = &[
     "metrics_top_pids",
     "metrics_max_groups",
     "bpf_stats",
+    "filter_pids",
+    "filter_cgroup",
+    "filter_syscalls",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +333,33 @@ pub fn load(
                 parse_bool(s)
             })?
             .unwrap_or(d.bpf_stats),
+        filter: Filter {
+            pids: src
+                .get("filter_pids", f.filter_pids.as_ref(), false, |s, _| {
+                    parse_pids(s)
+                })?
+                .unwrap_or_default(),
+            cgroup: src.get(
+                "filter_cgroup",
+                f.filter_cgroup.as_ref(),
+                false,
+                |s, origin| {
+                    let p = parse_path(s, origin)?;
+                    if !p.is_dir() {
+                        return Err(format!("'{}' is not a cgroup directory", p.display()));
+                    }
+                    Ok(p)
+                },
+            )?,
+            syscalls: src
+                .get(
+                    "filter_syscalls",
+                    f.filter_syscalls.as_ref(),
+                    false,
+                    |s, _| parse_syscalls(s),
+                )?
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -369,6 +409,9 @@ impl Settings {
         if self.bpf_stats != new.bpf_stats {
             changed.push("bpf_stats");
         }
+        if self.filter != new.filter {
+            changed.push("filter_*");
+        }
         changed
     }
 }
@@ -406,6 +449,39 @@ fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Durat
         ));
     }
     Ok(d)
+}
+
+/// A comma-separated list of process ids (at most FILTER_PIDS_MAX_ENTRIES).
+fn parse_pids(s: &str) -> Result<Vec<u32>, String> {
+    let pids: Vec<u32> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("'{}' is not a process id", p.trim()))
+        })
+        .collect::<Result<_, _>>()?;
+    let max = profiler_common::FILTER_PIDS_MAX_ENTRIES as usize;
+    if pids.len() > max {
+        return Err(format!("{} process ids, at most {max}", pids.len()));
+    }
+    Ok(pids)
+}
+
+/// A comma-separated list of syscall names known to the host's tables.
+fn parse_syscalls(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(|n| {
+            let n = n.trim();
+            if crate::syscalls::numbers_of(n).is_empty() {
+                Err(format!("'{n}' is not a syscall name on this host"))
+            } else {
+                Ok(n.to_string())
+            }
+        })
+        .collect()
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -670,6 +746,9 @@ mod tests {
                     "metrics_top_pids" => &mut args.metrics_top_pids,
                     "metrics_max_groups" => &mut args.metrics_max_groups,
                     "bpf_stats" => &mut args.bpf_stats,
+                    "filter_pids" => &mut args.filter_pids,
+                    "filter_cgroup" => &mut args.filter_cgroup,
+                    "filter_syscalls" => &mut args.filter_syscalls,
                     _ => &mut args.max_response_bytes,
                 };
                 *slot = Some(value.clone());

@@ -66,7 +66,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         );
     }
 
-    let (probes, maps) = bpf::load_and_attach(settings.pin_path.as_deref())?;
+    let (probes, maps) = bpf::load_and_attach(settings.pin_path.as_deref(), &settings.filter)?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
     let bpf_stats_fd = settings.bpf_stats.then(crate::bpf_stats::enable).flatten();

@@ -81,6 +81,18 @@ pub fn errno_name(errno: u32) -> String {
         .map_or_else(|| format!("E{errno}"), str::to_string)
 }
 
+/// Every (ABI, number) that `name` has: one or two, or none for an unknown name.
+pub fn numbers_of(name: &str) -> Vec<(Abi, u32)> {
+    let mut out = Vec::new();
+    if let Ok(s) = name.parse::<tables::Native>() {
+        out.push((Abi::Native, s.id() as u32));
+    }
+    if let Ok(s) = name.parse::<tables::Compat>() {
+        out.push((Abi::Compat, s.id() as u32));
+    }
+    out
+}
+
 /// Which syscalls a query asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
@@ -406,6 +418,17 @@ mod tests {
             !n.matches(Abi::Compat, 3, "read"),
             "numbers mean the host ABI"
         );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn numbers_in_both_abis() {
+        assert_eq!(
+            numbers_of("getppid"),
+            vec![(Abi::Native, 110), (Abi::Compat, 64)]
+        );
+        assert_eq!(numbers_of("newfstatat"), vec![(Abi::Native, 262)]);
+        assert!(numbers_of("no_such_call").is_empty());
     }
 
     #[test]

@@ -219,7 +219,7 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
             "syscall_profiler_kernel_map_capacity",
             &["map=\"hists\""]
         ),
-        Some(16384.0)
+        Some(f64::from(profiler_common::HISTS_MAX_ENTRIES))
     );
 
     // OpenMetrics when asked for, as Prometheus asks.

@@ -1,0 +1,171 @@
+//! In-kernel filters: only the allowlisted syscalls, processes or cgroup are recorded.
+
+use std::{
+    ffi::CString, os::unix::process::CommandExt, path::PathBuf, process::Command, time::Duration,
+};
+
+use serde_json::Value;
+use tests::{
+    counts, native_abi, pid_of, process, run_workload, workload_bin, Daemon, RunningWorkload,
+};
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn only_allowlisted_syscalls_are_recorded() {
+    let daemon = Daemon::start(&[
+        "--interval",
+        "100ms",
+        "--filter-syscalls",
+        "getppid,nanosleep",
+    ]);
+    let run = run_workload(100, 10, 3);
+    let stats = daemon.final_stats(run.child_pid);
+    let p = process(&stats, run.child_pid).unwrap();
+    let c = counts(p, native_abi());
+    assert_eq!(c.get("getppid"), Some(&(100, 0)));
+    assert_eq!(c.get("nanosleep"), Some(&(3, 0)));
+    assert!(!c.contains_key("openat"), "openat was filtered out: {c:?}");
+    for name in names(&stats["syscalls"]) {
+        assert!(
+            name == "getppid" || name == "nanosleep",
+            "{name} recorded despite the filter"
+        );
+    }
+    assert_eq!(stats["kernel_maps"]["drops"]["starts_full"], 0);
+}
+
+#[test]
+fn only_allowlisted_processes_are_recorded() {
+    // The parent sleeps, then releases its child; only the parent is allowlisted.
+    let mut w = RunningWorkload::start(&["block", "2"]);
+    let first = w.next_line();
+    let (parent, child) = (pid_of(&first, "pid"), pid_of(&first, "child_pid"));
+    let daemon = Daemon::start(&["--interval", "100ms", "--filter-pids", &parent.to_string()]);
+    assert_eq!(w.next_line()["released"], true);
+    w.wait_success();
+    let stats = daemon.final_stats(parent);
+    let pids: Vec<u64> = stats["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        pids,
+        vec![u64::from(parent)],
+        "only the allowlisted process (child {child})"
+    );
+    let p = process(&stats, parent).unwrap();
+    assert!(
+        counts(p, native_abi()).contains_key("write"),
+        "the parent's release: {p:#}"
+    );
+}
+
+/// The cgroup v2 hierarchy: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid.
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup v2 hierarchy is mounted")
+}
+
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn only_processes_in_the_cgroup_are_recorded() {
+    tests::require_root();
+    let cg = Cgroup(cgroup2_root().join(format!("syscall-profiler-test-{}", std::process::id())));
+    std::fs::create_dir(&cg.0).unwrap();
+    let daemon = Daemon::start(&[
+        "--interval",
+        "100ms",
+        "--filter-cgroup",
+        cg.0.to_str().unwrap(),
+    ]);
+
+    // The workload joins the cgroup before it execs; its child is born there.
+    let procs = CString::new(
+        cg.0.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(workload_bin());
+    cmd.args(["calls", "getppid=77"]);
+    unsafe {
+        cmd.pre_exec(move || {
+            // Only async-signal-safe calls between fork and exec.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let (parent, child) = (pid_of(&line, "pid"), pid_of(&line, "child_pid"));
+
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    assert_eq!(counts(p, native_abi()).get("getppid"), Some(&(77, 0)));
+    for p in stats["processes"].as_array().unwrap() {
+        let pid = p["pid"].as_u64().unwrap() as u32;
+        assert!(
+            pid == parent || pid == child,
+            "pid {pid} ({}) is outside the cgroup",
+            p["comm"]
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn a_bad_filter_is_refused_in_one_line() {
+    for (args, needle) in [
+        (
+            ["--filter-syscalls", "getppid,no_such_call"],
+            "no_such_call",
+        ),
+        (["--filter-pids", "12,abc"], "abc"),
+        (
+            ["--filter-cgroup", "/nonexistent/cgroup"],
+            "/nonexistent/cgroup",
+        ),
+    ] {
+        let out = Command::new(tests::daemon_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}
