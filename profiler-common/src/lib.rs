@@ -157,6 +157,14 @@ pub const GLOBAL_IGNORE_TGID: &str = "IGNORE_TGID";
 /// `COMPAT_DISABLED` turns the check off (no BTF): every call then counts as native.
 pub const GLOBAL_COMPAT_OFFSET: &str = "COMPAT_OFFSET";
 pub const GLOBAL_COMPAT_MASK: &str = "COMPAT_MASK";
+/// Counts-only mode reads the syscall number at `sys_exit` from the task's saved registers:
+/// the byte offset in `struct pt_regs` (from the kernel's BTF) of a 32-bit little-endian read.
+pub const GLOBAL_NR_REG_OFFSET: &str = "NR_REG_OFFSET";
+/// Counts-only mode: the numbers of clone, clone3, fork and vfork in the host ABI, then in the
+/// compat ABI (`u32::MAX` where an ABI lacks one). A new task's first return from one of them
+/// (value 0) is the parent's call, already counted there, as strace counts it.
+pub const GLOBAL_CLONE_NRS: &str = "CLONE_NRS";
+pub const CLONE_NRS_LEN: usize = 8;
 pub const COMPAT_DISABLED: u32 = u32::MAX;
 
 // ---- Records ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
-    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, COMPAT_DISABLED, COUNTERS_LEN,
+    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
     COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
     COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
     HISTS_MAX_ENTRIES, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, PROCS_MAX_ENTRIES,
@@ -37,6 +37,10 @@ static IGNORE_TGID: u32 = 0;
 static COMPAT_OFFSET: u32 = COMPAT_DISABLED;
 #[no_mangle]
 static COMPAT_MASK: u32 = 0;
+#[no_mangle]
+static NR_REG_OFFSET: u32 = 0;
+#[no_mangle]
+static CLONE_NRS: [u32; CLONE_NRS_LEN] = [u32::MAX; CLONE_NRS_LEN];
 #[no_mangle]
 static FILTER_PIDS_ON: u32 = 0;
 #[no_mangle]
@@ -196,7 +200,7 @@ fn new_thread(tid: u32, tgid: u32, ts_ns: u64, nr: u32, abi: u8) {
         ts_ns,
         nr,
         tgid,
-        incarnation: process_incarnation(tgid, ts_ns),
+        incarnation: process_incarnation(tgid),
         abi,
         _pad: [0; 3],
     };
@@ -209,12 +213,12 @@ fn new_thread(tid: u32, tgid: u32, ts_ns: u64, nr: u32, abi: u8) {
 /// whose previous owner has exited has no LIVE entry any more, so a recycled pid starts a new
 /// incarnation and never inherits its predecessor's numbers.
 #[inline(always)]
-fn process_incarnation(tgid: u32, now_ns: u64) -> u32 {
+fn process_incarnation(tgid: u32) -> u32 {
     if let Some(incarnation) = LIVE.get_ptr(tgid) {
         return unsafe { *incarnation };
     }
     // ~µs since boot, never 0 (0 means "not recorded").
-    let fresh = (now_ns >> 10) as u32 | 1;
+    let fresh = (unsafe { bpf_ktime_get_ns() } >> 10) as u32 | 1;
     if LIVE.insert(tgid, fresh, BPF_NOEXIST as u64).is_err() {
         // Another thread of the process recorded it first, or the map is full.
         return match LIVE.get_ptr(tgid) {
@@ -295,6 +299,61 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         count_errno(&key, (-ret) as u32);
     }
     0
+}
+
+/// Counts-only mode: `sys_enter` is not attached, so there are no start times and no latency;
+/// the syscall number comes from the saved registers. Every call lands in bucket 0 (the daemon
+/// knows the mode and reports counts and errors only).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !process_wanted(tgid) {
+        return 0;
+    }
+    let regs = ctx.arg::<u64>(0) as *const u8;
+    let offset = global(&NR_REG_OFFSET) as usize;
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(offset) as *const i32) }) else {
+        return 0;
+    };
+    if nr < 0 {
+        return 0;
+    }
+    let abi = current_abi();
+    if !syscall_wanted(nr as u32, abi) {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    if ret == 0 && is_clone(nr as u32, abi) {
+        return 0;
+    }
+    let key = HistKey {
+        tgid,
+        incarnation: process_incarnation(tgid),
+        nr: nr as u32,
+        abi,
+        _pad: [0; 3],
+    };
+    let hist = match HISTS.get_ptr_mut(&key) {
+        Some(h) => h,
+        None => match new_hist(&key) {
+            Some(h) => h,
+            None => return 0,
+        },
+    };
+    unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
+    if (-4095..0).contains(&ret) {
+        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
+        count_errno(&key, (-ret) as u32);
+    }
+    0
+}
+
+#[inline(always)]
+fn is_clone(nr: u32, abi: u8) -> bool {
+    let nrs = unsafe { core::ptr::read_volatile(&CLONE_NRS) };
+    let base = if abi == ABI_COMPAT { 4 } else { 0 };
+    nr == nrs[base] || nr == nrs[base + 1] || nr == nrs[base + 2] || nr == nrs[base + 3]
 }
 
 #[inline(never)]

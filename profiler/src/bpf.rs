@@ -12,10 +12,11 @@ use std::{os::fd::AsRawFd, path::Path};
 
 use profiler_common::{
     ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
-    COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
-    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
-    GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID,
-    HISTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
+    CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
+    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
+    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, HISTS_MAP,
+    LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
 };
 use tracing::{info, warn};
 
@@ -37,6 +38,16 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("sched_process_exec", &["sched_process_exec"]),
     ("sys_exit", &["sys_exit"]),
     ("sys_enter", &["sys_enter"]),
+];
+
+/// Counts-only mode: no `sys_enter` at all.
+const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
+    (
+        "sched_process_exit",
+        &["sched_process_exit", "sched_process_exit_leader"],
+    ),
+    ("sched_process_exec", &["sched_process_exec"]),
+    ("sys_exit", &["sys_exit_counts"]),
 ];
 
 /// The maps the drain reads.
@@ -116,20 +127,38 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
 
 /// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
 /// if a previous daemon pinned them, created and pinned otherwise.
-pub fn load_and_attach(pin_dir: Option<&Path>, filter: &Filter) -> Result<(Probes, Maps), Fatal> {
+pub fn load_and_attach(
+    pin_dir: Option<&Path>,
+    filter: &Filter,
+    counts_only: bool,
+) -> Result<(Probes, Maps), Fatal> {
     check_privileges()?;
     if let Some(dir) = pin_dir {
         pin::prepare(dir)?;
     }
     let own_tgid = std::process::id();
-    let (compat_offset, compat_mask) =
-        match kernel_btf::Btf::from_sys_fs().and_then(|btf| kernel_btf::compat_flag(&btf)) {
-            Ok(flag) => flag,
-            Err(e) => {
-                warn!("32-bit compat syscalls will be counted as native ones: {e:#}");
-                (COMPAT_DISABLED, 0)
-            }
-        };
+    let btf = kernel_btf::Btf::from_sys_fs().map_err(|e| format!("{e:#}"));
+    fn in_btf<T>(
+        btf: &Result<kernel_btf::Btf, String>,
+        find: fn(&kernel_btf::Btf) -> anyhow::Result<T>,
+    ) -> Result<T, String> {
+        let btf = btf.as_ref().map_err(Clone::clone)?;
+        find(btf).map_err(|e| format!("{e:#}"))
+    }
+    let (compat_offset, compat_mask) = in_btf(&btf, kernel_btf::compat_flag).unwrap_or_else(|e| {
+        warn!("32-bit compat syscalls will be counted as native ones: {e}");
+        (COMPAT_DISABLED, 0)
+    });
+    let nr_offset = if counts_only {
+        in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| {
+            Fatal::Kernel(format!(
+                "counts_only needs the kernel's BTF to find the syscall number: {e}"
+            ))
+        })?
+    } else {
+        0
+    };
+    let clone_nrs = clone_numbers();
     let pids_on = u32::from(!filter.pids.is_empty());
     let cgroup_on = u32::from(filter.cgroup.is_some());
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
@@ -138,6 +167,8 @@ pub fn load_and_attach(pin_dir: Option<&Path>, filter: &Filter) -> Result<(Probe
         .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
         .override_global(GLOBAL_COMPAT_OFFSET, &compat_offset, true)
         .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
+        .override_global(GLOBAL_NR_REG_OFFSET, &nr_offset, true)
+        .override_global(GLOBAL_CLONE_NRS, &clone_nrs, true)
         .override_global(GLOBAL_FILTER_PIDS_ON, &pids_on, true)
         .override_global(GLOBAL_FILTER_CGROUP_ON, &cgroup_on, true)
         .override_global(GLOBAL_FILTER_SYSCALLS_ON, &syscalls_on, true);
@@ -150,7 +181,12 @@ pub fn load_and_attach(pin_dir: Option<&Path>, filter: &Filter) -> Result<(Probe
 
     // Before attaching: a filter that is on with an empty map would drop everything meanwhile.
     fill_filters(&mut ebpf, filter)?;
-    for &(tracepoint, candidates) in PROGRAMS {
+    let programs = if counts_only {
+        COUNTS_ONLY_PROGRAMS
+    } else {
+        PROGRAMS
+    };
+    for &(tracepoint, candidates) in programs {
         let mut last_error = None;
         for &program in candidates {
             match attach(&mut ebpf, program, tracepoint) {
@@ -191,6 +227,17 @@ pub fn load_and_attach(pin_dir: Option<&Path>, filter: &Filter) -> Result<(Probe
         ledger,
     };
     Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+/// See profiler_common::GLOBAL_CLONE_NRS.
+fn clone_numbers() -> [u32; CLONE_NRS_LEN] {
+    let mut nrs = [u32::MAX; CLONE_NRS_LEN];
+    for (i, name) in ["clone", "clone3", "fork", "vfork"].iter().enumerate() {
+        for (abi, nr) in syscalls::numbers_of(name) {
+            nrs[i + if abi == syscalls::Abi::Compat { 4 } else { 0 }] = nr;
+        }
+    }
+    nrs
 }
 
 fn fill_filters(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Fatal> {

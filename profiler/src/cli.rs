@@ -100,6 +100,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAMES")]
     pub filter_syscalls: Option<String>,
 
+    /// Count calls and errors only, without latency: `sys_enter` is not attached, which about
+    /// halves the cost per syscall. No histograms, no in-flight view [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub counts_only: Option<String>,
+
     /// Longest time one HTTP request may take [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

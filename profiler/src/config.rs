@@ -36,6 +36,7 @@ pub struct Settings {
     pub metrics_max_groups: usize,
     pub bpf_stats: bool,
     pub filter: Filter,
+    pub counts_only: bool,
 }
 
 /// In-kernel filters (see profiler_common): empty lists and no cgroup record everything.
@@ -66,6 +67,7 @@ impl Default for Settings {
             metrics_max_groups: 1000,
             bpf_stats: false,
             filter: Filter::default(),
+            counts_only: false,
         }
     }
 }
@@ -90,6 +92,7 @@ pub const KEYS: &[&str] = &[
     "filter_pids",
     "filter_cgroup",
     "filter_syscalls",
+    "counts_only",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +363,11 @@ pub fn load(
                 )?
                 .unwrap_or_default(),
         },
+        counts_only: src
+            .get("counts_only", f.counts_only.as_ref(), false, |s, _| {
+                parse_bool(s)
+            })?
+            .unwrap_or(d.counts_only),
     })
 }
 
@@ -411,6 +419,9 @@ impl Settings {
         }
         if self.filter != new.filter {
             changed.push("filter_*");
+        }
+        if self.counts_only != new.counts_only {
+            changed.push("counts_only");
         }
         changed
     }
@@ -749,6 +760,7 @@ mod tests {
                     "filter_pids" => &mut args.filter_pids,
                     "filter_cgroup" => &mut args.filter_cgroup,
                     "filter_syscalls" => &mut args.filter_syscalls,
+                    "counts_only" => &mut args.counts_only,
                     _ => &mut args.max_response_bytes,
                 };
                 *slot = Some(value.clone());

@@ -132,6 +132,16 @@ pub fn compat_flag(btf: &Btf) -> Result<(u32, u32)> {
     }
 }
 
+/// Where the saved registers hold the syscall number, for counts-only mode: byte offset in
+/// `struct pt_regs` (x86_64 `orig_ax`, aarch64 `syscallno`; read as a little-endian `i32`).
+pub fn syscall_nr_offset(btf: &Btf) -> Result<u32> {
+    #[cfg(target_arch = "x86_64")]
+    let member = "orig_ax";
+    #[cfg(target_arch = "aarch64")]
+    let member = "syscallno";
+    btf.member_offset("pt_regs", member)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +162,11 @@ mod tests {
         assert!(btf.member_offset("no_such_struct", "x").is_err());
         let (offset, mask) = compat_flag(&btf).unwrap();
         assert!(offset < 64 && mask != 0);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            syscall_nr_offset(&btf).unwrap(),
+            120,
+            "orig_ax, as in the uapi pt_regs"
+        );
     }
 }

@@ -66,7 +66,11 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         );
     }
 
-    let (probes, maps) = bpf::load_and_attach(settings.pin_path.as_deref(), &settings.filter)?;
+    let (probes, maps) = bpf::load_and_attach(
+        settings.pin_path.as_deref(),
+        &settings.filter,
+        settings.counts_only,
+    )?;
     info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
     let bpf_stats_fd = settings.bpf_stats.then(crate::bpf_stats::enable).flatten();
@@ -101,6 +105,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     }
 
     let mut store = Store::new(settings.retention, settings.max_exited);
+    store.latency = !settings.counts_only;
     store.metrics = crate::aggregates::Aggregates::new(crate::aggregates::MetricsConfig {
         per_pid: settings.metrics_per_pid,
         top_pids: settings.metrics_top_pids,

@@ -121,6 +121,8 @@ pub struct Store {
     /// before their retention ends, and `evicted_early` counts them.
     pub max_exited: usize,
     pub evicted_early: u64,
+    /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
+    pub latency: bool,
     pub processes: HashMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
     pub system: BTreeMap<SyscallKey, SyscallTotals>,
@@ -138,6 +140,7 @@ impl Store {
             retention,
             max_exited,
             evicted_early: 0,
+            latency: true,
             processes: HashMap::new(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),

@@ -387,6 +387,13 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
     )?;
     gauge(
         enc,
+        "syscall_profiler_latency_enabled",
+        "0 in counts-only mode: durations are not measured, every call is in the 0 bucket",
+        None,
+        &[(NoLabels, u64::from(store.latency))],
+    )?;
+    gauge(
+        enc,
         "syscall_profiler_bpf_stats_enabled",
         "1 when the kernel times the profiler's BPF programs (BPF_ENABLE_STATS)",
         None,

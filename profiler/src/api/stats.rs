@@ -147,8 +147,10 @@ pub struct SyscallStats {
 }
 
 impl SyscallStats {
-    fn new(key: SyscallKey, name: String, t: &SyscallTotals) -> Self {
+    /// Without latency (counts-only mode) the time-based fields are absent.
+    fn new(key: SyscallKey, name: String, t: &SyscallTotals, latency: bool) -> Self {
         let h = &t.hist;
+        let timed = |v: Option<u64>| v.filter(|_| latency);
         Self {
             category: Category::of(&name),
             name,
@@ -157,11 +159,11 @@ impl SyscallStats {
             count: h.count,
             errors: h.errors,
             total_ns: h.total_ns,
-            mean_ns: h.mean_ns(),
-            p50_ns: h.quantile_ns(0.50),
-            p90_ns: h.quantile_ns(0.90),
-            p99_ns: h.quantile_ns(0.99),
-            max_ns: h.max_ns(),
+            mean_ns: timed(h.mean_ns()),
+            p50_ns: timed(h.quantile_ns(0.50)),
+            p90_ns: timed(h.quantile_ns(0.90)),
+            p99_ns: timed(h.quantile_ns(0.99)),
+            max_ns: timed(h.max_ns()),
             errnos: t
                 .errnos
                 .iter()
@@ -169,6 +171,7 @@ impl SyscallStats {
                 .collect(),
             buckets: h
                 .nonempty_buckets()
+                .filter(|_| latency)
                 .map(|(lower_ns, upper_ns, count)| Bucket {
                     lower_ns,
                     upper_ns,
@@ -246,6 +249,8 @@ impl ProcessStats {
 
 #[derive(Serialize)]
 pub struct HostStats {
+    /// `latency` (the default) or `counts_only` (no times: latency fields are absent).
+    pub mode: &'static str,
     pub hostname: String,
     pub kernel: String,
     pub arch: &'static str,
@@ -319,7 +324,7 @@ fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (
     }
 }
 
-fn process_stats(p: &Process, q: &StatsQuery) -> Option<ProcessStats> {
+fn process_stats(p: &Process, q: &StatsQuery, latency: bool) -> Option<ProcessStats> {
     let wanted = |k: &SyscallKey, name: &str| {
         q.syscall
             .as_ref()
@@ -330,7 +335,7 @@ fn process_stats(p: &Process, q: &StatsQuery) -> Option<ProcessStats> {
         .iter()
         .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
         .filter(|(k, name, _)| wanted(k, name))
-        .map(|(k, name, t)| SyscallStats::new(k, name, t))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
         .collect();
     let in_flight: Vec<InFlightStats> = p
         .in_flight
@@ -380,6 +385,7 @@ fn process_stats(p: &Process, q: &StatsQuery) -> Option<ProcessStats> {
 }
 
 pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse {
+    let latency = store.latency;
     let mut syscalls: Vec<SyscallStats> = store
         .system
         .iter()
@@ -389,7 +395,7 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
                 .as_ref()
                 .is_none_or(|f| f.matches(k.abi, k.nr, name))
         })
-        .map(|(k, name, t)| SyscallStats::new(k, name, t))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
         .collect();
     sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
 
@@ -398,7 +404,7 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
         .values()
         .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
         .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
-        .filter_map(|p| process_stats(p, q))
+        .filter_map(|p| process_stats(p, q, store.latency))
         .collect();
     sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
 
@@ -406,6 +412,7 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
     StatsResponse {
         schema_version: SCHEMA_VERSION,
         host: HostStats {
+            mode: if latency { "latency" } else { "counts_only" },
             hostname: state.host.hostname.clone(),
             kernel: state.host.kernel.clone(),
             arch: state.host.arch,
