@@ -30,6 +30,8 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use axum::body::Bytes;
+
 use super::AppState;
 use crate::{
     aggregates::OTHER,
@@ -39,11 +41,16 @@ use crate::{
 
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The cost of rendering `/metrics`, reported by the next scrape (a scrape cannot time itself).
+/// The cost of rendering `/metrics`, reported by the next scrape (a scrape cannot time itself),
+/// and the last rendered body of each format.
 #[derive(Debug, Default)]
 pub struct ScrapeStats {
     scrapes: AtomicU64,
     inner: Mutex<(f64, f64)>,
+    /// (drain it was rendered after, body) for the classic format and for OpenMetrics. The
+    /// store only changes at a drain, so every scrape between two drains gets the same bytes:
+    /// many scrapers (or one impatient dashboard) cost one render per drain interval.
+    rendered: Mutex<[Option<(u64, Bytes)>; 2]>,
 }
 
 impl ScrapeStats {
@@ -83,30 +90,57 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
 pub async fn handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let openmetrics = wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let content_type = if openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    let drains = state.store.read().unwrap_or_else(|e| e.into_inner()).drains;
+    let slot = usize::from(openmetrics);
+    let cached = state
+        .scrape
+        .rendered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())[slot]
+        .as_ref()
+        .filter(|(at, _)| *at == drains)
+        .map(|(_, body)| body.clone());
+    let body = match cached {
+        Some(body) => body,
+        None => match render(&state, openmetrics) {
+            Some(body) => {
+                let body = Bytes::from(body);
+                state
+                    .scrape
+                    .rendered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())[slot] = Some((drains, body.clone()));
+                body
+            }
+            None => {
+                // Writing to a String cannot fail; an error here is an encoder bug, not bad input.
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "encoding /metrics failed\n",
+                )
+                    .into_response();
+            }
+        },
+    };
+    state.scrape.record(started.elapsed().as_secs_f64());
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn render(state: &Arc<AppState>, openmetrics: bool) -> Option<String> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StoreCollector(state.clone())));
     let mut body = String::new();
-    let (encoded, content_type) = if openmetrics {
-        (
-            prometheus_client::encoding::text::encode(&mut body, &registry),
-            OPENMETRICS_CONTENT_TYPE,
-        )
+    let encoded = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut body, &registry)
     } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
+        prometheus_client::encoding::prometheus_text::encode(&mut body, &registry)
     };
-    state.scrape.record(started.elapsed().as_secs_f64());
-    if encoded.is_err() {
-        // Writing to a String cannot fail; an error here is an encoder bug, not bad input.
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding /metrics failed\n",
-        )
-            .into_response();
-    }
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    encoded.ok().map(|()| body)
 }
 
 struct StoreCollector(Arc<AppState>);
@@ -367,21 +401,21 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
     counter(
         enc,
         "syscall_profiler_scrapes",
-        "Earlier /metrics scrapes (this one not included)",
+        "/metrics requests answered before this body was rendered (bodies are rendered at most once per drain)",
         None,
         &[(NoLabels, scrapes)],
     )?;
     counter(
         enc,
         "syscall_profiler_scrape_duration",
-        "Time spent rendering earlier /metrics scrapes",
+        "Time spent answering earlier /metrics requests",
         Some(&Unit::Seconds),
         &[(NoLabels, scrape_total)],
     )?;
     gauge(
         enc,
         "syscall_profiler_last_scrape_duration",
-        "Time the previous /metrics scrape took to render",
+        "Time the previous /metrics request took to answer",
         Some(&Unit::Seconds),
         &[(NoLabels, scrape_last)],
     )?;
