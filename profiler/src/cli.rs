@@ -21,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Attach to every syscall on the host and serve the totals over HTTP.
     Serve(ServeArgs),
+    /// Record syscalls for a while (or of a command) without a daemon; print an strace -c table.
+    Record(crate::record::RecordArgs),
+    /// A live terminal view of a running daemon's /stats.
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -69,7 +73,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The drain interval: the 32-bit kernel counters must be read well before they can wrap, and
 /// draining faster than 10 ms costs more than it tells.
-fn parse_interval(s: &str) -> Result<Duration, String> {
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(10) || d > Duration::from_secs(10) {
         return Err(format!(

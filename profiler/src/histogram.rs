@@ -42,6 +42,19 @@ impl Histogram {
         }
     }
 
+    /// Adds another histogram's totals: the histogram of both sets of calls.
+    pub fn merge(&mut self, other: &Histogram) {
+        self.add(&Delta {
+            errors: other.errors,
+            total_ns: other.total_ns,
+            buckets: other
+                .buckets
+                .iter()
+                .map(|&(i, n)| (usize::from(i), n))
+                .collect(),
+        });
+    }
+
     pub fn mean_ns(&self) -> Option<u64> {
         (self.count > 0).then(|| self.total_ns / self.count)
     }
@@ -181,6 +194,15 @@ mod tests {
         assert_eq!(b.iter().map(|&(_, n)| n).sum::<u64>(), 6);
         assert_eq!(b[0], (7, 1));
         assert_eq!(b[1].1, 2);
+    }
+
+    #[test]
+    fn merging_equals_recording_both() {
+        let a = from_values(&[100, 5000, 5000]);
+        let b = from_values(&[7, 5000, 1 << 20]);
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged, from_values(&[100, 5000, 5000, 7, 5000, 1 << 20]));
     }
 
     #[test]

@@ -11,9 +11,11 @@ mod fatal;
 mod histogram;
 mod host;
 mod kernel_btf;
+mod record;
 mod serve;
 mod store;
 mod syscalls;
+mod top;
 
 use std::process::ExitCode;
 
@@ -22,10 +24,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Serve(args) => serve::run(args).map(|()| 0),
+        cli::Command::Record(args) => record::run(args),
+        cli::Command::Top(args) => top::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(fatal) => {
             eprintln!("syscall-profiler: error: {fatal}");
             ExitCode::from(fatal.exit_code())
