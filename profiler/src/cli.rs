@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    #[command(flatten)]
+    pub insights: crate::insights::InsightArgs,
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h`.

@@ -84,6 +84,20 @@ impl Histogram {
             .map(|&(i, _)| bucket_estimate(i as usize))
     }
 
+    /// Counts per power of two: (floor(log2(ns)), events), ascending; values below 2 ns are row
+    /// 0. Every bucket lies within one power of two, so this regrouping is exact.
+    pub fn log2_rows(&self) -> Vec<(u32, u64)> {
+        let mut rows: Vec<(u32, u64)> = Vec::new();
+        for (lower, _, n) in self.nonempty_buckets() {
+            let row = lower.max(1).ilog2();
+            match rows.last_mut() {
+                Some((r, c)) if *r == row => *c += n,
+                _ => rows.push((row, n)),
+            }
+        }
+        rows
+    }
+
     /// Non-empty buckets as (lower bound ns, upper bound ns exclusive, count); the overflow
     /// bucket's upper bound is `None` (unbounded).
     pub fn nonempty_buckets(&self) -> impl Iterator<Item = (u64, Option<u64>, u64)> + '_ {
@@ -194,6 +208,15 @@ mod tests {
         assert_eq!(b.iter().map(|&(_, n)| n).sum::<u64>(), 6);
         assert_eq!(b[0], (7, 1));
         assert_eq!(b[1].1, 2);
+    }
+
+    #[test]
+    fn log2_rows_regroup_exactly() {
+        let h = from_values(&[0, 1, 3, 5, 100, 127, 128, 1 << 20]);
+        assert_eq!(
+            h.log2_rows(),
+            vec![(0, 2), (1, 1), (2, 1), (6, 2), (7, 1), (20, 1)]
+        );
     }
 
     #[test]

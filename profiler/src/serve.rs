@@ -56,6 +56,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         store,
         host: HostInfo::read(),
         interval: args.interval,
+        insights: args.insights.clone(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

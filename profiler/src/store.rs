@@ -11,6 +11,7 @@ use std::{
 
 use crate::{
     histogram::{Delta, Histogram},
+    history::History,
     syscalls::{self, Abi, Category},
 };
 
@@ -126,6 +127,8 @@ pub struct Store {
     pub kernel: KernelCounters,
     pub drains: u64,
     pub last_drain: Option<(Instant, SystemTime)>,
+    /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
+    pub history: History,
 }
 
 impl Store {
@@ -140,6 +143,7 @@ impl Store {
             kernel: KernelCounters::default(),
             drains: 0,
             last_drain: None,
+            history: History::default(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Store {
         }
         p.interval_ns += delta.total_ns;
         self.system.entry(sc).or_default().hist.add(delta);
+        self.history.add(sc, delta);
     }
 
     pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
@@ -186,6 +191,7 @@ impl Store {
             .errnos
             .entry(errno)
             .or_default() += n;
+        self.history.add_errno(sc, errno, n);
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
@@ -244,6 +250,8 @@ impl Store {
             }
             self.evicted_early += excess as u64;
         }
+        self.history
+            .close_drain(self.last_drain.unwrap_or(self.started), now);
         self.drains += 1;
         self.last_drain = Some(now);
     }
