@@ -88,7 +88,9 @@ fn dashboard_plots_a_known_workload() {
     }
     let lines = workload(&calls);
     let child = pid_of(&lines[0], "child_pid");
-    let mut blocked = RunningWorkload::start(&["block", "20"]);
+    // Long enough for the pages below; the test waits for it to end (killing the parent would
+    // leave its child blocked forever: it holds the pipe's write end too).
+    let mut blocked = RunningWorkload::start(&["block", "8"]);
     let blocked_child = pid_of(&blocked.next_line(), "child_pid");
     daemon.final_stats(child);
 
@@ -139,8 +141,7 @@ fn dashboard_plots_a_known_workload() {
     let png = std::fs::read(&shot).expect("the screenshot");
     let _ = std::fs::remove_file(&shot);
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);
-    unsafe { libc::kill(blocked.child.id() as i32, libc::SIGKILL) };
-    let _ = blocked.child.wait();
+    blocked.wait_success();
 }
 
 #[test]
