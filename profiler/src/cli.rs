@@ -20,7 +20,11 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Attach to every syscall on the host and serve the totals over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Record syscalls for a while (or of a command) without a daemon; print an strace -c table.
+    Record(crate::record::RecordArgs),
+    /// A live terminal view of a running daemon's /stats.
+    Top(crate::top::TopArgs),
 }
 
 /// Every setting can also come from the environment (`SYSCALL_PROFILER_<NAME>`) or the
@@ -121,6 +125,10 @@ pub struct ServeArgs {
     /// [default: 64MiB]. Accepts B, KiB, MiB.
     #[arg(long, value_name = "SIZE")]
     pub max_response_bytes: Option<String>,
+
+    /// Insight thresholds: flags only (not in the config file or environment).
+    #[command(flatten)]
+    pub insights: crate::insights::InsightArgs,
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h`.

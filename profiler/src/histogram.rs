@@ -42,6 +42,7 @@ impl Histogram {
         }
     }
 
+    /// Adds another histogram's totals: the histogram of both sets of calls.
     pub fn merge(&mut self, other: &Histogram) {
         self.add(&Delta {
             errors: other.errors,
@@ -82,6 +83,20 @@ impl Histogram {
     /// Non-empty buckets as (bucket index, count), by index.
     pub fn bucket_counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.buckets.iter().map(|&(i, n)| (i as usize, n))
+    }
+
+    /// Counts per power of two: (floor(log2(ns)), events), ascending; values below 2 ns are row
+    /// 0. Every bucket lies within one power of two, so this regrouping is exact.
+    pub fn log2_rows(&self) -> Vec<(u32, u64)> {
+        let mut rows: Vec<(u32, u64)> = Vec::new();
+        for (lower, _, n) in self.nonempty_buckets() {
+            let row = lower.max(1).ilog2();
+            match rows.last_mut() {
+                Some((r, c)) if *r == row => *c += n,
+                _ => rows.push((row, n)),
+            }
+        }
+        rows
     }
 
     /// Non-empty buckets as (lower bound ns, upper bound ns exclusive, count); the overflow
@@ -285,6 +300,24 @@ mod tests {
         assert!(les.contains(&(2_359_295.0 / 1e9)));
         assert_eq!(b.len(), 1 + 3 + 2 + 3 + 1 + 1);
         assert_eq!(Histogram::default().le_buckets(), vec![(f64::INFINITY, 0)]);
+    }
+
+    #[test]
+    fn log2_rows_regroup_exactly() {
+        let h = from_values(&[0, 1, 3, 5, 100, 127, 128, 1 << 20]);
+        assert_eq!(
+            h.log2_rows(),
+            vec![(0, 2), (1, 1), (2, 1), (6, 2), (7, 1), (20, 1)]
+        );
+    }
+
+    #[test]
+    fn merging_equals_recording_both() {
+        let a = from_values(&[100, 5000, 5000]);
+        let b = from_values(&[7, 5000, 1 << 20]);
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged, from_values(&[100, 5000, 5000, 7, 5000, 1 << 20]));
     }
 
     #[test]

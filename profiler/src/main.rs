@@ -14,14 +14,18 @@ mod config;
 mod drain;
 mod fatal;
 mod histogram;
+mod history;
 mod host;
 mod http;
+mod insights;
 mod kernel_btf;
 mod map_batch;
 mod pin;
+mod record;
 mod serve;
 mod store;
 mod syscalls;
+mod top;
 mod webconfig;
 
 use std::process::ExitCode;
@@ -31,10 +35,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Serve(args) => serve::run(*args).map(|()| 0),
+        cli::Command::Record(args) => record::run(args),
+        cli::Command::Top(args) => top::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(fatal) => {
             eprintln!("syscall-profiler: error: {fatal}");
             ExitCode::from(fatal.exit_code())

@@ -134,6 +134,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         host: HostInfo::read(),
         interval: settings.interval,
         scrape: Default::default(),
+        insights: args.insights.clone(),
     });
     let web = webconfig::Shared::new(web);
     let limits = api::Limits {

@@ -12,6 +12,7 @@ use std::{
 use crate::{
     aggregates::Aggregates,
     histogram::{Delta, Histogram},
+    history::History,
     syscalls::{self, Abi, Category},
 };
 
@@ -131,6 +132,8 @@ pub struct Store {
     pub last_drain: Option<(Instant, SystemTime)>,
     /// What /metrics exports: monotonic, bounded aggregates and self-telemetry.
     pub metrics: Aggregates,
+    /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
+    pub history: History,
 }
 
 impl Store {
@@ -147,6 +150,7 @@ impl Store {
             drains: 0,
             last_drain: None,
             metrics: Aggregates::default(),
+            history: History::default(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Store {
         }
         p.interval_ns += delta.total_ns;
         self.add_system(sc, delta);
+        self.history.add(sc, delta);
     }
 
     /// Adds to the system-wide totals alone: what a previous daemon retired (see pin.rs).
@@ -213,6 +218,7 @@ impl Store {
             .entry(errno)
             .or_default() += n;
         self.add_system_errno(sc, errno, n);
+        self.history.add_errno(sc, errno, n);
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
@@ -273,6 +279,8 @@ impl Store {
         }
         self.metrics
             .finish_drain(&self.processes, now.0, self.retention);
+        self.history
+            .close_drain(self.last_drain.unwrap_or(self.started), now);
         self.drains += 1;
         self.last_drain = Some(now);
     }

@@ -5,6 +5,7 @@
 
 mod error;
 mod metrics;
+mod page;
 mod stats;
 
 use std::{
@@ -34,6 +35,8 @@ pub struct AppState {
     pub interval: Duration,
     /// /metrics' own cost, reported by the next scrape.
     pub scrape: metrics::ScrapeStats,
+    /// Thresholds for `/insights`.
+    pub insights: crate::insights::InsightArgs,
 }
 
 /// Bounds on what one request may cost.
@@ -52,6 +55,11 @@ pub fn router(state: Arc<AppState>, limits: &Limits, web: webconfig::Shared) -> 
         .route("/stats", get(stats::handler))
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(healthz))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/style.css", get(page::style))
+        .route("/history", get(page::history))
+        .route("/insights", get(page::insights))
         .with_state(state)
         .layer(middleware::from_fn_with_state(
             ResponseLimits {

@@ -18,6 +18,9 @@
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
 //!   storm COUNT       COUNT children, one after another, each one getppid and exit.
 //!   reuse-pid PID N   like `calls getppid=N`, but the child gets pid PID (via ns_last_pid).
+//!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
+//!       only; nothing else on a host makes these, so system-wide figures are exact).
+//!       Prints {"pid", "child_pid"}.
 
 use std::{
     ffi::CString,
@@ -339,6 +342,56 @@ fn reuse_pid(pid: usize, n: usize) {
     usage(&format!("could not get pid {pid}"));
 }
 
+/// nanosleep through the 32-bit entry point: i386 syscall 162, whose pointers are 32 bits.
+#[cfg(target_arch = "x86_64")]
+fn int80_sleep(n: usize, ns: usize) {
+    // SAFETY: an anonymous private page below 4 GiB, checked for failure.
+    let page = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED, "mmap below 4 GiB failed");
+    let ts = page.cast::<i32>();
+    unsafe {
+        *ts = (ns / 1_000_000_000) as i32;
+        *ts.add(1) = (ns % 1_000_000_000) as i32;
+    }
+    let addr = ts as u64;
+    let child = spawn(|| {
+        for _ in 0..n {
+            let mut eax: u32 = 162;
+            // rbx is reserved by LLVM, so the argument is swapped in and out around the call.
+            unsafe {
+                std::arch::asm!(
+                    "xchg {arg}, rbx",
+                    "int 0x80",
+                    "xchg {arg}, rbx",
+                    arg = inout(reg) addr => _,
+                    inout("eax") eax,
+                    in("ecx") 0u32,
+                )
+            };
+            std::hint::black_box(eax);
+        }
+    });
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+    reap(child);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_sleep(_: usize, _: usize) {
+    usage("int80-sleep exists on x86_64 only")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -348,6 +401,7 @@ fn main() {
         Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
         Some("storm") => storm(num(args.get(2))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
+        Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
         _ => usage("unknown mode"),
     }
 }

@@ -1,0 +1,337 @@
+//! Which processes belong to the recorded process tree.
+//!
+//! The kernel side keys processes by (pid, incarnation) and does not record parents, and a
+//! child that forks, works and exits between two drains is gone from /proc before anyone can
+//! read its parent. So we listen to the kernel's process events (the netlink proc connector,
+//! `CONFIG_PROC_EVENTS`): every fork arrives, in order, with parent, child and a monotonic
+//! timestamp. Membership is then decided per incarnation: the incarnation is the µs of the
+//! process's first syscall (same clock), which comes after its fork, so "the last fork of this
+//! pid before the incarnation began, and was its parent a member then" is exact even when pids
+//! are recycled during the run.
+
+use std::{
+    collections::HashMap,
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    thread::{self, JoinHandle},
+};
+
+use anyhow::{bail, Context, Result};
+
+const NETLINK_CONNECTOR: libc::c_int = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 1;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+/// Where a fork event's fields sit after the netlink and connector headers.
+const EV: usize = NLMSG_HDRLEN + CN_MSG_LEN;
+
+/// One fork: at `at_us` (monotonic µs), process `parent` created this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fork {
+    at_us: u32,
+    parent: u32,
+}
+
+/// Fork history of the whole host since recording began, and the tree's roots.
+#[derive(Debug, Default)]
+pub struct Forks {
+    roots: Vec<u32>,
+    /// Per child pid, its forks in arrival (= time) order; more than one if the pid was reused.
+    by_child: HashMap<u32, Vec<Fork>>,
+}
+
+/// Monotonic µs truncated to 32 bits, as the kernel's incarnations are. Comparisons wrap, which
+/// is right for anything within ±35 minutes.
+fn after_or_at(t: u32, since: u32) -> bool {
+    (t.wrapping_sub(since) as i32) >= 0
+}
+
+impl Forks {
+    pub fn add_root(&mut self, pid: u32) {
+        self.roots.push(pid);
+    }
+
+    fn record(&mut self, parent: u32, child: u32, at_ns: u64) {
+        self.by_child.entry(child).or_default().push(Fork {
+            at_us: (at_ns >> 10) as u32,
+            parent,
+        });
+    }
+
+    /// Was the process `pid` that was running at `at_us` part of the tree? Incarnation 0 (the
+    /// kernel's map was full) has no time: the pid's latest fork decides.
+    pub fn member(&self, pid: u32, at_us: u32) -> bool {
+        let mut pid = pid;
+        let mut at = (at_us != 0).then_some(at_us);
+        // Each step goes to an earlier fork, so this ends; the bound is for corrupt input.
+        for _ in 0..100_000 {
+            let fork = self.by_child.get(&pid).and_then(|forks| {
+                forks
+                    .iter()
+                    .rev()
+                    .find(|f| at.is_none_or(|t| after_or_at(t, f.at_us)))
+            });
+            match fork {
+                // Forked during the run: a member if its parent was one at that moment.
+                Some(f) => {
+                    pid = f.parent;
+                    at = Some(f.at_us);
+                }
+                // Existed before the run began: a member only if it is a root.
+                None => return self.roots.contains(&pid),
+            }
+        }
+        false
+    }
+}
+
+/// Listens to fork events on a thread of its own until dropped.
+pub struct Tracker {
+    pub forks: Arc<Mutex<Forks>>,
+    /// Events the kernel dropped because we read too slowly (ENOBUFS).
+    pub lost: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Tracker {
+    /// Subscribes before returning, so every fork after this call is seen.
+    pub fn start() -> Result<Tracker> {
+        let sock = subscribe().context(
+            "listening to process events (netlink proc connector; needs root and a kernel with \
+             CONFIG_PROC_EVENTS, in the initial pid namespace)",
+        )?;
+        let forks = Arc::new(Mutex::new(Forks::default()));
+        let lost = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (forks, lost, stop) = (forks.clone(), lost.clone(), stop.clone());
+            thread::Builder::new()
+                .name("proc-events".into())
+                .spawn(move || listen(&sock, &forks, &lost, &stop))
+                .context("starting the process-event thread")?
+        };
+        Ok(Tracker {
+            forks,
+            lost,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn check(ret: libc::c_int, what: &str) -> Result<()> {
+    if ret < 0 {
+        bail!("{what}: {}", io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn subscribe() -> Result<OwnedFd> {
+    // SAFETY: plain socket calls on a descriptor we own; every struct passed is fully initialised.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_CONNECTOR,
+        );
+        check(fd, "socket(AF_NETLINK, NETLINK_CONNECTOR)")?;
+        let sock = OwnedFd::from_raw_fd(fd);
+        // A fork storm can outrun us; a large buffer (root may exceed rmem_max) makes loss rare.
+        let size: libc::c_int = 8 << 20;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        // Wake up now and then to notice we were asked to stop.
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        check(
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            ),
+            "setting the receive timeout",
+        )?;
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = CN_IDX_PROC;
+        check(
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            ),
+            "binding to the proc connector",
+        )?;
+
+        let mut msg = [0u8; NLMSG_HDRLEN + CN_MSG_LEN + 4];
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+        msg[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+        msg[16..20].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        msg[20..24].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        msg[32..34].copy_from_slice(&4u16.to_ne_bytes());
+        msg[36..40].copy_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+        let sent = libc::send(fd, msg.as_ptr().cast(), msg.len(), 0);
+        if sent < 0 {
+            bail!("subscribing: {}", io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// (parent tgid, child tgid, timestamp ns) of a process fork; threads are not processes.
+fn parse_fork(msg: &[u8]) -> Option<(u32, u32, u64)> {
+    if u32_at(msg, EV)? != PROC_EVENT_FORK {
+        return None;
+    }
+    let ts = u64::from_ne_bytes(msg.get(EV + 8..EV + 16)?.try_into().ok()?);
+    let parent_tgid = u32_at(msg, EV + 20)?;
+    let child_pid = u32_at(msg, EV + 24)?;
+    let child_tgid = u32_at(msg, EV + 28)?;
+    (child_pid == child_tgid).then_some((parent_tgid, child_tgid, ts))
+}
+
+fn listen(sock: &OwnedFd, forks: &Mutex<Forks>, lost: &AtomicU64, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ENOBUFS) => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {}
+                _ => return,
+            }
+            continue;
+        }
+        let mut rest = &buf[..n as usize];
+        while rest.len() >= NLMSG_HDRLEN {
+            let len = u32_at(rest, 0).unwrap_or(0) as usize;
+            if len < NLMSG_HDRLEN || len > rest.len() {
+                break;
+            }
+            if let Some((parent, child, ts)) = parse_fork(&rest[..len]) {
+                forks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(parent, child, ts);
+            }
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(us: u32) -> u64 {
+        u64::from(us) << 10
+    }
+
+    #[test]
+    fn descendants_of_a_root_are_members() {
+        let mut f = Forks::default();
+        f.add_root(100);
+        f.record(100, 200, at(10));
+        f.record(200, 300, at(20));
+        f.record(999, 400, at(30));
+        assert!(f.member(100, 5));
+        assert!(f.member(200, 11));
+        assert!(f.member(300, 21));
+        assert!(!f.member(400, 31));
+        assert!(
+            !f.member(555, 40),
+            "never forked during the run, not a root"
+        );
+    }
+
+    #[test]
+    fn a_recycled_pid_belongs_by_its_own_fork() {
+        let mut f = Forks::default();
+        f.add_root(100);
+        // 200 existed before the run (an outsider), then is reused by the tree, then by an
+        // outsider again.
+        f.record(100, 200, at(50));
+        f.record(7, 200, at(90));
+        assert!(!f.member(200, 40), "the incarnation from before the run");
+        assert!(f.member(200, 51));
+        assert!(!f.member(200, 91));
+        assert!(
+            !f.member(200, 0),
+            "no incarnation time: the latest fork decides"
+        );
+        let mut g = Forks::default();
+        g.add_root(100);
+        g.record(100, 200, at(50));
+        assert!(g.member(200, 0));
+    }
+
+    #[test]
+    fn membership_follows_the_parent_at_fork_time() {
+        let mut f = Forks::default();
+        f.add_root(100);
+        // 300 was forked by 200 at t=20, when 200 was an outsider; 200 later became a member.
+        f.record(8, 200, at(10));
+        f.record(200, 300, at(20));
+        f.record(100, 200, at(30));
+        f.record(200, 301, at(40));
+        assert!(!f.member(300, 25));
+        assert!(f.member(301, 45));
+    }
+
+    #[test]
+    fn time_comparisons_wrap() {
+        assert!(after_or_at(5, u32::MAX - 5));
+        assert!(!after_or_at(u32::MAX - 5, 5));
+        assert!(after_or_at(7, 7));
+    }
+
+    #[test]
+    fn fork_events_parse_and_threads_are_skipped() {
+        let mut msg = vec![0u8; EV + 32];
+        msg[EV..EV + 4].copy_from_slice(&PROC_EVENT_FORK.to_ne_bytes());
+        msg[EV + 8..EV + 16].copy_from_slice(&123_456u64.to_ne_bytes());
+        msg[EV + 20..EV + 24].copy_from_slice(&10u32.to_ne_bytes());
+        msg[EV + 24..EV + 28].copy_from_slice(&11u32.to_ne_bytes());
+        msg[EV + 28..EV + 32].copy_from_slice(&11u32.to_ne_bytes());
+        assert_eq!(parse_fork(&msg), Some((10, 11, 123_456)));
+        msg[EV + 28..EV + 32].copy_from_slice(&10u32.to_ne_bytes());
+        assert_eq!(parse_fork(&msg), None, "a thread");
+        assert_eq!(parse_fork(&msg[..EV + 10]), None, "truncated");
+    }
+}
