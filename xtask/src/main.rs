@@ -3,7 +3,7 @@ use std::{path::Path, process::Command};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::{
-    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECT, EBPF_SOURCES_DIGEST,
+    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS, EBPF_SOURCES_DIGEST,
 };
 
 #[derive(Parser)]
@@ -15,7 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Compile profiler-ebpf for the BPF target and refresh the embedded object and its digest.
+    /// Compile profiler-ebpf for the BPF target and refresh the embedded object, the bench
+    /// reference objects and their sources digest.
     BuildEbpf {
         /// cargo for the BPF build: Debian's cargo-web by default (see scripts/install-ebpf-toolchain.sh).
         #[arg(long, env = "BPF_CARGO", default_value = "/usr/bin/cargo")]
@@ -66,16 +67,18 @@ fn build_ebpf(root: &Path, cargo: &str, rustc: &str) -> Result<()> {
     if !status.success() {
         bail!("BPF build failed ({status})");
     }
-    let built = target_dir.join("bpfel-unknown-none/release/profiler");
-    std::fs::copy(&built, root.join(EBPF_OBJECT))
-        .with_context(|| format!("copying {} to {EBPF_OBJECT}", built.display()))?;
+    for (bin, object) in EBPF_OBJECTS {
+        let built = target_dir.join("bpfel-unknown-none/release").join(bin);
+        std::fs::copy(&built, root.join(object))
+            .with_context(|| format!("copying {} to {object}", built.display()))?;
+        println!(
+            "wrote {object} ({} bytes)",
+            std::fs::metadata(root.join(object))?.len()
+        );
+    }
     std::fs::write(
         root.join(EBPF_SOURCES_DIGEST),
         ebpf_sources_digest(root)? + "\n",
     )?;
-    println!(
-        "wrote {EBPF_OBJECT} ({} bytes)",
-        std::fs::metadata(root.join(EBPF_OBJECT))?.len()
-    );
     Ok(())
 }
