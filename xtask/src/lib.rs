@@ -1,5 +1,7 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
+pub mod bench;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};

@@ -1,8 +1,12 @@
-use std::{path::Path, process::Command};
+use std::{
+    path::Path,
+    process::{Command, ExitCode},
+};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
+    bench::{self, workload::WorkerArgs, BenchArgs},
     check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS, EBPF_SOURCES_DIGEST,
 };
 
@@ -27,13 +31,47 @@ enum Cmd {
     },
     /// Fail if the embedded object is older than the eBPF sources.
     CheckEbpf,
+    /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
+    /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
+    Bench(BenchArgs),
+    /// A workload process of `bench` (the harness runs itself).
+    #[command(hide = true)]
+    BenchWorker(WorkerArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line names the flag and the problem; the usage block after
+            // it is noise in a script's log.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid command line");
+            eprintln!(
+                "xtask: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let root = workspace_root();
-    match Cli::parse().cmd {
+    let result = match cli.cmd {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
+        Cmd::Bench(args) => bench::run(&root, args, &argv),
+        Cmd::BenchWorker(args) => bench::workload::worker_main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
