@@ -101,10 +101,11 @@ impl Config {
             kind: ConfigKind::Daemon(v),
         }
     }
-    pub fn bpftrace() -> Config {
+    /// `version` as `bpftrace --version` prints it, e.g. "bpftrace v0.17.0".
+    pub fn bpftrace(version: &str) -> Config {
         Config {
             name: "bpftrace".into(),
-            what: "bpftrace, `hist()` per (pid, syscall) on raw_syscalls tracepoints".into(),
+            what: format!("{version}, `hist()` per (pid, syscall) on raw_syscalls tracepoints"),
             kind: ConfigKind::Bpftrace,
         }
     }
@@ -372,6 +373,17 @@ impl Drop for Bpftrace {
     fn drop(&mut self) {
         terminate(&mut self.child, libc::SIGINT, Duration::from_secs(10));
     }
+}
+
+/// What `bin --version` prints, trimmed; `fallback` if it prints nothing.
+pub fn version_of(bin: &Path, fallback: &str) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| fallback.to_string())
 }
 
 /// `name` on $PATH, if executable.

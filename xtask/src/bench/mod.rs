@@ -179,8 +179,8 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         daemon_bin,
         bpftrace,
     };
-    if env.bpftrace.is_some() {
-        configs.push(Config::bpftrace());
+    if let Some(bin) = &env.bpftrace {
+        configs.push(Config::bpftrace(&attach::version_of(bin, "bpftrace")));
     }
 
     // One untimed pass attaching every configuration: it fails early on a broken setup, and

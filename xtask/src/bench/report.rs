@@ -372,7 +372,7 @@ mod tests {
             }),
         ];
         if with_bpftrace {
-            configs.push(Config::bpftrace());
+            configs.push(Config::bpftrace("bpftrace v0.17.0"));
         }
         let mut s = SyscallResults::new(configs, vec![Workload::Getppid, Workload::MixedIo]);
         // none 90, floor 130, limit 180, profiler 200 on getppid.
@@ -464,7 +464,10 @@ mod tests {
             "{md}"
         );
         // bpftrace median of 340, 350, 490.
-        assert!(md.contains("| bpftrace |"), "{md}");
+        assert!(
+            md.contains("| bpftrace | bpftrace v0.17.0, `hist()` per (pid, syscall)"),
+            "{md}"
+        );
         assert!(md.contains("350 (+260), 340–490"), "{md}");
     }
 
