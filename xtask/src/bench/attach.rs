@@ -213,9 +213,15 @@ fn terminate(
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let deadline = Instant::now() + grace;
+    let mut next_signal = Instant::now();
     while Instant::now() < deadline {
+        // Repeated: bpftrace 0.17 can miss a SIGINT that lands just as it starts polling, and
+        // then sleeps until its next event, which with this script never comes.
+        if Instant::now() >= next_signal {
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            next_signal += Duration::from_secs(1);
+        }
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }

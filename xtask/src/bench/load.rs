@@ -86,14 +86,31 @@ pub fn agent() -> ureq::Agent {
         .build()
 }
 
-/// `/stats?top=1`'s `kernel_maps.hists_entries`: how many (process, syscall) series the kernel
-/// holds. `None` if the daemon's schema has no such field.
-pub fn hists_entries(agent: &ureq::Agent, base: &str) -> Option<u64> {
+/// The daemon's view of its (process, syscall) map, from `/stats?top=1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelMap {
+    /// Series in the kernel map: every process on the host, not only the load's.
+    pub entries: u64,
+    pub capacity: Option<u64>,
+    /// Events dropped because the map was full, since the daemon started.
+    pub dropped: Option<u64>,
+}
+
+pub fn parse_kernel_map(stats: &serde_json::Value) -> Option<KernelMap> {
+    let maps = stats.get("kernel_maps")?;
+    Some(KernelMap {
+        entries: maps.get("hists_entries")?.as_u64()?,
+        capacity: maps.get("hists_capacity").and_then(|v| v.as_u64()),
+        dropped: maps.pointer("/drops/hists_full").and_then(|v| v.as_u64()),
+    })
+}
+
+/// `None` if the daemon's schema has no such fields.
+pub fn kernel_map(agent: &ureq::Agent, base: &str) -> Option<KernelMap> {
     let resp = agent.get(&format!("{base}/stats?top=1")).call().ok()?;
     let mut body = String::new();
     resp.into_reader().read_to_string(&mut body).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.pointer("/kernel_maps/hists_entries")?.as_u64()
+    parse_kernel_map(&serde_json::from_str(&body).ok()?)
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -194,6 +211,23 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
         assert_eq!(parse_status_kib("VmRSSX:\t1 kB", "VmRSS"), None);
+    }
+
+    #[test]
+    fn kernel_map_fields() {
+        let v = serde_json::json!({"kernel_maps": {"hists_entries": 12, "hists_capacity": 16384,
+            "drops": {"hists_full": 3}}});
+        assert_eq!(
+            parse_kernel_map(&v),
+            Some(KernelMap {
+                entries: 12,
+                capacity: Some(16384),
+                dropped: Some(3)
+            })
+        );
+        let v = serde_json::json!({"kernel_maps": {"hists_entries": 12}});
+        assert_eq!(parse_kernel_map(&v).map(|m| m.capacity), Some(None));
+        assert_eq!(parse_kernel_map(&serde_json::json!({})), None);
     }
 
     #[test]

@@ -23,8 +23,8 @@ use attach::{
     attach, find_on_path, parse_daemon_variant, Config, ConfigKind, Daemon, DaemonVariant, Env,
     Tracefs, DAEMON_VARIANTS,
 };
-use report::{HttpRow, Machine, Report, SeriesRow, SyscallResults};
-use workload::{time_workload, SeriesLoad, Workload};
+use report::{Clock, HttpRow, Machine, Report, SeriesRow, SyscallResults};
+use workload::{time_workload, PerSyscall, SeriesLoad, Workload};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -201,15 +201,17 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     }
     let machine_before = machine(root);
 
-    let mut results = SyscallResults::new(usable, Workload::ALL.to_vec());
+    let mut wall = SyscallResults::new(usable, Workload::ALL.to_vec());
+    let mut cpu = wall.clone();
     let mut rounds = RoundLog::new(if args.quick { 60 } else { 180 });
     while rounds.kept < settings.rounds as usize {
         let before = rounds.wait_for_clean_host();
-        let samples = run_round(&results, &env, &exe, &settings, rounds.kept)?;
+        let samples = run_round(&wall, &env, &exe, &settings, rounds.kept)?;
         let after = tracers::foreign_tracers();
         if rounds.keep(&before, &after, settings.rounds as usize) {
             for (c, w, ns) in samples {
-                results.samples[c][w].push(ns);
+                wall.samples[c][w].push(ns.wall);
+                cpu.samples[c][w].push(ns.cpu);
             }
         }
     }
@@ -259,7 +261,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             ),
         ],
         notes,
-        syscalls: results,
+        syscalls: vec![(Clock::Wall, wall), (Clock::Cpu, cpu)],
         series: load.series,
         series_window_secs: settings.window.as_secs_f64(),
         http: load.http,
@@ -277,14 +279,14 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
 }
 
 /// One round: every configuration in the round's order, every workload under each. Returns
-/// (configuration, workload, ns per syscall) triples.
+/// (configuration, workload, cost per syscall) triples. Prints wall/on-CPU ns per workload.
 fn run_round(
     results: &SyscallResults,
     env: &Env,
     exe: &Path,
     settings: &Settings,
     round: usize,
-) -> Result<Vec<(usize, usize, f64)>> {
+) -> Result<Vec<(usize, usize, PerSyscall)>> {
     let t0 = Instant::now();
     let mut samples = Vec::new();
     let mut line = format!("round {}/{}:", round + 1, settings.rounds);
@@ -295,13 +297,13 @@ fn run_round(
         let mut cells = Vec::new();
         for (w, &workload) in results.workloads.iter().enumerate() {
             let ns = time_workload(exe, workload, settings.syscalls(workload))?;
-            cells.push(format!("{ns:.0}"));
+            cells.push(format!("{:.0}/{:.0}", ns.wall, ns.cpu));
             samples.push((c, w, ns));
         }
         attached
             .detach()
             .with_context(|| format!("detaching configuration {}", config.name))?;
-        line.push_str(&format!(" {} {}", config.name, cells.join("/")));
+        line.push_str(&format!(" | {} {}", config.name, cells.join(" ")));
     }
     println!("{line} ({:.0} s)", t0.elapsed().as_secs_f64());
     Ok(samples)
@@ -453,18 +455,18 @@ fn measure_load(
         procs.check_alive()?;
         let cpu_percent = load::cpu_percent(daemon.pid(), settings.window)?;
         let rss_kib = load::status_kib(daemon.pid(), "VmRSS")?;
-        let hists_entries = load::hists_entries(&agent, &daemon.base);
+        let kernel_map = load::kernel_map(&agent, &daemon.base);
         println!(
             "{} with {target} live series: {cpu_percent:.1}% CPU, RSS {:.1} MiB (kernel map: {})",
             variant.name,
             rss_kib as f64 / 1024.0,
-            hists_entries.map_or_else(|| "?".into(), |n| n.to_string())
+            kernel_map.map_or_else(|| "?".into(), |m| m.entries.to_string())
         );
         out.series.push(SeriesRow {
             daemon: variant.name.clone(),
             target,
             processes,
-            hists_entries,
+            kernel_map,
             cpu_percent,
             rss_kib,
         });
@@ -531,8 +533,8 @@ fn measure_load(
 fn wait_for_series(agent: &ureq::Agent, base: &str, target: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        match load::hists_entries(agent, base) {
-            Some(n) if n >= target => break,
+        match load::kernel_map(agent, base) {
+            Some(m) if m.entries >= target || Some(m.entries) == m.capacity => break,
             Some(_) => std::thread::sleep(Duration::from_millis(250)),
             None => {
                 std::thread::sleep(Duration::from_secs(3));

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::{
     attach::{Config, ConfigKind},
-    load::HttpResult,
+    load::{HttpResult, KernelMap},
     stats::{median, min_max, overhead_ratio, percentile},
     workload::Workload,
 };
@@ -49,12 +49,50 @@ impl SyscallResults {
     }
 }
 
+/// Which clock a set of results was read from (see workload::PerSyscall).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    Wall,
+    Cpu,
+}
+
+impl Clock {
+    fn title(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall clock",
+            Clock::Cpu => "on-CPU time",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall",
+            Clock::Cpu => "on-CPU",
+        }
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            Clock::Wall => {
+                "CLOCK_MONOTONIC around the loop: what the program experiences, including any \
+                 time the scheduler gave its CPU to another process"
+            }
+            Clock::Cpu => {
+                "CLOCK_THREAD_CPUTIME_ID around the loop: the time the looping thread was on a \
+                 CPU, user and kernel, tracing programs included (they run in its context). \
+                 Time other processes held the CPU is left out, so on a shared machine these \
+                 are the figures to compare"
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SeriesRow {
     pub daemon: String,
     pub target: u64,
     pub processes: usize,
-    pub hists_entries: Option<u64>,
+    pub kernel_map: Option<KernelMap>,
     pub cpu_percent: f64,
     pub rss_kib: u64,
 }
@@ -76,7 +114,8 @@ pub struct Report {
     pub command: String,
     pub settings: Vec<String>,
     pub notes: Vec<String>,
-    pub syscalls: SyscallResults,
+    /// The same runs read from each clock.
+    pub syscalls: Vec<(Clock, SyscallResults)>,
     pub series: Vec<SeriesRow>,
     pub series_window_secs: f64,
     pub http: Vec<HttpRow>,
@@ -110,7 +149,6 @@ fn ms(v: Option<f64>) -> String {
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let s = &r.syscalls;
     let m = &r.machine;
     let _ = writeln!(
         out,
@@ -137,14 +175,28 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "- Note: {note}");
     }
 
+    for (clock, results) in &r.syscalls {
+        render_costs(&mut out, *clock, results, r.syscalls.len() > 1);
+    }
+    render_ratios(&mut out, &r.syscalls);
+    render_load(&mut out, r);
+    out
+}
+
+fn render_costs(out: &mut String, clock: Clock, s: &SyscallResults, titled: bool) {
+    let title = if titled {
+        format!(" ({})", clock.title())
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "\n## Cost per syscall\n\n\
-         ns per syscall as the workload's own loop sees it (CLOCK_MONOTONIC around the loop, in a \
-         fresh child process per run). Each cell: the median over the rounds, its overhead over \
-         `none` in parentheses, then the lowest–highest per-round value. Configurations were \
-         alternated within each round (forward, then backward) so drift of the machine weighs on \
-         all alike.\n"
+        "\n## Cost per syscall{title}\n\n\
+         ns per syscall by {}. Each workload runs in a fresh child process. Each cell: the \
+         median over the rounds, its overhead over `none` in parentheses, then the \
+         lowest–highest per-round value. Configurations were alternated within each round \
+         (forward, then backward) so drift of the machine weighs on all alike.\n",
+        clock.how()
     );
     let none = s.find(|k| *k == ConfigKind::Nothing);
     let _ = write!(out, "| configuration | what |");
@@ -173,21 +225,67 @@ pub fn render(r: &Report) -> String {
         }
         out.push('\n');
     }
-
-    render_ratios(&mut out, s, none);
-    render_load(&mut out, r);
-    out
 }
 
-fn render_ratios(out: &mut String, s: &SyscallResults, none: Option<usize>) {
-    let Some(none) = none else { return };
+fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
+    let mut rows = Vec::new();
+    let mut spans = Vec::new();
+    for (clock, s) in clocks {
+        let suffix = if clocks.len() > 1 {
+            format!(" ({})", clock.short())
+        } else {
+            String::new()
+        };
+        let (r, sp) = ratio_rows(s, &suffix);
+        rows.extend(r);
+        spans.extend(sp);
+    }
+    let Some((_, first)) = clocks.first() else {
+        return;
+    };
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Overhead ratios\n\n\
+         `a / b` is (a − none) / (b − none), from the medians above: how many times the cost \
+         that `b` adds to a syscall `a` adds. For bpftrace, the ratio of its lowest and highest \
+         per-round value follows in parentheses (its cost here has been seen to be bimodal). \
+         n/a: the reference adds no measurable cost.\n"
+    );
+    let _ = write!(out, "| ratio |");
+    for w in &first.workloads {
+        let _ = write!(out, " {} |", w.label());
+    }
+    let _ = write!(out, "\n| --- |");
+    for _ in &first.workloads {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    for (label, cells) in rows {
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    for span in spans {
+        let _ = writeln!(out, "\n{span}");
+    }
+}
+
+type Row = (String, Vec<String>);
+
+/// The ratio rows of one clock's results, and a sentence giving bpftrace's per-round range.
+fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut spans = Vec::new();
+    let Some(none) = s.find(|k| *k == ConfigKind::Nothing) else {
+        return (rows, spans);
+    };
     let floor = s.find(|k| *k == ConfigKind::Floor);
     let limit = s.find(|k| *k == ConfigKind::Limit);
     let bpftrace = s.find(|k| *k == ConfigKind::Bpftrace);
     let daemons: Vec<usize> = (0..s.configs.len())
         .filter(|&c| matches!(s.configs[c].kind, ConfigKind::Daemon(_)))
         .collect();
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let ratio_row = |a: usize, b: usize| -> Vec<String> {
         (0..s.workloads.len())
             .map(
@@ -202,78 +300,65 @@ fn render_ratios(out: &mut String, s: &SyscallResults, none: Option<usize>) {
         let name = &s.configs[d].name;
         for (reference, label) in [(floor, "floor"), (limit, "limit")] {
             if let Some(reference) = reference {
-                rows.push((format!("{name} / {label}"), ratio_row(d, reference)));
+                rows.push((format!("{name} / {label}{suffix}"), ratio_row(d, reference)));
             }
         }
     }
-    if let Some(bt) = bpftrace {
-        for &d in &daemons {
-            // Both ends of bpftrace's per-round range too: its cost here is bimodal.
-            let cells = (0..s.workloads.len())
-                .map(|w| {
-                    let (Some(base), Some(dm), Some(bm), Some((lo, hi))) = (
-                        s.median(none, w),
-                        s.median(d, w),
-                        s.median(bt, w),
-                        min_max(&s.samples[bt][w]),
-                    ) else {
-                        return "–".to_string();
-                    };
-                    format!(
-                        "{} ({}–{})",
-                        ratio(overhead_ratio(bm, dm, base)),
-                        ratio(overhead_ratio(lo, dm, base)),
-                        ratio(overhead_ratio(hi, dm, base))
-                    )
-                })
-                .collect();
-            rows.push((format!("bpftrace / {}", s.configs[d].name), cells));
-        }
-    }
-    if rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\n## Overhead ratios\n\n\
-         `a / b` is (a − none) / (b − none), from the medians above: how many times the cost \
-         that `b` adds to a syscall `a` adds. For bpftrace, the ratio of its lowest and highest \
-         per-round value follows in parentheses (its cost here has been seen to be bimodal). \
-         n/a: the reference adds no measurable cost.\n"
-    );
-    let _ = write!(out, "| ratio |");
-    for w in &s.workloads {
-        let _ = write!(out, " {} |", w.label());
-    }
-    let _ = write!(out, "\n| --- |");
-    for _ in &s.workloads {
-        let _ = write!(out, " ---: |");
-    }
-    out.push('\n');
-    for (label, cells) in rows {
-        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
-    }
-    if let Some(bt) = bpftrace {
-        let spans: Vec<String> = (0..s.workloads.len())
-            .filter_map(|w| {
-                let base = s.median(none, w)?;
-                let (lo, hi) = min_max(&s.samples[bt][w])?;
-                Some(format!(
-                    "{} {} to {} ns",
-                    s.workloads[w].label(),
-                    signed_ns(lo - base),
-                    signed_ns(hi - base)
-                ))
+    let Some(bt) = bpftrace else {
+        return (rows, spans);
+    };
+    for &d in &daemons {
+        // Both ends of bpftrace's per-round range too: its cost here is bimodal.
+        let cells = (0..s.workloads.len())
+            .map(|w| {
+                let (Some(base), Some(dm), Some(bm), Some((lo, hi))) = (
+                    s.median(none, w),
+                    s.median(d, w),
+                    s.median(bt, w),
+                    min_max(&s.samples[bt][w]),
+                ) else {
+                    return "–".to_string();
+                };
+                format!(
+                    "{} ({}–{})",
+                    ratio(overhead_ratio(bm, dm, base)),
+                    ratio(overhead_ratio(lo, dm, base)),
+                    ratio(overhead_ratio(hi, dm, base))
+                )
             })
             .collect();
-        if !spans.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nbpftrace's overhead per round, lowest to highest: {}.",
-                spans.join("; ")
-            );
-        }
+        rows.push((format!("bpftrace / {}{suffix}", s.configs[d].name), cells));
     }
+    let parts: Vec<String> = (0..s.workloads.len())
+        .filter_map(|w| {
+            let base = s.median(none, w)?;
+            let (lo, hi) = min_max(&s.samples[bt][w])?;
+            Some(format!(
+                "{} {} to {} ns",
+                s.workloads[w].label(),
+                signed_ns(lo - base),
+                signed_ns(hi - base)
+            ))
+        })
+        .collect();
+    if !parts.is_empty() {
+        spans.push(format!(
+            "bpftrace's overhead per round{suffix}, lowest to highest: {}.",
+            parts.join("; ")
+        ));
+    }
+    (rows, spans)
+}
+
+fn map_cell(m: KernelMap) -> String {
+    let mut cell = m.entries.to_string();
+    if let Some(cap) = m.capacity {
+        let _ = write!(cell, " of {cap}");
+    }
+    if let Some(d) = m.dropped.filter(|&d| d > 0) {
+        let _ = write!(cell, ", full: {d} events dropped");
+    }
+    cell
 }
 
 fn render_load(out: &mut String, r: &Report) {
@@ -285,8 +370,9 @@ fn render_load(out: &mut String, r: &Report) {
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
              events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
              {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window. \"in kernel map\" \
-             is the daemon's own `kernel_maps.hists_entries` (all processes on the host, so a \
-             little above the target).\n",
+             is the daemon's own `kernel_maps` (its series of every process on the host, so \
+             above the target by whatever else runs; a full map drops the events of new \
+             series).\n",
             r.series_window_secs
         );
         let _ = writeln!(
@@ -301,8 +387,7 @@ fn render_load(out: &mut String, r: &Report) {
                 row.daemon,
                 row.target,
                 row.processes,
-                row.hists_entries
-                    .map_or_else(|| "–".to_string(), |n| n.to_string()),
+                row.kernel_map.map_or_else(|| "–".to_string(), map_cell),
                 row.cpu_percent,
                 row.rss_kib as f64 / 1024.0
             );
@@ -405,12 +490,16 @@ mod tests {
             command: "cargo xtask bench --quick".into(),
             settings: vec!["3 rounds".into()],
             notes: vec!["noisy".into()],
-            syscalls: results(with_bpftrace),
+            syscalls: vec![(Clock::Wall, results(with_bpftrace))],
             series: vec![SeriesRow {
                 daemon: "profiler".into(),
                 target: 10_000,
                 processes: 100,
-                hists_entries: Some(10_123),
+                kernel_map: Some(KernelMap {
+                    entries: 10_123,
+                    capacity: Some(16_384),
+                    dropped: None,
+                }),
                 cpu_percent: 12.34,
                 rss_kib: 20 * 1024,
             }],
@@ -496,16 +585,52 @@ mod tests {
     #[test]
     fn a_reference_adding_nothing_gives_na() {
         let mut r = report(false);
-        r.syscalls.samples[1][0] = vec![90.0];
+        r.syscalls[0].1.samples[1][0] = vec![90.0];
         let md = render(&r);
         assert!(md.contains("| profiler / floor | n/a |"), "{md}");
+    }
+
+    #[test]
+    fn two_clocks_get_a_section_and_ratio_rows_each() {
+        let mut r = report(true);
+        let mut cpu = results(true);
+        cpu.samples[3][0] = vec![180.0]; // profiler on-CPU: (180-90)/(130-90) = 2.25
+        r.syscalls.push((Clock::Cpu, cpu));
+        let md = render(&r);
+        assert!(md.contains("## Cost per syscall (wall clock)"), "{md}");
+        assert!(md.contains("## Cost per syscall (on-CPU time)"), "{md}");
+        assert!(md.contains("CLOCK_THREAD_CPUTIME_ID"), "{md}");
+        assert!(md.contains("| profiler / floor (wall) | 2.75 |"), "{md}");
+        assert!(md.contains("| profiler / floor (on-CPU) | 2.25 |"), "{md}");
+        assert!(md.contains("| bpftrace / profiler (on-CPU) |"), "{md}");
+        assert!(
+            md.contains("bpftrace's overhead per round (on-CPU), lowest to highest"),
+            "{md}"
+        );
+        assert_eq!(md.matches("## Overhead ratios").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn a_full_kernel_map_says_so() {
+        let full = KernelMap {
+            entries: 16_384,
+            capacity: Some(16_384),
+            dropped: Some(42),
+        };
+        assert_eq!(map_cell(full), "16384 of 16384, full: 42 events dropped");
+        let bare = KernelMap {
+            entries: 7,
+            capacity: None,
+            dropped: Some(0),
+        };
+        assert_eq!(map_cell(bare), "7");
     }
 
     #[test]
     fn renders_series_and_http() {
         let md = render(&report(false));
         assert!(
-            md.contains("| profiler | 10000 | 100 | 10123 | 12.3 | 20.0 |"),
+            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.3 | 20.0 |"),
             "{md}"
         );
         // 100 latencies 1..=100 ms: p50 50, p99 99, max 100; 10 req/s; 2 KiB each.

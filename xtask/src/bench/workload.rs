@@ -59,7 +59,7 @@ pub struct WorkerArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Job {
-    /// Run a workload and print `ns_per_syscall=<float>`.
+    /// Run a workload and print `wall_ns_per_syscall=<float>` and `cpu_ns_per_syscall=<float>`.
     Time {
         #[arg(long, value_enum)]
         workload: Workload,
@@ -94,7 +94,8 @@ pub fn worker_main(args: WorkerArgs) -> Result<()> {
                 Workload::GetppidAllCpus => getppid_all_cpus(syscalls)?,
                 Workload::MixedIo => mixed_io(syscalls)?,
             };
-            println!("ns_per_syscall={ns}");
+            println!("wall_ns_per_syscall={}", ns.wall);
+            println!("cpu_ns_per_syscall={}", ns.cpu);
             Ok(())
         }
         Job::Series {
@@ -106,14 +107,43 @@ pub fn worker_main(args: WorkerArgs) -> Result<()> {
     }
 }
 
-/// Runs `f(n / 10)` untimed (the thread's first syscalls allocate tracer state; caches warm),
-/// then times `f(n)` on CLOCK_MONOTONIC (`Instant`), read through the vDSO, so the clock adds no
-/// syscall of its own.
-fn time_per_call(n: u64, f: impl Fn(u64) -> Result<()>) -> Result<f64> {
+/// The cost of one syscall by two clocks. `wall` is CLOCK_MONOTONIC (`Instant`, read through
+/// the vDSO, so the clock adds no syscall of its own): what the program experiences, including
+/// any time the scheduler gave its CPU to someone else. `cpu` is CLOCK_THREAD_CPUTIME_ID: the
+/// time the thread was on a CPU, user and kernel (tracing programs run in the thread's own
+/// context, so they count). On an idle machine the two agree; on a shared one only `cpu` keeps
+/// other processes out of the figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PerSyscall {
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+fn thread_cpu_ns() -> Result<u128> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        bail!(
+            "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128)
+}
+
+/// Times `f(n)` on both clocks of [`PerSyscall`], after an untimed `f(n / 10)`: a thread's first
+/// syscalls allocate tracer state, and caches warm.
+fn time_per_call(n: u64, f: impl Fn(u64) -> Result<()>) -> Result<PerSyscall> {
     f((n / 10).max(1))?;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), thread_cpu_ns()?);
     f(n)?;
-    Ok(t0.elapsed().as_nanos() as f64 / n as f64)
+    let (c1, t1) = (thread_cpu_ns()?, Instant::now());
+    Ok(PerSyscall {
+        wall: (t1 - t0).as_nanos() as f64 / n as f64,
+        cpu: (c1 - c0) as f64 / n as f64,
+    })
 }
 
 fn getppid_loop(n: u64) {
@@ -122,22 +152,22 @@ fn getppid_loop(n: u64) {
     }
 }
 
-fn getppid_all_cpus(n: u64) -> Result<f64> {
+fn getppid_all_cpus(n: u64) -> Result<PerSyscall> {
     let cpus = allowed_cpus()?;
     let barrier = Barrier::new(cpus.len());
-    let per_thread: Vec<Result<f64>> = std::thread::scope(|s| {
+    let per_thread: Vec<Result<PerSyscall>> = std::thread::scope(|s| {
         let handles: Vec<_> = cpus
             .iter()
             .map(|&cpu| {
                 let barrier = &barrier;
                 s.spawn(move || {
                     pin_to(cpu)?;
-                    getppid_loop((n / 10).max(1));
                     // Start together so the loops overlap for their whole length.
                     barrier.wait();
-                    let t0 = Instant::now();
-                    getppid_loop(n);
-                    Ok(t0.elapsed().as_nanos() as f64 / n as f64)
+                    time_per_call(n, |n| {
+                        getppid_loop(n);
+                        Ok(())
+                    })
                 })
             })
             .collect();
@@ -149,9 +179,15 @@ fn getppid_all_cpus(n: u64) -> Result<f64> {
             })
             .collect()
     });
-    let per_thread = per_thread.into_iter().collect::<Result<Vec<f64>>>()?;
+    let per_thread = per_thread
+        .into_iter()
+        .collect::<Result<Vec<PerSyscall>>>()?;
     // The cost one syscall sees while all CPUs run the loop.
-    Ok(per_thread.iter().sum::<f64>() / per_thread.len() as f64)
+    let k = per_thread.len() as f64;
+    Ok(PerSyscall {
+        wall: per_thread.iter().map(|p| p.wall).sum::<f64>() / k,
+        cpu: per_thread.iter().map(|p| p.cpu).sum::<f64>() / k,
+    })
 }
 
 fn allowed_cpus() -> Result<Vec<usize>> {
@@ -181,7 +217,7 @@ fn pin_to(cpu: usize) -> Result<()> {
 /// Syscalls per iteration of the mixed workload.
 const MIXED_SYSCALLS: u64 = 5;
 
-fn mixed_io(syscalls: u64) -> Result<f64> {
+fn mixed_io(syscalls: u64) -> Result<PerSyscall> {
     let mut fds = [0i32; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         bail!("pipe2: {}", std::io::Error::last_os_error());
@@ -262,8 +298,8 @@ pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
     }
 }
 
-/// Runs one workload in a child and returns its ns per syscall.
-pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<f64> {
+/// Runs one workload in a child and returns its cost per syscall.
+pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<PerSyscall> {
     let out = worker_command(exe)
         .args(["time", "--workload", workload.arg()])
         .args(["--syscalls", &syscalls.to_string()])
@@ -280,20 +316,26 @@ pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<f6
             stderr.lines().last().unwrap_or("")
         );
     }
-    parse_ns_per_syscall(&stdout).with_context(|| {
+    parse_worker_output(&stdout).with_context(|| {
         format!(
-            "the {} workload printed no ns_per_syscall= line: {stdout:?}",
+            "the {} workload did not print its two costs: {stdout:?}",
             workload.label()
         )
     })
 }
 
-pub fn parse_ns_per_syscall(stdout: &str) -> Option<f64> {
-    stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ns_per_syscall="))
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
+pub fn parse_worker_output(stdout: &str) -> Option<PerSyscall> {
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    Some(PerSyscall {
+        wall: field("wall_ns_per_syscall")?,
+        cpu: field("cpu_ns_per_syscall")?,
+    })
 }
 
 /// Processes that each keep `per_process` series alive; killed when dropped.
@@ -362,14 +404,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_worker_line() {
-        assert_eq!(parse_ns_per_syscall("ns_per_syscall=87.5\n"), Some(87.5));
+    fn parses_the_worker_lines() {
+        let both = |w, c| Some(PerSyscall { wall: w, cpu: c });
         assert_eq!(
-            parse_ns_per_syscall("noise\nns_per_syscall=12\n"),
-            Some(12.0)
+            parse_worker_output("wall_ns_per_syscall=87.5\ncpu_ns_per_syscall=86\n"),
+            both(87.5, 86.0)
         );
-        assert_eq!(parse_ns_per_syscall("ns_per_syscall=NaN"), None);
-        assert_eq!(parse_ns_per_syscall("ns_per_syscall=-3"), None);
-        assert_eq!(parse_ns_per_syscall(""), None);
+        assert_eq!(
+            parse_worker_output("noise\ncpu_ns_per_syscall=1\nwall_ns_per_syscall=2\n"),
+            both(2.0, 1.0)
+        );
+        assert_eq!(parse_worker_output("wall_ns_per_syscall=87.5\n"), None);
+        assert_eq!(
+            parse_worker_output("wall_ns_per_syscall=NaN\ncpu_ns_per_syscall=1"),
+            None
+        );
+        assert_eq!(
+            parse_worker_output("wall_ns_per_syscall=-3\ncpu_ns_per_syscall=1"),
+            None
+        );
+        assert_eq!(parse_worker_output(""), None);
     }
 }
