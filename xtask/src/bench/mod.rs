@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Leave out the series (CPU, RSS) and HTTP measurements.
     #[arg(long)]
     pub no_load: bool,
+    /// Seconds the whole run may spend waiting for someone else's tracing programs to go
+    /// (see docs/benchmarks.md's notes) [default: 120; --quick: 30]. 0: never wait.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub max_wait: Option<u64>,
     /// Where to write the report [default: docs/benchmarks.md in the workspace].
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -77,14 +81,15 @@ pub struct Settings {
     pub window: Duration,
     pub http: Duration,
     pub clients: usize,
+    pub max_wait: Duration,
 }
 
 impl BenchArgs {
     pub fn settings(&self) -> Settings {
-        let (rounds, iters, window, http) = if self.quick {
-            (3, 1_000_000, 3, 3)
+        let (rounds, iters, window, http, max_wait) = if self.quick {
+            (3, 1_000_000, 3, 3, 30)
         } else {
-            (7, 3_000_000, 10, 10)
+            (7, 3_000_000, 10, 10, 120)
         };
         Settings {
             rounds: self.rounds.unwrap_or(rounds),
@@ -92,6 +97,7 @@ impl BenchArgs {
             window: Duration::from_secs(self.window.unwrap_or(window)),
             http: Duration::from_secs(self.http_secs.unwrap_or(http)),
             clients: self.clients as usize,
+            max_wait: Duration::from_secs(self.max_wait.unwrap_or(max_wait)),
         }
     }
 }
@@ -203,7 +209,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
 
     let mut wall = SyscallResults::new(usable, Workload::ALL.to_vec());
     let mut cpu = wall.clone();
-    let mut rounds = RoundLog::new(if args.quick { 60 } else { 180 });
+    let mut rounds = RoundLog::new(settings.max_wait);
     while rounds.kept < settings.rounds as usize {
         let before = rounds.wait_for_clean_host();
         let samples = run_round(&wall, &env, &exe, &settings, rounds.kept)?;
@@ -221,7 +227,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let mut load = LoadResults::default();
     if !args.no_load {
         for v in &variants {
-            measure_load(&env, &exe, v, &settings, &mut load)?;
+            measure_load(&env, &exe, v, &settings, &mut rounds, &mut load)?;
         }
     }
     notes.append(&mut load.notes);
@@ -247,13 +253,14 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             format!(
                 "Settings: {} rounds; {} syscalls per timed getppid run (per thread on all \
                  CPUs), {} per mixed I/O run; CPU window {} s; HTTP {} s per endpoint with {} \
-                 clients",
+                 clients; up to {} s of waiting for other tracers to go",
                 settings.rounds,
                 settings.iters,
                 settings.syscalls(Workload::MixedIo),
                 settings.window.as_secs(),
                 settings.http.as_secs(),
-                settings.clients
+                settings.clients,
+                settings.max_wait.as_secs()
             ),
             format!(
                 "Run time: {:.0} s (daemon build excluded)",
@@ -311,7 +318,8 @@ fn run_round(
 
 /// Which rounds count. A round during which someone else's tracing program was loaded measured
 /// that program as much as ours: it is discarded and run again, within a bounded budget of
-/// waiting and re-running; past that it is kept and the report says so.
+/// waiting (shared with the load measurements) and re-running; past that it is kept and the
+/// report says so.
 struct RoundLog {
     kept: usize,
     discarded: usize,
@@ -321,17 +329,20 @@ struct RoundLog {
 }
 
 impl RoundLog {
-    fn new(wait_budget_secs: u64) -> RoundLog {
+    fn new(wait_budget: Duration) -> RoundLog {
         RoundLog {
             kept: 0,
             discarded: 0,
             kept_dirty: 0,
-            wait_budget: Duration::from_secs(wait_budget_secs),
+            wait_budget,
             seen: Default::default(),
         }
     }
 
     fn wait_for_clean_host(&mut self) -> Vec<String> {
+        if self.wait_budget.is_zero() {
+            return tracers::foreign_tracers();
+        }
         let t0 = Instant::now();
         let found = tracers::wait_until_clean(self.wait_budget.min(Duration::from_secs(60)));
         self.wait_budget = self.wait_budget.saturating_sub(t0.elapsed());
@@ -426,11 +437,12 @@ fn measure_load(
     exe: &Path,
     variant: &DaemonVariant,
     settings: &Settings,
+    rounds: &mut RoundLog,
     out: &mut LoadResults,
 ) -> Result<()> {
     let agent = load::agent();
     for &target in &SERIES_POINTS {
-        let foreign = tracers::wait_until_clean(Duration::from_secs(60));
+        let foreign = rounds.wait_for_clean_host();
         if !foreign.is_empty() {
             out.notes.push(format!(
                 "the {} measurement at {target} series started while tracing programs loaded \
@@ -630,7 +642,7 @@ mod tests {
     fn dirty_rounds_are_redone_within_budget_then_kept_and_noted() {
         let clean: Vec<String> = vec![];
         let dirty = vec!["raw_tracepoint sys_enter (id 7)".to_string()];
-        let mut log = RoundLog::new(60);
+        let mut log = RoundLog::new(Duration::from_secs(60));
         assert!(log.keep(&clean, &clean, 2));
         // Up to `rounds` discards, then a dirty round is kept.
         assert!(!log.keep(&dirty, &clean, 2));
@@ -643,10 +655,10 @@ mod tests {
         assert!(notes.contains("(raw_tracepoint sys_enter)"), "{notes}");
 
         // No waiting budget left: kept at once.
-        let mut log = RoundLog::new(0);
+        let mut log = RoundLog::new(Duration::ZERO);
         assert!(log.keep(&dirty, &dirty, 3));
         assert_eq!((log.kept, log.discarded, log.kept_dirty), (1, 0, 1));
-        assert!(RoundLog::new(5).notes(3).is_empty());
+        assert!(RoundLog::new(Duration::from_secs(5)).notes(3).is_empty());
     }
 
     fn args(extra: &[&str]) -> BenchArgs {
