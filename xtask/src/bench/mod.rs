@@ -122,21 +122,6 @@ const MAX_REQUESTS_PER_CLIENT: u64 = 100_000;
 pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let started = Instant::now();
     let settings = args.settings();
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark loads eBPF programs: run it as root");
-    }
-    crate::check_ebpf_fresh(root)?;
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let daemon_bin = match &args.daemon_bin {
-        Some(p) => {
-            anyhow::ensure!(p.is_file(), "--daemon-bin {}: no such file", p.display());
-            p.clone()
-        }
-        None => build_daemon(root)?,
-    };
-
-    let mut notes = Vec::new();
-    let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
     let mut variants: Vec<DaemonVariant> = DAEMON_VARIANTS
         .iter()
         .map(|(name, a)| DaemonVariant {
@@ -152,6 +137,21 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         }
         variants.push(v.clone());
     }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    crate::check_ebpf_fresh(root)?;
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let daemon_bin = match &args.daemon_bin {
+        Some(p) => {
+            anyhow::ensure!(p.is_file(), "--daemon-bin {}: no such file", p.display());
+            p.clone()
+        }
+        None => build_daemon(root)?,
+    };
+
+    let mut notes = Vec::new();
+    let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
     configs.extend(variants.iter().cloned().map(Config::daemon));
 
     let mut tracefs = None;
