@@ -107,17 +107,27 @@ fn regression_run(slow_ns: u64) -> Vec<Value> {
     // The fast calls' slice must have aged into the previous window.
     thread::sleep(Duration::from_secs(4));
     workload(&["int80-sleep", "100", &slow_ns.to_string()]);
-    thread::sleep(Duration::from_millis(400));
-    findings(&daemon, "?top=1000")
-        .into_iter()
-        .filter(|f| f["kind"] == "p99_regression" && f["syscall"] == "nanosleep [i386]")
-        .collect()
+    // Until the slow calls are drained into the history (a loaded machine drains late), while
+    // they are still inside the last window.
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let found: Vec<Value> = findings(&daemon, "?top=1000")
+            .into_iter()
+            .filter(|f| f["kind"] == "p99_regression" && f["syscall"] == "nanosleep [i386]")
+            .collect();
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            return found;
+        }
+    }
 }
 
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn a_p99_regression_is_reported_and_a_steady_p99_is_not() {
-    let r = regression_run(1_000_000);
+    // 10 ms against the fast calls' p99 (about 0.1 ms here, more on a loaded machine): far
+    // above the 10× threshold however noisy the fast side is.
+    let r = regression_run(10_000_000);
     assert_eq!(r.len(), 1, "{r:#?}");
     let summary = r[0]["summary"].as_str().unwrap();
     assert!(

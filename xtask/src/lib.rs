@@ -1,5 +1,7 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
+pub mod bench;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -10,6 +12,17 @@ use sha2::{Digest, Sha256};
 pub const EBPF_OBJECT: &str = "profiler/bpf/profiler.bpf.o";
 /// Digest of the sources the committed object was built from, written by `build-ebpf`.
 pub const EBPF_SOURCES_DIGEST: &str = "profiler/bpf/profiler.bpf.o.sources-sha256";
+/// Reference programs for `cargo xtask bench`: empty sys_enter/sys_exit pair (the floor) and the
+/// same with one clock read per side (the limit). Built from the same crate as the daemon's
+/// object, so the one sources digest covers them too.
+pub const BENCH_FLOOR_OBJECT: &str = "profiler/bpf/bench-floor.bpf.o";
+pub const BENCH_LIMIT_OBJECT: &str = "profiler/bpf/bench-limit.bpf.o";
+/// Every object `build-ebpf` writes: (bin target of profiler-ebpf, committed path).
+pub const EBPF_OBJECTS: &[(&str, &str)] = &[
+    ("profiler", EBPF_OBJECT),
+    ("bench-floor", BENCH_FLOOR_OBJECT),
+    ("bench-limit", BENCH_LIMIT_OBJECT),
+];
 
 /// Everything that determines the object's contents, relative to the workspace root.
 const EBPF_SOURCE_ROOTS: &[&str] = &[
@@ -63,8 +76,14 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Ok if the committed object was built from the current sources.
+/// Ok if the committed objects exist and were built from the current sources.
 pub fn check_ebpf_fresh(root: &Path) -> Result<()> {
+    for (_, object) in EBPF_OBJECTS {
+        anyhow::ensure!(
+            root.join(object).is_file(),
+            "{object} is missing: run `cargo xtask build-ebpf` and commit it"
+        );
+    }
     let recorded = std::fs::read_to_string(root.join(EBPF_SOURCES_DIGEST))
         .with_context(|| format!("reading {EBPF_SOURCES_DIGEST}: run `cargo xtask build-ebpf`"))?;
     let current = ebpf_sources_digest(root)?;

@@ -1,9 +1,13 @@
-use std::{path::Path, process::Command};
+use std::{
+    path::Path,
+    process::{Command, ExitCode},
+};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
-    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECT, EBPF_SOURCES_DIGEST,
+    bench::{self, workload::WorkerArgs, BenchArgs},
+    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS, EBPF_SOURCES_DIGEST,
 };
 
 #[derive(Parser)]
@@ -15,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Compile profiler-ebpf for the BPF target and refresh the embedded object and its digest.
+    /// Compile profiler-ebpf for the BPF target and refresh the embedded object, the bench
+    /// reference objects and their sources digest.
     BuildEbpf {
         /// cargo for the BPF build: Debian's cargo-web by default (see scripts/install-ebpf-toolchain.sh).
         #[arg(long, env = "BPF_CARGO", default_value = "/usr/bin/cargo")]
@@ -26,20 +31,47 @@ enum Cmd {
     },
     /// Fail if the embedded object is older than the eBPF sources.
     CheckEbpf,
+    /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
+    /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
+    Bench(BenchArgs),
+    /// A workload process of `bench` (the harness runs itself).
+    #[command(hide = true)]
+    BenchWorker(WorkerArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line names the flag and the problem; the usage block after
+            // it is noise in a script's log.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid command line");
+            eprintln!(
+                "xtask: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let root = workspace_root();
-    let result = match Cli::parse().cmd {
+    let result = match cli.cmd {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
+        Cmd::Bench(args) => bench::run(&root, args, &argv),
+        Cmd::BenchWorker(args) => bench::workload::worker_main(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the cause chain; no backtrace even when RUST_BACKTRACE is set.
             eprintln!("xtask: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
@@ -74,16 +106,18 @@ fn build_ebpf(root: &Path, cargo: &str, rustc: &str) -> Result<()> {
     if !status.success() {
         bail!("BPF build failed ({status})");
     }
-    let built = target_dir.join("bpfel-unknown-none/release/profiler");
-    std::fs::copy(&built, root.join(EBPF_OBJECT))
-        .with_context(|| format!("copying {} to {EBPF_OBJECT}", built.display()))?;
+    for (bin, object) in EBPF_OBJECTS {
+        let built = target_dir.join("bpfel-unknown-none/release").join(bin);
+        std::fs::copy(&built, root.join(object))
+            .with_context(|| format!("copying {} to {object}", built.display()))?;
+        println!(
+            "wrote {object} ({} bytes)",
+            std::fs::metadata(root.join(object))?.len()
+        );
+    }
     std::fs::write(
         root.join(EBPF_SOURCES_DIGEST),
         ebpf_sources_digest(root)? + "\n",
     )?;
-    println!(
-        "wrote {EBPF_OBJECT} ({} bytes)",
-        std::fs::metadata(root.join(EBPF_OBJECT))?.len()
-    );
     Ok(())
 }

@@ -1,0 +1,645 @@
+//! What a run measured, and its rendering as docs/benchmarks.md.
+
+use std::fmt::Write;
+
+use super::{
+    attach::{Config, ConfigKind},
+    load::{HttpResult, KernelMap},
+    stats::{median, min_max, overhead_ratio, percentile},
+    workload::Workload,
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub os: String,
+    pub date: String,
+    pub commit: String,
+    pub load_before: String,
+    pub load_after: String,
+}
+
+/// ns per syscall of every configuration, workload and round.
+#[derive(Clone, Debug)]
+pub struct SyscallResults {
+    pub configs: Vec<Config>,
+    pub workloads: Vec<Workload>,
+    /// `samples[config][workload]` holds one value per round.
+    pub samples: Vec<Vec<Vec<f64>>>,
+}
+
+impl SyscallResults {
+    pub fn new(configs: Vec<Config>, workloads: Vec<Workload>) -> SyscallResults {
+        let samples = vec![vec![Vec::new(); workloads.len()]; configs.len()];
+        SyscallResults {
+            configs,
+            workloads,
+            samples,
+        }
+    }
+
+    fn find(&self, kind: impl Fn(&ConfigKind) -> bool) -> Option<usize> {
+        self.configs.iter().position(|c| kind(&c.kind))
+    }
+
+    fn median(&self, c: usize, w: usize) -> Option<f64> {
+        median(&self.samples[c][w])
+    }
+}
+
+/// Which clock a set of results was read from (see workload::PerSyscall).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    Wall,
+    Cpu,
+}
+
+impl Clock {
+    fn title(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall clock",
+            Clock::Cpu => "on-CPU time",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall",
+            Clock::Cpu => "on-CPU",
+        }
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            Clock::Wall => {
+                "CLOCK_MONOTONIC around the loop: what the program experiences, including any \
+                 time the scheduler gave its CPU to another process"
+            }
+            Clock::Cpu => {
+                "CLOCK_THREAD_CPUTIME_ID around the loop: the time the looping thread was on a \
+                 CPU, user and kernel, tracing programs included (they run in its context). \
+                 Time other processes held the CPU is left out, so on a shared machine these \
+                 are the figures to compare"
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SeriesRow {
+    pub daemon: String,
+    pub target: u64,
+    pub processes: usize,
+    pub kernel_map: Option<KernelMap>,
+    pub cpu_percent: f64,
+    pub rss_kib: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpRow {
+    pub daemon: String,
+    pub series: u64,
+    pub result: HttpResult,
+    /// The daemon's CPU during the load, in % of one CPU.
+    pub daemon_cpu_percent: f64,
+    /// The daemon's peak RSS (VmHWM) after the load.
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub machine: Machine,
+    pub command: String,
+    pub settings: Vec<String>,
+    pub notes: Vec<String>,
+    /// The same runs read from each clock.
+    pub syscalls: Vec<(Clock, SyscallResults)>,
+    pub series: Vec<SeriesRow>,
+    pub series_window_secs: f64,
+    pub http: Vec<HttpRow>,
+    pub http_notes: Vec<String>,
+}
+
+fn ns(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+fn signed_ns(v: f64) -> String {
+    format!("{v:+.0}")
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"))
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "–".to_string(),
+        |v| {
+            if v < 10.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.0}")
+            }
+        },
+    )
+}
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        out,
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` (xtask/src/bench/); re-run it to refresh this file rather \
+         than editing it.\n"
+    );
+    let _ = writeln!(
+        out,
+        "- Machine: {}, {} cores, kernel {}, {}",
+        m.cpu, m.cores, m.kernel, m.os
+    );
+    let _ = writeln!(out, "- Date: {}; tree: {}", m.date, m.commit);
+    let _ = writeln!(
+        out,
+        "- Load average (1 min) at start / end: {} / {}",
+        m.load_before, m.load_after
+    );
+    let _ = writeln!(out, "- Command: `{}`", r.command);
+    for line in &r.settings {
+        let _ = writeln!(out, "- {line}");
+    }
+    for note in &r.notes {
+        let _ = writeln!(out, "- Note: {note}");
+    }
+
+    for (clock, results) in &r.syscalls {
+        render_costs(&mut out, *clock, results, r.syscalls.len() > 1);
+    }
+    render_ratios(&mut out, &r.syscalls);
+    render_load(&mut out, r);
+    out
+}
+
+fn render_costs(out: &mut String, clock: Clock, s: &SyscallResults, titled: bool) {
+    let title = if titled {
+        format!(" ({})", clock.title())
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "\n## Cost per syscall{title}\n\n\
+         ns per syscall by {}. Each workload runs in a fresh child process. Each cell: the \
+         median over the rounds, its overhead over `none` in parentheses, then the \
+         lowest–highest per-round value. Configurations were alternated within each round \
+         (forward, then backward) so drift of the machine weighs on all alike.\n",
+        clock.how()
+    );
+    let none = s.find(|k| *k == ConfigKind::Nothing);
+    let _ = write!(out, "| configuration | what |");
+    for w in &s.workloads {
+        let _ = write!(out, " {} |", w.label());
+    }
+    let _ = write!(out, "\n| --- | --- |");
+    for _ in &s.workloads {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    for (c, config) in s.configs.iter().enumerate() {
+        let _ = write!(out, "| {} | {} |", config.name, config.what);
+        for w in 0..s.workloads.len() {
+            let cell = match (s.median(c, w), min_max(&s.samples[c][w])) {
+                (Some(med), Some((lo, hi))) => {
+                    let over = match none.and_then(|n| s.median(n, w)) {
+                        Some(base) if Some(c) != none => format!(" ({})", signed_ns(med - base)),
+                        _ => String::new(),
+                    };
+                    format!("{}{over}, {}–{}", ns(med), ns(lo), ns(hi))
+                }
+                _ => "–".to_string(),
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+}
+
+fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
+    let mut rows = Vec::new();
+    let mut spans = Vec::new();
+    for (clock, s) in clocks {
+        let suffix = if clocks.len() > 1 {
+            format!(" ({})", clock.short())
+        } else {
+            String::new()
+        };
+        let (r, sp) = ratio_rows(s, &suffix);
+        rows.extend(r);
+        spans.extend(sp);
+    }
+    let Some((_, first)) = clocks.first() else {
+        return;
+    };
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Overhead ratios\n\n\
+         `a / b` is (a − none) / (b − none), from the medians above: how many times the cost \
+         that `b` adds to a syscall `a` adds. For bpftrace, the ratio of its lowest and highest \
+         per-round value follows in parentheses (its cost here has been seen to be bimodal). \
+         n/a: the reference adds no measurable cost.\n"
+    );
+    let _ = write!(out, "| ratio |");
+    for w in &first.workloads {
+        let _ = write!(out, " {} |", w.label());
+    }
+    let _ = write!(out, "\n| --- |");
+    for _ in &first.workloads {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    for (label, cells) in rows {
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    for span in spans {
+        let _ = writeln!(out, "\n{span}");
+    }
+}
+
+type Row = (String, Vec<String>);
+
+/// The ratio rows of one clock's results, and a sentence giving bpftrace's per-round range.
+fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut spans = Vec::new();
+    let Some(none) = s.find(|k| *k == ConfigKind::Nothing) else {
+        return (rows, spans);
+    };
+    let floor = s.find(|k| *k == ConfigKind::Floor);
+    let limit = s.find(|k| *k == ConfigKind::Limit);
+    let bpftrace = s.find(|k| *k == ConfigKind::Bpftrace);
+    let daemons: Vec<usize> = (0..s.configs.len())
+        .filter(|&c| matches!(s.configs[c].kind, ConfigKind::Daemon(_)))
+        .collect();
+    let ratio_row = |a: usize, b: usize| -> Vec<String> {
+        (0..s.workloads.len())
+            .map(
+                |w| match (s.median(a, w), s.median(b, w), s.median(none, w)) {
+                    (Some(x), Some(y), Some(base)) => ratio(overhead_ratio(x, y, base)),
+                    _ => "–".to_string(),
+                },
+            )
+            .collect()
+    };
+    for &d in &daemons {
+        let name = &s.configs[d].name;
+        for (reference, label) in [(floor, "floor"), (limit, "limit")] {
+            if let Some(reference) = reference {
+                rows.push((format!("{name} / {label}{suffix}"), ratio_row(d, reference)));
+            }
+        }
+    }
+    let Some(bt) = bpftrace else {
+        return (rows, spans);
+    };
+    for &d in &daemons {
+        // Both ends of bpftrace's per-round range too: its cost here is bimodal.
+        let cells = (0..s.workloads.len())
+            .map(|w| {
+                let (Some(base), Some(dm), Some(bm), Some((lo, hi))) = (
+                    s.median(none, w),
+                    s.median(d, w),
+                    s.median(bt, w),
+                    min_max(&s.samples[bt][w]),
+                ) else {
+                    return "–".to_string();
+                };
+                format!(
+                    "{} ({}–{})",
+                    ratio(overhead_ratio(bm, dm, base)),
+                    ratio(overhead_ratio(lo, dm, base)),
+                    ratio(overhead_ratio(hi, dm, base))
+                )
+            })
+            .collect();
+        rows.push((format!("bpftrace / {}{suffix}", s.configs[d].name), cells));
+    }
+    let parts: Vec<String> = (0..s.workloads.len())
+        .filter_map(|w| {
+            let base = s.median(none, w)?;
+            let (lo, hi) = min_max(&s.samples[bt][w])?;
+            Some(format!(
+                "{} {} to {} ns",
+                s.workloads[w].label(),
+                signed_ns(lo - base),
+                signed_ns(hi - base)
+            ))
+        })
+        .collect();
+    if !parts.is_empty() {
+        spans.push(format!(
+            "bpftrace's overhead per round{suffix}, lowest to highest: {}.",
+            parts.join("; ")
+        ));
+    }
+    (rows, spans)
+}
+
+fn map_cell(m: KernelMap) -> String {
+    let mut cell = m.entries.to_string();
+    if let Some(cap) = m.capacity {
+        let _ = write!(cell, " of {cap}");
+    }
+    if let Some(d) = m.dropped.filter(|&d| d > 0) {
+        let _ = write!(cell, ", full: {d} events dropped");
+    }
+    cell
+}
+
+fn render_load(out: &mut String, r: &Report) {
+    if !r.series.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## The daemon draining live series\n\n\
+             N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
+             but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
+             events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
+             {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window. \"in kernel map\" \
+             is the daemon's own `kernel_maps` (its series of every process on the host, so \
+             above the target by whatever else runs; a full map drops the events of new \
+             series).\n",
+            r.series_window_secs
+        );
+        let _ = writeln!(
+            out,
+            "| daemon | live series | processes | in kernel map | CPU % | RSS MiB |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for row in &r.series {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {:.1} |",
+                row.daemon,
+                row.target,
+                row.processes,
+                row.kernel_map.map_or_else(|| "–".to_string(), map_cell),
+                row.cpu_percent,
+                row.rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if !r.http.is_empty() || !r.http_notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## HTTP latency under concurrent clients\n\n\
+             Each client is a thread of the harness with its own keep-alive connection, sending \
+             GETs back to back and reading each full body; latency is request to last byte. \
+             Percentiles are nearest-rank.\n"
+        );
+    }
+    if !r.http.is_empty() {
+        let _ = writeln!(
+            out,
+            "| daemon | endpoint | live series | clients | requests | errors | p50 ms | p99 ms | \
+             max ms | req/s | KiB/response | daemon CPU % | daemon peak RSS MiB |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | \
+             ---: |"
+        );
+        for row in &r.http {
+            let h = &row.result;
+            let n = h.latencies_ms.len();
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} |",
+                row.daemon,
+                h.path,
+                row.series,
+                h.clients,
+                n,
+                h.errors,
+                ms(percentile(&h.latencies_ms, 50.0)),
+                ms(percentile(&h.latencies_ms, 99.0)),
+                ms(min_max(&h.latencies_ms).map(|(_, hi)| hi)),
+                if h.secs > 0.0 { n as f64 / h.secs } else { 0.0 },
+                if n > 0 {
+                    format!("{:.0}", h.bytes as f64 / n as f64 / 1024.0)
+                } else {
+                    "–".to_string()
+                },
+                row.daemon_cpu_percent,
+                row.peak_rss_kib as f64 / 1024.0,
+            );
+        }
+    }
+    for note in &r.http_notes {
+        let _ = writeln!(out, "\n{note}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::attach::DaemonVariant;
+
+    fn results(with_bpftrace: bool) -> SyscallResults {
+        let mut configs = vec![
+            Config::nothing(),
+            Config::floor(),
+            Config::limit(),
+            Config::daemon(DaemonVariant {
+                name: "profiler".into(),
+                args: vec![],
+            }),
+        ];
+        if with_bpftrace {
+            configs.push(Config::bpftrace("bpftrace v0.17.0"));
+        }
+        let mut s = SyscallResults::new(configs, vec![Workload::Getppid, Workload::MixedIo]);
+        // none 90, floor 130, limit 180, profiler 200 on getppid.
+        for (c, base) in [90.0, 130.0, 180.0, 200.0, 450.0].iter().enumerate() {
+            if c >= s.configs.len() {
+                break;
+            }
+            s.samples[c][0] = vec![base - 1.0, *base, base + 1.0];
+            s.samples[c][1] = vec![base * 3.0];
+        }
+        if with_bpftrace {
+            // Bimodal: 340 and 490 per round.
+            s.samples[4][0] = vec![340.0, 490.0, 350.0];
+        }
+        s
+    }
+
+    fn report(with_bpftrace: bool) -> Report {
+        Report {
+            machine: Machine {
+                cpu: "Test CPU @ 1 GHz".into(),
+                cores: 2,
+                kernel: "6.18.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                date: "2026-01-02 03:04 UTC".into(),
+                commit: "abc1234".into(),
+                load_before: "0.10".into(),
+                load_after: "0.20".into(),
+            },
+            command: "cargo xtask bench --quick".into(),
+            settings: vec!["3 rounds".into()],
+            notes: vec!["noisy".into()],
+            syscalls: vec![(Clock::Wall, results(with_bpftrace))],
+            series: vec![SeriesRow {
+                daemon: "profiler".into(),
+                target: 10_000,
+                processes: 100,
+                kernel_map: Some(KernelMap {
+                    entries: 10_123,
+                    capacity: Some(16_384),
+                    dropped: None,
+                }),
+                cpu_percent: 12.34,
+                rss_kib: 20 * 1024,
+            }],
+            series_window_secs: 10.0,
+            http: vec![HttpRow {
+                daemon: "profiler".into(),
+                series: 10_000,
+                result: HttpResult {
+                    path: "/stats".into(),
+                    clients: 50,
+                    latencies_ms: (1..=100).map(f64::from).collect(),
+                    errors: 0,
+                    first_error: None,
+                    bytes: 100 * 2048,
+                    secs: 10.0,
+                },
+                daemon_cpu_percent: 150.4,
+                peak_rss_kib: 300 * 1024,
+            }],
+            http_notes: vec!["`/metrics`: not served (HTTP 404).".into()],
+        }
+    }
+
+    #[test]
+    fn renders_machine_command_and_medians() {
+        let md = render(&report(true));
+        assert!(
+            md.contains("- Machine: Test CPU @ 1 GHz, 2 cores, kernel 6.18.0"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Date: 2026-01-02 03:04 UTC; tree: abc1234"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Command: `cargo xtask bench --quick`"),
+            "{md}"
+        );
+        assert!(md.contains("- Note: noisy"), "{md}");
+        assert!(
+            md.contains("| configuration | what | getppid, 1 thread | mixed I/O |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| none | nothing attached | 90, 89–91 | 270, 270–270 |"),
+            "{md}"
+        );
+        assert!(md.contains("| floor | empty raw_tracepoint pair on sys_enter + sys_exit | 130 (+40), 129–131 |"), "{md}");
+        assert!(
+            md.contains("| profiler | `syscall-profiler serve` | 200 (+110), 199–201 |"),
+            "{md}"
+        );
+        // bpftrace median of 340, 350, 490.
+        assert!(
+            md.contains("| bpftrace | bpftrace v0.17.0, `hist()` per (pid, syscall)"),
+            "{md}"
+        );
+        assert!(md.contains("350 (+260), 340–490"), "{md}");
+    }
+
+    #[test]
+    fn renders_overhead_ratios() {
+        let md = render(&report(true));
+        // (200-90)/(130-90) = 2.75; (200-90)/(180-90) = 1.22; mixed: 330/120, 330/270.
+        assert!(md.contains("| profiler / floor | 2.75 | 2.75 |"), "{md}");
+        assert!(md.contains("| profiler / limit | 1.22 | 1.22 |"), "{md}");
+        // bpftrace: median (350-90)/110 = 2.36, lowest 250/110 = 2.27, highest 400/110 = 3.64.
+        assert!(
+            md.contains("| bpftrace / profiler | 2.36 (2.27–3.64) |"),
+            "{md}"
+        );
+        assert!(md.contains("getppid, 1 thread +250 to +400 ns"), "{md}");
+    }
+
+    #[test]
+    fn without_bpftrace_there_is_no_bpftrace_row() {
+        let md = render(&report(false));
+        assert!(!md.contains("bpftrace /"), "{md}");
+        assert!(!md.contains("| bpftrace |"), "{md}");
+        assert!(md.contains("| profiler / limit |"), "{md}");
+    }
+
+    #[test]
+    fn a_reference_adding_nothing_gives_na() {
+        let mut r = report(false);
+        r.syscalls[0].1.samples[1][0] = vec![90.0];
+        let md = render(&r);
+        assert!(md.contains("| profiler / floor | n/a |"), "{md}");
+    }
+
+    #[test]
+    fn two_clocks_get_a_section_and_ratio_rows_each() {
+        let mut r = report(true);
+        let mut cpu = results(true);
+        cpu.samples[3][0] = vec![180.0]; // profiler on-CPU: (180-90)/(130-90) = 2.25
+        r.syscalls.push((Clock::Cpu, cpu));
+        let md = render(&r);
+        assert!(md.contains("## Cost per syscall (wall clock)"), "{md}");
+        assert!(md.contains("## Cost per syscall (on-CPU time)"), "{md}");
+        assert!(md.contains("CLOCK_THREAD_CPUTIME_ID"), "{md}");
+        assert!(md.contains("| profiler / floor (wall) | 2.75 |"), "{md}");
+        assert!(md.contains("| profiler / floor (on-CPU) | 2.25 |"), "{md}");
+        assert!(md.contains("| bpftrace / profiler (on-CPU) |"), "{md}");
+        assert!(
+            md.contains("bpftrace's overhead per round (on-CPU), lowest to highest"),
+            "{md}"
+        );
+        assert_eq!(md.matches("## Overhead ratios").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn a_full_kernel_map_says_so() {
+        let full = KernelMap {
+            entries: 16_384,
+            capacity: Some(16_384),
+            dropped: Some(42),
+        };
+        assert_eq!(map_cell(full), "16384 of 16384, full: 42 events dropped");
+        let bare = KernelMap {
+            entries: 7,
+            capacity: None,
+            dropped: Some(0),
+        };
+        assert_eq!(map_cell(bare), "7");
+    }
+
+    #[test]
+    fn renders_series_and_http() {
+        let md = render(&report(false));
+        assert!(
+            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.3 | 20.0 |"),
+            "{md}"
+        );
+        // 100 latencies 1..=100 ms: p50 50, p99 99, max 100; 10 req/s; 2 KiB each.
+        assert!(
+            md.contains(
+                "| profiler | `/stats` | 10000 | 50 | 100 | 0 | 50 | 99 | 100 | 10.0 | 2 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("`/metrics`: not served (HTTP 404)."), "{md}");
+    }
+}

@@ -1,0 +1,428 @@
+//! The workloads. Each runs in a child process (`xtask bench-worker …`, the harness re-executing
+//! itself) so that nothing the harness does — loading programs, reading a daemon's output — sits
+//! on the timed path, and each measurement starts from a fresh process the way real traffic does.
+
+use std::{
+    ffi::CString,
+    io::Read,
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Barrier,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// A timed syscall workload of the alternated rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// One thread calling getppid(), about the cheapest real syscall, in a tight loop.
+    Getppid,
+    /// The same on every CPU at once, one thread per CPU in one process: every thread updates
+    /// the same (process, syscall) entry, so contention on shared counters shows here.
+    GetppidAllCpus,
+    /// Small pipe writes and reads, /dev/zero reads and writes, and an open() of a missing file.
+    MixedIo,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [
+        Workload::Getppid,
+        Workload::GetppidAllCpus,
+        Workload::MixedIo,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Getppid => "getppid, 1 thread",
+            Workload::GetppidAllCpus => "getppid, all CPUs",
+            Workload::MixedIo => "mixed I/O",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Workload::Getppid => "getppid",
+            Workload::GetppidAllCpus => "getppid-all-cpus",
+            Workload::MixedIo => "mixed-io",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(subcommand)]
+    pub job: Job,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Job {
+    /// Run a workload and print `wall_ns_per_syscall=<float>` and `cpu_ns_per_syscall=<float>`.
+    Time {
+        #[arg(long, value_enum)]
+        workload: Workload,
+        /// Syscalls to time (per thread for getppid-all-cpus).
+        #[arg(long)]
+        syscalls: u64,
+    },
+    /// Keep `count` (process, syscall) series alive: call syscall numbers first_nr.. in turn,
+    /// every `period_ms`, until `max_secs` pass or the harness kills this process.
+    Series {
+        #[arg(long)]
+        first_nr: i64,
+        #[arg(long)]
+        count: i64,
+        #[arg(long)]
+        period_ms: u64,
+        #[arg(long)]
+        max_secs: u64,
+    },
+}
+
+/// The child side of `bench-worker`.
+pub fn worker_main(args: WorkerArgs) -> Result<()> {
+    match args.job {
+        Job::Time { workload, syscalls } => {
+            anyhow::ensure!(syscalls > 0, "--syscalls must be at least 1");
+            let ns = match workload {
+                Workload::Getppid => time_per_call(syscalls, |n| {
+                    getppid_loop(n);
+                    Ok(())
+                })?,
+                Workload::GetppidAllCpus => getppid_all_cpus(syscalls)?,
+                Workload::MixedIo => mixed_io(syscalls)?,
+            };
+            println!("wall_ns_per_syscall={}", ns.wall);
+            println!("cpu_ns_per_syscall={}", ns.cpu);
+            Ok(())
+        }
+        Job::Series {
+            first_nr,
+            count,
+            period_ms,
+            max_secs,
+        } => series(first_nr, count, period_ms, max_secs),
+    }
+}
+
+/// The cost of one syscall by two clocks. `wall` is CLOCK_MONOTONIC (`Instant`, read through
+/// the vDSO, so the clock adds no syscall of its own): what the program experiences, including
+/// any time the scheduler gave its CPU to someone else. `cpu` is CLOCK_THREAD_CPUTIME_ID: the
+/// time the thread was on a CPU, user and kernel (tracing programs run in the thread's own
+/// context, so they count). On an idle machine the two agree; on a shared one only `cpu` keeps
+/// other processes out of the figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PerSyscall {
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+fn thread_cpu_ns() -> Result<u128> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        bail!(
+            "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128)
+}
+
+/// Times `f(n)` on both clocks of [`PerSyscall`], after an untimed `f(n / 10)`: a thread's first
+/// syscalls allocate tracer state, and caches warm.
+fn time_per_call(n: u64, f: impl Fn(u64) -> Result<()>) -> Result<PerSyscall> {
+    f((n / 10).max(1))?;
+    let (t0, c0) = (Instant::now(), thread_cpu_ns()?);
+    f(n)?;
+    let (c1, t1) = (thread_cpu_ns()?, Instant::now());
+    Ok(PerSyscall {
+        wall: (t1 - t0).as_nanos() as f64 / n as f64,
+        cpu: (c1 - c0) as f64 / n as f64,
+    })
+}
+
+fn getppid_loop(n: u64) {
+    for _ in 0..n {
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+fn getppid_all_cpus(n: u64) -> Result<PerSyscall> {
+    let cpus = allowed_cpus()?;
+    let barrier = Barrier::new(cpus.len());
+    let per_thread: Vec<Result<PerSyscall>> = std::thread::scope(|s| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    pin_to(cpu)?;
+                    // Start together so the loops overlap for their whole length.
+                    barrier.wait();
+                    time_per_call(n, |n| {
+                        getppid_loop(n);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a worker thread panicked"))
+            })
+            .collect()
+    });
+    let per_thread = per_thread
+        .into_iter()
+        .collect::<Result<Vec<PerSyscall>>>()?;
+    // The cost one syscall sees while all CPUs run the loop.
+    let k = per_thread.len() as f64;
+    Ok(PerSyscall {
+        wall: per_thread.iter().map(|p| p.wall).sum::<f64>() / k,
+        cpu: per_thread.iter().map(|p| p.cpu).sum::<f64>() / k,
+    })
+}
+
+fn allowed_cpus() -> Result<Vec<usize>> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
+        bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    anyhow::ensure!(!cpus.is_empty(), "no CPU in this process's affinity mask");
+    Ok(cpus)
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } != 0 {
+        bail!(
+            "pinning a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Syscalls per iteration of the mixed workload.
+const MIXED_SYSCALLS: u64 = 5;
+
+fn mixed_io(syscalls: u64) -> Result<PerSyscall> {
+    let mut fds = [0i32; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    let zero = CString::new("/dev/zero").unwrap();
+    let zfd = unsafe { libc::open(zero.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if zfd < 0 {
+        bail!("opening /dev/zero: {}", std::io::Error::last_os_error());
+    }
+    let missing = CString::new("/nonexistent/syscall-profiler-bench").unwrap();
+    let mut buf = [0u8; 64];
+    let len = buf.len();
+    let b = buf.as_mut_ptr();
+    // `n` syscalls, rounded up to whole iterations.
+    let run = |n: u64| -> Result<()> {
+        for _ in 0..n.div_ceil(MIXED_SYSCALLS) {
+            let ok = unsafe {
+                libc::syscall(libc::SYS_write, fds[1], b, len) == len as i64
+                    && libc::syscall(libc::SYS_read, fds[0], b, len) == len as i64
+                    && libc::syscall(libc::SYS_read, zfd, b, len) == len as i64
+                    && libc::syscall(libc::SYS_write, zfd, b, len) == len as i64
+                    && libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        missing.as_ptr(),
+                        libc::O_RDONLY,
+                    ) == -1
+            };
+            if !ok {
+                bail!(
+                    "a mixed-I/O syscall did not do what was expected: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(())
+    };
+    time_per_call(syscalls.div_ceil(MIXED_SYSCALLS) * MIXED_SYSCALLS, run)
+}
+
+fn series(first_nr: i64, count: i64, period_ms: u64, max_secs: u64) -> Result<()> {
+    // Numbers past the end of every architecture's table return ENOSYS without doing anything,
+    // yet still pass both tracepoints, so each one is a real (process, syscall) series.
+    anyhow::ensure!(
+        first_nr >= 1000 && count > 0,
+        "--first-nr must be at least 1000 (an unallocated syscall number) and --count positive"
+    );
+    let deadline = Instant::now() + Duration::from_secs(max_secs);
+    while Instant::now() < deadline {
+        for nr in first_nr..first_nr + count {
+            let r = unsafe { libc::syscall(nr) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if r != -1 || errno != Some(libc::ENOSYS) {
+                bail!("syscall {nr} is allocated on this kernel; pick a higher --first-nr");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(period_ms));
+    }
+    Ok(())
+}
+
+/// A `bench-worker` command line for the harness to spawn.
+fn worker_command(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench-worker");
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    cmd
+}
+
+/// Makes the child get `signal` when the harness dies, so an interrupted run leaves no load
+/// generator, daemon or tracer behind.
+pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
+/// Runs one workload in a child and returns its cost per syscall.
+pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<PerSyscall> {
+    let out = worker_command(exe)
+        .args(["time", "--workload", workload.arg()])
+        .args(["--syscalls", &syscalls.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running the {} workload", workload.label()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "the {} workload failed ({}): {}",
+            workload.label(),
+            out.status,
+            stderr.lines().last().unwrap_or("")
+        );
+    }
+    parse_worker_output(&stdout).with_context(|| {
+        format!(
+            "the {} workload did not print its two costs: {stdout:?}",
+            workload.label()
+        )
+    })
+}
+
+pub fn parse_worker_output(stdout: &str) -> Option<PerSyscall> {
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    Some(PerSyscall {
+        wall: field("wall_ns_per_syscall")?,
+        cpu: field("cpu_ns_per_syscall")?,
+    })
+}
+
+/// Processes that each keep `per_process` series alive; killed when dropped.
+pub struct SeriesLoad {
+    children: Vec<Child>,
+}
+
+impl SeriesLoad {
+    pub fn start(
+        exe: &Path,
+        processes: usize,
+        per_process: i64,
+        period: Duration,
+        max: Duration,
+    ) -> Result<SeriesLoad> {
+        let mut load = SeriesLoad {
+            children: Vec::with_capacity(processes),
+        };
+        for _ in 0..processes {
+            let child = worker_command(exe)
+                .args(["series", "--first-nr", "1000"])
+                .args(["--count", &per_process.to_string()])
+                .args(["--period-ms", &period.as_millis().to_string()])
+                .args(["--max-secs", &max.as_secs().max(1).to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("spawning a series process")?;
+            load.children.push(child);
+        }
+        Ok(load)
+    }
+
+    /// Fails if any series process has exited already (it would have said why on stderr).
+    pub fn check_alive(&mut self) -> Result<()> {
+        for child in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!(
+                    "a series process exited early ({status}): {}",
+                    err.lines().last().unwrap_or("")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SeriesLoad {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_worker_lines() {
+        let both = |w, c| Some(PerSyscall { wall: w, cpu: c });
+        assert_eq!(
+            parse_worker_output("wall_ns_per_syscall=87.5\ncpu_ns_per_syscall=86\n"),
+            both(87.5, 86.0)
+        );
+        assert_eq!(
+            parse_worker_output("noise\ncpu_ns_per_syscall=1\nwall_ns_per_syscall=2\n"),
+            both(2.0, 1.0)
+        );
+        assert_eq!(parse_worker_output("wall_ns_per_syscall=87.5\n"), None);
+        assert_eq!(
+            parse_worker_output("wall_ns_per_syscall=NaN\ncpu_ns_per_syscall=1"),
+            None
+        );
+        assert_eq!(
+            parse_worker_output("wall_ns_per_syscall=-3\ncpu_ns_per_syscall=1"),
+            None
+        );
+        assert_eq!(parse_worker_output(""), None);
+    }
+}
