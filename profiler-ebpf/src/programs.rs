@@ -277,12 +277,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         abi: start.abi,
         _pad: [0; 3],
     };
-    let hist = match HISTS.get_ptr_mut(&key) {
-        Some(h) => h,
-        None => match new_hist(&key) {
-            Some(h) => h,
-            None => return 0,
-        },
+    let Some(hist) = hist_of(&key) else {
+        return 0;
     };
     // Keep the bound where the verifier sees it: the index comes out of a long ALU sequence
     // (BPF has no count-leading-zeros), after which it can lose track of the range.
@@ -294,10 +290,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
         atomic_add_u64(core::ptr::addr_of_mut!((*hist).total_ns), latency);
     }
-    if (-4095..0).contains(&ret) {
-        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
-        count_errno(&key, (-ret) as u32);
-    }
+    count_if_error(hist, &key, ret);
     0
 }
 
@@ -334,18 +327,11 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
         abi,
         _pad: [0; 3],
     };
-    let hist = match HISTS.get_ptr_mut(&key) {
-        Some(h) => h,
-        None => match new_hist(&key) {
-            Some(h) => h,
-            None => return 0,
-        },
+    let Some(hist) = hist_of(&key) else {
+        return 0;
     };
     unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
-    if (-4095..0).contains(&ret) {
-        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
-        count_errno(&key, (-ret) as u32);
-    }
+    count_if_error(hist, &key, ret);
     0
 }
 
@@ -354,6 +340,24 @@ fn is_clone(nr: u32, abi: u8) -> bool {
     let nrs = unsafe { core::ptr::read_volatile(&CLONE_NRS) };
     let base = if abi == ABI_COMPAT { 4 } else { 0 };
     nr == nrs[base] || nr == nrs[base + 1] || nr == nrs[base + 2] || nr == nrs[base + 3]
+}
+
+/// The histogram of `key`, created on its first event; None (counted) when HISTS is full.
+#[inline(always)]
+fn hist_of(key: &HistKey) -> Option<*mut Hist> {
+    match HISTS.get_ptr_mut(key) {
+        Some(h) => Some(h),
+        None => new_hist(key),
+    }
+}
+
+/// A return value of -4095..-1 is an errno: count the failure and which errno it was.
+#[inline(always)]
+fn count_if_error(hist: *mut Hist, key: &HistKey, ret: i64) {
+    if (-4095..0).contains(&ret) {
+        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
+        count_errno(key, (-ret) as u32);
+    }
 }
 
 #[inline(never)]

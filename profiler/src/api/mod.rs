@@ -50,6 +50,12 @@ pub struct Limits {
 /// Every endpoint is a GET: a body is never needed.
 const MAX_REQUEST_BODY: usize = 1024;
 
+/// Wall-clock time as Unix milliseconds, as every JSON view reports it.
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn router(state: Arc<AppState>, limits: &Limits, web: webconfig::Shared) -> Router {
     Router::new()
         .route("/stats", get(stats::handler))

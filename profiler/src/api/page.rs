@@ -1,12 +1,7 @@
 //! The dashboard at `/` (its assets are compiled into the binary: no CDN, nothing fetched from
 //! anywhere but this daemon) and `GET /history`, the recent per-second activity it plots.
 
-use std::{
-    cmp::Reverse,
-    collections::BTreeMap,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{RawQuery, State},
@@ -16,7 +11,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{error::BadParam, AppState};
+use super::{error::BadParam, unix_ms, AppState};
 use crate::{
     history::{Slice, SliceEntry, SLICE, SLICES},
     store::{Store, SyscallKey},
@@ -84,22 +79,19 @@ pub struct HistoryResponse {
     pub syscalls: Vec<SyscallHistory>,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// `top` for /history and /insights: 1 to 1000.
+fn top_param(v: &str) -> Result<usize, BadParam> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| BadParam::new("top", format!("'{v}' is not from 1 to 1000")))
 }
 
 fn parse_top(raw: Option<&str>) -> Result<usize, BadParam> {
     let mut top = 12;
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "top" => {
-                top = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| BadParam::new("top", format!("'{v}' is not from 1 to 1000")))?
-            }
+            "top" => top = top_param(&v)?,
             other => return Err(BadParam::new(other, "unknown parameter (known: top)")),
         }
     }
@@ -206,13 +198,7 @@ fn parse_insights_query(raw: Option<&str>) -> Result<(Option<u32>, usize), BadPa
                         .map_err(|_| BadParam::new("pid", format!("'{v}' is not a process id")))?,
                 )
             }
-            "top" => {
-                top = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| BadParam::new("top", format!("'{v}' is not from 1 to 1000")))?
-            }
+            "top" => top = top_param(&v)?,
             other => return Err(BadParam::new(other, "unknown parameter (known: pid, top)")),
         }
     }
@@ -282,7 +268,7 @@ mod tests {
                 buckets: vec![(bucket, 1)],
             },
         );
-        s.finish_drain((Instant::now(), SystemTime::now()));
+        s.finish_drain((Instant::now(), std::time::SystemTime::now()));
         let h = render_history(&s, 1);
         assert_eq!(h.slices.len(), 1);
         assert_eq!(h.syscalls.len(), 1, "cut to top");

@@ -1,11 +1,6 @@
 //! `GET /stats`: the store as versioned JSON (schema documented in docs/api.md).
 
-use std::{
-    cmp::Reverse,
-    collections::BTreeMap,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{RawQuery, State},
@@ -17,7 +12,7 @@ use profiler_common::{
 };
 use serde::Serialize;
 
-use super::{error::BadParam, AppState};
+use super::{error::BadParam, unix_ms, AppState};
 use crate::{
     host,
     store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
@@ -307,11 +302,6 @@ pub struct StatsResponse {
     /// apply; syscall, sort and top do).
     pub syscalls: Vec<SyscallStats>,
     pub processes: Vec<ProcessStats>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (u64, u32)) {
