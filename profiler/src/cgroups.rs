@@ -11,7 +11,23 @@ use std::{
     sync::Arc,
 };
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on unified hosts,
+/// /sys/fs/cgroup/unified on hybrid ones. Walking a v1 hierarchy instead would be wrong: every
+/// cgroupfs root has inode 1, so the v2 root's id would resolve to some v1 controller.
+pub fn v2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|mounts| v2_mount(&mounts))
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
+}
+
+fn v2_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
 
 /// Shown for an id the tree no longer has (the cgroup was removed before we looked) or 0.
 pub const UNKNOWN: &str = "unknown";
@@ -125,6 +141,20 @@ mod tests {
     use super::*;
 
     const ID: &str = "4f1c0a9b7e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7";
+
+    #[test]
+    fn finds_the_v2_mount_on_unified_and_hybrid_hosts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            v2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(v2_mount(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(v2_mount("proc /proc proc rw 0 0\n"), None);
+    }
 
     #[test]
     fn labels_name_the_unit_or_container() {

@@ -25,7 +25,7 @@ use tracing::warn;
 use crate::{
     bpf::{Ledger, Maps},
     bpf_stats,
-    cgroups::{Resolver, CGROUP_ROOT},
+    cgroups::{self, Resolver},
     histogram::Delta,
     map_batch,
     store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals},
@@ -137,7 +137,7 @@ impl Drain {
             last_hists: HashMap::new(),
             last_errnos: HashMap::new(),
             retiring: HashSet::new(),
-            cgroups: Resolver::new(CGROUP_ROOT),
+            cgroups: Resolver::new(cgroups::v2_root()),
         }
     }
 

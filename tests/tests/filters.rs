@@ -1,8 +1,6 @@
 //! In-kernel filters: only the allowlisted syscalls, processes or cgroup are recorded.
 
-use std::{
-    ffi::CString, os::unix::process::CommandExt, path::PathBuf, process::Command, time::Duration,
-};
+use std::{ffi::CString, os::unix::process::CommandExt, path::PathBuf, process::Command};
 
 use serde_json::Value;
 use tests::{
@@ -142,7 +140,22 @@ fn only_processes_in_the_cgroup_are_recorded() {
             p["comm"]
         );
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // /metrics names the cgroup by its path in the v2 hierarchy (not a v1 controller's).
+    let metrics = ureq::get(&format!("{}/metrics", daemon.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let label = format!(
+        "cgroup=\"/{}\"",
+        cg.0.file_name().unwrap().to_str().unwrap()
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("comm=\"workload\"") && l.contains(&label)),
+        "no workload series with {label}"
+    );
 }
 
 #[test]
