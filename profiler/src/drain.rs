@@ -6,7 +6,7 @@
 //! it once more and only then deletes its entries from the kernel maps.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{hash_map::Entry, HashMap, HashSet},
     sync::RwLock,
     time::{Instant, SystemTime},
 };
@@ -46,14 +46,18 @@ pub struct Drain {
 /// wrapping difference is exact as long as fewer than 2^32 events land in one bucket between
 /// two drains.
 pub fn delta(old: Option<&Hist>, new: &Hist) -> Delta {
+    const NEVER_READ: [u32; BUCKETS] = [0; BUCKETS];
     let (old_errors, old_total) = old.map_or((0, 0), |o| (o.errors, o.total_ns));
+    // One plain pass over two arrays (no per-bucket Option): the drain runs this for every
+    // (process, syscall) pair on every interval.
+    let before = old.map_or(&NEVER_READ, |o| &o.buckets);
     let buckets = new
         .buckets
         .iter()
+        .zip(before)
         .enumerate()
-        .filter_map(|(i, &n)| {
-            let before = old.map_or(0, |o| o.buckets[i]);
-            let d = n.wrapping_sub(before);
+        .filter_map(|(i, (&n, &b))| {
+            let d = n.wrapping_sub(b);
             (d != 0).then_some((i, u64::from(d)))
         })
         .collect();
@@ -166,11 +170,18 @@ impl Drain {
         let mut deltas = Vec::new();
         let mut hist_keys: Vec<HistKey> = Vec::new();
         for (key, hist) in read_all(&self.maps.hists, "HISTS")? {
-            let d = delta(self.last_hists.get(&key), &hist);
+            // One hash lookup per pair: compare with, then overwrite, the previous reading.
+            let d = match self.last_hists.entry(key) {
+                Entry::Occupied(mut last) => {
+                    let d = delta(Some(last.get()), &hist);
+                    *last.get_mut() = hist;
+                    d
+                }
+                Entry::Vacant(slot) => delta(None, slot.insert(hist)),
+            };
             if !d.is_empty() {
                 deltas.push((key, d));
             }
-            self.last_hists.insert(key, hist);
             hist_keys.push(key);
         }
 

@@ -68,9 +68,22 @@ pub fn name(abi: Abi, nr: u32) -> String {
     table_name(abi, nr).map_or_else(|| format!("syscall_{nr}"), str::to_string)
 }
 
-/// The category of syscall `nr` in `abi`.
+/// Numbers past every table's end: they have no name, so no category.
+const TABLE_LIMIT: usize = 1024;
+
+/// The category of syscall `nr` in `abi`. Looked up in a table built once, because the store
+/// asks for every (process, syscall) delta of every drain and `Category::of` matches names.
 pub fn category(abi: Abi, nr: u32) -> Category {
-    table_name(abi, nr).map_or(Category::Other, Category::of)
+    static TABLES: std::sync::OnceLock<[Vec<Category>; 2]> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        [Abi::Native, Abi::Compat].map(|abi| {
+            (0..TABLE_LIMIT as u32)
+                .map(|nr| table_name(abi, nr).map_or(Category::Other, Category::of))
+                .collect()
+        })
+    });
+    let table = &tables[usize::from(abi == Abi::Compat)];
+    table.get(nr as usize).copied().unwrap_or(Category::Other)
 }
 
 /// The symbolic name of a positive errno (`ENOENT`), or `E<n>` when it has none. Errno numbers
@@ -437,6 +450,23 @@ mod tests {
         assert_eq!(errno_name(9), "EBADF");
         assert_eq!(errno_name(11), "EAGAIN");
         assert_eq!(errno_name(4000), "E4000");
+    }
+
+    #[test]
+    fn category_table_agrees_with_names() {
+        for abi in [Abi::Native, Abi::Compat] {
+            for nr in 0..TABLE_LIMIT as u32 + 10 {
+                assert_eq!(
+                    category(abi, nr),
+                    Category::of(&name(abi, nr)),
+                    "{abi:?} {nr}"
+                );
+            }
+        }
+        assert!(::syscalls::x86_64::Sysno::table_size() <= TABLE_LIMIT);
+        assert!(::syscalls::x86::Sysno::table_size() <= TABLE_LIMIT);
+        assert!(::syscalls::aarch64::Sysno::table_size() <= TABLE_LIMIT);
+        assert!(::syscalls::arm::Sysno::table_size() <= TABLE_LIMIT);
     }
 
     #[test]
