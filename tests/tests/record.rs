@@ -21,6 +21,23 @@ fn record(args: &[&str]) -> Output {
         .expect("running record")
 }
 
+/// Starts `record ARGS` and returns once it has attached (its first progress line says so).
+fn start_recording(args: &[&str]) -> std::process::Child {
+    let mut rec = Command::new(daemon_bin())
+        .arg("record")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running record");
+    let mut line = String::new();
+    BufReader::new(rec.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("recording"), "{line}");
+    rec
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -207,19 +224,7 @@ fn processes_outside_the_tree_are_not_counted() {
     let mut outsider = RunningWorkload::start(&["calls", "getppid=4000", "--wait-go"]);
     let outsider_child = pid_of(&outsider.next_line(), "child_pid");
     let w = workload_bin();
-    let mut rec = Command::new(daemon_bin())
-        .args(["record", "--json", "--"])
-        .arg(&w)
-        .args(["block", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running record");
-    // The first progress line comes after attaching.
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("recording"), "{line}");
+    let rec = start_recording(&["--json", "--", w.to_str().unwrap(), "block", "1"]);
     outsider.send_line();
     outsider.wait_success();
     let out = rec.wait_with_output().unwrap();
@@ -242,16 +247,7 @@ fn pid_mode_records_one_running_process_until_it_exits() {
     require_root();
     let mut w = RunningWorkload::start(&["calls", "getppid=123", "ebadf=4", "--wait-go"]);
     let child = pid_of(&w.next_line(), "child_pid");
-    let mut rec = Command::new(daemon_bin())
-        .args(["record", "--json", "--pid", &child.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running record");
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("recording"), "{line}");
+    let rec = start_recording(&["--json", "--pid", &child.to_string()]);
     w.send_line();
     w.wait_success();
     let started = Instant::now();

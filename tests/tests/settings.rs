@@ -6,8 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::Spawn;
-use tests::{process, run_workload};
+use tests::{process, run_workload, Daemon, Spawn};
 
 fn write_config(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -73,16 +72,7 @@ fn file_env_and_flags_layer_and_sighup_applies_retention() {
 
 #[test]
 fn an_oversized_answer_is_refused_with_400_not_truncated() {
-    let daemon = Spawn::new(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--interval",
-        "100ms",
-        "--max-response-bytes",
-        "1KiB",
-    ])
-    .start();
+    let daemon = Daemon::start(&["--interval", "100ms", "--max-response-bytes", "1KiB"]);
     // A syscall number nothing makes: a small answer, under the limit.
     daemon.wait_for("?syscall=999", Duration::from_secs(10), |s| {
         s["host"]["drains"].as_u64().unwrap() >= 2
@@ -102,14 +92,7 @@ fn an_oversized_answer_is_refused_with_400_not_truncated() {
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let daemon = Spawn::new(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--request-timeout",
-        "300ms",
-    ])
-    .start();
+    let daemon = Daemon::start(&["--request-timeout", "300ms"]);
     let addr = daemon.base.trim_start_matches("http://");
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")

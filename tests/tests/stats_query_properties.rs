@@ -11,7 +11,7 @@ use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
 };
-use tests::Spawn;
+use tests::Daemon;
 
 /// One request on its own connection; the raw query goes on the wire as generated (the
 /// generators keep to bytes a request line may hold, so hyper's own 400s for malformed request
@@ -99,7 +99,7 @@ fn query() -> impl Strategy<Value = String> {
 
 #[test]
 fn any_query_gets_2xx_or_4xx_never_5xx() {
-    let daemon = Spawn::new(&["serve", "--listen", "127.0.0.1:0", "--interval", "100ms"]).start();
+    let daemon = Daemon::start(&["--interval", "100ms"]);
     let addr = daemon.base.trim_start_matches("http://").to_string();
     let mut runner = TestRunner::new(Config {
         cases: 1000,

@@ -3,7 +3,7 @@
 use std::{io::Write, net::TcpStream, sync::Arc, time::Duration};
 
 use base64::Engine;
-use tests::{get_json, Spawn};
+use tests::{get_json, Daemon, Spawn};
 
 /// The Authorization header for basic auth.
 fn basic(user: &str, password: &str) -> String {
@@ -70,16 +70,12 @@ fn tls_agent(ca_pem: Option<&str>) -> ureq::Agent {
 #[test]
 fn https_with_basic_auth() {
     let s = setup("correct horse");
-    let daemon = Spawn::new(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+    let daemon = Daemon::start(&[
         "--interval",
         "100ms",
         "--web-config",
         s.web.to_str().unwrap(),
-    ])
-    .start();
+    ]);
     assert!(daemon.base.starts_with("https://"), "{}", daemon.base);
     let url = format!("{}/stats?top=1", daemon.base);
     let agent = tls_agent(Some(&s.ca_pem));
