@@ -1,11 +1,12 @@
 //! Kernel side: time every syscall per thread and add it to the (process, syscall) histogram.
 //!
 //! Per event the work is bounded and allocation-free on the hot path: at `sys_enter` one
-//! pid/tgid read, the compat check, one clock read and an in-place write of the thread's slot;
-//! at `sys_exit` one lookup of the slot, one clock read, one lookup of the histogram and two
-//! atomic adds (plus the errno breakdown for failing calls). Map inserts happen only the first
-//! time a thread, a process or a (process, syscall) pair is seen. The rules and the reasons are
-//! in docs/design.md.
+//! pid/tgid read, the compat check, one clock read and a write of this CPU's slot; at
+//! `sys_exit` a read of the same slot, one clock read, one lookup of the histogram and two
+//! atomic adds (plus the errno breakdown for failing calls). The per-thread hash (STARTS) is
+//! touched only when a thread comes back to a CPU or its syscall outlives its time on one.
+//! Map inserts happen only the first time a thread, a process or a (process, syscall) pair is
+//! seen. The rules and the reasons are in docs/design.md.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -13,7 +14,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray},
@@ -24,8 +25,8 @@ use profiler_common::{
     ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
     COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
     COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
-    HISTS_MAX_ENTRIES, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, PROCS_MAX_ENTRIES,
-    STARTS_MAX_ENTRIES,
+    HISTS_MAX_ENTRIES, HIST_SHARDS, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES,
+    PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -42,6 +43,8 @@ static NR_REG_OFFSET: u32 = 0;
 #[no_mangle]
 static CLONE_NRS: [u32; CLONE_NRS_LEN] = [u32::MAX; CLONE_NRS_LEN];
 #[no_mangle]
+static SHARD_PER_CPU: u32 = 0;
+#[no_mangle]
 static FILTER_PIDS_ON: u32 = 0;
 #[no_mangle]
 static FILTER_CGROUP_ON: u32 = 0;
@@ -56,6 +59,9 @@ static FILTER_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 
 #[map]
 static FILTER_SYSCALLS: Array<u8> = Array::with_max_entries(2 * FILTER_SYSCALLS_PER_ABI, 0);
+
+#[map]
+static CPU_SLOT: PerCpuArray<Start> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
@@ -180,32 +186,84 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
-    // Threads keep their slot between syscalls (removed at thread exit), so the common case is
-    // an in-place write instead of a hash insert and delete per syscall.
-    match STARTS.get_ptr_mut(tid) {
-        Some(slot) => unsafe {
-            (*slot).ts_ns = ts_ns;
-            (*slot).nr = nr as u32;
-            (*slot).abi = abi;
-        },
-        None => new_thread(tid, tgid, ts_ns, nr as u32, abi),
+    let Some(cpu) = CPU_SLOT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // The slot still names this thread when it has not left the CPU since its last syscall:
+    // then its process is already there, and this is a plain write.
+    if unsafe { (*cpu).tid } != tid {
+        let Ok(incarnation) = u32::try_from(claim_cpu_slot(tid, tgid)) else {
+            return 0;
+        };
+        unsafe {
+            (*cpu).tid = tid;
+            (*cpu).tgid = tgid;
+            (*cpu).incarnation = incarnation;
+        }
+    }
+    unsafe {
+        (*cpu).nr = nr as u32;
+        (*cpu).abi = abi;
+        (*cpu).ts_ns = ts_ns;
     }
     0
 }
 
-/// A thread's first syscall since attach: give it a slot, tied to its process's incarnation.
+/// A thread takes over its CPU's slot: its process incarnation from its STARTS record, which is
+/// created on the thread's first syscall since attach. -1 (counted) when STARTS is full.
 #[inline(never)]
-fn new_thread(tid: u32, tgid: u32, ts_ns: u64, nr: u32, abi: u8) {
-    let start = Start {
-        ts_ns,
-        nr,
+fn claim_cpu_slot(tid: u32, tgid: u32) -> i64 {
+    if let Some(record) = STARTS.get_ptr_mut(tid) {
+        // A start parked there belongs to a syscall that has returned: enter and exit
+        // alternate, so it could only be left by an exit this side never saw.
+        unsafe { (*record).ts_ns = 0 };
+        return i64::from(unsafe { (*record).incarnation });
+    }
+    let incarnation = process_incarnation(tgid);
+    let record = Start {
         tgid,
-        incarnation: process_incarnation(tgid),
-        abi,
-        _pad: [0; 3],
+        incarnation,
+        tid,
+        ..Start::default()
     };
-    if STARTS.insert(tid, start, 0).is_err() {
+    if STARTS.insert(tid, record, 0).is_err() {
         bump(COUNTER_STARTS_FULL);
+        return -1;
+    }
+    i64::from(incarnation)
+}
+
+/// Context switch (`current` is the thread leaving the CPU): park its syscall in flight, if
+/// any, in its STARTS record, and free the slot. A blocking syscall pays this once per block;
+/// a thread that keeps its CPU never does.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(cpu) = CPU_SLOT.get_ptr_mut(0) else {
+        return 0;
+    };
+    if unsafe { (*cpu).tid } != tid {
+        return 0;
+    }
+    let start = unsafe { *cpu };
+    unsafe {
+        (*cpu).tid = 0;
+        (*cpu).ts_ns = 0;
+    }
+    if start.ts_ns != 0 {
+        park(&start);
+    }
+    0
+}
+
+#[inline(never)]
+fn park(start: &Start) {
+    if let Some(record) = STARTS.get_ptr_mut(start.tid) {
+        unsafe {
+            (*record).nr = start.nr;
+            (*record).abi = start.abi;
+            (*record).ts_ns = start.ts_ns;
+        }
     }
 }
 
@@ -253,19 +311,20 @@ fn current_process(tgid: u32) -> Option<*mut ProcInfo> {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = STARTS.get_ptr_mut(pid_tgid as u32) else {
-        if process_wanted((pid_tgid >> 32) as u32) {
-            bump(COUNTER_UNMATCHED_EXITS);
-        }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(cpu) = CPU_SLOT.get_ptr_mut(0) else {
         return 0;
     };
-    let start = unsafe { *slot };
-    // Not started: skipped at entry (number -1, or a filtered syscall).
-    if start.ts_ns == 0 {
-        return 0;
-    }
-    unsafe { (*slot).ts_ns = 0 };
+    let start = if unsafe { (*cpu).tid == tid && (*cpu).ts_ns != 0 } {
+        let start = unsafe { *cpu };
+        unsafe { (*cpu).ts_ns = 0 };
+        start
+    } else {
+        match parked_start() {
+            Some(start) => start,
+            None => return 0,
+        }
+    };
     let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
     // arg 1 is the return value; -4095..-1 are errnos.
     let ret: i64 = ctx.arg(1);
@@ -275,7 +334,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         incarnation: start.incarnation,
         nr: start.nr,
         abi: start.abi,
-        _pad: [0; 3],
+        shard: shard(start.tid, start.tgid),
+        _pad: [0; 2],
     };
     let Some(hist) = hist_of(&key) else {
         return 0;
@@ -287,11 +347,37 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     unsafe {
-        atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
-        atomic_add_u64(core::ptr::addr_of_mut!((*hist).total_ns), latency);
+        if single_writer(&key) {
+            (*hist).buckets[idx] = (*hist).buckets[idx].wrapping_add(1);
+            (*hist).total_ns = (*hist).total_ns.wrapping_add(latency);
+        } else {
+            atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
+            atomic_add_u64(core::ptr::addr_of_mut!((*hist).total_ns), latency);
+        }
     }
     count_if_error(hist, &key, ret);
     0
+}
+
+/// The start of a syscall whose thread left the CPU while in it (or whose exit runs on another
+/// CPU), taken out of the thread's STARTS record. None when there is none: the entry was
+/// skipped (number -1, a filtered syscall or process), or never seen (counted when the process
+/// is one we trace).
+#[inline(never)]
+fn parked_start() -> Option<Start> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(record) = STARTS.get_ptr_mut(pid_tgid as u32) else {
+        if process_wanted((pid_tgid >> 32) as u32) {
+            bump(COUNTER_UNMATCHED_EXITS);
+        }
+        return None;
+    };
+    let start = unsafe { *record };
+    if start.ts_ns == 0 {
+        return None;
+    }
+    unsafe { (*record).ts_ns = 0 };
+    Some(start)
 }
 
 /// Counts-only mode: `sys_enter` is not attached, so there are no start times and no latency;
@@ -325,14 +411,39 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
         incarnation: process_incarnation(tgid),
         nr: nr as u32,
         abi,
-        _pad: [0; 3],
+        shard: shard(pid_tgid as u32, tgid),
+        _pad: [0; 2],
     };
     let Some(hist) = hist_of(&key) else {
         return 0;
     };
-    unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
+    if single_writer(&key) {
+        unsafe { (*hist).buckets[0] = (*hist).buckets[0].wrapping_add(1) };
+    } else {
+        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
+    }
     count_if_error(hist, &key, ret);
     0
+}
+
+/// Which shard of the histogram a thread adds to (see `HistKey::shard`): a single-threaded
+/// process never contends with itself, so only its other threads spread by CPU.
+#[inline(always)]
+fn shard(tid: u32, tgid: u32) -> u8 {
+    if tid == tgid {
+        return 0;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    1 + (cpu & (HIST_SHARDS - 1)) as u8
+}
+
+/// Whether only one thing can be adding to this histogram shard at a time, so plain adds are
+/// exact and the locked ones (tens of cycles each, and a cache line bouncing between CPUs) can
+/// go: shard 0 is the main thread's alone; another shard is one CPU's alone when every CPU has
+/// its own (the loader knows), and a CPU runs one `sys_exit` at a time.
+#[inline(always)]
+fn single_writer(key: &HistKey) -> bool {
+    key.shard == 0 || global(&SHARD_PER_CPU) != 0
 }
 
 #[inline(always)]
@@ -355,7 +466,11 @@ fn hist_of(key: &HistKey) -> Option<*mut Hist> {
 #[inline(always)]
 fn count_if_error(hist: *mut Hist, key: &HistKey, ret: i64) {
     if (-4095..0).contains(&ret) {
-        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
+        if single_writer(key) {
+            unsafe { (*hist).errors = (*hist).errors.wrapping_add(1) };
+        } else {
+            unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
+        }
         count_errno(key, (-ret) as u32);
     }
 }
@@ -374,7 +489,10 @@ fn new_hist(key: &HistKey) -> Option<*mut Hist> {
 
 #[inline(never)]
 fn count_errno(key: &HistKey, errno: u32) {
-    let ekey = ErrnoKey { hist: *key, errno };
+    let ekey = ErrnoKey {
+        hist: HistKey { shard: 0, ..*key },
+        errno,
+    };
     if let Some(c) = ERRNOS.get_ptr_mut(&ekey) {
         atomic_add_u32(c, 1);
         return;
@@ -398,10 +516,18 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let tgid = (pid_tgid >> 32) as u32;
     let old_tid = ctx.arg::<u64>(1) as u32;
     if old_tid != tid {
-        if let Some(slot) = STARTS.get_ptr(old_tid) {
-            let start = unsafe { *slot };
+        if let Some(record) = STARTS.get_ptr(old_tid) {
+            let start = Start {
+                tid,
+                ..unsafe { *record }
+            };
             let _ = STARTS.insert(tid, start, 0);
             let _ = STARTS.remove(old_tid);
+        }
+        if let Some(cpu) = CPU_SLOT.get_ptr_mut(0) {
+            if unsafe { (*cpu).tid } == old_tid {
+                unsafe { (*cpu).tid = tid };
+            }
         }
     }
     if let Some(info) = current_process(tgid) {
@@ -434,7 +560,18 @@ pub fn sched_process_exit_leader(_ctx: RawTracePointContext) -> i32 {
 fn thread_exit(process_gone: bool) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let _ = STARTS.remove(pid_tgid as u32);
+    let tid = pid_tgid as u32;
+    let _ = STARTS.remove(tid);
+    // A thread that dies in a syscall (exit, exit_group) leaves its start in the slot; its id
+    // may be reused by a thread of another process.
+    if let Some(cpu) = CPU_SLOT.get_ptr_mut(0) {
+        if unsafe { (*cpu).tid } == tid {
+            unsafe {
+                (*cpu).tid = 0;
+                (*cpu).ts_ns = 0;
+            }
+        }
+    }
     if process_gone {
         if let Some(info) = current_process(tgid) {
             unsafe { (*info).exit_ns = bpf_ktime_get_ns() };

@@ -12,11 +12,12 @@ use std::{os::fd::AsRawFd, path::Path};
 
 use profiler_common::{
     ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
-    CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
-    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
-    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
-    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, HISTS_MAP,
-    LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
+    CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_MAP, CPU_SLOT_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP,
+    FILTER_PIDS_MAP, FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_CLONE_NRS,
+    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
+    HISTS_MAP, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP,
+    STARTS_MAP,
 };
 use tracing::{info, warn};
 
@@ -36,6 +37,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
         &["sched_process_exit", "sched_process_exit_leader"],
     ),
     ("sched_process_exec", &["sched_process_exec"]),
+    ("sched_switch", &["sched_switch"]),
     ("sys_exit", &["sys_exit"]),
     ("sys_enter", &["sys_enter"]),
 ];
@@ -56,6 +58,7 @@ pub struct Maps {
     pub errnos: HashMap<MapData, ErrnoKey, u32>,
     pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
     pub starts: HashMap<MapData, u32, Start>,
+    pub cpu_slot: PerCpuArray<MapData, Start>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Only with `--pin-path`.
     pub ledger: Option<Ledger>,
@@ -159,6 +162,13 @@ pub fn load_and_attach(
         0
     };
     let clone_nrs = clone_numbers();
+    let shard_per_cpu = match aya::util::nr_cpus() {
+        Ok(n) => u32::from(n <= HIST_SHARDS as usize),
+        Err((path, e)) => {
+            warn!("reading {path}: {e}; histogram shards will use atomic adds");
+            0
+        }
+    };
     let pids_on = u32::from(!filter.pids.is_empty());
     let cgroup_on = u32::from(filter.cgroup.is_some());
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
@@ -169,6 +179,7 @@ pub fn load_and_attach(
         .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
         .override_global(GLOBAL_NR_REG_OFFSET, &nr_offset, true)
         .override_global(GLOBAL_CLONE_NRS, &clone_nrs, true)
+        .override_global(GLOBAL_SHARD_PER_CPU, &shard_per_cpu, true)
         .override_global(GLOBAL_FILTER_PIDS_ON, &pids_on, true)
         .override_global(GLOBAL_FILTER_CGROUP_ON, &cgroup_on, true)
         .override_global(GLOBAL_FILTER_SYSCALLS_ON, &syscalls_on, true);
@@ -223,6 +234,7 @@ pub fn load_and_attach(
         errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
         procs: take_map(&mut ebpf, PROCS_MAP)?,
         starts: take_map(&mut ebpf, STARTS_MAP)?,
+        cpu_slot: take_map(&mut ebpf, CPU_SLOT_MAP)?,
         counters: take_map(&mut ebpf, COUNTERS_MAP)?,
         ledger,
     };

@@ -196,16 +196,20 @@ impl Drain {
             errno_keys.push(key);
         }
 
-        let starts: Vec<Start> = read_all(&self.maps.starts, "STARTS")?
+        // In flight: parked in a thread's record, or running on a CPU.
+        let mut starts: Vec<Start> = read_all(&self.maps.starts, "STARTS")?
             .into_iter()
             .map(|(_, s): (u32, Start)| s)
             .collect();
+        let thread_records = starts.len() as u64;
+        let on_cpu = self.maps.cpu_slot.get(&0, 0).context("reading CPU_SLOT")?;
+        starts.extend(on_cpu.iter().filter(|s| s.tid != 0));
         let now_ns = monotonic_ns();
 
         let exited = exited_processes(&procs, hist_keys.iter().map(proc_key));
         let counters = self.read_counters(KernelCounters {
             hists_entries: hist_keys.len() as u64,
-            starts_entries: starts.len() as u64,
+            starts_entries: thread_records,
             procs_entries: procs.len() as u64,
             errnos_entries: errno_keys.len() as u64,
             ..Default::default()
@@ -479,8 +483,9 @@ mod tests {
             nr,
             tgid,
             incarnation: 7,
+            tid: tgid,
             abi: 0,
-            _pad: [0; 3],
+            _pad: [0; 7],
         }
     }
 

@@ -148,6 +148,18 @@ fn threads_that_exit_mid_run_are_counted_exactly() {
     assert_eq!(processes(&stats, child).len(), 1);
 }
 
+/// Threads on every CPU making the same call at once: the kernel side adds them into per-CPU
+/// shards without atomic instructions (one writer per shard), so a lost update would show here.
+#[test]
+fn threads_hammering_one_syscall_on_every_cpu_lose_no_count() {
+    let daemon = Daemon::start(&["--interval", "100ms"]);
+    let lines = workload(&["threads", "6", "200000"]);
+    let child = pid_of(&lines[0], "child_pid");
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    assert_eq!(counts(p, native_abi()).get("getppid"), Some(&(1_200_000, 0)));
+}
+
 #[test]
 fn an_execve_chain_stays_one_process_under_its_last_name() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
