@@ -236,16 +236,22 @@ pub struct Start {
 /// process. `shard` is 0 for a process's main thread and `1 + cpu % HIST_SHARDS` for its other
 /// threads, so threads running on different CPUs do not add into one shared cache line; the
 /// drain sums the shards.
+///
+/// 12 bytes, no padding: the kernel hashes the key on every event, and 12 bytes hash in one
+/// step less than 16. Syscall numbers from `NR_UNKNOWN` up (none is allocated; a program can
+/// still pass any number to syscall(2)) are counted as `NR_UNKNOWN`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HistKey {
     pub tgid: u32,
     pub incarnation: u32,
-    pub nr: u32,
+    pub nr: u16,
     pub abi: u8,
     pub shard: u8,
-    pub _pad: [u8; 2],
 }
+
+/// See [`HistKey`].
+pub const NR_UNKNOWN: u16 = u16::MAX;
 
 /// Shards of a multi-threaded process's histogram (a power of two): at most `1 + HIST_SHARDS`
 /// HISTS entries per (process, syscall). Errno counts are not sharded.

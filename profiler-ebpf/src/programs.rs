@@ -14,18 +14,19 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{Array, CgroupArray, HashMap, PerCpuArray},
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
     bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
     ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
     COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
     COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
-    HISTS_MAX_ENTRIES, HIST_SHARDS, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES,
+    HISTS_MAX_ENTRIES, HIST_SHARDS, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN,
     PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
 
@@ -140,6 +141,23 @@ fn current_abi() -> u8 {
     }
 }
 
+/// [`current_abi`] for BTF programs, where the task is a typed pointer the verifier lets us
+/// load from directly.
+#[inline(always)]
+fn current_abi_btf() -> u8 {
+    let offset = global(&COMPAT_OFFSET);
+    if offset == COMPAT_DISABLED {
+        return ABI_NATIVE;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let word = unsafe { core::ptr::read_volatile(task.add(offset as usize) as *const u32) };
+    if word & global(&COMPAT_MASK) != 0 {
+        ABI_COMPAT
+    } else {
+        ABI_NATIVE
+    }
+}
+
 /// Whether the process passes the pid and cgroup filters (the loader turns each on; with a
 /// filter off, its branch is dead code the verifier removes).
 #[inline(always)]
@@ -168,19 +186,35 @@ fn syscall_wanted(nr: u32, abi: u8) -> bool {
     matches!(FILTER_SYSCALLS.get(index), Some(&wanted) if wanted != 0)
 }
 
+/// `sys_enter` as a BTF tracepoint: the same as [`sys_enter`] but the compat flag is a direct
+/// load from the current task, no probe-read helper. The loader prefers it when the kernel has
+/// BTF (which the compat check needs anyway).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    let nr: i64 = ctx.arg(1);
+    syscall_entered(nr, current_abi_btf)
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let nr: i64 = ctx.arg(1);
+    syscall_entered(nr, current_abi)
+}
+
+/// The work of `sys_enter` for syscall `nr` (arg 1 of the tracepoint); `abi` reads the ABI of
+/// the current syscall.
+#[inline(always)]
+fn syscall_entered(nr: i64, abi: fn() -> u8) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !process_wanted(tgid) {
         return 0;
     }
-    // arg 1 is the syscall number; -1 means "no syscall" (e.g. a ptrace-cancelled one).
-    let nr: i64 = ctx.arg(1);
+    // -1 means "no syscall" (e.g. a ptrace-cancelled one).
     if nr < 0 {
         return 0;
     }
-    let abi = current_abi();
+    let abi = abi();
     if !syscall_wanted(nr as u32, abi) {
         return 0;
     }
@@ -332,10 +366,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let key = HistKey {
         tgid: start.tgid,
         incarnation: start.incarnation,
-        nr: start.nr,
+        nr: key_nr(start.nr),
         abi: start.abi,
         shard: shard(start.tid, start.tgid),
-        _pad: [0; 2],
     };
     let Some(hist) = hist_of(&key) else {
         return 0;
@@ -385,34 +418,48 @@ fn parked_start() -> Option<Start> {
 /// knows the mode and reports counts and errors only).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !process_wanted(tgid) {
-        return 0;
-    }
     let regs = ctx.arg::<u64>(0) as *const u8;
     let offset = global(&NR_REG_OFFSET) as usize;
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(offset) as *const i32) }) else {
         return 0;
     };
+    syscall_counted(nr, ctx.arg(1), current_abi)
+}
+
+/// [`sys_exit_counts`] as a BTF tracepoint: the syscall number and the compat flag are direct
+/// loads, no probe-read helpers. Preferred by the loader when the kernel has BTF.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let offset = global(&NR_REG_OFFSET) as usize;
+    let nr = unsafe { core::ptr::read_volatile(regs.add(offset) as *const i32) };
+    syscall_counted(nr, ctx.arg(1), current_abi_btf)
+}
+
+/// The work of the counts-only `sys_exit` for syscall `nr` returning `ret`.
+#[inline(always)]
+fn syscall_counted(nr: i32, ret: i64, abi: fn() -> u8) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !process_wanted(tgid) {
+        return 0;
+    }
     if nr < 0 {
         return 0;
     }
-    let abi = current_abi();
+    let abi = abi();
     if !syscall_wanted(nr as u32, abi) {
         return 0;
     }
-    let ret: i64 = ctx.arg(1);
     if ret == 0 && is_clone(nr as u32, abi) {
         return 0;
     }
     let key = HistKey {
         tgid,
         incarnation: process_incarnation(tgid),
-        nr: nr as u32,
+        nr: key_nr(nr as u32),
         abi,
         shard: shard(pid_tgid as u32, tgid),
-        _pad: [0; 2],
     };
     let Some(hist) = hist_of(&key) else {
         return 0;
@@ -424,6 +471,15 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
     }
     count_if_error(hist, &key, ret);
     0
+}
+
+#[inline(always)]
+fn key_nr(nr: u32) -> u16 {
+    if nr >= NR_UNKNOWN as u32 {
+        NR_UNKNOWN
+    } else {
+        nr as u16
+    }
 }
 
 /// Which shard of the histogram a thread adds to (see `HistKey::shard`): a single-threaded

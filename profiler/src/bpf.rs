@@ -5,7 +5,7 @@ use std::io;
 
 use aya::{
     maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray},
-    programs::RawTracePoint,
+    programs::Program,
     Ebpf, EbpfLoader,
 };
 use std::{os::fd::AsRawFd, path::Path};
@@ -39,7 +39,7 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("sched_process_exec", &["sched_process_exec"]),
     ("sched_switch", &["sched_switch"]),
     ("sys_exit", &["sys_exit"]),
-    ("sys_enter", &["sys_enter"]),
+    ("sys_enter", &["sys_enter_btf", "sys_enter"]),
 ];
 
 /// Counts-only mode: no `sys_enter` at all.
@@ -49,7 +49,7 @@ const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
         &["sched_process_exit", "sched_process_exit_leader"],
     ),
     ("sched_process_exec", &["sched_process_exec"]),
-    ("sys_exit", &["sys_exit_counts"]),
+    ("sys_exit", &["sys_exit_counts_btf", "sys_exit_counts"]),
 ];
 
 /// The maps the drain reads.
@@ -202,7 +202,7 @@ pub fn load_and_attach(
         for &program in candidates {
             match attach(&mut ebpf, program, tracepoint) {
                 Ok(()) => {
-                    info!("attached {program} to raw tracepoint {tracepoint}");
+                    info!("attached {program} to tracepoint {tracepoint}");
                     last_error = None;
                     break;
                 }
@@ -296,20 +296,37 @@ fn fill_filters(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's
+/// BTF) or a raw one, whichever the object says it is.
 fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal> {
-    let prog: &mut RawTracePoint = ebpf
+    let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?
-        .try_into()
-        .map_err(|e| load_error(program, &e))?;
-    prog.load()
-        .map_err(|e| load_error(&format!("verifying program {program}"), &e))?;
-    prog.attach(tracepoint).map_err(|e| {
+        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?;
+    let verifying =
+        |e: &aya::programs::ProgramError| load_error(&format!("verifying program {program}"), e);
+    let attaching = |e: &aya::programs::ProgramError| {
         load_error(
-            &format!("attaching {program} to raw tracepoint {tracepoint}"),
-            &e,
+            &format!("attaching {program} to tracepoint {tracepoint}"),
+            e,
         )
-    })?;
+    };
+    match prog {
+        Program::BtfTracePoint(prog) => {
+            let btf =
+                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", &e))?;
+            prog.load(tracepoint, &btf).map_err(|e| verifying(&e))?;
+            prog.attach().map_err(|e| attaching(&e))?;
+        }
+        Program::RawTracePoint(prog) => {
+            prog.load().map_err(|e| verifying(&e))?;
+            prog.attach(tracepoint).map_err(|e| attaching(&e))?;
+        }
+        _ => {
+            return Err(Fatal::Other(anyhow::anyhow!(
+                "program {program} is neither a raw nor a BTF tracepoint"
+            )))
+        }
+    }
     Ok(())
 }
 

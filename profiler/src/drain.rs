@@ -225,10 +225,10 @@ impl Drain {
             // Named first, so a new process's calls count under its name in /metrics.
             self.identify(&mut store, &procs, &hist_keys, &starts);
             for (key, d) in &deltas {
-                store.add(proc_key(key), syscall_key(key.abi, key.nr), d);
+                store.add(proc_key(key), syscall_key(key.abi, key.nr.into()), d);
             }
             for (key, n) in &errno_deltas {
-                let sc = syscall_key(key.hist.abi, key.hist.nr);
+                let sc = syscall_key(key.hist.abi, key.hist.nr.into());
                 store.add_errno(proc_key(&key.hist), sc, key.errno, *n);
             }
             store.set_in_flight(in_flight(&starts, now_ns));

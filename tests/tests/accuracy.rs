@@ -157,7 +157,10 @@ fn threads_hammering_one_syscall_on_every_cpu_lose_no_count() {
     let child = pid_of(&lines[0], "child_pid");
     let stats = daemon.final_stats(child);
     let p = process(&stats, child).unwrap();
-    assert_eq!(counts(p, native_abi()).get("getppid"), Some(&(1_200_000, 0)));
+    assert_eq!(
+        counts(p, native_abi()).get("getppid"),
+        Some(&(1_200_000, 0))
+    );
 }
 
 #[test]
