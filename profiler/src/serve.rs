@@ -71,7 +71,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         &settings.filter,
         settings.counts_only,
     )?;
-    info!("attached to raw tracepoints sys_enter, sys_exit, sched_process_exit");
+    info!("attached to the sys_enter, sys_exit, sched_switch and sched_process_* tracepoints");
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
     let bpf_stats_fd = settings.bpf_stats.then(crate::bpf_stats::enable).flatten();
 
