@@ -103,11 +103,29 @@ pub const CPU_SLOT_MAP: &str = "CPU_SLOT";
 pub const STARTS_MAP: &str = "STARTS";
 pub const STARTS_MAX_ENTRIES: u32 = 65_536;
 
-/// Latency histograms keyed by [`HistKey`], value [`Hist`]. Not preallocated: memory grows with
-/// the (process, syscall) pairs actually seen. When full, events of new pairs are dropped and
-/// counted in `COUNTER_HISTS_FULL`; the daemon deletes the pairs of exited processes.
+/// Latency histograms: an array of [`Hist`] indexed by slot, preallocated and mmap-able
+/// (`BPF_F_MMAPABLE`), so `sys_exit` reaches a histogram with an array access and the drain
+/// reads them all through one mapping without copying. A slot holds its key ([`Hist::key`];
+/// tgid 0 = free). When no slot is left, events of new keys are dropped and counted in
+/// `COUNTER_HISTS_FULL`; the daemon frees the slots of exited processes.
 pub const HISTS_MAP: &str = "HISTS";
 pub const HISTS_MAX_ENTRIES: u32 = 32_768;
+
+/// Which [`HISTS_MAP`] slot holds each key: hash [`HistKey`] → `u32`, preallocated, as many
+/// entries as there are slots (so it is never fuller than HISTS). Consulted only when the
+/// per-CPU [`SLOT_CACHE_MAP`] misses.
+pub const HIST_SLOTS_MAP: &str = "HIST_SLOTS";
+
+/// The free slots of HISTS, for the kernel to hand out: a queue of `u32` as long as HISTS. The
+/// daemon fills it with every slot when the maps are created and gives back the slots of
+/// retired processes.
+pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
+
+/// Per-CPU cache in front of [`HIST_SLOTS_MAP`]: [`CachedSlot`] by `nr % SLOT_CACHE_LEN`, the
+/// slot of the last key with that syscall number seen on this CPU. A stale entry (a slot since
+/// recycled) is caught by comparing the slot's own key.
+pub const SLOT_CACHE_MAP: &str = "SLOT_CACHE";
+pub const SLOT_CACHE_LEN: u32 = 64;
 
 /// Failures per errno, keyed by [`ErrnoKey`], value `u32` (wrapping, like histogram counts).
 /// Touched only by failing calls. When full, a new (process, syscall, errno) triple is not
@@ -144,12 +162,14 @@ pub const LEDGER_ERRNOS_MAX_ENTRIES: u32 = 8_192;
 /// daemon never reads maps pinned by an incompatible build.
 pub const META_MAP: &str = "META";
 /// Bumped whenever a record's layout or a map's meaning changes.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
     STARTS_MAP,
     HISTS_MAP,
+    HIST_SLOTS_MAP,
+    FREE_SLOTS_MAP,
     ERRNOS_MAP,
     LIVE_MAP,
     PROCS_MAP,
@@ -268,13 +288,24 @@ pub struct ErrnoKey {
 /// Cumulative since the entry was created. The 32-bit counts wrap; the daemon reads them at
 /// least every few seconds and adds the wrapping difference to 64-bit totals, which halves the
 /// kernel memory per (process, syscall) pair at no cost per event.
+///
+/// `key` is the entry's own: written by the kernel when it hands out the slot, zeroed by the
+/// daemon when it frees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Hist {
-    pub total_ns: u64,
+    pub key: HistKey,
     pub errors: u32,
-    pub _pad: u32,
+    pub total_ns: u64,
     pub buckets: [u32; BUCKETS],
+}
+
+/// A [`SLOT_CACHE_MAP`] entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CachedSlot {
+    pub key: HistKey,
+    pub slot: u32,
 }
 
 /// A process incarnation (see [`HistKey`]).

@@ -11,23 +11,23 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{Array, CgroupArray, HashMap, PerCpuArray},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray, Queue},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
-    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
-    COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
+    bucket_index, CachedSlot, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals,
+    ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED,
+    COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
     COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
     HISTS_MAX_ENTRIES, HIST_SHARDS, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN,
-    PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+    PROCS_MAX_ENTRIES, SLOT_CACHE_LEN, STARTS_MAX_ENTRIES,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -68,8 +68,16 @@ static CPU_SLOT: PerCpuArray<Start> = PerCpuArray::with_max_entries(1, 0);
 static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
 
 #[map]
-static HISTS: HashMap<HistKey, Hist> =
-    HashMap::with_max_entries(HISTS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static HISTS: Array<Hist> = Array::with_max_entries(HISTS_MAX_ENTRIES, BPF_F_MMAPABLE);
+
+#[map]
+static HIST_SLOTS: HashMap<HistKey, u32> = HashMap::with_max_entries(HISTS_MAX_ENTRIES, 0);
+
+#[map]
+static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(HISTS_MAX_ENTRIES, 0);
+
+#[map]
+static SLOT_CACHE: PerCpuArray<CachedSlot> = PerCpuArray::with_max_entries(SLOT_CACHE_LEN, 0);
 
 #[map]
 static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
@@ -95,11 +103,6 @@ static LEDGER_ERRNOS: HashMap<LedgerErrnoKey, u64> =
 
 #[map]
 static META: Array<u64> = Array::with_max_entries(1, 0);
-
-/// A zeroed `Hist` that is never written: the value of new HISTS entries. A `Hist` is larger
-/// than the 512-byte BPF stack, so it cannot be built there.
-#[map]
-static ZERO_HIST: Array<Hist> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn global(v: &u32) -> u32 {
@@ -509,13 +512,59 @@ fn is_clone(nr: u32, abi: u8) -> bool {
     nr == nrs[base] || nr == nrs[base + 1] || nr == nrs[base + 2] || nr == nrs[base + 3]
 }
 
-/// The histogram of `key`, created on its first event; None (counted) when HISTS is full.
+/// The histogram of `key`, given a slot on its first event; None (counted) when HISTS is full.
+/// The common case is two array accesses: this CPU's cached slot for the syscall number, and
+/// the slot itself, whose own key confirms the cache is not stale.
 #[inline(always)]
 fn hist_of(key: &HistKey) -> Option<*mut Hist> {
-    match HISTS.get_ptr_mut(key) {
-        Some(h) => Some(h),
-        None => new_hist(key),
+    let cached = SLOT_CACHE.get_ptr_mut(u32::from(key.nr) & (SLOT_CACHE_LEN - 1))?;
+    unsafe {
+        if (*cached).key == *key {
+            if let Some(hist) = HISTS.get_ptr_mut((*cached).slot) {
+                if (*hist).key == *key {
+                    return Some(hist);
+                }
+            }
+        }
     }
+    let slot = u32::try_from(slot_of(key)).ok()?;
+    unsafe {
+        (*cached).key = *key;
+        (*cached).slot = slot;
+    }
+    HISTS.get_ptr_mut(slot)
+}
+
+/// The slot of `key` from HIST_SLOTS, taking a free one from FREE_SLOTS on the key's first
+/// event (the daemon fills the queue with every slot at creation and gives back the slots of
+/// exited processes). -1 (counted) when none is left.
+#[inline(never)]
+fn slot_of(key: &HistKey) -> i64 {
+    if let Some(slot) = unsafe { HIST_SLOTS.get(key) } {
+        return i64::from(*slot);
+    }
+    let Ok(Some(slot)) = FREE_SLOTS.pop() else {
+        bump(COUNTER_HISTS_FULL);
+        return -1;
+    };
+    // NOEXIST: another CPU may have given the key a slot meanwhile; then use theirs and give
+    // this one back.
+    if HIST_SLOTS.insert(key, slot, BPF_NOEXIST as u64).is_err() {
+        let _ = FREE_SLOTS.push(slot, 0);
+        return match unsafe { HIST_SLOTS.get(key) } {
+            Some(slot) => i64::from(*slot),
+            None => {
+                bump(COUNTER_HISTS_FULL);
+                -1
+            }
+        };
+    }
+    // The key goes into the slot only once the slot is the key's: the drain reads keys from
+    // the slots, and must never see one twice.
+    if let Some(hist) = HISTS.get_ptr_mut(slot) {
+        unsafe { (*hist).key = *key };
+    }
+    i64::from(slot)
 }
 
 /// A return value of -4095..-1 is an errno: count the failure and which errno it was.
@@ -529,18 +578,6 @@ fn count_if_error(hist: *mut Hist, key: &HistKey, ret: i64) {
         }
         count_errno(key, (-ret) as u32);
     }
-}
-
-#[inline(never)]
-fn new_hist(key: &HistKey) -> Option<*mut Hist> {
-    let zero = ZERO_HIST.get_ptr(0)?;
-    // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds theirs.
-    let _ = HISTS.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
-    let hist = HISTS.get_ptr_mut(key);
-    if hist.is_none() {
-        bump(COUNTER_HISTS_FULL);
-    }
-    hist
 }
 
 #[inline(never)]

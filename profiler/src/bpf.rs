@@ -4,24 +4,24 @@
 use std::io;
 
 use aya::{
-    maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray},
+    maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, Queue},
     programs::Program,
     Ebpf, EbpfLoader,
 };
 use std::{os::fd::AsRawFd, path::Path};
 
 use profiler_common::{
-    ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
-    CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_MAP, CPU_SLOT_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP,
-    FILTER_PIDS_MAP, FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, GLOBAL_CLONE_NRS,
+    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, CLONE_NRS_LEN,
+    COMPAT_DISABLED, COUNTERS_MAP, CPU_SLOT_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
+    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
     GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    HISTS_MAP, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS, PROCS_MAP,
-    STARTS_MAP,
+    HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SHARDS, HIST_SLOTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP,
+    META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
 };
 use tracing::{info, warn};
 
-use crate::{caps, config::Filter, fatal::Fatal, kernel_btf, pin, syscalls};
+use crate::{caps, config::Filter, fatal::Fatal, hist_arena::HistArena, kernel_btf, pin, syscalls};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -54,7 +54,9 @@ const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
 
 /// The maps the drain reads.
 pub struct Maps {
-    pub hists: HashMap<MapData, HistKey, Hist>,
+    pub hists: HistArena,
+    pub hist_slots: HashMap<MapData, HistKey, u32>,
+    pub free_slots: Queue<MapData, u32>,
     pub errnos: HashMap<MapData, ErrnoKey, u32>,
     pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
     pub starts: HashMap<MapData, u32, Start>,
@@ -190,8 +192,13 @@ pub fn load_and_attach(
         .load(OBJECT)
         .map_err(|e| load_error("loading the eBPF object", &e))?;
 
-    // Before attaching: a filter that is on with an empty map would drop everything meanwhile.
+    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
+    // and an empty free-slot queue would drop every new histogram.
     fill_filters(&mut ebpf, filter)?;
+    let mut free_slots: Queue<MapData, u32> = take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+    if pin_dir.is_none() || unstamped(&ebpf)? {
+        fill_free_slots(&mut free_slots)?;
+    }
     let programs = if counts_only {
         COUNTS_ONLY_PROGRAMS
     } else {
@@ -229,8 +236,18 @@ pub fn load_and_attach(
             })
         }
     };
+    let hists = ebpf
+        .take_map(HISTS_MAP)
+        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {HISTS_MAP} missing from object")))?;
+    let aya::maps::Map::Array(hists) = hists else {
+        return Err(Fatal::Other(anyhow::anyhow!(
+            "map {HISTS_MAP} is not an array"
+        )));
+    };
     let maps = Maps {
-        hists: take_map(&mut ebpf, HISTS_MAP)?,
+        hists: HistArena::new(hists).map_err(Fatal::Other)?,
+        hist_slots: take_map(&mut ebpf, HIST_SLOTS_MAP)?,
+        free_slots,
         errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
         procs: take_map(&mut ebpf, PROCS_MAP)?,
         starts: take_map(&mut ebpf, STARTS_MAP)?,
@@ -239,6 +256,34 @@ pub fn load_and_attach(
         ledger,
     };
     Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+/// Whether the pinned maps are new: META is stamped only once they are complete.
+fn unstamped(ebpf: &Ebpf) -> Result<bool, Fatal> {
+    let meta = ebpf
+        .map(META_MAP)
+        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {META_MAP} missing from object")))?;
+    let meta: Array<&MapData, u64> =
+        Array::try_from(meta).map_err(|e| Fatal::Other(anyhow::anyhow!("map {META_MAP}: {e}")))?;
+    let stamp = meta
+        .get(&0, 0)
+        .map_err(|e| Fatal::Other(anyhow::anyhow!("reading {META_MAP}: {e}")))?;
+    Ok(stamp == 0)
+}
+
+/// Puts every HISTS slot in the kernel's free queue, emptying it first: a daemon killed while
+/// filling it left a partial queue and an unstamped META, and a slot queued twice would be
+/// handed to two keys.
+fn fill_free_slots(queue: &mut Queue<MapData, u32>) -> Result<(), Fatal> {
+    while queue.pop(0).is_ok() {}
+    for slot in 0..HISTS_MAX_ENTRIES {
+        queue.push(slot, 0).map_err(|e| {
+            Fatal::Other(anyhow::anyhow!(
+                "filling {FREE_SLOTS_MAP} (slot {slot}): {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// See profiler_common::GLOBAL_CLONE_NRS.
@@ -346,7 +391,7 @@ where
 pub fn maps_readable_unprivileged(maps: &Maps) -> Result<bool, Fatal> {
     let outcome = caps::works_unprivileged(|| -> Result<(), aya::maps::MapError> {
         maps.counters.get(&0, 0)?;
-        if let Some(key) = maps.hists.keys().next() {
+        if let Some(key) = maps.hist_slots.keys().next() {
             key?;
         }
         if let Some(entry) = maps.procs.iter().next() {

@@ -169,7 +169,12 @@ impl Drain {
 
         let mut deltas = Vec::new();
         let mut hist_keys: Vec<HistKey> = Vec::new();
-        for (key, hist) in read_all(&self.maps.hists, "HISTS")? {
+        let mut hist_slots: Vec<u32> = Vec::new();
+        for (key, slot) in read_all(&self.maps.hist_slots, "HIST_SLOTS")? {
+            // The kernel writes a slot's key just after taking the slot: until then it is empty.
+            let Some(hist) = self.maps.hists.read(slot).filter(|h| h.key == key) else {
+                continue;
+            };
             // One hash lookup per pair: compare with, then overwrite, the previous reading.
             let d = match self.last_hists.entry(key) {
                 Entry::Occupied(mut last) => {
@@ -183,6 +188,7 @@ impl Drain {
                 deltas.push((key, d));
             }
             hist_keys.push(key);
+            hist_slots.push(slot);
         }
 
         let mut errno_deltas = Vec::new();
@@ -248,9 +254,17 @@ impl Drain {
             ledger.add(&retired)?;
         }
         let retiring = std::mem::take(&mut self.retiring);
-        for key in hist_keys.iter().filter(|k| retiring.contains(&proc_key(k))) {
-            // Already gone is fine: the goal is that it is gone.
-            let _ = self.maps.hists.remove(key);
+        for (key, &slot) in hist_keys
+            .iter()
+            .zip(&hist_slots)
+            .filter(|(k, _)| retiring.contains(&proc_key(k)))
+        {
+            // Unmapped first, so no new event can find the slot; wiped and queued only if the
+            // key was still mapped to it, so a slot is never queued twice.
+            if self.maps.hist_slots.remove(key).is_ok() {
+                self.maps.hists.clear(slot);
+                let _ = self.maps.free_slots.push(slot, 0);
+            }
             self.last_hists.remove(key);
         }
         for key in errno_keys
@@ -432,9 +446,9 @@ mod tests {
 
     fn hist(total: u64, errors: u32, buckets: &[(usize, u32)]) -> Hist {
         let mut h = Hist {
+            key: HistKey::default(),
             total_ns: total,
             errors,
-            _pad: 0,
             buckets: [0; BUCKETS],
         };
         for &(i, n) in buckets {

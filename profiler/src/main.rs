@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod drain;
 mod fatal;
+mod hist_arena;
 mod histogram;
 mod history;
 mod host;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use profiler_common::{Hist, HistKey, HISTS_MAP};
+use profiler_common::{HistKey, HIST_SLOTS_MAP};
 use std::collections::BTreeMap;
 use tests::{process, run_workload, syscall};
 
@@ -60,17 +60,17 @@ fn counts_exactly_and_retires(daemon: &Daemon) {
     assert_eq!(count("nanosleep"), (5, 0));
     assert_eq!(p["count"], 1105, "{p}");
 
-    // The retired child's histograms were deleted from the kernel map by the unprivileged
-    // drain (deletes are the one write it does).
-    let ids = held_map_ids(daemon.pid(), HISTS_MAP);
+    // The retired child's histogram slots were released by the unprivileged drain (unmapped,
+    // wiped and queued for reuse: the writes it does).
+    let ids = held_map_ids(daemon.pid(), HIST_SLOTS_MAP);
     assert_eq!(
         ids.len(),
         1,
-        "the daemon holds one {HISTS_MAP} map: {ids:?}"
+        "the daemon holds one {HIST_SLOTS_MAP} map: {ids:?}"
     );
-    let data = aya::maps::MapData::from_id(ids[0]).expect("opening HISTS by id");
-    let hists: aya::maps::HashMap<_, HistKey, Hist> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("HISTS is a hash");
+    let data = aya::maps::MapData::from_id(ids[0]).expect("opening HIST_SLOTS by id");
+    let hists: aya::maps::HashMap<_, HistKey, u32> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("HIST_SLOTS is a hash");
     let left: Vec<HistKey> = hists
         .keys()
         .filter_map(Result::ok)
@@ -78,7 +78,7 @@ fn counts_exactly_and_retires(daemon: &Daemon) {
         .collect();
     assert!(
         left.is_empty(),
-        "entries of the retired child remain in HISTS: {} of them",
+        "slots of the retired child remain in HIST_SLOTS: {} of them",
         left.len()
     );
     assert!(

@@ -17,6 +17,9 @@
 //!   threads T N       a child runs T threads that each make N getppid and exit before it does.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
 //!   storm COUNT       COUNT children, one after another, each one getppid and exit.
+//!   series COUNT NRS MS  COUNT children one after another, MS ms apart, each calling NRS
+//!       distinct unallocated syscall numbers (1000, 1001, …: ENOSYS) once: COUNT × NRS
+//!       (process, syscall) series over time. Prints {"pid", "children", "comm"}.
 //!   reuse-pid PID N   like `calls getppid=N`, but the child gets pid PID (via ns_last_pid).
 //!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
 //!       only; nothing else on a host makes these, so system-wide figures are exact).
@@ -316,6 +319,25 @@ fn storm(count: usize) {
     ));
 }
 
+fn series(count: usize, nrs: usize, pause_ms: usize) {
+    let comm = format!("series{}", std::process::id() % 1_000_000);
+    let c = CString::new(comm.clone()).unwrap();
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    for _ in 0..count {
+        let child = spawn(|| {
+            for nr in 0..nrs {
+                unsafe { libc::syscall(1000 + nr as libc::c_long) };
+            }
+        });
+        reap(child);
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms as u64));
+    }
+    say(format!(
+        "{{\"pid\": {}, \"children\": {count}, \"comm\": \"{comm}\"}}",
+        std::process::id()
+    ));
+}
+
 fn reuse_pid(pid: usize, n: usize) {
     // ns_last_pid names the pid handed out before the next one; another process forking in
     // between takes it, so try a few times.
@@ -400,6 +422,7 @@ fn main() {
         Some("threads") => threads(num(args.get(2)), num(args.get(3))),
         Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
         Some("storm") => storm(num(args.get(2))),
+        Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
         _ => usage("unknown mode"),
