@@ -369,7 +369,9 @@ fn render_load(out: &mut String, r: &Report) {
              N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
              events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
-             {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window. \"in kernel map\" \
+             {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
+             daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
+             in the README's map table, not allocated by the daemon). \"in kernel map\" \
              is the daemon's own `kernel_maps` (its series of every process on the host, so \
              above the target by whatever else runs; a full map drops the events of new \
              series).\n",
