@@ -396,16 +396,17 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 /// The start of a syscall whose thread left the CPU while in it (or whose exit runs on another
-/// CPU), taken out of the thread's STARTS record. None when there is none: the entry was
-/// skipped (number -1, a filtered syscall or process), or never seen (counted when the process
-/// is one we trace).
+/// CPU), taken out of the thread's STARTS record. None when there is none: the process is
+/// filtered out (checked first: with a pid or cgroup filter, most exits here are of processes
+/// left out), the entry was skipped (number -1, a filtered syscall), or never seen (counted).
 #[inline(never)]
 fn parked_start() -> Option<Start> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !process_wanted((pid_tgid >> 32) as u32) {
+        return None;
+    }
     let Some(record) = STARTS.get_ptr_mut(pid_tgid as u32) else {
-        if process_wanted((pid_tgid >> 32) as u32) {
-            bump(COUNTER_UNMATCHED_EXITS);
-        }
+        bump(COUNTER_UNMATCHED_EXITS);
         return None;
     };
     let start = unsafe { *record };

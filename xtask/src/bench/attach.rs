@@ -29,6 +29,12 @@ pub struct DaemonVariant {
 pub const DAEMON_VARIANTS: &[(&str, &[&str])] =
     &[("profiler", &[]), ("counts-only", &["--counts-only"])];
 
+/// Daemon configurations measured per syscall only: `filtered-out` records pid 1 alone, so the
+/// workloads show what the in-kernel filter costs the processes it leaves out. (Its series and
+/// HTTP figures would measure an idle daemon.)
+pub const SYSCALL_ONLY_VARIANTS: &[(&str, &[&str])] =
+    &[("filtered-out", &["--filter-pids", "1"])];
+
 /// Parses `NAME=ARGS` (ARGS split on whitespace, may be empty).
 pub fn parse_daemon_variant(s: &str) -> Result<DaemonVariant, String> {
     let (name, args) = s

@@ -21,7 +21,7 @@ use clap::Args;
 
 use attach::{
     attach, find_on_path, parse_daemon_variant, Config, ConfigKind, Daemon, DaemonVariant, Env,
-    Tracefs, DAEMON_VARIANTS,
+    Tracefs, DAEMON_VARIANTS, SYSCALL_ONLY_VARIANTS,
 };
 use report::{Clock, HttpRow, Machine, Report, SeriesRow, SyscallResults};
 use workload::{time_workload, PerSyscall, SeriesLoad, Workload};
@@ -131,6 +131,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         .collect();
     for v in &args.daemon_variants {
         if variants.iter().any(|x| x.name == v.name)
+            || SYSCALL_ONLY_VARIANTS.iter().any(|(name, _)| *name == v.name)
             || ["none", "floor", "limit", "bpftrace"].contains(&v.name.as_str())
         {
             bail!("--daemon-variant: the name '{}' is taken", v.name);
@@ -153,6 +154,12 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let mut notes = Vec::new();
     let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
     configs.extend(variants.iter().cloned().map(Config::daemon));
+    configs.extend(SYSCALL_ONLY_VARIANTS.iter().map(|(name, a)| {
+        Config::daemon(DaemonVariant {
+            name: name.to_string(),
+            args: a.iter().map(|s| s.to_string()).collect(),
+        })
+    }));
 
     let mut tracefs = None;
     let bpftrace = if args.no_bpftrace {
