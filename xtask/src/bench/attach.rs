@@ -32,8 +32,7 @@ pub const DAEMON_VARIANTS: &[(&str, &[&str])] =
 /// Daemon configurations measured per syscall only: `filtered-out` records pid 1 alone, so the
 /// workloads show what the in-kernel filter costs the processes it leaves out. (Its series and
 /// HTTP figures would measure an idle daemon.)
-pub const SYSCALL_ONLY_VARIANTS: &[(&str, &[&str])] =
-    &[("filtered-out", &["--filter-pids", "1"])];
+pub const SYSCALL_ONLY_VARIANTS: &[(&str, &[&str])] = &[("filtered-out", &["--filter-pids", "1"])];
 
 /// Parses `NAME=ARGS` (ARGS split on whitespace, may be empty).
 pub fn parse_daemon_variant(s: &str) -> Result<DaemonVariant, String> {

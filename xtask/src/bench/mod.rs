@@ -131,7 +131,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         .collect();
     for v in &args.daemon_variants {
         if variants.iter().any(|x| x.name == v.name)
-            || SYSCALL_ONLY_VARIANTS.iter().any(|(name, _)| *name == v.name)
+            || SYSCALL_ONLY_VARIANTS
+                .iter()
+                .any(|(name, _)| *name == v.name)
             || ["none", "floor", "limit", "bpftrace"].contains(&v.name.as_str())
         {
             bail!("--daemon-variant: the name '{}' is taken", v.name);
