@@ -519,10 +519,11 @@ fn is_clone(nr: u32, abi: u8) -> bool {
 #[inline(always)]
 fn hist_of(key: &HistKey) -> Option<*mut Hist> {
     let cached = SLOT_CACHE.get_ptr_mut(u32::from(key.nr) & (SLOT_CACHE_LEN - 1))?;
+    let words = key_words(key);
     unsafe {
-        if (*cached).key == *key {
+        if stored_key_words(&(*cached).key) == words {
             if let Some(hist) = HISTS.get_ptr_mut((*cached).slot) {
-                if (*hist).key == *key {
+                if stored_key_words(&(*hist).key) == words {
                     return Some(hist);
                 }
             }
@@ -534,6 +535,26 @@ fn hist_of(key: &HistKey) -> Option<*mut Hist> {
         (*cached).slot = slot;
     }
     HISTS.get_ptr_mut(slot)
+}
+
+/// A key as two words (its bytes 0..8 and 8..12, little-endian), so comparing keys is two
+/// compares instead of five field by field.
+#[inline(always)]
+fn key_words(key: &HistKey) -> (u64, u32) {
+    (
+        u64::from(key.tgid) | u64::from(key.incarnation) << 32,
+        u32::from(key.nr) | u32::from(key.abi) << 16 | u32::from(key.shard) << 24,
+    )
+}
+
+/// [`key_words`] of a key stored at the start of a map value (map values are 8-byte aligned,
+/// and so are `Hist` and `CachedSlot`'s keys within them).
+#[inline(always)]
+unsafe fn stored_key_words(key: *const HistKey) -> (u64, u32) {
+    (
+        core::ptr::read_volatile(key as *const u64),
+        core::ptr::read_volatile((key as *const u8).add(8) as *const u32),
+    )
 }
 
 /// The slot of `key` from HIST_SLOTS, taking a free one from FREE_SLOTS on the key's first
