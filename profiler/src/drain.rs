@@ -27,7 +27,7 @@ use crate::{
     bpf_stats,
     cgroups::{self, Resolver},
     histogram::Delta,
-    map_batch,
+    map_batch::{self, Batch},
     store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals},
     syscalls::Abi,
 };
@@ -40,6 +40,11 @@ pub struct Drain {
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
     retiring: HashSet<ProcKey>,
     cgroups: Resolver,
+    /// Read buffers, kept across drains (see map_batch.rs).
+    hists: Batch<HistKey, Hist>,
+    errnos: Batch<ErrnoKey, u32>,
+    procs: Batch<profiler_common::ProcKey, ProcInfo>,
+    starts: Batch<u32, Start>,
 }
 
 /// What one kernel histogram gained between two reads. The kernel's 32-bit counts wrap; the
@@ -142,6 +147,10 @@ impl Drain {
             last_errnos: HashMap::new(),
             retiring: HashSet::new(),
             cgroups: Resolver::new(cgroups::v2_root()),
+            hists: Batch::default(),
+            errnos: Batch::default(),
+            procs: Batch::default(),
+            starts: Batch::default(),
         }
     }
 
@@ -156,9 +165,11 @@ impl Drain {
     }
 
     fn read_maps(&mut self, store: &RwLock<Store>) -> Result<()> {
-        let procs: HashMap<ProcKey, ProcInfo> = read_all(&self.maps.procs, "PROCS")?
-            .into_iter()
-            .map(|(k, info): (profiler_common::ProcKey, ProcInfo)| {
+        read_into(&mut self.procs, &self.maps.procs, "PROCS")?;
+        let procs: HashMap<ProcKey, ProcInfo> = self
+            .procs
+            .iter()
+            .map(|(&k, &info)| {
                 let key = ProcKey {
                     pid: k.tgid,
                     incarnation: k.incarnation,
@@ -169,15 +180,16 @@ impl Drain {
 
         let mut deltas = Vec::new();
         let mut hist_keys: Vec<HistKey> = Vec::new();
-        for (key, hist) in read_all(&self.maps.hists, "HISTS")? {
+        read_into(&mut self.hists, &self.maps.hists, "HISTS")?;
+        for (&key, hist) in self.hists.iter() {
             // One hash lookup per pair: compare with, then overwrite, the previous reading.
             let d = match self.last_hists.entry(key) {
                 Entry::Occupied(mut last) => {
-                    let d = delta(Some(last.get()), &hist);
-                    *last.get_mut() = hist;
+                    let d = delta(Some(last.get()), hist);
+                    *last.get_mut() = *hist;
                     d
                 }
-                Entry::Vacant(slot) => delta(None, slot.insert(hist)),
+                Entry::Vacant(slot) => delta(None, slot.insert(*hist)),
             };
             if !d.is_empty() {
                 deltas.push((key, d));
@@ -187,7 +199,8 @@ impl Drain {
 
         let mut errno_deltas = Vec::new();
         let mut errno_keys: Vec<ErrnoKey> = Vec::new();
-        for (key, n) in read_all(&self.maps.errnos, "ERRNOS")? {
+        read_into(&mut self.errnos, &self.maps.errnos, "ERRNOS")?;
+        for (&key, &n) in self.errnos.iter() {
             let before = self.last_errnos.insert(key, n).unwrap_or(0);
             let d = n.wrapping_sub(before);
             if d != 0 {
@@ -197,10 +210,8 @@ impl Drain {
         }
 
         // In flight: parked in a thread's record, or running on a CPU.
-        let mut starts: Vec<Start> = read_all(&self.maps.starts, "STARTS")?
-            .into_iter()
-            .map(|(_, s): (u32, Start)| s)
-            .collect();
+        read_into(&mut self.starts, &self.maps.starts, "STARTS")?;
+        let mut starts: Vec<Start> = self.starts.values().to_vec();
         let thread_records = starts.len() as u64;
         let on_cpu = self.maps.cpu_slot.get(&0, 0).context("reading CPU_SLOT")?;
         starts.extend(on_cpu.iter().filter(|s| s.tid != 0));
@@ -343,6 +354,16 @@ impl Drain {
             ..sizes
         })
     }
+}
+
+fn read_into<K: Pod, V: Pod>(
+    batch: &mut Batch<K, V>,
+    map: &impl IterableMap<K, V>,
+    name: &str,
+) -> Result<()> {
+    batch
+        .read(map.map().fd().as_fd())
+        .with_context(|| format!("reading {name}"))
 }
 
 fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<Vec<(K, V)>> {
