@@ -63,28 +63,61 @@ impl<K: Pod, V: Pod> Batch<K, V> {
     pub fn read(&mut self, map: BorrowedFd<'_>) -> io::Result<()> {
         self.keys.clear();
         self.values.clear();
-        let mut want = CHUNK;
-        // The batch token is the kernel's hash bucket index: a u32.
-        let mut token_in = 0u32;
-        let mut token_out = 0u32;
-        let mut first = true;
+        let mut cursor = Cursor::default();
+        while !self.append(map, &mut cursor, usize::MAX)? {}
+        Ok(())
+    }
+
+    /// Reads the map `chunk` entries at a time or so, handing each chunk to `f`: for maps with
+    /// large values, whose entries need not all be held at once. The buffers stay the size of
+    /// one chunk.
+    pub fn read_chunks(
+        &mut self,
+        map: BorrowedFd<'_>,
+        chunk: usize,
+        mut f: impl FnMut(&[K], &[V]),
+    ) -> io::Result<()> {
+        let mut cursor = Cursor::default();
+        loop {
+            self.keys.clear();
+            self.values.clear();
+            let done = self.append(map, &mut cursor, chunk)?;
+            f(&self.keys, &self.values);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends the next entries (at least one hash bucket's, at most about `most`) after
+    /// `cursor`; true once the map has been read to its end.
+    fn append(
+        &mut self,
+        map: BorrowedFd<'_>,
+        cursor: &mut Cursor,
+        most: usize,
+    ) -> io::Result<bool> {
+        let mut want = CHUNK.min(most);
         loop {
             let len = self.keys.len();
             self.keys.reserve(want);
             self.values.reserve(want);
-            // Everything the buffers have room for, not just `want`: fewer calls.
-            let room = (self.keys.capacity() - len).min(self.values.capacity() - len);
+            // What the buffers have room for, not just `want` (fewer calls), up to `most`.
+            let room = (self.keys.capacity() - len)
+                .min(self.values.capacity() - len)
+                .min(most.max(want))
+                .min(u32::MAX as usize);
+            let mut token_out = 0u32;
             let mut attr = BatchAttr {
-                in_batch: if first {
-                    0
-                } else {
-                    &mut token_in as *mut u32 as u64
+                in_batch: match &mut cursor.token {
+                    None => 0,
+                    Some(t) => t as *mut u32 as u64,
                 },
                 out_batch: &mut token_out as *mut u32 as u64,
                 // SAFETY (of the `add`s): `len` is within each buffer's allocation.
                 keys: unsafe { self.keys.as_mut_ptr().add(len) } as u64,
                 values: unsafe { self.values.as_mut_ptr().add(len) } as u64,
-                count: room.min(u32::MAX as usize) as u32,
+                count: room as u32,
                 map_fd: map.as_raw_fd() as u32,
                 ..Default::default()
             };
@@ -100,7 +133,9 @@ impl<K: Pod, V: Pod> Batch<K, V> {
                 )
             };
             let err = (ret < 0).then(io::Error::last_os_error);
-            match err.as_ref().and_then(io::Error::raw_os_error) {
+            let errno = err.as_ref().and_then(io::Error::raw_os_error);
+            match errno {
+                // One hash bucket holds more entries than there is room for.
                 Some(libc::ENOSPC) if attr.count == 0 => {
                     want = room * 2;
                     continue;
@@ -115,16 +150,16 @@ impl<K: Pod, V: Pod> Batch<K, V> {
                 self.keys.set_len(len + n);
                 self.values.set_len(len + n);
             }
-            if matches!(
-                err.as_ref().and_then(io::Error::raw_os_error),
-                Some(libc::ENOENT)
-            ) {
-                return Ok(());
-            }
-            token_in = token_out;
-            first = false;
+            cursor.token = Some(token_out);
+            return Ok(errno == Some(libc::ENOENT));
         }
     }
+}
+
+/// Where the next batch starts: the kernel's hash bucket index (a u32), none before the first.
+#[derive(Default)]
+struct Cursor {
+    token: Option<u32>,
 }
 
 /// Every (key, value) of a BPF hash map, in batches, into fresh buffers: for maps read once.
