@@ -21,8 +21,8 @@ use std::{
 
 use crate::{
     cgroups,
-    histogram::Delta,
-    store::{ProcKey, Process, SyscallKey, SyscallTotals},
+    histogram::DeltaRef,
+    store::{FastMap, ProcKey, Process, SyscallKey, SyscallTotals},
 };
 
 /// The label value of every fold.
@@ -97,6 +97,34 @@ pub struct Aggregates {
     pub telemetry: Telemetry,
 }
 
+/// One process's share of the aggregates (see [`Aggregates::totals_of`]).
+pub struct Totals<'a> {
+    group: &'a mut BTreeMap<SyscallKey, SyscallTotals>,
+    pid: Option<&'a mut BTreeMap<SyscallKey, SyscallTotals>>,
+}
+
+impl Totals<'_> {
+    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>) {
+        self.group.entry(sc).or_default().hist.add_ref(delta);
+        if let Some(t) = &mut self.pid {
+            t.entry(sc).or_default().hist.add_ref(delta);
+        }
+    }
+
+    pub fn add_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
+        *self
+            .group
+            .entry(sc)
+            .or_default()
+            .errnos
+            .entry(errno)
+            .or_default() += n;
+        if let Some(t) = &mut self.pid {
+            *t.entry(sc).or_default().errnos.entry(errno).or_default() += n;
+        }
+    }
+}
+
 impl Aggregates {
     pub fn new(config: MetricsConfig) -> Self {
         Self {
@@ -112,64 +140,44 @@ impl Aggregates {
             .unwrap_or_else(|| Arc::from(cgroups::UNKNOWN))
     }
 
-    fn group(&mut self, comm: &str, cgroup_id: u64) -> &mut BTreeMap<SyscallKey, SyscallTotals> {
-        let mut key = GroupKey {
-            comm: comm.to_string(),
-            cgroup: self.cgroup_label(cgroup_id),
-        };
-        if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
-            key = GroupKey {
-                comm: OTHER.to_string(),
-                cgroup: Arc::from(OTHER),
+    /// Where one process's calls are added: its group's totals and, in per-pid mode, its own
+    /// series or the `other` fold. Found once per process per drain, not once per syscall: the
+    /// group lookup builds a key string.
+    pub fn totals_of(&mut self, p: &Process) -> Totals<'_> {
+        let group = {
+            let mut key = GroupKey {
+                comm: p.comm.clone(),
+                cgroup: self.cgroup_label(p.cgroup_id),
             };
-        }
-        let g = self.groups.entry(key).or_default();
-        g.touched = true;
-        &mut g.syscalls
-    }
-
-    fn pid_totals(&mut self, key: ProcKey) -> Option<&mut BTreeMap<SyscallKey, SyscallTotals>> {
-        if !self.config.per_pid {
-            return None;
-        }
-        if !self.promoted.contains_key(&key) && self.promoted.len() < self.config.top_pids {
-            self.promoted.insert(key, BTreeMap::new());
-        }
-        Some(match self.promoted.get_mut(&key) {
-            Some(t) => t,
-            None => &mut self.other,
-        })
-    }
-
-    pub fn add(&mut self, p: &Process, sc: SyscallKey, delta: &Delta) {
-        self.group(&p.comm, p.cgroup_id)
-            .entry(sc)
-            .or_default()
-            .hist
-            .add(delta);
-        if let Some(t) = self.pid_totals(p.key) {
-            t.entry(sc).or_default().hist.add(delta);
-        }
-    }
-
-    pub fn add_errno(&mut self, p: &Process, sc: SyscallKey, errno: u32, n: u64) {
-        *self
-            .group(&p.comm, p.cgroup_id)
-            .entry(sc)
-            .or_default()
-            .errnos
-            .entry(errno)
-            .or_default() += n;
-        if let Some(t) = self.pid_totals(p.key) {
-            *t.entry(sc).or_default().errnos.entry(errno).or_default() += n;
-        }
+            if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+                key = GroupKey {
+                    comm: OTHER.to_string(),
+                    cgroup: Arc::from(OTHER),
+                };
+            }
+            let g = self.groups.entry(key).or_default();
+            g.touched = true;
+            &mut g.syscalls
+        };
+        let pid = if self.config.per_pid {
+            if !self.promoted.contains_key(&p.key) && self.promoted.len() < self.config.top_pids {
+                self.promoted.insert(p.key, BTreeMap::new());
+            }
+            Some(match self.promoted.get_mut(&p.key) {
+                Some(t) => t,
+                None => &mut self.other,
+            })
+        } else {
+            None
+        };
+        Totals { group, pid }
     }
 
     /// After the store has expired its processes: expire idle groups, re-rank the promoted
     /// processes, forget cgroup labels nobody uses.
     pub fn finish_drain(
         &mut self,
-        processes: &HashMap<ProcKey, Process>,
+        processes: &FastMap<ProcKey, Process>,
         now: Instant,
         retention: Duration,
     ) {
@@ -229,7 +237,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::{store::Store, syscalls::Abi};
+    use crate::{histogram::Delta, store::Store, syscalls::Abi};
 
     const GETPID: SyscallKey = SyscallKey {
         abi: Abi::Native,

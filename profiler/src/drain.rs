@@ -6,7 +6,8 @@
 //! it once more and only then deletes its entries from the kernel maps.
 
 use std::{
-    collections::{hash_map::Entry, HashMap, HashSet},
+    collections::{HashMap, HashSet},
+    hash::Hash,
     sync::RwLock,
     time::{Instant, SystemTime},
 };
@@ -26,45 +27,328 @@ use crate::{
     bpf::{Ledger, Maps},
     bpf_stats,
     cgroups::{self, Resolver},
-    histogram::Delta,
-    map_batch,
-    store::{InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals},
+    histogram::{Delta, DeltaRef},
+    map_batch::{self, Batch},
+    store::{
+        FastMap, FastSet, InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals,
+    },
     syscalls::Abi,
 };
 
 pub struct Drain {
     maps: Maps,
     /// Each kernel counter as of the previous read, to turn cumulative values into deltas.
-    last_hists: HashMap<HistKey, Hist>,
-    last_errnos: HashMap<ErrnoKey, u32>,
+    hists: HistReadings,
+    errnos: Previous<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
     retiring: HashSet<ProcKey>,
     cgroups: Resolver,
+    /// Read buffers and this drain's readings and deltas, kept across drains.
+    slots_read: Batch<HistKey, u32>,
+    errnos_read: Batch<ErrnoKey, u32>,
+    procs_read: Batch<profiler_common::ProcKey, ProcInfo>,
+    starts_read: Batch<u32, Start>,
+    errnos_now: Vec<(ErrnoKey, u32)>,
+    deltas: Deltas,
 }
 
-/// What one kernel histogram gained between two reads. The kernel's 32-bit counts wrap; the
-/// wrapping difference is exact as long as fewer than 2^32 events land in one bucket between
-/// two drains.
-pub fn delta(old: Option<&Hist>, new: &Hist) -> Delta {
-    const NEVER_READ: [u32; BUCKETS] = [0; BUCKETS];
-    let (old_errors, old_total) = old.map_or((0, 0), |o| (o.errors, o.total_ns));
-    // One plain pass over two arrays (no per-bucket Option): the drain runs this for every
-    // (process, syscall) pair on every interval.
-    let before = old.map_or(&NEVER_READ, |o| &o.buckets);
-    let buckets = new
-        .buckets
-        .iter()
-        .zip(before)
-        .enumerate()
-        .filter_map(|(i, (&n, &b))| {
-            let d = n.wrapping_sub(b);
-            (d != 0).then_some((i, u64::from(d)))
+/// A kernel map's entries as of the previous drain, in the order the kernel listed them (its
+/// hash order). That order changes only where entries were added or deleted, so an entry's
+/// previous value is nearly always right after the last one found: no hashing, and memory read
+/// front to back. The index is built only in a drain that finds the order changed.
+struct Previous<K, V> {
+    entries: Vec<(K, V)>,
+    index: Option<FastMap<K, usize>>,
+}
+
+impl<K, V> Default for Previous<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: None,
+        }
+    }
+}
+
+/// Positions past the expected one checked before falling back to the index: a few entries
+/// deleted since the previous drain are skipped without building it.
+const LOOKAHEAD: usize = 4;
+
+impl<K: Copy + Eq + Hash, V> Previous<K, V> {
+    /// `key`'s previous value. `next` is where the previous call left off: pass the same one
+    /// for every key of a reading, in the kernel's order.
+    fn find(&mut self, next: &mut usize, key: &K) -> Option<&V> {
+        let ahead = self.entries.get(*next..).unwrap_or_default();
+        if let Some(at) = ahead.iter().take(1 + LOOKAHEAD).position(|(k, _)| k == key) {
+            *next += at + 1;
+            return Some(&ahead[at].1);
+        }
+        let entries = &self.entries;
+        let index = self.index.get_or_insert_with(|| {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(at, (k, _))| (*k, at))
+                .collect()
+        });
+        let &at = index.get(key)?;
+        *next = at + 1;
+        Some(&self.entries[at].1)
+    }
+
+    /// Sets back to the default (zero) the values of the keys `gone` says are gone from the
+    /// kernel map, so that should the kernel create one again, all of it counts.
+    fn retire(&mut self, mut gone: impl FnMut(&K) -> bool)
+    where
+        V: Default,
+    {
+        for (k, v) in &mut self.entries {
+            if gone(k) {
+                *v = V::default();
+            }
+        }
+    }
+
+    /// Makes `now` the previous reading; `now` is left empty, with the old one's capacity.
+    fn replace(&mut self, now: &mut Vec<(K, V)>) {
+        std::mem::swap(&mut self.entries, now);
+        now.clear();
+        self.index = None;
+    }
+}
+
+/// The previous reading of one kernel histogram. Its non-zero buckets (a series usually fills
+/// a handful of the 273) are `len` entries from `start` in its reading's bucket list, so
+/// comparing with it costs a few words rather than another 1.1 KB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reading {
+    total_ns: u64,
+    errors: u32,
+    start: u32,
+    len: u32,
+}
+
+#[derive(Default)]
+struct HistReadings {
+    prev: Previous<HistKey, Reading>,
+    prev_buckets: Vec<(u16, u32)>,
+    /// This drain's, until it is committed.
+    now: Vec<(HistKey, Reading)>,
+    now_buckets: Vec<(u16, u32)>,
+}
+
+impl HistReadings {
+    /// Compares `new` with `key`'s previous reading, appends what changed to `deltas` and
+    /// records `new` as this drain's reading. `next` as for [`Previous::find`].
+    fn read(&mut self, next: &mut usize, key: &HistKey, new: &Hist, deltas: &mut Deltas) {
+        let start = self.now_buckets.len();
+        nonzero_buckets(&new.buckets, &mut self.now_buckets);
+        let now = &self.now_buckets[start..];
+        let (old, old_buckets) = match self.prev.find(next, key) {
+            Some(r) => {
+                let at = r.start as usize;
+                (*r, &self.prev_buckets[at..at + r.len as usize])
+            }
+            None => (Reading::default(), &[][..]),
+        };
+        let from = deltas.buckets.len();
+        bucket_deltas(old_buckets, now, &mut deltas.buckets);
+        let errors = u64::from(new.errors.wrapping_sub(old.errors));
+        let total_ns = new.total_ns.wrapping_sub(old.total_ns);
+        if deltas.buckets.len() > from || errors != 0 || total_ns != 0 {
+            let sc = syscall_key(key.abi, key.nr.into());
+            deltas.push(proc_key(key), sc, errors, total_ns, from);
+        }
+        self.now.push((
+            *key,
+            Reading {
+                total_ns: new.total_ns,
+                errors: new.errors,
+                start: start as u32,
+                len: now.len() as u32,
+            },
+        ));
+    }
+
+    /// Makes this drain's readings the previous ones: only once their deltas are in the store,
+    /// so a drain that fails half-way loses nothing.
+    fn commit(&mut self) {
+        self.prev.replace(&mut self.now);
+        std::mem::swap(&mut self.prev_buckets, &mut self.now_buckets);
+        self.now_buckets.clear();
+    }
+}
+
+/// Buckets scanned as one block for "any non-zero": a fixed size the compiler turns into a few
+/// vector ORs.
+const BLOCK: usize = 16;
+
+/// Appends `buckets`' non-zero counts, as (bucket, count) by bucket.
+fn nonzero_buckets(buckets: &[u32; BUCKETS], into: &mut Vec<(u16, u32)>) {
+    let blocks = buckets.chunks_exact(BLOCK);
+    let tail = blocks.remainder();
+    for (b, block) in blocks.enumerate() {
+        let block: &[u32; BLOCK] = block.try_into().expect("chunks_exact");
+        if block.iter().fold(0, |acc, &n| acc | n) != 0 {
+            let first = b * BLOCK;
+            for (i, &n) in block.iter().enumerate().filter(|(_, &n)| n != 0) {
+                into.push(((first + i) as u16, n));
+            }
+        }
+    }
+    let first = BUCKETS - tail.len();
+    for (i, &n) in tail.iter().enumerate().filter(|(_, &n)| n != 0) {
+        into.push(((first + i) as u16, n));
+    }
+}
+
+/// Appends to `out` what each bucket gained from the `old` to the `new` non-zero counts (both
+/// by bucket). The kernel's 32-bit counts wrap; the wrapping difference is exact as long as
+/// fewer than 2^32 events land in one bucket between two drains. A bucket only `old` has
+/// wrapped to exactly 0: it gained 2^32 - old.
+fn bucket_deltas(old: &[(u16, u32)], new: &[(u16, u32)], out: &mut Vec<(usize, u64)>) {
+    let (mut new_at, mut old_at) = (0, 0);
+    loop {
+        let (i, n, o) = match (new.get(new_at), old.get(old_at)) {
+            (None, None) => return,
+            (Some(&(i, n)), Some(&(j, o))) if i == j => {
+                new_at += 1;
+                old_at += 1;
+                (i, n, o)
+            }
+            (Some(&(i, n)), Some(&(j, _))) if i < j => {
+                new_at += 1;
+                (i, n, 0)
+            }
+            (Some(&(i, n)), None) => {
+                new_at += 1;
+                (i, n, 0)
+            }
+            (_, Some(&(j, o))) => {
+                old_at += 1;
+                (j, 0, o)
+            }
+        };
+        let d = n.wrapping_sub(o);
+        if d != 0 {
+            out.push((usize::from(i), u64::from(d)));
+        }
+    }
+}
+
+/// One drain's deltas: their buckets share one buffer, kept from drain to drain.
+#[derive(Default)]
+struct Deltas {
+    list: Vec<DeltaAt>,
+    buckets: Vec<(usize, u64)>,
+}
+
+/// A delta of [`Deltas`], its buckets `len` entries from `start` of the shared buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DeltaAt {
+    proc: ProcKey,
+    sc: SyscallKey,
+    errors: u64,
+    total_ns: u64,
+    start: u32,
+    len: u32,
+}
+
+impl DeltaAt {
+    /// (process, syscall) as two integers, cheap to compare in a sort.
+    fn order(&self) -> (u64, u64) {
+        (
+            u64::from(self.proc.pid) << 32 | u64::from(self.proc.incarnation),
+            (self.sc.abi as u64) << 32 | u64::from(self.sc.nr),
+        )
+    }
+}
+
+impl Deltas {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.buckets.clear();
+    }
+
+    fn push(&mut self, proc: ProcKey, sc: SyscallKey, errors: u64, total_ns: u64, from: usize) {
+        self.list.push(DeltaAt {
+            proc,
+            sc,
+            errors,
+            total_ns,
+            start: from as u32,
+            len: (self.buckets.len() - from) as u32,
+        });
+    }
+
+    fn buckets_of(&self, d: &DeltaAt) -> &[(usize, u64)] {
+        &self.buckets[d.start as usize..][..d.len as usize]
+    }
+
+    /// Sorts by process, then syscall: the store takes them grouped by process (see
+    /// Store::add_batch), and sees the same order whatever the kernel's hash order. The deltas
+    /// of one (process, syscall)'s shards become one.
+    fn sort_and_merge_shards(&mut self) {
+        self.list.sort_unstable_by_key(DeltaAt::order);
+        let mut kept = 0;
+        for at in 0..self.list.len() {
+            let d = self.list[at];
+            if kept > 0 && self.list[kept - 1].order() == d.order() {
+                let into = self.list[kept - 1];
+                let from = self.buckets.len();
+                merge_sorted(&mut self.buckets, into, d);
+                self.list[kept - 1] = DeltaAt {
+                    errors: into.errors + d.errors,
+                    total_ns: into.total_ns.wrapping_add(d.total_ns),
+                    start: from as u32,
+                    len: (self.buckets.len() - from) as u32,
+                    ..into
+                };
+            } else {
+                self.list[kept] = d;
+                kept += 1;
+            }
+        }
+        self.list.truncate(kept);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ProcKey, SyscallKey, DeltaRef<'_>)> {
+        self.list.iter().map(|d| {
+            let delta = DeltaRef {
+                errors: d.errors,
+                total_ns: d.total_ns,
+                buckets: self.buckets_of(d),
+            };
+            (d.proc, d.sc, delta)
         })
-        .collect();
-    Delta {
-        errors: u64::from(new.errors.wrapping_sub(old_errors)),
-        total_ns: new.total_ns.wrapping_sub(old_total),
-        buckets,
+    }
+}
+
+/// Appends to `buckets` the sum of the bucket lists of `a` and `b` (both by bucket), by bucket.
+fn merge_sorted(buckets: &mut Vec<(usize, u64)>, a: DeltaAt, b: DeltaAt) {
+    let (mut i, mut j) = (a.start as usize, b.start as usize);
+    let (a_end, b_end) = (i + a.len as usize, j + b.len as usize);
+    while i < a_end || j < b_end {
+        let next = match (i < a_end, j < b_end) {
+            (true, true) if buckets[i].0 == buckets[j].0 => {
+                i += 1;
+                j += 1;
+                (buckets[i - 1].0, buckets[i - 1].1 + buckets[j - 1].1)
+            }
+            (true, true) if buckets[i].0 < buckets[j].0 => {
+                i += 1;
+                buckets[i - 1]
+            }
+            (true, false) => {
+                i += 1;
+                buckets[i - 1]
+            }
+            _ => {
+                j += 1;
+                buckets[j - 1]
+            }
+        };
+        buckets.push(next);
     }
 }
 
@@ -138,10 +422,16 @@ impl Drain {
     pub fn new(maps: Maps) -> Self {
         Self {
             maps,
-            last_hists: HashMap::new(),
-            last_errnos: HashMap::new(),
+            hists: HistReadings::default(),
+            errnos: Previous::default(),
             retiring: HashSet::new(),
             cgroups: Resolver::new(cgroups::v2_root()),
+            slots_read: Batch::default(),
+            errnos_read: Batch::default(),
+            procs_read: Batch::default(),
+            starts_read: Batch::default(),
+            errnos_now: Vec::new(),
+            deltas: Deltas::default(),
         }
     }
 
@@ -156,9 +446,11 @@ impl Drain {
     }
 
     fn read_maps(&mut self, store: &RwLock<Store>) -> Result<()> {
-        let procs: HashMap<ProcKey, ProcInfo> = read_all(&self.maps.procs, "PROCS")?
-            .into_iter()
-            .map(|(k, info): (profiler_common::ProcKey, ProcInfo)| {
+        read_into(&mut self.procs_read, &self.maps.procs, "PROCS")?;
+        let procs: FastMap<ProcKey, ProcInfo> = self
+            .procs_read
+            .iter()
+            .map(|(&k, &info)| {
                 let key = ProcKey {
                     pid: k.tgid,
                     incarnation: k.incarnation,
@@ -167,57 +459,50 @@ impl Drain {
             })
             .collect();
 
-        let mut deltas = Vec::new();
-        let mut hist_keys: Vec<HistKey> = Vec::new();
-        let mut hist_slots: Vec<u32> = Vec::new();
-        for (key, slot) in read_all(&self.maps.hist_slots, "HIST_SLOTS")? {
+        // Which slot holds each key, then every slot read in place through the mapping.
+        self.deltas.clear();
+        self.hists.now.clear();
+        self.hists.now_buckets.clear();
+        read_into(&mut self.slots_read, &self.maps.hist_slots, "HIST_SLOTS")?;
+        let mut next = 0;
+        for (key, &slot) in self.slots_read.iter() {
             // The kernel writes a slot's key just after taking the slot: until then it is empty.
-            let Some(hist) = self.maps.hists.read(slot).filter(|h| h.key == key) else {
+            let Some(hist) = self.maps.hists.read(slot).filter(|h| h.key == *key) else {
                 continue;
             };
-            // One hash lookup per pair: compare with, then overwrite, the previous reading.
-            let d = match self.last_hists.entry(key) {
-                Entry::Occupied(mut last) => {
-                    let d = delta(Some(last.get()), &hist);
-                    *last.get_mut() = hist;
-                    d
-                }
-                Entry::Vacant(slot) => delta(None, slot.insert(hist)),
-            };
-            if !d.is_empty() {
-                deltas.push((key, d));
-            }
-            hist_keys.push(key);
-            hist_slots.push(slot);
+            self.hists.read(&mut next, key, &hist, &mut self.deltas);
         }
+        self.deltas.sort_and_merge_shards();
 
+        read_into(&mut self.errnos_read, &self.maps.errnos, "ERRNOS")?;
         let mut errno_deltas = Vec::new();
-        let mut errno_keys: Vec<ErrnoKey> = Vec::new();
-        for (key, n) in read_all(&self.maps.errnos, "ERRNOS")? {
-            let before = self.last_errnos.insert(key, n).unwrap_or(0);
+        let mut next = 0;
+        self.errnos_now.clear();
+        for (key, &n) in self.errnos_read.iter() {
+            let before = self.errnos.find(&mut next, key).copied().unwrap_or(0);
             let d = n.wrapping_sub(before);
             if d != 0 {
-                errno_deltas.push((key, u64::from(d)));
+                errno_deltas.push((*key, u64::from(d)));
             }
-            errno_keys.push(key);
+            self.errnos_now.push((*key, n));
         }
+        errno_deltas.sort_unstable_by_key(|(key, _)| *key);
 
         // In flight: parked in a thread's record, or running on a CPU.
-        let mut starts: Vec<Start> = read_all(&self.maps.starts, "STARTS")?
-            .into_iter()
-            .map(|(_, s): (u32, Start)| s)
-            .collect();
+        read_into(&mut self.starts_read, &self.maps.starts, "STARTS")?;
+        let mut starts: Vec<Start> = self.starts_read.values().to_vec();
         let thread_records = starts.len() as u64;
         let on_cpu = self.maps.cpu_slot.get(&0, 0).context("reading CPU_SLOT")?;
         starts.extend(on_cpu.iter().filter(|s| s.tid != 0));
         let now_ns = monotonic_ns();
 
-        let exited = exited_processes(&procs, hist_keys.iter().map(proc_key));
+        let hist_keys = || self.hists.now.iter().map(|(k, _)| k);
+        let exited = exited_processes(&procs, hist_keys().map(proc_key));
         let counters = self.read_counters(KernelCounters {
-            hists_entries: hist_keys.len() as u64,
+            hists_entries: self.hists.now.len() as u64,
             starts_entries: thread_records,
             procs_entries: procs.len() as u64,
-            errnos_entries: errno_keys.len() as u64,
+            errnos_entries: self.errnos_now.len() as u64,
             ..Default::default()
         })?;
         let cgroup_labels = self
@@ -229,14 +514,12 @@ impl Drain {
             let mut store = store.write().unwrap_or_else(|e| e.into_inner());
             store.metrics.cgroup_labels.extend(cgroup_labels);
             // Named first, so a new process's calls count under its name in /metrics.
-            self.identify(&mut store, &procs, &hist_keys, &starts);
-            for (key, d) in &deltas {
-                store.add(proc_key(key), syscall_key(key.abi, key.nr.into()), d);
-            }
-            for (key, n) in &errno_deltas {
+            identify(&mut store, &procs, hist_keys().map(proc_key), &starts);
+            store.add_batch(self.deltas.iter());
+            store.add_errno_batch(errno_deltas.iter().map(|(key, n)| {
                 let sc = syscall_key(key.hist.abi, key.hist.nr.into());
-                store.add_errno(proc_key(&key.hist), sc, key.errno, *n);
-            }
+                (proc_key(&key.hist), sc, key.errno, *n)
+            }));
             store.set_in_flight(in_flight(&starts, now_ns));
             for key in &exited {
                 store.mark_exited(*key, now);
@@ -247,6 +530,10 @@ impl Drain {
             }
             store.finish_drain(now);
         }
+        // The store has this drain's deltas: these readings are now what the next one compares
+        // with.
+        self.hists.commit();
+        self.errnos.replace(&mut self.errnos_now);
 
         if let Some(ledger) = &mut self.maps.ledger {
             // Before the delete: a kill -9 between the two counts these processes twice at the
@@ -254,31 +541,32 @@ impl Drain {
             ledger.add(&retired)?;
         }
         let retiring = std::mem::take(&mut self.retiring);
-        for (key, &slot) in hist_keys
-            .iter()
-            .zip(&hist_slots)
-            .filter(|(k, _)| retiring.contains(&proc_key(k)))
-        {
-            // Unmapped first, so no new event can find the slot; wiped and queued only if the
-            // key was still mapped to it, so a slot is never queued twice.
-            if self.maps.hist_slots.remove(key).is_ok() {
-                self.maps.hists.clear(slot);
-                let _ = self.maps.free_slots.push(slot, 0);
+        if !retiring.is_empty() {
+            let maps = &mut self.maps;
+            for (key, &slot) in self.slots_read.iter() {
+                // Unmapped first, so no new event can find the slot; wiped and queued only if
+                // the key was still mapped to it, so a slot is never queued twice.
+                if retiring.contains(&proc_key(key)) && maps.hist_slots.remove(key).is_ok() {
+                    maps.hists.clear(slot);
+                    let _ = maps.free_slots.push(slot, 0);
+                }
             }
-            self.last_hists.remove(key);
-        }
-        for key in errno_keys
-            .iter()
-            .filter(|k| retiring.contains(&proc_key(&k.hist)))
-        {
-            let _ = self.maps.errnos.remove(key);
-            self.last_errnos.remove(key);
-        }
-        for key in &retiring {
-            let _ = self.maps.procs.remove(&profiler_common::ProcKey {
-                tgid: key.pid,
-                incarnation: key.incarnation,
+            self.hists
+                .prev
+                .retire(|key| retiring.contains(&proc_key(key)));
+            self.errnos.retire(|key| {
+                let gone = retiring.contains(&proc_key(&key.hist));
+                if gone {
+                    let _ = maps.errnos.remove(key);
+                }
+                gone
             });
+            for key in &retiring {
+                let _ = self.maps.procs.remove(&profiler_common::ProcKey {
+                    tgid: key.pid,
+                    incarnation: key.incarnation,
+                });
+            }
         }
         self.retiring = exited;
         Ok(())
@@ -313,36 +601,6 @@ impl Drain {
         Ok(totals.len())
     }
 
-    fn identify(
-        &self,
-        store: &mut Store,
-        procs: &HashMap<ProcKey, ProcInfo>,
-        hist_keys: &[HistKey],
-        starts: &[Start],
-    ) {
-        let mut named: HashSet<ProcKey> = HashSet::new();
-        for key in hist_keys
-            .iter()
-            .map(proc_key)
-            .chain(starts.iter().map(|s| ProcKey {
-                pid: s.tgid,
-                incarnation: s.incarnation,
-            }))
-        {
-            if !named.insert(key) {
-                continue;
-            }
-            match procs.get(&key) {
-                Some(info) => store.identify(key, &comm_string(&info.comm), info.cgroup_id),
-                None => {
-                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid)) {
-                        store.identify(key, comm.trim_end(), 0);
-                    }
-                }
-            }
-        }
-    }
-
     fn read_counters(&self, sizes: KernelCounters) -> Result<KernelCounters> {
         let sum = |i: u32| -> Result<u64> {
             let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
@@ -357,6 +615,16 @@ impl Drain {
             ..sizes
         })
     }
+}
+
+fn read_into<K: Pod, V: Pod>(
+    batch: &mut Batch<K, V>,
+    map: &impl IterableMap<K, V>,
+    name: &str,
+) -> Result<()> {
+    batch
+        .read(map.map().fd().as_fd())
+        .with_context(|| format!("reading {name}"))
 }
 
 fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<Vec<(K, V)>> {
@@ -418,10 +686,36 @@ impl Ledger {
     }
 }
 
+/// Names every process with data or a syscall in flight.
+fn identify(
+    store: &mut Store,
+    procs: &FastMap<ProcKey, ProcInfo>,
+    with_data: impl Iterator<Item = ProcKey>,
+    starts: &[Start],
+) {
+    let mut named: FastSet<ProcKey> = FastSet::default();
+    for key in with_data.chain(starts.iter().map(|s| ProcKey {
+        pid: s.tgid,
+        incarnation: s.incarnation,
+    })) {
+        if !named.insert(key) {
+            continue;
+        }
+        match procs.get(&key) {
+            Some(info) => store.identify(key, &comm_string(&info.comm), info.cgroup_id),
+            None => {
+                if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", key.pid)) {
+                    store.identify(key, comm.trim_end(), 0);
+                }
+            }
+        }
+    }
+}
+
 /// The process incarnations that have exited: every one the kernel stamped, and any with data
 /// but no PROCS entry (full map) that /proc no longer has.
 fn exited_processes(
-    procs: &HashMap<ProcKey, ProcInfo>,
+    procs: &FastMap<ProcKey, ProcInfo>,
     with_data: impl Iterator<Item = ProcKey>,
 ) -> HashSet<ProcKey> {
     let mut exited: HashSet<ProcKey> = procs
@@ -457,30 +751,222 @@ mod tests {
         h
     }
 
+    fn key(tgid: u32, nr: u16, shard: u8) -> HistKey {
+        HistKey {
+            tgid,
+            incarnation: 1,
+            nr,
+            abi: ABI_NATIVE,
+            shard,
+        }
+    }
+
+    type Got = (ProcKey, SyscallKey, Delta);
+
+    /// One drain's reading of HISTS, as `read_maps` takes it: the deltas, sorted and merged.
+    /// Committed unless `fail` (a drain that failed before reaching the store).
+    fn drain(readings: &mut HistReadings, read: &[(HistKey, Hist)], fail: bool) -> Vec<Got> {
+        let mut deltas = Deltas::default();
+        let mut next = 0;
+        for (k, h) in read {
+            readings.read(&mut next, k, h, &mut deltas);
+        }
+        deltas.sort_and_merge_shards();
+        let got = deltas
+            .iter()
+            .map(|(p, sc, d)| {
+                let d = Delta {
+                    errors: d.errors,
+                    total_ns: d.total_ns,
+                    buckets: d.buckets.to_vec(),
+                };
+                (p, sc, d)
+            })
+            .collect();
+        if fail {
+            readings.now.clear();
+            readings.now_buckets.clear();
+        } else {
+            readings.commit();
+        }
+        got
+    }
+
+    fn one(got: &[Got]) -> &Delta {
+        assert_eq!(got.len(), 1, "{got:?}");
+        &got[0].2
+    }
+
     #[test]
     fn first_read_is_the_whole_value() {
-        let d = delta(None, &hist(900, 2, &[(10, 3)]));
+        let mut r = HistReadings::default();
+        let got = drain(&mut r, &[(key(1, 0, 0), hist(900, 2, &[(10, 3)]))], false);
+        let d = one(&got);
         assert_eq!(d.buckets, vec![(10, 3)]);
         assert_eq!((d.errors, d.total_ns), (2, 900));
+        assert_eq!(
+            (got[0].0, got[0].1),
+            (
+                ProcKey {
+                    pid: 1,
+                    incarnation: 1
+                },
+                syscall_key(ABI_NATIVE, 0)
+            )
+        );
     }
 
     #[test]
     fn only_changed_buckets_appear() {
-        let old = hist(900, 2, &[(10, 3), (20, 1)]);
-        let new = hist(1500, 2, &[(10, 3), (20, 4)]);
-        let d = delta(Some(&old), &new);
-        assert_eq!(d.buckets, vec![(20, 3)]);
+        let k = key(1, 0, 0);
+        let mut r = HistReadings::default();
+        drain(&mut r, &[(k, hist(900, 2, &[(10, 3), (20, 1)]))], false);
+        let new = hist(1500, 2, &[(10, 3), (20, 4), (272, 1)]);
+        let got = drain(&mut r, &[(k, new)], false);
+        let d = one(&got);
+        assert_eq!(d.buckets, vec![(20, 3), (272, 1)]);
         assert_eq!((d.errors, d.total_ns), (0, 600));
-        assert!(delta(Some(&new), &new).is_empty());
+        assert!(drain(&mut r, &[(k, new)], false).is_empty(), "unchanged");
     }
 
     #[test]
     fn wrapped_32_bit_counts_give_the_true_difference() {
-        let old = hist(0, u32::MAX - 1, &[(5, u32::MAX - 2)]);
-        let new = hist(0, 3, &[(5, 4)]);
-        let d = delta(Some(&old), &new);
-        assert_eq!(d.buckets, vec![(5, 7)]);
+        let k = key(1, 0, 0);
+        let mut r = HistReadings::default();
+        let before = hist(0, u32::MAX - 1, &[(5, u32::MAX - 2), (6, u32::MAX)]);
+        drain(&mut r, &[(k, before)], false);
+        // Bucket 6 gained exactly one event and wrapped to 0: no longer non-zero, still counted.
+        let got = drain(&mut r, &[(k, hist(0, 3, &[(5, 4)]))], false);
+        let d = one(&got);
+        assert_eq!(d.buckets, vec![(5, 7), (6, 1)]);
         assert_eq!(d.errors, 5);
+        // And from 0 it counts on.
+        let got = drain(&mut r, &[(k, hist(0, 3, &[(5, 4), (6, 2)]))], false);
+        assert_eq!(one(&got).buckets, vec![(6, 2)]);
+    }
+
+    #[test]
+    fn every_bucket_is_seen() {
+        // Block edges and the tail past the last whole block.
+        let all: Vec<(usize, u32)> = (0..BUCKETS).map(|i| (i, i as u32 + 1)).collect();
+        let mut r = HistReadings::default();
+        let got = drain(&mut r, &[(key(1, 0, 0), hist(1, 0, &all))], false);
+        let want: Vec<(usize, u64)> = (0..BUCKETS).map(|i| (i, i as u64 + 1)).collect();
+        assert_eq!(one(&got).buckets, want);
+        for i in [0, BLOCK - 1, BLOCK, 2 * BLOCK - 1, BUCKETS - 2, BUCKETS - 1] {
+            let mut r = HistReadings::default();
+            let got = drain(&mut r, &[(key(1, 0, 0), hist(1, 0, &[(i, 9)]))], false);
+            assert_eq!(one(&got).buckets, vec![(i, 9)], "bucket {i}");
+        }
+    }
+
+    #[test]
+    fn previous_readings_are_found_whatever_the_order() {
+        let keys: Vec<HistKey> = (0..20).map(|i| key(i, 7, 0)).collect();
+        let reading = |n: u32| -> Vec<(HistKey, Hist)> {
+            keys.iter()
+                .map(|&k| (k, hist(u64::from(n), 0, &[(k.tgid as usize, n)])))
+                .collect()
+        };
+        let mut r = HistReadings::default();
+        drain(&mut r, &reading(1), false);
+        // Same order: found by position, no index.
+        let got = drain(&mut r, &reading(3), false);
+        assert_eq!(got.len(), 20);
+        assert!(got
+            .iter()
+            .all(|g| g.2.buckets == vec![(g.0.pid as usize, 2)]));
+        assert!(r.prev.index.is_none());
+        // Entries deleted, one added, the rest reversed: each still compared with its own.
+        let mut shuffled: Vec<(HistKey, Hist)> = reading(6).into_iter().skip(3).rev().collect();
+        shuffled.insert(5, (key(99, 7, 0), hist(5, 0, &[(1, 5)])));
+        let mut r2 = HistReadings::default();
+        drain(&mut r2, &reading(3), false);
+        let got = drain(&mut r2, &shuffled, false);
+        assert_eq!(got.len(), 18);
+        for (p, _, d) in &got {
+            let want = if p.pid == 99 {
+                (1, 5)
+            } else {
+                (p.pid as usize, 3)
+            };
+            assert_eq!(d.buckets, vec![want], "pid {}", p.pid);
+        }
+    }
+
+    #[test]
+    fn a_failed_drain_loses_nothing() {
+        let k = key(1, 0, 0);
+        let mut r = HistReadings::default();
+        drain(&mut r, &[(k, hist(10, 0, &[(3, 1)]))], false);
+        drain(&mut r, &[(k, hist(30, 0, &[(3, 4)]))], true);
+        let got = drain(&mut r, &[(k, hist(40, 0, &[(3, 5)]))], false);
+        let d = one(&got);
+        assert_eq!((d.buckets.clone(), d.total_ns), (vec![(3, 4)], 30));
+    }
+
+    #[test]
+    fn shards_of_one_pair_become_one_delta() {
+        let mut r = HistReadings::default();
+        let got = drain(
+            &mut r,
+            &[
+                (key(2, 5, 1), hist(10, 1, &[(3, 1), (9, 2)])),
+                (key(1, 5, 0), hist(7, 0, &[(3, 1)])),
+                (key(2, 5, 0), hist(20, 0, &[(3, 4), (4, 1)])),
+                (key(2, 6, 0), hist(1, 0, &[(1, 1)])),
+                (key(2, 5, 2), hist(5, 2, &[(9, 1)])),
+            ],
+            false,
+        );
+        type Summary = (u32, u32, Vec<(usize, u64)>, u64, u64);
+        let summary: Vec<Summary> = got
+            .iter()
+            .map(|(p, sc, d)| (p.pid, sc.nr, d.buckets.clone(), d.errors, d.total_ns))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, 5, vec![(3, 1)], 0, 7),
+                (2, 5, vec![(3, 5), (4, 1), (9, 3)], 3, 35),
+                (2, 6, vec![(1, 1)], 0, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retired_reading_starts_again_from_zero() {
+        let (gone, kept) = (key(1, 0, 0), key(2, 0, 0));
+        let mut r = HistReadings::default();
+        let both = [
+            (gone, hist(10, 0, &[(3, 2)])),
+            (kept, hist(10, 0, &[(3, 2)])),
+        ];
+        drain(&mut r, &both, false);
+        r.prev.retire(|k| k.tgid == 1);
+        // Were the kernel to create it again, all of it counts.
+        let got = drain(&mut r, &both, false);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.pid, got[0].2.buckets.clone()), (1, vec![(3, 2)]));
+    }
+
+    #[test]
+    fn errno_counts_are_found_by_position_or_index() {
+        let k = |errno| ErrnoKey {
+            hist: key(1, 2, 0),
+            errno,
+        };
+        let mut p: Previous<ErrnoKey, u32> = Previous::default();
+        let mut now = vec![(k(2), 5), (k(13), 1)];
+        p.replace(&mut now);
+        assert!(now.is_empty());
+        let mut next = 0;
+        assert_eq!(p.find(&mut next, &k(2)), Some(&5));
+        assert_eq!(p.find(&mut next, &k(13)), Some(&1));
+        assert!(p.index.is_none());
+        let mut next = 0;
+        assert_eq!(p.find(&mut next, &k(22)), None);
+        assert_eq!(p.find(&mut next, &k(2)), Some(&5));
     }
 
     #[test]
@@ -536,7 +1022,7 @@ mod tests {
             cgroup_id: 0,
             exit_ns,
         };
-        let procs = HashMap::from([(k(1, 5), info(0)), (k(2, 6), info(123))]);
+        let procs = FastMap::from_iter([(k(1, 5), info(0)), (k(2, 6), info(123))]);
         let own = std::process::id();
         // 1: running; 2: stamped; our own pid without an entry: alive in /proc; 4_000_000 (past
         // any pid_max) without an entry: gone.

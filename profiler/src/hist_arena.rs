@@ -75,8 +75,19 @@ impl HistArena {
     /// A copy of `slot`, as the kernel is updating it: each counter is read whole, but counters
     /// may be from a few events apart (the next drain catches up, like with a map lookup).
     pub fn read(&self, slot: u32) -> Option<Hist> {
-        // SAFETY: in bounds and aligned (stride is a multiple of 8, the mapping page-aligned).
-        self.slot_ptr(slot).map(|p| unsafe { p.read_volatile() })
+        const WORDS: usize = size_of::<Hist>() / 8;
+        const _: () = assert!(size_of::<Hist>().is_multiple_of(8));
+        let p = self.slot_ptr(slot)? as *const u64;
+        // Aligned 8-byte loads: never torn, so no 32-bit counter is read half old, half new;
+        // half as many as reading field by field, which dominated the drain's time.
+        let mut words = [0u64; WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            // SAFETY: in bounds and 8-aligned (stride is a multiple of 8, the mapping
+            // page-aligned).
+            *w = unsafe { p.add(i).read_volatile() };
+        }
+        // SAFETY: Hist is plain integers, size_of::<Hist>() bytes, any bit pattern valid.
+        Some(unsafe { std::mem::transmute::<[u64; WORDS], Hist>(words) })
     }
 
     /// Zeroes `slot`, its key included, before it goes back to the kernel's free queue.

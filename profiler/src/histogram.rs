@@ -25,15 +25,48 @@ pub struct Delta {
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
+        self.view().is_empty()
+    }
+
+    pub fn view(&self) -> DeltaRef<'_> {
+        DeltaRef {
+            errors: self.errors,
+            total_ns: self.total_ns,
+            buckets: &self.buckets,
+        }
+    }
+}
+
+/// A [`Delta`] whose buckets live elsewhere: the drain keeps the buckets of all of one drain's
+/// deltas in one buffer instead of allocating a list per changed histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeltaRef<'a> {
+    pub errors: u64,
+    pub total_ns: u64,
+    /// (bucket index, events) for the buckets that changed, by index.
+    pub buckets: &'a [(usize, u64)],
+}
+
+impl DeltaRef<'_> {
+    pub fn is_empty(&self) -> bool {
         self.buckets.is_empty() && self.errors == 0 && self.total_ns == 0
+    }
+
+    /// Calls: the kernel keeps no count, every call lands in exactly one bucket.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|&(_, n)| n).sum()
     }
 }
 
 impl Histogram {
     pub fn add(&mut self, d: &Delta) {
+        self.add_ref(d.view());
+    }
+
+    pub fn add_ref(&mut self, d: DeltaRef<'_>) {
         self.errors += d.errors;
         self.total_ns += d.total_ns;
-        for &(i, n) in &d.buckets {
+        for &(i, n) in d.buckets {
             match self.buckets.binary_search_by_key(&(i as u16), |&(b, _)| b) {
                 Ok(at) => self.buckets[at].1 += n,
                 Err(at) => self.buckets.insert(at, (i as u16, n)),

@@ -1,10 +1,14 @@
 //! Reading a whole BPF hash map in a few syscalls (BPF_MAP_LOOKUP_BATCH, Linux ≥ 5.6), where
 //! aya's iterator makes two per entry (next key, then lookup). At 10,000 (process, syscall) pairs
 //! that is the difference between 20,000 syscalls per drain and about ten.
+//!
+//! The buffers are kept from one read to the next: the histogram map's values are ~1.1 KB
+//! each, so a fresh buffer per drain meant allocating, page-faulting in and freeing ~14 MB every
+//! interval at 12,500 entries.
 
 use std::{
     io,
-    mem::{size_of, MaybeUninit},
+    mem::size_of,
     os::fd::{AsRawFd, BorrowedFd},
 };
 
@@ -26,71 +30,120 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Entries per call to start with; a hash bucket holding more than this makes the kernel answer
-/// ENOSPC, and the chunk doubles.
+/// Room for this many more entries at least, before each call. A hash bucket holding more than
+/// the room makes the kernel answer ENOSPC, and the room doubles.
 const CHUNK: usize = 1024;
 
-/// Every (key, value) of a BPF hash map, in batches.
-pub fn lookup_all<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    let mut out = Vec::new();
-    let mut chunk = CHUNK;
-    // The batch token is the kernel's hash bucket index: a u32.
-    let mut token_in = 0u32;
-    let mut token_out = 0u32;
-    let mut first = true;
-    loop {
-        let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(chunk);
-        let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(chunk);
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &mut token_in as *mut u32 as u64
-            },
-            out_batch: &mut token_out as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: chunk as u32,
-            map_fd: map.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        // SAFETY: the buffers hold `count` keys and values of the map's own sizes (checked by
-        // aya when the map was typed), and `attr` outlives the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as libc::c_uint,
-            )
-        };
-        let err = (ret < 0).then(io::Error::last_os_error);
-        match err.as_ref().and_then(io::Error::raw_os_error) {
-            Some(libc::ENOSPC) if attr.count == 0 => {
-                chunk *= 2;
-                continue;
-            }
-            None | Some(libc::ENOENT) | Some(libc::ENOSPC) => {}
-            Some(_) => return Err(err.unwrap()),
+/// A map's keys and values as of the last [`Batch::read`], in buffers that keep their capacity,
+/// so once they have grown to the map's size a read is one or two calls and no allocation.
+pub struct Batch<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+}
+
+impl<K: Pod, V: Pod> Default for Batch<K, V> {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            values: Vec::new(),
         }
-        let n = attr.count as usize;
-        // SAFETY: the kernel filled the first `n` keys and values.
-        unsafe {
-            keys.set_len(n);
-            values.set_len(n);
-        }
-        out.extend(
-            keys.into_iter()
-                .zip(values)
-                .map(|(k, v)| unsafe { (k.assume_init(), v.assume_init()) }),
-        );
-        if matches!(
-            err.as_ref().and_then(io::Error::raw_os_error),
-            Some(libc::ENOENT)
-        ) {
-            return Ok(out);
-        }
-        token_in = token_out;
-        first = false;
     }
+}
+
+impl<K: Pod, V: Pod> Batch<K, V> {
+    pub fn values(&self) -> &[V] {
+        &self.values
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.keys.iter().zip(&self.values)
+    }
+
+    /// Replaces the contents with every (key, value) of the map.
+    pub fn read(&mut self, map: BorrowedFd<'_>) -> io::Result<()> {
+        self.keys.clear();
+        self.values.clear();
+        let mut cursor = Cursor::default();
+        while !self.append(map, &mut cursor, usize::MAX)? {}
+        Ok(())
+    }
+
+    /// Appends the next entries (at least one hash bucket's, at most about `most`) after
+    /// `cursor`; true once the map has been read to its end.
+    fn append(
+        &mut self,
+        map: BorrowedFd<'_>,
+        cursor: &mut Cursor,
+        most: usize,
+    ) -> io::Result<bool> {
+        let mut want = CHUNK.min(most);
+        loop {
+            let len = self.keys.len();
+            self.keys.reserve(want);
+            self.values.reserve(want);
+            // What the buffers have room for, not just `want` (fewer calls), up to `most`.
+            let room = (self.keys.capacity() - len)
+                .min(self.values.capacity() - len)
+                .min(most.max(want))
+                .min(u32::MAX as usize);
+            let mut token_out = 0u32;
+            let mut attr = BatchAttr {
+                in_batch: match &mut cursor.token {
+                    None => 0,
+                    Some(t) => t as *mut u32 as u64,
+                },
+                out_batch: &mut token_out as *mut u32 as u64,
+                // SAFETY (of the `add`s): `len` is within each buffer's allocation.
+                keys: unsafe { self.keys.as_mut_ptr().add(len) } as u64,
+                values: unsafe { self.values.as_mut_ptr().add(len) } as u64,
+                count: room as u32,
+                map_fd: map.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            // SAFETY: past `len` both buffers have room for `count` keys and values of the
+            // map's own sizes (checked by aya when the map was typed), and `attr` outlives the
+            // call.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    size_of::<BatchAttr>() as libc::c_uint,
+                )
+            };
+            let err = (ret < 0).then(io::Error::last_os_error);
+            let errno = err.as_ref().and_then(io::Error::raw_os_error);
+            match errno {
+                // One hash bucket holds more entries than there is room for.
+                Some(libc::ENOSPC) if attr.count == 0 => {
+                    want = room * 2;
+                    continue;
+                }
+                None | Some(libc::ENOENT) | Some(libc::ENOSPC) => {}
+                Some(_) => return Err(err.unwrap()),
+            }
+            let n = (attr.count as usize).min(room);
+            // SAFETY: the kernel filled the `n` keys and values after `len`, and K and V are
+            // Pod: any bytes are valid values.
+            unsafe {
+                self.keys.set_len(len + n);
+                self.values.set_len(len + n);
+            }
+            cursor.token = Some(token_out);
+            return Ok(errno == Some(libc::ENOENT));
+        }
+    }
+}
+
+/// Where the next batch starts: the kernel's hash bucket index (a u32), none before the first.
+#[derive(Default)]
+struct Cursor {
+    token: Option<u32>,
+}
+
+/// Every (key, value) of a BPF hash map, in batches, into fresh buffers: for maps read once.
+pub fn lookup_all<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut batch = Batch::default();
+    batch.read(map)?;
+    Ok(batch.keys.into_iter().zip(batch.values).collect())
 }

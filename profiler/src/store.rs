@@ -11,10 +11,15 @@ use std::{
 
 use crate::{
     aggregates::Aggregates,
-    histogram::{Delta, Histogram},
+    histogram::{Delta, DeltaRef, Histogram},
     history::History,
     syscalls::{self, Abi, Category},
 };
+
+/// For the maps the drain updates once per entry: foldhash is several times cheaper than the
+/// standard SipHash, and seeded per map too.
+pub type FastMap<K, V> = foldhash::HashMap<K, V>;
+pub type FastSet<K> = foldhash::HashSet<K>;
 
 /// One process incarnation: a recycled pid is a different process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,7 +129,7 @@ pub struct Store {
     pub evicted_early: u64,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     pub latency: bool,
-    pub processes: HashMap<ProcKey, Process>,
+    pub processes: FastMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
     pub system: BTreeMap<SyscallKey, SyscallTotals>,
     pub kernel: KernelCounters,
@@ -144,7 +149,7 @@ impl Store {
             max_exited,
             evicted_early: 0,
             latency: true,
-            processes: HashMap::new(),
+            processes: FastMap::default(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),
             drains: 0,
@@ -161,26 +166,59 @@ impl Store {
     }
 
     /// Adds what one kernel histogram gained since the last drain.
+    #[cfg(test)]
     pub fn add(&mut self, key: ProcKey, sc: SyscallKey, delta: &Delta) {
-        if delta.is_empty() {
-            return;
+        self.add_batch([(key, sc, delta.view())]);
+    }
+
+    /// Adds what many kernel histograms gained since the last drain. Give them grouped by
+    /// process (the drain sorts them): each process and its /metrics totals are then looked up
+    /// once per group, not once per syscall. The system-wide totals and the history take each
+    /// syscall's sum over the batch, once.
+    pub fn add_batch<'a>(
+        &mut self,
+        deltas: impl IntoIterator<Item = (ProcKey, SyscallKey, DeltaRef<'a>)>,
+    ) {
+        let mut deltas = deltas
+            .into_iter()
+            .filter(|(_, _, d)| !d.is_empty())
+            .peekable();
+        let mut by_syscall: FastMap<SyscallKey, Histogram> = FastMap::default();
+        let mut run: Vec<(SyscallKey, DeltaRef<'a>)> = Vec::new();
+        while let Some((key, sc, d)) = deltas.next() {
+            run.clear();
+            run.push((sc, d));
+            while let Some((_, sc, d)) = deltas.next_if(|(k, _, _)| *k == key) {
+                run.push((sc, d));
+            }
+            let p = self
+                .processes
+                .entry(key)
+                .or_insert_with(|| Process::new(key));
+            let mut metrics = self.metrics.totals_of(p);
+            for &(sc, d) in &run {
+                metrics.add(sc, d);
+                p.syscalls.entry(sc).or_default().hist.add_ref(d);
+                let count = d.count();
+                let cat = syscalls::category(sc.abi, sc.nr);
+                for t in [p.categories.entry(cat).or_default(), &mut p.total] {
+                    t.count += count;
+                    t.errors += d.errors;
+                    t.total_ns += d.total_ns;
+                }
+                p.interval_ns += d.total_ns;
+                by_syscall.entry(sc).or_default().add_ref(d);
+            }
         }
-        let cat = syscalls::category(sc.abi, sc.nr);
-        let count: u64 = delta.buckets.iter().map(|&(_, n)| n).sum();
-        let p = self
-            .processes
-            .entry(key)
-            .or_insert_with(|| Process::new(key));
-        self.metrics.add(p, sc, delta);
-        p.syscalls.entry(sc).or_default().hist.add(delta);
-        for t in [p.categories.entry(cat).or_default(), &mut p.total] {
-            t.count += count;
-            t.errors += delta.errors;
-            t.total_ns += delta.total_ns;
+        for (sc, h) in by_syscall {
+            let d = Delta {
+                errors: h.errors,
+                total_ns: h.total_ns,
+                buckets: h.bucket_counts().collect(),
+            };
+            self.add_system(sc, &d);
+            self.history.add(sc, &d);
         }
-        p.interval_ns += delta.total_ns;
-        self.add_system(sc, delta);
-        self.history.add(sc, delta);
     }
 
     /// Adds to the system-wide totals alone: what a previous daemon retired (see pin.rs).
@@ -202,23 +240,43 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
-        if n == 0 {
-            return;
+        self.add_errno_batch([(key, sc, errno, n)]);
+    }
+
+    /// Adds failures by errno, grouped by process like [`Store::add_batch`].
+    pub fn add_errno_batch(
+        &mut self,
+        counts: impl IntoIterator<Item = (ProcKey, SyscallKey, u32, u64)>,
+    ) {
+        let mut counts = counts.into_iter().filter(|c| c.3 != 0).peekable();
+        let mut by_syscall: FastMap<(SyscallKey, u32), u64> = FastMap::default();
+        while let Some((key, sc, errno, n)) = counts.next() {
+            let p = self
+                .processes
+                .entry(key)
+                .or_insert_with(|| Process::new(key));
+            let mut metrics = self.metrics.totals_of(p);
+            let mut next = Some((sc, errno, n));
+            while let Some((sc, errno, n)) = next {
+                metrics.add_errno(sc, errno, n);
+                *p.syscalls
+                    .entry(sc)
+                    .or_default()
+                    .errnos
+                    .entry(errno)
+                    .or_default() += n;
+                *by_syscall.entry((sc, errno)).or_default() += n;
+                next = counts
+                    .next_if(|c| c.0 == key)
+                    .map(|(_, sc, errno, n)| (sc, errno, n));
+            }
         }
-        let p = self
-            .processes
-            .entry(key)
-            .or_insert_with(|| Process::new(key));
-        self.metrics.add_errno(p, sc, errno, n);
-        *p.syscalls
-            .entry(sc)
-            .or_default()
-            .errnos
-            .entry(errno)
-            .or_default() += n;
-        self.add_system_errno(sc, errno, n);
-        self.history.add_errno(sc, errno, n);
+        for ((sc, errno), n) in by_syscall {
+            self.add_system_errno(sc, errno, n);
+            self.history.add_errno(sc, errno, n);
+        }
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
