@@ -179,6 +179,9 @@ impl HistReadings {
     }
 }
 
+/// How many slots ahead of the one being read the drain starts fetching.
+const PREFETCH_AHEAD: usize = 8;
+
 /// Buckets scanned as one block for "any non-zero": a fixed size the compiler turns into a few
 /// vector ORs.
 const BLOCK: usize = 16;
@@ -465,7 +468,13 @@ impl Drain {
         self.hists.now_buckets.clear();
         read_into(&mut self.slots_read, &self.maps.hist_slots, "HIST_SLOTS")?;
         let mut next = 0;
-        for (key, &slot) in self.slots_read.iter() {
+        let slots = self.slots_read.values();
+        for (at, (key, &slot)) in self.slots_read.iter().enumerate() {
+            // The slots come in hash order, scattered over 35 MiB: start fetching a few ahead
+            // so their cache misses overlap instead of stalling one after another.
+            if let Some(&ahead) = slots.get(at + PREFETCH_AHEAD) {
+                self.maps.hists.prefetch(ahead);
+            }
             // The kernel writes a slot's key just after taking the slot: until then it is empty.
             let Some(hist) = self.maps.hists.read(slot).filter(|h| h.key == *key) else {
                 continue;
