@@ -6,7 +6,7 @@
 //! it once more and only then deletes its entries from the kernel maps.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::Hash,
     sync::RwLock,
     time::{Instant, SystemTime},
@@ -41,7 +41,7 @@ pub struct Drain {
     hists: HistReadings,
     errnos: Previous<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
-    retiring: HashSet<ProcKey>,
+    retiring: FastSet<ProcKey>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
     hists_read: Batch<HistKey, Hist>,
@@ -474,7 +474,7 @@ impl Drain {
             maps,
             hists: HistReadings::default(),
             errnos: Previous::default(),
-            retiring: HashSet::new(),
+            retiring: FastSet::default(),
             cgroups: Resolver::new(cgroups::v2_root()),
             hists_read: Batch::default(),
             errnos_read: Batch::default(),
@@ -683,7 +683,7 @@ fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<
 /// totals (exact even where the kernel's 32-bit counts wrapped).
 fn retired_totals(
     store: &Store,
-    retiring: &HashSet<ProcKey>,
+    retiring: &FastSet<ProcKey>,
 ) -> HashMap<SyscallKey, SyscallTotals> {
     let mut sum: HashMap<SyscallKey, SyscallTotals> = HashMap::new();
     for p in retiring.iter().filter_map(|k| store.processes.get(k)) {
@@ -765,8 +765,8 @@ fn identify(
 fn exited_processes(
     procs: &FastMap<ProcKey, ProcInfo>,
     with_data: impl Iterator<Item = ProcKey>,
-) -> HashSet<ProcKey> {
-    let mut exited: HashSet<ProcKey> = procs
+) -> FastSet<ProcKey> {
+    let mut exited: FastSet<ProcKey> = procs
         .iter()
         .filter(|(_, info)| info.exit_ns != 0)
         .map(|(&key, _)| key)
@@ -1116,6 +1116,6 @@ mod tests {
         // any pid_max) without an entry: gone.
         let data = [k(1, 5), k(2, 6), k(own, 3), k(4_000_000, 4)];
         let exited = exited_processes(&procs, data.into_iter());
-        assert_eq!(exited, HashSet::from([k(2, 6), k(4_000_000, 4)]));
+        assert_eq!(exited, FastSet::from_iter([k(2, 6), k(4_000_000, 4)]));
     }
 }
