@@ -104,24 +104,21 @@ pub struct Totals<'a> {
 }
 
 impl Totals<'_> {
-    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>) {
-        self.group.entry(sc).or_default().hist.add_ref(delta);
+    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        let into = self.group.entry(sc).or_default();
+        add_to(into, delta, errnos);
         if let Some(t) = &mut self.pid {
-            t.entry(sc).or_default().hist.add_ref(delta);
+            add_to(t.entry(sc).or_default(), delta, errnos);
         }
     }
+}
 
-    pub fn add_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
-        *self
-            .group
-            .entry(sc)
-            .or_default()
-            .errnos
-            .entry(errno)
-            .or_default() += n;
-        if let Some(t) = &mut self.pid {
-            *t.entry(sc).or_default().errnos.entry(errno).or_default() += n;
-        }
+fn add_to(t: &mut SyscallTotals, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+    if !delta.is_empty() {
+        t.hist.add_ref(delta);
+    }
+    for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+        *t.errnos.entry(errno).or_default() += n;
     }
 }
 

@@ -6,7 +6,7 @@
 //! it once more and only then deletes its entries from the kernel maps.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::Hash,
     sync::RwLock,
     time::{Instant, SystemTime},
@@ -30,7 +30,7 @@ use crate::{
     histogram::{Delta, DeltaRef},
     map_batch::{self, Batch},
     store::{
-        FastMap, FastSet, InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals,
+        FastMap, FastSet, Gain, InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals,
     },
     syscalls::Abi,
 };
@@ -41,7 +41,7 @@ pub struct Drain {
     hists: HistReadings,
     errnos: Previous<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
-    retiring: HashSet<ProcKey>,
+    retiring: FastSet<ProcKey>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
     slots_read: Batch<HistKey, u32>,
@@ -244,6 +244,9 @@ fn bucket_deltas(old: &[(u16, u32)], new: &[(u16, u32)], out: &mut Vec<(usize, u
 struct Deltas {
     list: Vec<DeltaAt>,
     buckets: Vec<(usize, u64)>,
+    /// Failures by errno, in the order of `list` once sorted.
+    errno_keys: Vec<(ProcKey, SyscallKey)>,
+    errnos: Vec<(u32, u64)>,
 }
 
 /// A delta of [`Deltas`], its buckets `len` entries from `start` of the shared buffer.
@@ -257,13 +260,17 @@ struct DeltaAt {
     len: u32,
 }
 
+/// (process, syscall) as two integers, cheap to compare in a sort.
+fn order(proc: ProcKey, sc: SyscallKey) -> (u64, u64) {
+    (
+        u64::from(proc.pid) << 32 | u64::from(proc.incarnation),
+        (sc.abi as u64) << 32 | u64::from(sc.nr),
+    )
+}
+
 impl DeltaAt {
-    /// (process, syscall) as two integers, cheap to compare in a sort.
     fn order(&self) -> (u64, u64) {
-        (
-            u64::from(self.proc.pid) << 32 | u64::from(self.proc.incarnation),
-            (self.sc.abi as u64) << 32 | u64::from(self.sc.nr),
-        )
+        order(self.proc, self.sc)
     }
 }
 
@@ -271,6 +278,19 @@ impl Deltas {
     fn clear(&mut self) {
         self.list.clear();
         self.buckets.clear();
+        self.errno_keys.clear();
+        self.errnos.clear();
+    }
+
+    /// Takes one drain's failures by errno, in any order.
+    fn set_errnos(&mut self, mut counts: Vec<(ProcKey, SyscallKey, u32, u64)>) {
+        counts.sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
+        self.errno_keys.clear();
+        self.errnos.clear();
+        for (p, sc, errno, n) in counts {
+            self.errno_keys.push((p, sc));
+            self.errnos.push((errno, n));
+        }
     }
 
     fn push(&mut self, proc: ProcKey, sc: SyscallKey, errors: u64, total_ns: u64, from: usize) {
@@ -315,14 +335,39 @@ impl Deltas {
         self.list.truncate(kept);
     }
 
-    fn iter(&self) -> impl Iterator<Item = (ProcKey, SyscallKey, DeltaRef<'_>)> {
-        self.list.iter().map(|d| {
-            let delta = DeltaRef {
-                errors: d.errors,
-                total_ns: d.total_ns,
-                buckets: self.buckets_of(d),
+    /// Every (process, syscall) that gained calls or failures, by process then syscall.
+    fn gains(&self) -> impl Iterator<Item = Gain<'_>> {
+        let (mut at, mut errno_at) = (0, 0);
+        std::iter::from_fn(move || {
+            let calls = self.list.get(at);
+            let fails = self.errno_keys.get(errno_at);
+            let (proc, sc) = match (calls, fails) {
+                (None, None) => return None,
+                (Some(d), Some(&(p, sc))) if order(p, sc) < d.order() => (p, sc),
+                (Some(d), _) => (d.proc, d.sc),
+                (None, Some(&(p, sc))) => (p, sc),
             };
-            (d.proc, d.sc, delta)
+            let delta = match calls {
+                Some(d) if (d.proc, d.sc) == (proc, sc) => {
+                    at += 1;
+                    DeltaRef {
+                        errors: d.errors,
+                        total_ns: d.total_ns,
+                        buckets: self.buckets_of(d),
+                    }
+                }
+                _ => DeltaRef::default(),
+            };
+            let from = errno_at;
+            while self.errno_keys.get(errno_at) == Some(&(proc, sc)) {
+                errno_at += 1;
+            }
+            Some(Gain {
+                proc,
+                sc,
+                delta,
+                errnos: &self.errnos[from..errno_at],
+            })
         })
     }
 }
@@ -427,7 +472,7 @@ impl Drain {
             maps,
             hists: HistReadings::default(),
             errnos: Previous::default(),
-            retiring: HashSet::new(),
+            retiring: FastSet::default(),
             cgroups: Resolver::new(cgroups::v2_root()),
             slots_read: Batch::default(),
             errnos_read: Batch::default(),
@@ -491,11 +536,12 @@ impl Drain {
             let before = self.errnos.find(&mut next, key).copied().unwrap_or(0);
             let d = n.wrapping_sub(before);
             if d != 0 {
-                errno_deltas.push((*key, u64::from(d)));
+                let sc = syscall_key(key.hist.abi, key.hist.nr.into());
+                errno_deltas.push((proc_key(&key.hist), sc, key.errno, u64::from(d)));
             }
             self.errnos_now.push((*key, n));
         }
-        errno_deltas.sort_unstable_by_key(|(key, _)| *key);
+        self.deltas.set_errnos(errno_deltas);
 
         // In flight: parked in a thread's record, or running on a CPU.
         read_into(&mut self.starts_read, &self.maps.starts, "STARTS")?;
@@ -524,11 +570,7 @@ impl Drain {
             store.metrics.cgroup_labels.extend(cgroup_labels);
             // Named first, so a new process's calls count under its name in /metrics.
             identify(&mut store, &procs, hist_keys().map(proc_key), &starts);
-            store.add_batch(self.deltas.iter());
-            store.add_errno_batch(errno_deltas.iter().map(|(key, n)| {
-                let sc = syscall_key(key.hist.abi, key.hist.nr.into());
-                (proc_key(&key.hist), sc, key.errno, *n)
-            }));
+            store.add_batch(self.deltas.gains());
             store.set_in_flight(in_flight(&starts, now_ns));
             for key in &exited {
                 store.mark_exited(*key, now);
@@ -644,7 +686,7 @@ fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<
 /// totals (exact even where the kernel's 32-bit counts wrapped).
 fn retired_totals(
     store: &Store,
-    retiring: &HashSet<ProcKey>,
+    retiring: &FastSet<ProcKey>,
 ) -> HashMap<SyscallKey, SyscallTotals> {
     let mut sum: HashMap<SyscallKey, SyscallTotals> = HashMap::new();
     for p in retiring.iter().filter_map(|k| store.processes.get(k)) {
@@ -726,8 +768,8 @@ fn identify(
 fn exited_processes(
     procs: &FastMap<ProcKey, ProcInfo>,
     with_data: impl Iterator<Item = ProcKey>,
-) -> HashSet<ProcKey> {
-    let mut exited: HashSet<ProcKey> = procs
+) -> FastSet<ProcKey> {
+    let mut exited: FastSet<ProcKey> = procs
         .iter()
         .filter(|(_, info)| info.exit_ns != 0)
         .map(|(&key, _)| key)
@@ -782,14 +824,14 @@ mod tests {
         }
         deltas.sort_and_merge_shards();
         let got = deltas
-            .iter()
-            .map(|(p, sc, d)| {
+            .gains()
+            .map(|g| {
                 let d = Delta {
-                    errors: d.errors,
-                    total_ns: d.total_ns,
-                    buckets: d.buckets.to_vec(),
+                    errors: g.delta.errors,
+                    total_ns: g.delta.total_ns,
+                    buckets: g.delta.buckets.to_vec(),
                 };
-                (p, sc, d)
+                (g.proc, g.sc, d)
             })
             .collect();
         if fail {
@@ -944,6 +986,45 @@ mod tests {
     }
 
     #[test]
+    fn calls_and_failures_of_a_pair_come_together() {
+        let mut r = HistReadings::default();
+        let mut deltas = Deltas::default();
+        let mut next = 0;
+        for (k, h) in [
+            (key(3, 5, 0), hist(10, 1, &[(3, 1)])),
+            (key(1, 5, 0), hist(7, 0, &[(3, 1)])),
+        ] {
+            r.read(&mut next, &k, &h, &mut deltas);
+        }
+        deltas.sort_and_merge_shards();
+        let pk = |pid| ProcKey {
+            pid,
+            incarnation: 1,
+        };
+        let sc = |nr| syscall_key(ABI_NATIVE, nr);
+        // Failures of pairs with no new calls (read after their calls), in any order.
+        deltas.set_errnos(vec![
+            (pk(3), sc(5), 2, 1),
+            (pk(2), sc(9), 13, 4),
+            (pk(3), sc(5), 11, 6),
+            (pk(9), sc(1), 2, 1),
+        ]);
+        type Seen = (u32, u32, u64, Vec<(u32, u64)>);
+        let got: Vec<Seen> = deltas
+            .gains()
+            .map(|g| (g.proc.pid, g.sc.nr, g.delta.count(), g.errnos.to_vec()))
+            .collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], (1, 5, 1, vec![]));
+        assert_eq!(got[1], (2, 9, 0, vec![(13, 4)]));
+        assert_eq!((got[2].0, got[2].1, got[2].2), (3, 5, 1));
+        let mut errnos = got[2].3.clone();
+        errnos.sort();
+        assert_eq!(errnos, vec![(2, 1), (11, 6)]);
+        assert_eq!(got[3], (9, 1, 0, vec![(2, 1)]));
+    }
+
+    #[test]
     fn a_retired_reading_starts_again_from_zero() {
         let (gone, kept) = (key(1, 0, 0), key(2, 0, 0));
         let mut r = HistReadings::default();
@@ -1037,6 +1118,6 @@ mod tests {
         // any pid_max) without an entry: gone.
         let data = [k(1, 5), k(2, 6), k(own, 3), k(4_000_000, 4)];
         let exited = exited_processes(&procs, data.into_iter());
-        assert_eq!(exited, HashSet::from([k(2, 6), k(4_000_000, 4)]));
+        assert_eq!(exited, FastSet::from_iter([k(2, 6), k(4_000_000, 4)]));
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use crate::{
     aggregates::Aggregates,
     histogram::{Delta, DeltaRef, Histogram},
-    history::History,
+    history::{History, SliceEntry},
     syscalls::{self, Abi, Category},
 };
 
@@ -47,6 +47,21 @@ pub struct CategoryTotals {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+}
+
+/// What one (process, syscall) gained between two drains: calls, and failures by errno.
+#[derive(Clone, Copy, Debug)]
+pub struct Gain<'a> {
+    pub proc: ProcKey,
+    pub sc: SyscallKey,
+    pub delta: DeltaRef<'a>,
+    pub errnos: &'a [(u32, u64)],
+}
+
+impl Gain<'_> {
+    fn is_empty(&self) -> bool {
+        self.delta.is_empty() && self.errnos.iter().all(|&(_, n)| n == 0)
+    }
 }
 
 /// Syscalls that have started and not yet returned, as of the last drain.
@@ -168,56 +183,68 @@ impl Store {
     /// Adds what one kernel histogram gained since the last drain.
     #[cfg(test)]
     pub fn add(&mut self, key: ProcKey, sc: SyscallKey, delta: &Delta) {
-        self.add_batch([(key, sc, delta.view())]);
+        self.add_batch([Gain {
+            proc: key,
+            sc,
+            delta: delta.view(),
+            errnos: &[],
+        }]);
     }
 
-    /// Adds what many kernel histograms gained since the last drain. Give them grouped by
-    /// process (the drain sorts them): each process and its /metrics totals are then looked up
-    /// once per group, not once per syscall. The system-wide totals and the history take each
-    /// syscall's sum over the batch, once.
-    pub fn add_batch<'a>(
-        &mut self,
-        deltas: impl IntoIterator<Item = (ProcKey, SyscallKey, DeltaRef<'a>)>,
-    ) {
-        let mut deltas = deltas
-            .into_iter()
-            .filter(|(_, _, d)| !d.is_empty())
-            .peekable();
-        let mut by_syscall: FastMap<SyscallKey, Histogram> = FastMap::default();
-        let mut run: Vec<(SyscallKey, DeltaRef<'a>)> = Vec::new();
-        while let Some((key, sc, d)) = deltas.next() {
-            run.clear();
-            run.push((sc, d));
-            while let Some((_, sc, d)) = deltas.next_if(|(k, _, _)| *k == key) {
-                run.push((sc, d));
-            }
+    /// Adds what many (process, syscall) pairs gained since the last drain. Give them grouped
+    /// by process (the drain sorts them): each process and its /metrics totals are then looked
+    /// up once per group, not once per syscall, and a pair's calls and failures by errno are
+    /// added in one visit. The system-wide totals and the history take each syscall's sum over
+    /// the batch, once.
+    pub fn add_batch<'a>(&mut self, gains: impl IntoIterator<Item = Gain<'a>>) {
+        let mut gains = gains.into_iter().filter(|g| !g.is_empty()).peekable();
+        let mut by_syscall: FastMap<SyscallKey, SliceEntry> = FastMap::default();
+        while let Some(first) = gains.next() {
+            let key = first.proc;
             let p = self
                 .processes
                 .entry(key)
                 .or_insert_with(|| Process::new(key));
             let mut metrics = self.metrics.totals_of(p);
-            for &(sc, d) in &run {
-                metrics.add(sc, d);
-                p.syscalls.entry(sc).or_default().hist.add_ref(d);
-                let count = d.count();
-                let cat = syscalls::category(sc.abi, sc.nr);
-                for t in [p.categories.entry(cat).or_default(), &mut p.total] {
-                    t.count += count;
-                    t.errors += d.errors;
-                    t.total_ns += d.total_ns;
+            let mut next = Some(first);
+            while let Some(Gain {
+                sc, delta, errnos, ..
+            }) = next
+            {
+                metrics.add(sc, delta, errnos);
+                let t = p.syscalls.entry(sc).or_default();
+                let sum = by_syscall.entry(sc).or_default();
+                if !delta.is_empty() {
+                    t.hist.add_ref(delta);
+                    let count = delta.count();
+                    let cat = syscalls::category(sc.abi, sc.nr);
+                    for t in [p.categories.entry(cat).or_default(), &mut p.total] {
+                        t.count += count;
+                        t.errors += delta.errors;
+                        t.total_ns += delta.total_ns;
+                    }
+                    p.interval_ns += delta.total_ns;
+                    sum.hist.add_ref(delta);
                 }
-                p.interval_ns += d.total_ns;
-                by_syscall.entry(sc).or_default().add_ref(d);
+                for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+                    *t.errnos.entry(errno).or_default() += n;
+                    *sum.errnos.entry(errno).or_default() += n;
+                }
+                next = gains.next_if(|g| g.proc == key);
             }
         }
-        for (sc, h) in by_syscall {
+        for (sc, sum) in by_syscall {
             let d = Delta {
-                errors: h.errors,
-                total_ns: h.total_ns,
-                buckets: h.bucket_counts().collect(),
+                errors: sum.hist.errors,
+                total_ns: sum.hist.total_ns,
+                buckets: sum.hist.bucket_counts().collect(),
             };
             self.add_system(sc, &d);
             self.history.add(sc, &d);
+            for (errno, n) in sum.errnos {
+                self.add_system_errno(sc, errno, n);
+                self.history.add_errno(sc, errno, n);
+            }
         }
     }
 
@@ -242,41 +269,12 @@ impl Store {
 
     #[cfg(test)]
     pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
-        self.add_errno_batch([(key, sc, errno, n)]);
-    }
-
-    /// Adds failures by errno, grouped by process like [`Store::add_batch`].
-    pub fn add_errno_batch(
-        &mut self,
-        counts: impl IntoIterator<Item = (ProcKey, SyscallKey, u32, u64)>,
-    ) {
-        let mut counts = counts.into_iter().filter(|c| c.3 != 0).peekable();
-        let mut by_syscall: FastMap<(SyscallKey, u32), u64> = FastMap::default();
-        while let Some((key, sc, errno, n)) = counts.next() {
-            let p = self
-                .processes
-                .entry(key)
-                .or_insert_with(|| Process::new(key));
-            let mut metrics = self.metrics.totals_of(p);
-            let mut next = Some((sc, errno, n));
-            while let Some((sc, errno, n)) = next {
-                metrics.add_errno(sc, errno, n);
-                *p.syscalls
-                    .entry(sc)
-                    .or_default()
-                    .errnos
-                    .entry(errno)
-                    .or_default() += n;
-                *by_syscall.entry((sc, errno)).or_default() += n;
-                next = counts
-                    .next_if(|c| c.0 == key)
-                    .map(|(_, sc, errno, n)| (sc, errno, n));
-            }
-        }
-        for ((sc, errno), n) in by_syscall {
-            self.add_system_errno(sc, errno, n);
-            self.history.add_errno(sc, errno, n);
-        }
+        self.add_batch([Gain {
+            proc: key,
+            sc,
+            delta: DeltaRef::default(),
+            errnos: &[(errno, n)],
+        }]);
     }
 
     /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
