@@ -129,36 +129,37 @@ fn atomic_add_u64(dst: *mut u64, v: u64) {
 
 /// Whether the current syscall is a 32-bit compat one. The kernel flags it per syscall in the
 /// task (x86: `thread_info.status & TS_COMPAT`, also set for `int 0x80` from 64-bit code), so
-/// this is exact where the pt_regs code segment would not be.
+/// this is exact where the pt_regs code segment would not be. `read` loads the `u32` at a byte
+/// offset of the current task.
 #[inline(always)]
-fn current_abi() -> u8 {
+fn compat_flag(read: impl FnOnce(usize) -> Option<u32>) -> u8 {
     let offset = global(&COMPAT_OFFSET);
     if offset == COMPAT_DISABLED {
         return ABI_NATIVE;
     }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let word = unsafe { bpf_probe_read_kernel(task.add(offset as usize) as *const u32) };
-    match word {
-        Ok(w) if w & global(&COMPAT_MASK) != 0 => ABI_COMPAT,
+    match read(offset as usize) {
+        Some(w) if w & global(&COMPAT_MASK) != 0 => ABI_COMPAT,
         _ => ABI_NATIVE,
     }
 }
 
-/// [`current_abi`] for BTF programs, where the task is a typed pointer the verifier lets us
+/// [`compat_flag`] for raw tracepoints: the task is an untyped address, read with a helper.
+#[inline(always)]
+fn current_abi() -> u8 {
+    compat_flag(|offset| {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        unsafe { bpf_probe_read_kernel(task.add(offset) as *const u32) }.ok()
+    })
+}
+
+/// [`compat_flag`] for BTF programs, where the task is a typed pointer the verifier lets us
 /// load from directly.
 #[inline(always)]
 fn current_abi_btf() -> u8 {
-    let offset = global(&COMPAT_OFFSET);
-    if offset == COMPAT_DISABLED {
-        return ABI_NATIVE;
-    }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let word = unsafe { core::ptr::read_volatile(task.add(offset as usize) as *const u32) };
-    if word & global(&COMPAT_MASK) != 0 {
-        ABI_COMPAT
-    } else {
-        ABI_NATIVE
-    }
+    compat_flag(|offset| {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        Some(unsafe { core::ptr::read_volatile(task.add(offset) as *const u32) })
+    })
 }
 
 /// Whether the process passes the pid and cgroup filters (the loader turns each on; with a
