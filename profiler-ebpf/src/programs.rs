@@ -2,11 +2,13 @@
 //!
 //! Per event the work is bounded and allocation-free on the hot path: at `sys_enter` one
 //! pid/tgid read, the compat check, one clock read and a write of this CPU's slot; at
-//! `sys_exit` a read of the same slot, one clock read, one lookup of the histogram and two
-//! atomic adds (plus the errno breakdown for failing calls). The per-thread hash (STARTS) is
-//! touched only when a thread comes back to a CPU or its syscall outlives its time on one.
-//! Map inserts happen only the first time a thread, a process or a (process, syscall) pair is
-//! seen. The rules and the reasons are in docs/design.md.
+//! `sys_exit` a read of the same slot, one clock read, two array accesses to reach the
+//! histogram (this CPU's slot cache, then the slot) and two adds, plain where the shard has a
+//! single writer (plus the errno breakdown for failing calls). The hashes (STARTS,
+//! HIST_SLOTS) are touched only when a thread comes back to a CPU, its syscall outlives its
+//! time on one, or the slot cache misses. Map inserts happen only the first time a thread, a
+//! process or a (process, syscall) shard is seen. The rules and the reasons are in
+//! docs/design.md.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
