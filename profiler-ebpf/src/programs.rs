@@ -119,14 +119,25 @@ fn bump(counter: u32) {
     }
 }
 
+/// Adds `v` to a counter (wrapping): a plain add when `plain` says nothing else can be adding
+/// to it at the same time (see `single_writer`), an atomic one otherwise.
 #[inline(always)]
-fn atomic_add_u32(dst: *mut u32, v: u32) {
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(dst, v) };
+fn add_u32(plain: bool, dst: *mut u32, v: u32) {
+    if plain {
+        unsafe { *dst = (*dst).wrapping_add(v) };
+    } else {
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(dst, v) };
+    }
 }
 
+/// [`add_u32`] for a 64-bit counter.
 #[inline(always)]
-fn atomic_add_u64(dst: *mut u64, v: u64) {
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
+fn add_u64(plain: bool, dst: *mut u64, v: u64) {
+    if plain {
+        unsafe { *dst = (*dst).wrapping_add(v) };
+    } else {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
+    }
 }
 
 /// Whether the current syscall is a 32-bit compat one. The kernel flags it per syscall in the
@@ -162,6 +173,19 @@ fn current_abi_btf() -> u8 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
         Some(unsafe { core::ptr::read_volatile(task.add(offset) as *const u32) })
     })
+}
+
+/// The current thread's pid/tgid and the call's ABI when syscall `nr` of the current process is
+/// one to record: the filters, cheapest first, before any map work. -1 means "no syscall"
+/// (e.g. a ptrace-cancelled one).
+#[inline(always)]
+fn wanted_call(nr: i64, abi: fn() -> u8) -> Option<(u64, u8)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !process_wanted((pid_tgid >> 32) as u32) || nr < 0 {
+        return None;
+    }
+    let abi = abi();
+    syscall_wanted(nr as u32, abi).then_some((pid_tgid, abi))
 }
 
 /// Whether the process passes the pid and cgroup filters (the loader turns each on; with a
@@ -211,19 +235,10 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 /// the current syscall.
 #[inline(always)]
 fn syscall_entered(nr: i64, abi: fn() -> u8) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some((pid_tgid, abi)) = wanted_call(nr, abi) else {
+        return 0;
+    };
     let tgid = (pid_tgid >> 32) as u32;
-    if !process_wanted(tgid) {
-        return 0;
-    }
-    // -1 means "no syscall" (e.g. a ptrace-cancelled one).
-    if nr < 0 {
-        return 0;
-    }
-    let abi = abi();
-    if !syscall_wanted(nr as u32, abi) {
-        return 0;
-    }
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let tid = pid_tgid as u32;
     let Some(cpu) = CPU_SLOT.get_ptr_mut(0) else {
@@ -385,16 +400,12 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if idx >= BUCKETS {
         return 0;
     }
+    let plain = single_writer(&key);
     unsafe {
-        if single_writer(&key) {
-            (*hist).buckets[idx] = (*hist).buckets[idx].wrapping_add(1);
-            (*hist).total_ns = (*hist).total_ns.wrapping_add(latency);
-        } else {
-            atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
-            atomic_add_u64(core::ptr::addr_of_mut!((*hist).total_ns), latency);
-        }
+        add_u32(plain, core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
+        add_u64(plain, core::ptr::addr_of_mut!((*hist).total_ns), latency);
     }
-    count_if_error(hist, &key, ret);
+    count_if_error(hist, &key, plain, ret);
     0
 }
 
@@ -446,18 +457,10 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
 /// The work of the counts-only `sys_exit` for syscall `nr` returning `ret`.
 #[inline(always)]
 fn syscall_counted(nr: i32, ret: i64, abi: fn() -> u8) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some((pid_tgid, abi)) = wanted_call(i64::from(nr), abi) else {
+        return 0;
+    };
     let tgid = (pid_tgid >> 32) as u32;
-    if !process_wanted(tgid) {
-        return 0;
-    }
-    if nr < 0 {
-        return 0;
-    }
-    let abi = abi();
-    if !syscall_wanted(nr as u32, abi) {
-        return 0;
-    }
     if ret == 0 && is_clone(nr as u32, abi) {
         return 0;
     }
@@ -471,12 +474,9 @@ fn syscall_counted(nr: i32, ret: i64, abi: fn() -> u8) -> i32 {
     let Some(hist) = hist_of(&key) else {
         return 0;
     };
-    if single_writer(&key) {
-        unsafe { (*hist).buckets[0] = (*hist).buckets[0].wrapping_add(1) };
-    } else {
-        unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
-    }
-    count_if_error(hist, &key, ret);
+    let plain = single_writer(&key);
+    unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
+    count_if_error(hist, &key, plain, ret);
     0
 }
 
@@ -594,17 +594,15 @@ fn slot_of(key: &HistKey) -> i64 {
 
 /// A return value of -4095..-1 is an errno: count the failure and which errno it was.
 #[inline(always)]
-fn count_if_error(hist: *mut Hist, key: &HistKey, ret: i64) {
+fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
     if (-4095..0).contains(&ret) {
-        if single_writer(key) {
-            unsafe { (*hist).errors = (*hist).errors.wrapping_add(1) };
-        } else {
-            unsafe { atomic_add_u32(core::ptr::addr_of_mut!((*hist).errors), 1) };
-        }
+        unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).errors), 1) };
         count_errno(key, (-ret) as u32);
     }
 }
 
+/// Errno counts are not sharded: every thread of the process adds to the same entry, so the
+/// adds are atomic.
 #[inline(never)]
 fn count_errno(key: &HistKey, errno: u32) {
     let ekey = ErrnoKey {
@@ -612,14 +610,14 @@ fn count_errno(key: &HistKey, errno: u32) {
         errno,
     };
     if let Some(c) = ERRNOS.get_ptr_mut(&ekey) {
-        atomic_add_u32(c, 1);
+        add_u32(false, c, 1);
         return;
     }
     if ERRNOS.insert(&ekey, 1, BPF_NOEXIST as u64).is_ok() {
         return;
     }
     match ERRNOS.get_ptr_mut(&ekey) {
-        Some(c) => atomic_add_u32(c, 1),
+        Some(c) => add_u32(false, c, 1),
         None => bump(COUNTER_ERRNOS_FULL),
     }
 }
