@@ -12,7 +12,7 @@
 //!       N read of an empty non-blocking pipe (EAGAIN); N nanosleep(2 ms); N getppid through
 //!       `int 0x80` (the i386 ABI, x86_64 only). With --wait-go the child spins (no syscalls)
 //!       until a line arrives on stdin, so a tracer can attach first.
-//!       Prints {"pid", "child_pid"} then {"sleep_median_ns"}.
+//!       Prints {"pid", "child_pid"} then {"sleep_median_ns", "sleep_max_ns"}.
 //!   block SECS        a child blocks in read() on a pipe for SECS seconds. Prints {"child_pid"}.
 //!   threads T N       a child runs T threads that each make N getppid and exit before it does.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
@@ -228,7 +228,10 @@ fn calls(args: &[String]) {
     } else {
         d[d.len().div_ceil(2) - 1]
     };
-    say(format!("{{\"sleep_median_ns\": {median}}}"));
+    let max = d.last().copied().unwrap_or(0);
+    say(format!(
+        "{{\"sleep_median_ns\": {median}, \"sleep_max_ns\": {max}}}"
+    ));
 }
 
 fn block(secs: usize) {
