@@ -111,6 +111,13 @@ pub const STARTS_MAX_ENTRIES: u32 = 65_536;
 pub const HISTS_MAP: &str = "HISTS";
 pub const HISTS_MAX_ENTRIES: u32 = 32_768;
 
+/// The slots the kernel has handed out since the daemon last looked: a queue of `u32`, pushed
+/// once the slot holds its key, popped by the daemon, which so learns of new histograms
+/// without listing HIST_SLOTS. As long as HISTS: a slot is queued again only after the daemon
+/// has freed it, so the queue cannot fill; should a push fail anyway, `COUNTER_NEW_SLOTS_FULL`
+/// counts it and the daemon finds the slot by reading every slot's key.
+pub const NEW_SLOTS_MAP: &str = "NEW_SLOTS";
+
 /// Which [`HISTS_MAP`] slot holds each key: hash [`HistKey`] → `u32`, preallocated, as many
 /// entries as there are slots (so it is never fuller than HISTS). Consulted only when the
 /// per-CPU [`SLOT_CACHE_MAP`] misses.
@@ -162,7 +169,7 @@ pub const LEDGER_ERRNOS_MAX_ENTRIES: u32 = 8_192;
 /// daemon never reads maps pinned by an incompatible build.
 pub const META_MAP: &str = "META";
 /// Bumped whenever a record's layout or a map's meaning changes.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
@@ -170,6 +177,7 @@ pub const PINNED_MAPS: &[&str] = &[
     HISTS_MAP,
     HIST_SLOTS_MAP,
     FREE_SLOTS_MAP,
+    NEW_SLOTS_MAP,
     ERRNOS_MAP,
     LIVE_MAP,
     PROCS_MAP,
@@ -204,7 +212,9 @@ pub const COUNTER_STARTS_FULL: u32 = 2;
 /// flight at attach time, or one whose start could not be recorded.
 pub const COUNTER_UNMATCHED_EXITS: u32 = 3;
 pub const COUNTER_ERRNOS_FULL: u32 = 4;
-pub const COUNTERS_LEN: u32 = 5;
+/// See [`NEW_SLOTS_MAP`].
+pub const COUNTER_NEW_SLOTS_FULL: u32 = 5;
+pub const COUNTERS_LEN: u32 = 6;
 
 // ---- Globals the loader sets before the programs are verified --------------------------------
 
@@ -291,14 +301,30 @@ pub struct ErrnoKey {
 ///
 /// `key` is the entry's own: written by the kernel when it hands out the slot, zeroed by the
 /// daemon when it frees it.
+///
+/// `touched` has bit `b` set once a bucket of block `b` (buckets `b * TOUCH_BLOCK ..`) has
+/// counted something, so the drain reads the header and those blocks rather than all 1.1 KB; a
+/// shard with several writers sets every bit (see `TOUCHED_ALL`). `errnos`/`errno_counts` break
+/// failures down by errno for the first `ERRNO_SLOTS` errnos of a single-writer shard (an
+/// `errnos` entry of 0 is unused); other failures go to ERRNOS.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Hist {
     pub key: HistKey,
     pub errors: u32,
     pub total_ns: u64,
+    pub touched: u32,
+    pub errno_counts: [u32; ERRNO_SLOTS],
+    pub errnos: [u16; ERRNO_SLOTS],
     pub buckets: [u32; BUCKETS],
 }
+
+/// Buckets per bit of [`Hist::touched`]: 64 bytes of counts.
+pub const TOUCH_BLOCK: usize = 16;
+/// Every block of [`Hist::touched`].
+pub const TOUCHED_ALL: u32 = (1 << BUCKETS.div_ceil(TOUCH_BLOCK)) - 1;
+/// Errnos a [`Hist`] counts in place.
+pub const ERRNO_SLOTS: usize = 4;
 
 /// A [`SLOT_CACHE_MAP`] entry.
 #[repr(C)]

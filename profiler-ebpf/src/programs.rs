@@ -26,10 +26,11 @@ use aya_ebpf::{
 use profiler_common::{
     bucket_index, CachedSlot, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals,
     ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED,
-    COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
-    COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
-    HISTS_MAX_ENTRIES, HIST_SHARDS, LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN,
-    PROCS_MAX_ENTRIES, SLOT_CACHE_LEN, STARTS_MAX_ENTRIES,
+    COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES,
+    ERRNO_SLOTS, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI, HISTS_MAX_ENTRIES, HIST_SHARDS,
+    LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN, PROCS_MAX_ENTRIES, SLOT_CACHE_LEN,
+    STARTS_MAX_ENTRIES, TOUCHED_ALL, TOUCH_BLOCK,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -77,6 +78,9 @@ static HIST_SLOTS: HashMap<HistKey, u32> = HashMap::with_max_entries(HISTS_MAX_E
 
 #[map]
 static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(HISTS_MAX_ENTRIES, 0);
+
+#[map]
+static NEW_SLOTS: Queue<u32> = Queue::with_max_entries(HISTS_MAX_ENTRIES, 0);
 
 #[map]
 static SLOT_CACHE: PerCpuArray<CachedSlot> = PerCpuArray::with_max_entries(SLOT_CACHE_LEN, 0);
@@ -401,10 +405,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let plain = single_writer(&key);
-    unsafe {
-        add_u32(plain, core::ptr::addr_of_mut!((*hist).buckets[idx]), 1);
-        add_u64(plain, core::ptr::addr_of_mut!((*hist).total_ns), latency);
-    }
+    count_in_bucket(hist, idx, plain);
+    unsafe { add_u64(plain, core::ptr::addr_of_mut!((*hist).total_ns), latency) };
     count_if_error(hist, &key, plain, ret);
     0
 }
@@ -475,7 +477,7 @@ fn syscall_counted(nr: i32, ret: i64, abi: fn() -> u8) -> i32 {
         return 0;
     };
     let plain = single_writer(&key);
-    unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).buckets[0]), 1) };
+    count_in_bucket(hist, 0, plain);
     count_if_error(hist, &key, plain, ret);
     0
 }
@@ -589,16 +591,65 @@ fn slot_of(key: &HistKey) -> i64 {
     if let Some(hist) = HISTS.get_ptr_mut(slot) {
         unsafe { (*hist).key = *key };
     }
+    if NEW_SLOTS.push(&slot, 0).is_err() {
+        bump(COUNTER_NEW_SLOTS_FULL);
+    }
     i64::from(slot)
 }
 
-/// A return value of -4095..-1 is an errno: count the failure and which errno it was.
+/// One more call in bucket `idx` (< BUCKETS), and the bucket's block marked touched the first
+/// time (see `Hist::touched`). With a single writer the bucket's old value says when: one
+/// compare per event. With several, a plain `|=` could lose another writer's bit, so the first
+/// event marks every block, a value all writers store alike.
+#[inline(always)]
+fn count_in_bucket(hist: *mut Hist, idx: usize, plain: bool) {
+    unsafe {
+        let bucket = core::ptr::addr_of_mut!((*hist).buckets[idx]);
+        if plain {
+            let old = *bucket;
+            *bucket = old.wrapping_add(1);
+            if old == 0 {
+                (*hist).touched |= 1 << (idx / TOUCH_BLOCK);
+            }
+        } else {
+            add_u32(false, bucket, 1);
+            if (*hist).touched != TOUCHED_ALL {
+                (*hist).touched = TOUCHED_ALL;
+            }
+        }
+    }
+}
+
+/// A return value of -4095..-1 is an errno: count the failure and which errno it was, in the
+/// histogram's own errno table when it has a single writer and room, in ERRNOS otherwise.
 #[inline(always)]
 fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
     if (-4095..0).contains(&ret) {
         unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).errors), 1) };
-        count_errno(key, (-ret) as u32);
+        let errno = (-ret) as u16;
+        if !(plain && count_errno_in_place(hist, errno)) {
+            count_errno(key, u32::from(errno));
+        }
     }
+}
+
+/// Counts `errno` in the histogram's errno table, claiming a free entry for a new one; false
+/// when the table is full of other errnos. Single writer only: the claim is a plain store.
+#[inline(always)]
+fn count_errno_in_place(hist: *mut Hist, errno: u16) -> bool {
+    for i in 0..ERRNO_SLOTS {
+        unsafe {
+            let e = (*hist).errnos[i];
+            if e == 0 {
+                (*hist).errnos[i] = errno;
+            } else if e != errno {
+                continue;
+            }
+            (*hist).errno_counts[i] = (*hist).errno_counts[i].wrapping_add(1);
+        }
+        return true;
+    }
+    false
 }
 
 /// Errno counts are not sharded: every thread of the process adds to the same entry, so the

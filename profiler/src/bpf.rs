@@ -17,7 +17,7 @@ use profiler_common::{
     GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
     HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SHARDS, HIST_SLOTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP,
-    META_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
+    META_MAP, NEW_SLOTS_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
 };
 use tracing::{info, warn};
 
@@ -57,6 +57,7 @@ pub struct Maps {
     pub hists: HistArena,
     pub hist_slots: HashMap<MapData, HistKey, u32>,
     pub free_slots: Queue<MapData, u32>,
+    pub new_slots: Queue<MapData, u32>,
     pub errnos: HashMap<MapData, ErrnoKey, u32>,
     pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
     pub starts: HashMap<MapData, u32, Start>,
@@ -248,6 +249,7 @@ pub fn load_and_attach(
         hists: HistArena::new(hists).map_err(Fatal::Other)?,
         hist_slots: take_map(&mut ebpf, HIST_SLOTS_MAP)?,
         free_slots,
+        new_slots: take_map(&mut ebpf, NEW_SLOTS_MAP)?,
         errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
         procs: take_map(&mut ebpf, PROCS_MAP)?,
         starts: take_map(&mut ebpf, STARTS_MAP)?,

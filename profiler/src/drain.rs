@@ -17,9 +17,9 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result};
 use aya::{maps::IterableMap, Pod};
 use profiler_common::{
-    ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, ABI_COMPAT,
-    ABI_NATIVE, BUCKETS, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_PROCS_FULL,
-    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
+    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, ABI_COMPAT,
+    ABI_NATIVE, BUCKETS, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNO_SLOTS,
 };
 use tracing::warn;
 
@@ -27,6 +27,7 @@ use crate::{
     bpf::{Ledger, Maps},
     bpf_stats,
     cgroups::{self, Resolver},
+    hist_arena::SlotHead,
     histogram::{Delta, DeltaRef},
     map_batch::{self, Batch},
     store::{
@@ -37,6 +38,11 @@ use crate::{
 
 pub struct Drain {
     maps: Maps,
+    /// The HISTS slots holding a histogram, ascending: learnt from NEW_SLOTS, and by reading
+    /// every slot's key at the first drain (maps pinned by a predecessor) or when NEW_SLOTS
+    /// overflowed (as of `new_slots_full`).
+    live: Vec<u32>,
+    new_slots_full: Option<u64>,
     /// Each kernel counter as of the previous read, to turn cumulative values into deltas.
     hists: HistReadings,
     errnos: Previous<ErrnoKey, u32>,
@@ -44,7 +50,7 @@ pub struct Drain {
     retiring: FastSet<ProcKey>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
-    slots_read: Batch<HistKey, u32>,
+    heads: Vec<SlotHead>,
     errnos_read: Batch<ErrnoKey, u32>,
     procs_read: Batch<profiler_common::ProcKey, ProcInfo>,
     starts_read: Batch<u32, Start>,
@@ -52,7 +58,7 @@ pub struct Drain {
     deltas: Deltas,
 }
 
-/// A kernel map's entries as of the previous drain, in the order the kernel listed them (its
+/// An ERRNOS' entries as of the previous drain, in the order the kernel listed them (its
 /// hash order). That order changes only where entries were added or deleted, so an entry's
 /// previous value is nearly always right after the last one found: no hashing, and memory read
 /// front to back. The index is built only in a drain that finds the order changed.
@@ -117,34 +123,62 @@ impl<K: Copy + Eq + Hash, V> Previous<K, V> {
     }
 }
 
-/// The previous reading of one kernel histogram. Its non-zero buckets (a series usually fills
-/// a handful of the 273) are `len` entries from `start` in its reading's bucket list, so
-/// comparing with it costs a few words rather than another 1.1 KB.
+/// The previous reading of one slot: its key (a slot freed and handed out again holds another
+/// one), its counters, and its non-zero buckets (a series usually fills a handful of the 273):
+/// `len` entries from `start` in its reading's bucket list, so comparing with it costs a few
+/// words rather than another 1.1 KB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Reading {
+    key: HistKey,
     total_ns: u64,
     errors: u32,
+    errno_counts: [u32; ERRNO_SLOTS],
     start: u32,
     len: u32,
 }
 
 #[derive(Default)]
 struct HistReadings {
-    prev: Previous<HistKey, Reading>,
+    /// By slot, ascending.
+    prev: Vec<(u32, Reading)>,
     prev_buckets: Vec<(u16, u32)>,
     /// This drain's, until it is committed.
-    now: Vec<(HistKey, Reading)>,
+    now: Vec<(u32, Reading)>,
     now_buckets: Vec<(u16, u32)>,
 }
 
+/// `slot`'s reading in `prev` (by slot, ascending), if it was of `key`. Slots are read in
+/// ascending order, so `next`, where the previous call left off, only moves forward.
+fn previous<'a>(
+    prev: &'a [(u32, Reading)],
+    next: &mut usize,
+    slot: u32,
+    key: &HistKey,
+) -> Option<&'a Reading> {
+    while prev.get(*next).is_some_and(|&(s, _)| s < slot) {
+        *next += 1;
+    }
+    prev.get(*next)
+        .filter(|(s, r)| *s == slot && r.key == *key)
+        .map(|(_, r)| r)
+}
+
 impl HistReadings {
-    /// Compares `new` with `key`'s previous reading, appends what changed to `deltas` and
-    /// records `new` as this drain's reading. `next` as for [`Previous::find`].
-    fn read(&mut self, next: &mut usize, key: &HistKey, new: &Hist, deltas: &mut Deltas) {
+    /// Compares `slot`'s header and buckets (`read_buckets` appends the non-zero ones, by
+    /// bucket) with its previous reading, appends what changed to `deltas` and records this
+    /// reading. Slots in ascending order; `next` as for [`previous`].
+    fn read(
+        &mut self,
+        next: &mut usize,
+        slot: u32,
+        head: &SlotHead,
+        read_buckets: impl FnOnce(&mut Vec<(u16, u32)>),
+        deltas: &mut Deltas,
+    ) {
         let start = self.now_buckets.len();
-        nonzero_buckets(&new.buckets, &mut self.now_buckets);
+        read_buckets(&mut self.now_buckets);
         let now = &self.now_buckets[start..];
-        let (old, old_buckets) = match self.prev.find(next, key) {
+        let (old, old_buckets) = match previous(&self.prev, next, slot, &head.key) {
             Some(r) => {
                 let at = r.start as usize;
                 (*r, &self.prev_buckets[at..at + r.len as usize])
@@ -153,17 +187,30 @@ impl HistReadings {
         };
         let from = deltas.buckets.len();
         bucket_deltas(old_buckets, now, &mut deltas.buckets);
-        let errors = u64::from(new.errors.wrapping_sub(old.errors));
-        let total_ns = new.total_ns.wrapping_sub(old.total_ns);
+        let errors = u64::from(head.errors.wrapping_sub(old.errors));
+        let total_ns = head.total_ns.wrapping_sub(old.total_ns);
+        let (proc, sc) = (
+            proc_key(&head.key),
+            syscall_key(head.key.abi, head.key.nr.into()),
+        );
         if deltas.buckets.len() > from || errors != 0 || total_ns != 0 {
-            let sc = syscall_key(key.abi, key.nr.into());
-            deltas.push(proc_key(key), sc, errors, total_ns, from);
+            deltas.push(proc, sc, errors, total_ns, from);
+        }
+        // An entry's errno, once claimed, stays until the slot is freed.
+        for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
+            let d = head.errno_counts[i].wrapping_sub(old.errno_counts[i]);
+            if d != 0 {
+                let errno = u32::from(head.errnos[i]);
+                deltas.errnos_read.push((proc, sc, errno, u64::from(d)));
+            }
         }
         self.now.push((
-            *key,
+            slot,
             Reading {
-                total_ns: new.total_ns,
-                errors: new.errors,
+                key: head.key,
+                total_ns: head.total_ns,
+                errors: head.errors,
+                errno_counts: head.errno_counts,
                 start: start as u32,
                 len: now.len() as u32,
             },
@@ -173,37 +220,17 @@ impl HistReadings {
     /// Makes this drain's readings the previous ones: only once their deltas are in the store,
     /// so a drain that fails half-way loses nothing.
     fn commit(&mut self) {
-        self.prev.replace(&mut self.now);
+        std::mem::swap(&mut self.prev, &mut self.now);
         std::mem::swap(&mut self.prev_buckets, &mut self.now_buckets);
+        self.now.clear();
         self.now_buckets.clear();
     }
 }
 
-/// How many slots ahead of the one being read the drain starts fetching.
+/// How many slots ahead of the one being read the drain starts fetching: the slots are
+/// scattered over 37 MiB, so their cache misses should overlap rather than stall one after
+/// another.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Buckets scanned as one block for "any non-zero": a fixed size the compiler turns into a few
-/// vector ORs.
-const BLOCK: usize = 16;
-
-/// Appends `buckets`' non-zero counts, as (bucket, count) by bucket.
-fn nonzero_buckets(buckets: &[u32; BUCKETS], into: &mut Vec<(u16, u32)>) {
-    let blocks = buckets.chunks_exact(BLOCK);
-    let tail = blocks.remainder();
-    for (b, block) in blocks.enumerate() {
-        let block: &[u32; BLOCK] = block.try_into().expect("chunks_exact");
-        if block.iter().fold(0, |acc, &n| acc | n) != 0 {
-            let first = b * BLOCK;
-            for (i, &n) in block.iter().enumerate().filter(|(_, &n)| n != 0) {
-                into.push(((first + i) as u16, n));
-            }
-        }
-    }
-    let first = BUCKETS - tail.len();
-    for (i, &n) in tail.iter().enumerate().filter(|(_, &n)| n != 0) {
-        into.push(((first + i) as u16, n));
-    }
-}
 
 /// Appends to `out` what each bucket gained from the `old` to the `new` non-zero counts (both
 /// by bucket). The kernel's 32-bit counts wrap; the wrapping difference is exact as long as
@@ -244,7 +271,9 @@ fn bucket_deltas(old: &[(u16, u32)], new: &[(u16, u32)], out: &mut Vec<(usize, u
 struct Deltas {
     list: Vec<DeltaAt>,
     buckets: Vec<(usize, u64)>,
-    /// Failures by errno, in the order of `list` once sorted.
+    /// Failures by errno as read, from slots and ERRNOS, in any order, until sorted into:
+    errnos_read: Vec<(ProcKey, SyscallKey, u32, u64)>,
+    /// failures by errno, in the order of `list` once sorted.
     errno_keys: Vec<(ProcKey, SyscallKey)>,
     errnos: Vec<(u32, u64)>,
 }
@@ -278,16 +307,18 @@ impl Deltas {
     fn clear(&mut self) {
         self.list.clear();
         self.buckets.clear();
+        self.errnos_read.clear();
         self.errno_keys.clear();
         self.errnos.clear();
     }
 
-    /// Takes one drain's failures by errno, in any order.
-    fn set_errnos(&mut self, mut counts: Vec<(ProcKey, SyscallKey, u32, u64)>) {
-        counts.sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
+    /// Sorts the failures by errno read so far like `list` (see `gains`).
+    fn sort_errnos(&mut self) {
+        self.errnos_read
+            .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
         self.errno_keys.clear();
         self.errnos.clear();
-        for (p, sc, errno, n) in counts {
+        for &(p, sc, errno, n) in &self.errnos_read {
             self.errno_keys.push((p, sc));
             self.errnos.push((errno, n));
         }
@@ -470,11 +501,13 @@ impl Drain {
     pub fn new(maps: Maps) -> Self {
         Self {
             maps,
+            live: Vec::new(),
+            new_slots_full: None,
             hists: HistReadings::default(),
             errnos: Previous::default(),
             retiring: FastSet::default(),
             cgroups: Resolver::new(cgroups::v2_root()),
-            slots_read: Batch::default(),
+            heads: Vec::new(),
             errnos_read: Batch::default(),
             procs_read: Batch::default(),
             starts_read: Batch::default(),
@@ -507,29 +540,39 @@ impl Drain {
             })
             .collect();
 
-        // Which slot holds each key, then every slot read in place through the mapping.
+        // Every live slot read in place through the mapping: the headers first, then the
+        // touched blocks of each, each fetched a few slots ahead.
+        self.discover()?;
         self.deltas.clear();
         self.hists.now.clear();
         self.hists.now_buckets.clear();
-        read_into(&mut self.slots_read, &self.maps.hist_slots, "HIST_SLOTS")?;
-        let mut next = 0;
-        let slots = self.slots_read.values();
-        for (at, (key, &slot)) in self.slots_read.iter().enumerate() {
-            // The slots come in hash order, scattered over 35 MiB: start fetching a few ahead
-            // so their cache misses overlap instead of stalling one after another.
-            if let Some(&ahead) = slots.get(at + PREFETCH_AHEAD) {
-                self.maps.hists.prefetch(ahead);
+        let arena = &self.maps.hists;
+        self.heads.clear();
+        for (at, &slot) in self.live.iter().enumerate() {
+            if let Some(&ahead) = self.live.get(at + PREFETCH_AHEAD) {
+                arena.prefetch_head(ahead);
             }
-            // The kernel writes a slot's key just after taking the slot: until then it is empty.
-            let Some(hist) = self.maps.hists.read(slot).filter(|h| h.key == *key) else {
+            self.heads.push(arena.head(slot).unwrap_or_default());
+        }
+        let mut next = 0;
+        for (at, (&slot, head)) in self.live.iter().zip(&self.heads).enumerate() {
+            if let (Some(&ahead), Some(h)) = (
+                self.live.get(at + PREFETCH_AHEAD),
+                self.heads.get(at + PREFETCH_AHEAD),
+            ) {
+                arena.prefetch_blocks(ahead, h.touched);
+            }
+            if head.key.tgid == 0 {
                 continue;
-            };
-            self.hists.read(&mut next, key, &hist, &mut self.deltas);
+            }
+            let read_buckets = |into: &mut Vec<_>| arena.nonzero_buckets(slot, head.touched, into);
+            self.hists
+                .read(&mut next, slot, head, read_buckets, &mut self.deltas);
         }
         self.deltas.sort_and_merge_shards();
 
+        // Failures the slots had no room for, or of shards with several writers.
         read_into(&mut self.errnos_read, &self.maps.errnos, "ERRNOS")?;
-        let mut errno_deltas = Vec::new();
         let mut next = 0;
         self.errnos_now.clear();
         for (key, &n) in self.errnos_read.iter() {
@@ -537,11 +580,12 @@ impl Drain {
             let d = n.wrapping_sub(before);
             if d != 0 {
                 let sc = syscall_key(key.hist.abi, key.hist.nr.into());
-                errno_deltas.push((proc_key(&key.hist), sc, key.errno, u64::from(d)));
+                let errno = (proc_key(&key.hist), sc, key.errno, u64::from(d));
+                self.deltas.errnos_read.push(errno);
             }
             self.errnos_now.push((*key, n));
         }
-        self.deltas.set_errnos(errno_deltas);
+        self.deltas.sort_errnos();
 
         // In flight: parked in a thread's record, or running on a CPU.
         read_into(&mut self.starts_read, &self.maps.starts, "STARTS")?;
@@ -551,7 +595,7 @@ impl Drain {
         starts.extend(on_cpu.iter().filter(|s| s.tid != 0));
         let now_ns = monotonic_ns();
 
-        let hist_keys = || self.hists.now.iter().map(|(k, _)| k);
+        let hist_keys = || self.hists.now.iter().map(|(_, r)| &r.key);
         let exited = exited_processes(&procs, hist_keys().map(proc_key));
         let counters = self.read_counters(KernelCounters {
             hists_entries: self.hists.now.len() as u64,
@@ -594,17 +638,20 @@ impl Drain {
         let retiring = std::mem::take(&mut self.retiring);
         if !retiring.is_empty() {
             let maps = &mut self.maps;
-            for (key, &slot) in self.slots_read.iter() {
+            let mut freed = Vec::new();
+            for &(slot, ref r) in &self.hists.prev {
                 // Unmapped first, so no new event can find the slot; wiped and queued only if
                 // the key was still mapped to it, so a slot is never queued twice.
-                if retiring.contains(&proc_key(key)) && maps.hist_slots.remove(key).is_ok() {
+                if retiring.contains(&proc_key(&r.key)) && maps.hist_slots.remove(&r.key).is_ok() {
                     maps.hists.clear(slot);
                     let _ = maps.free_slots.push(slot, 0);
+                    freed.push(slot);
                 }
             }
-            self.hists
-                .prev
-                .retire(|key| retiring.contains(&proc_key(key)));
+            // Both lists and `freed` are ascending.
+            let kept = |slot: &u32| freed.binary_search(slot).is_err();
+            self.live.retain(kept);
+            self.hists.prev.retain(|(slot, _)| kept(slot));
             self.errnos.retire(|key| {
                 let gone = retiring.contains(&proc_key(&key.hist));
                 if gone {
@@ -620,6 +667,33 @@ impl Drain {
             }
         }
         self.retiring = exited;
+        Ok(())
+    }
+
+    /// Adds to `live` the slots the kernel handed out since the last drain. At the first drain,
+    /// and should NEW_SLOTS have overflowed, also every slot holding a key.
+    fn discover(&mut self) -> Result<()> {
+        let mut found = Vec::new();
+        loop {
+            match self.maps.new_slots.pop(0) {
+                Ok(slot) => found.push(slot),
+                Err(aya::maps::MapError::ElementNotFound) => break,
+                Err(e) => return Err(e).context("reading NEW_SLOTS"),
+            }
+        }
+        let overflows = self.counter(COUNTER_NEW_SLOTS_FULL)?;
+        if self.new_slots_full != Some(overflows) {
+            if self.new_slots_full.is_some() {
+                warn!("NEW_SLOTS overflowed: reading every HISTS slot's key");
+            }
+            found.extend(self.maps.hists.scan());
+            self.new_slots_full = Some(overflows);
+        }
+        if !found.is_empty() {
+            self.live.extend(found);
+            self.live.sort_unstable();
+            self.live.dedup();
+        }
         Ok(())
     }
 
@@ -652,11 +726,14 @@ impl Drain {
         Ok(totals.len())
     }
 
+    /// A COUNTERS entry, summed over the CPUs.
+    fn counter(&self, i: u32) -> Result<u64> {
+        let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
+        Ok(per_cpu.iter().sum())
+    }
+
     fn read_counters(&self, sizes: KernelCounters) -> Result<KernelCounters> {
-        let sum = |i: u32| -> Result<u64> {
-            let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
-            Ok(per_cpu.iter().sum())
-        };
+        let sum = |i| self.counter(i);
         Ok(KernelCounters {
             hists_full: sum(COUNTER_HISTS_FULL)?,
             procs_full: sum(COUNTER_PROCS_FULL)?,
@@ -787,17 +864,24 @@ fn exited_processes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::BUCKETS;
+    use crate::hist_arena::HistArena;
+    use profiler_common::{Hist, TOUCH_BLOCK};
 
+    /// A slot's content as the kernel leaves it: `touched` marks the blocks of its non-zero
+    /// buckets.
     fn hist(total: u64, errors: u32, buckets: &[(usize, u32)]) -> Hist {
         let mut h = Hist {
             key: HistKey::default(),
-            total_ns: total,
             errors,
+            total_ns: total,
+            touched: 0,
+            errno_counts: [0; ERRNO_SLOTS],
+            errnos: [0; ERRNO_SLOTS],
             buckets: [0; BUCKETS],
         };
         for &(i, n) in buckets {
             h.buckets[i] = n;
+            h.touched |= 1 << (i / TOUCH_BLOCK);
         }
         h
     }
@@ -813,18 +897,42 @@ mod tests {
     }
 
     type Got = (ProcKey, SyscallKey, Delta);
+    /// A failure count as read: (pid, syscall number, errno, failures).
+    type GotErrno = (u32, u32, u32, u64);
 
-    /// One drain's reading of HISTS, as `read_maps` takes it: the deltas, sorted and merged.
-    /// Committed unless `fail` (a drain that failed before reaching the store).
-    fn drain(readings: &mut HistReadings, read: &[(HistKey, Hist)], fail: bool) -> Vec<Got> {
+    /// Slots `read` (slot, key, content) laid out in an arena of their own.
+    fn arena(read: &[(u32, HistKey, Hist)]) -> HistArena {
+        let len = read.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        let mut slots = vec![hist(0, 0, &[]); len as usize];
+        for &(slot, key, h) in read {
+            slots[slot as usize] = Hist { key, ..h };
+        }
+        HistArena::of(Box::leak(slots.into_boxed_slice()))
+    }
+
+    /// One drain's reading of the slots `read`, as `read_maps` takes it (ascending slots, read
+    /// through an arena): the deltas, sorted and merged, and the failures by errno. Committed
+    /// unless `fail` (a drain that failed before reaching the store).
+    fn drain_errnos(
+        readings: &mut HistReadings,
+        read: &[(u32, HistKey, Hist)],
+        fail: bool,
+    ) -> (Vec<Got>, Vec<GotErrno>) {
+        let arena = arena(read);
         let mut deltas = Deltas::default();
         let mut next = 0;
-        for (k, h) in read {
-            readings.read(&mut next, k, h, &mut deltas);
+        let mut slots: Vec<u32> = read.iter().map(|r| r.0).collect();
+        slots.sort_unstable();
+        for slot in slots {
+            let head = arena.head(slot).unwrap();
+            let read_buckets = |into: &mut Vec<_>| arena.nonzero_buckets(slot, head.touched, into);
+            readings.read(&mut next, slot, &head, read_buckets, &mut deltas);
         }
         deltas.sort_and_merge_shards();
+        deltas.sort_errnos();
         let got = deltas
             .gains()
+            .filter(|g| !g.delta.is_empty())
             .map(|g| {
                 let d = Delta {
                     errors: g.delta.errors,
@@ -834,13 +942,22 @@ mod tests {
                 (g.proc, g.sc, d)
             })
             .collect();
+        let errnos = deltas
+            .errnos_read
+            .iter()
+            .map(|&(p, sc, errno, n)| (p.pid, sc.nr, errno, n))
+            .collect();
         if fail {
             readings.now.clear();
             readings.now_buckets.clear();
         } else {
             readings.commit();
         }
-        got
+        (got, errnos)
+    }
+
+    fn drain(readings: &mut HistReadings, read: &[(u32, HistKey, Hist)], fail: bool) -> Vec<Got> {
+        drain_errnos(readings, read, fail).0
     }
 
     fn one(got: &[Got]) -> &Delta {
@@ -851,7 +968,11 @@ mod tests {
     #[test]
     fn first_read_is_the_whole_value() {
         let mut r = HistReadings::default();
-        let got = drain(&mut r, &[(key(1, 0, 0), hist(900, 2, &[(10, 3)]))], false);
+        let got = drain(
+            &mut r,
+            &[(4, key(1, 0, 0), hist(900, 2, &[(10, 3)]))],
+            false,
+        );
         let d = one(&got);
         assert_eq!(d.buckets, vec![(10, 3)]);
         assert_eq!((d.errors, d.total_ns), (2, 900));
@@ -871,13 +992,13 @@ mod tests {
     fn only_changed_buckets_appear() {
         let k = key(1, 0, 0);
         let mut r = HistReadings::default();
-        drain(&mut r, &[(k, hist(900, 2, &[(10, 3), (20, 1)]))], false);
+        drain(&mut r, &[(0, k, hist(900, 2, &[(10, 3), (20, 1)]))], false);
         let new = hist(1500, 2, &[(10, 3), (20, 4), (272, 1)]);
-        let got = drain(&mut r, &[(k, new)], false);
+        let got = drain(&mut r, &[(0, k, new)], false);
         let d = one(&got);
         assert_eq!(d.buckets, vec![(20, 3), (272, 1)]);
         assert_eq!((d.errors, d.total_ns), (0, 600));
-        assert!(drain(&mut r, &[(k, new)], false).is_empty(), "unchanged");
+        assert!(drain(&mut r, &[(0, k, new)], false).is_empty(), "unchanged");
     }
 
     #[test]
@@ -885,14 +1006,14 @@ mod tests {
         let k = key(1, 0, 0);
         let mut r = HistReadings::default();
         let before = hist(0, u32::MAX - 1, &[(5, u32::MAX - 2), (6, u32::MAX)]);
-        drain(&mut r, &[(k, before)], false);
+        drain(&mut r, &[(0, k, before)], false);
         // Bucket 6 gained exactly one event and wrapped to 0: no longer non-zero, still counted.
-        let got = drain(&mut r, &[(k, hist(0, 3, &[(5, 4)]))], false);
+        let got = drain(&mut r, &[(0, k, hist(0, 3, &[(5, 4)]))], false);
         let d = one(&got);
         assert_eq!(d.buckets, vec![(5, 7), (6, 1)]);
         assert_eq!(d.errors, 5);
         // And from 0 it counts on.
-        let got = drain(&mut r, &[(k, hist(0, 3, &[(5, 4), (6, 2)]))], false);
+        let got = drain(&mut r, &[(0, k, hist(0, 3, &[(5, 4), (6, 2)]))], false);
         assert_eq!(one(&got).buckets, vec![(6, 2)]);
     }
 
@@ -901,45 +1022,62 @@ mod tests {
         // Block edges and the tail past the last whole block.
         let all: Vec<(usize, u32)> = (0..BUCKETS).map(|i| (i, i as u32 + 1)).collect();
         let mut r = HistReadings::default();
-        let got = drain(&mut r, &[(key(1, 0, 0), hist(1, 0, &all))], false);
+        let got = drain(&mut r, &[(0, key(1, 0, 0), hist(1, 0, &all))], false);
         let want: Vec<(usize, u64)> = (0..BUCKETS).map(|i| (i, i as u64 + 1)).collect();
         assert_eq!(one(&got).buckets, want);
-        for i in [0, BLOCK - 1, BLOCK, 2 * BLOCK - 1, BUCKETS - 2, BUCKETS - 1] {
+        let edges = [0, TOUCH_BLOCK - 1, TOUCH_BLOCK, 2 * TOUCH_BLOCK - 1];
+        for i in edges.into_iter().chain([BUCKETS - 2, BUCKETS - 1]) {
             let mut r = HistReadings::default();
-            let got = drain(&mut r, &[(key(1, 0, 0), hist(1, 0, &[(i, 9)]))], false);
+            let got = drain(&mut r, &[(0, key(1, 0, 0), hist(1, 0, &[(i, 9)]))], false);
             assert_eq!(one(&got).buckets, vec![(i, 9)], "bucket {i}");
         }
     }
 
     #[test]
-    fn previous_readings_are_found_whatever_the_order() {
-        let keys: Vec<HistKey> = (0..20).map(|i| key(i, 7, 0)).collect();
-        let reading = |n: u32| -> Vec<(HistKey, Hist)> {
-            keys.iter()
-                .map(|&k| (k, hist(u64::from(n), 0, &[(k.tgid as usize, n)])))
+    fn a_count_not_yet_marked_touched_is_read_once_it_is() {
+        let k = key(1, 0, 0);
+        let mut r = HistReadings::default();
+        drain(&mut r, &[(0, k, hist(10, 0, &[(3, 1)]))], false);
+        // The kernel has counted in bucket 40 but not yet set its block's bit.
+        let mut h = hist(20, 0, &[(3, 1), (40, 1)]);
+        h.touched &= !(1 << (40 / TOUCH_BLOCK));
+        let got = drain(&mut r, &[(0, k, h)], false);
+        assert_eq!(one(&got).buckets, vec![]);
+        let got = drain(&mut r, &[(0, k, hist(20, 0, &[(3, 1), (40, 1)]))], false);
+        assert_eq!(one(&got).buckets, vec![(40, 1)]);
+    }
+
+    #[test]
+    fn readings_follow_their_slot_and_key() {
+        let reading = |n: u32| -> Vec<(u32, HistKey, Hist)> {
+            (0..20)
+                .map(|i| {
+                    (
+                        3 * i,
+                        key(i, 7, 0),
+                        hist(u64::from(n), 0, &[(i as usize, n)]),
+                    )
+                })
                 .collect()
         };
         let mut r = HistReadings::default();
         drain(&mut r, &reading(1), false);
-        // Same order: found by position, no index.
         let got = drain(&mut r, &reading(3), false);
         assert_eq!(got.len(), 20);
         assert!(got
             .iter()
             .all(|g| g.2.buckets == vec![(g.0.pid as usize, 2)]));
-        assert!(r.prev.index.is_none());
-        // Entries deleted, one added, the rest reversed: each still compared with its own.
-        let mut shuffled: Vec<(HistKey, Hist)> = reading(6).into_iter().skip(3).rev().collect();
-        shuffled.insert(5, (key(99, 7, 0), hist(5, 0, &[(1, 5)])));
-        let mut r2 = HistReadings::default();
-        drain(&mut r2, &reading(3), false);
-        let got = drain(&mut r2, &shuffled, false);
+        // Slots gone, one new, and one handed to another key: that one starts from zero.
+        let mut next: Vec<(u32, HistKey, Hist)> = reading(6).into_iter().skip(3).collect();
+        next.push((1, key(99, 7, 0), hist(5, 0, &[(1, 5)])));
+        next[4].1 = key(98, 7, 0);
+        let got = drain(&mut r, &next, false);
         assert_eq!(got.len(), 18);
         for (p, _, d) in &got {
-            let want = if p.pid == 99 {
-                (1, 5)
-            } else {
-                (p.pid as usize, 3)
+            let want = match p.pid {
+                99 => (1, 5),
+                98 => (7, 6),
+                pid => (pid as usize, 3),
             };
             assert_eq!(d.buckets, vec![want], "pid {}", p.pid);
         }
@@ -949,9 +1087,9 @@ mod tests {
     fn a_failed_drain_loses_nothing() {
         let k = key(1, 0, 0);
         let mut r = HistReadings::default();
-        drain(&mut r, &[(k, hist(10, 0, &[(3, 1)]))], false);
-        drain(&mut r, &[(k, hist(30, 0, &[(3, 4)]))], true);
-        let got = drain(&mut r, &[(k, hist(40, 0, &[(3, 5)]))], false);
+        drain(&mut r, &[(0, k, hist(10, 0, &[(3, 1)]))], false);
+        drain(&mut r, &[(0, k, hist(30, 0, &[(3, 4)]))], true);
+        let got = drain(&mut r, &[(0, k, hist(40, 0, &[(3, 5)]))], false);
         let d = one(&got);
         assert_eq!((d.buckets.clone(), d.total_ns), (vec![(3, 4)], 30));
     }
@@ -962,11 +1100,11 @@ mod tests {
         let got = drain(
             &mut r,
             &[
-                (key(2, 5, 1), hist(10, 1, &[(3, 1), (9, 2)])),
-                (key(1, 5, 0), hist(7, 0, &[(3, 1)])),
-                (key(2, 5, 0), hist(20, 0, &[(3, 4), (4, 1)])),
-                (key(2, 6, 0), hist(1, 0, &[(1, 1)])),
-                (key(2, 5, 2), hist(5, 2, &[(9, 1)])),
+                (0, key(2, 5, 1), hist(10, 1, &[(3, 1), (9, 2)])),
+                (1, key(1, 5, 0), hist(7, 0, &[(3, 1)])),
+                (2, key(2, 5, 0), hist(20, 0, &[(3, 4), (4, 1)])),
+                (3, key(2, 6, 0), hist(1, 0, &[(1, 1)])),
+                (4, key(2, 5, 2), hist(5, 2, &[(9, 1)])),
             ],
             false,
         );
@@ -986,15 +1124,48 @@ mod tests {
     }
 
     #[test]
+    fn errnos_counted_in_a_slot_give_deltas_by_errno() {
+        let k = key(1, 2, 0);
+        let with_errnos = |counts: [u32; ERRNO_SLOTS], errnos: [u16; ERRNO_SLOTS]| Hist {
+            errno_counts: counts,
+            errnos,
+            ..hist(10, counts.iter().sum(), &[(3, 1)])
+        };
+        let mut r = HistReadings::default();
+        let (_, errnos) = drain_errnos(
+            &mut r,
+            &[(0, k, with_errnos([4, 1, 0, 0], [2, 13, 0, 0]))],
+            false,
+        );
+        assert_eq!(errnos, vec![(1, 2, 2, 4), (1, 2, 13, 1)]);
+        let (_, errnos) = drain_errnos(
+            &mut r,
+            &[(0, k, with_errnos([4, 3, 1, 0], [2, 13, 11, 0]))],
+            false,
+        );
+        assert_eq!(errnos, vec![(1, 2, 13, 2), (1, 2, 11, 1)]);
+        // A count claimed but not yet added to: nothing yet.
+        let (_, errnos) = drain_errnos(
+            &mut r,
+            &[(0, k, with_errnos([4, 3, 1, 0], [2, 13, 11, 4]))],
+            false,
+        );
+        assert_eq!(errnos, vec![]);
+    }
+
+    #[test]
     fn calls_and_failures_of_a_pair_come_together() {
         let mut r = HistReadings::default();
         let mut deltas = Deltas::default();
+        let arena = arena(&[
+            (0, key(1, 5, 0), hist(7, 0, &[(3, 1)])),
+            (1, key(3, 5, 0), hist(10, 1, &[(3, 1)])),
+        ]);
         let mut next = 0;
-        for (k, h) in [
-            (key(3, 5, 0), hist(10, 1, &[(3, 1)])),
-            (key(1, 5, 0), hist(7, 0, &[(3, 1)])),
-        ] {
-            r.read(&mut next, &k, &h, &mut deltas);
+        for slot in [0, 1] {
+            let head = arena.head(slot).unwrap();
+            let read_buckets = |into: &mut Vec<_>| arena.nonzero_buckets(slot, head.touched, into);
+            r.read(&mut next, slot, &head, read_buckets, &mut deltas);
         }
         deltas.sort_and_merge_shards();
         let pk = |pid| ProcKey {
@@ -1003,12 +1174,13 @@ mod tests {
         };
         let sc = |nr| syscall_key(ABI_NATIVE, nr);
         // Failures of pairs with no new calls (read after their calls), in any order.
-        deltas.set_errnos(vec![
+        deltas.errnos_read.extend([
             (pk(3), sc(5), 2, 1),
             (pk(2), sc(9), 13, 4),
             (pk(3), sc(5), 11, 6),
             (pk(9), sc(1), 2, 1),
         ]);
+        deltas.sort_errnos();
         type Seen = (u32, u32, u64, Vec<(u32, u64)>);
         let got: Vec<Seen> = deltas
             .gains()
@@ -1022,22 +1194,6 @@ mod tests {
         errnos.sort();
         assert_eq!(errnos, vec![(2, 1), (11, 6)]);
         assert_eq!(got[3], (9, 1, 0, vec![(2, 1)]));
-    }
-
-    #[test]
-    fn a_retired_reading_starts_again_from_zero() {
-        let (gone, kept) = (key(1, 0, 0), key(2, 0, 0));
-        let mut r = HistReadings::default();
-        let both = [
-            (gone, hist(10, 0, &[(3, 2)])),
-            (kept, hist(10, 0, &[(3, 2)])),
-        ];
-        drain(&mut r, &both, false);
-        r.prev.retire(|k| k.tgid == 1);
-        // Were the kernel to create it again, all of it counts.
-        let got = drain(&mut r, &both, false);
-        assert_eq!(got.len(), 1);
-        assert_eq!((got[0].0.pid, got[0].2.buckets.clone()), (1, vec![(3, 2)]));
     }
 
     #[test]

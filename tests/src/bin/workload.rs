@@ -7,8 +7,11 @@
 //! counted). The parent's own start-up (dynamic loader, runtime) is not part of any assertion.
 //!
 //! Modes:
-//!   calls [getppid=N] [enoent=N] [ebadf=N] [eagain=N] [sleep=N] [int80=N] [--wait-go]
+//!   calls [getppid=N] [enoent=N] [ebadf=N] [eagain=N] [openerrs=N] [sleep=N] [int80=N]
+//!         [--wait-go]
 //!       one child: N getppid; N openat of a missing path (ENOENT); N close(-1) (EBADF);
+//!       N openat failing with each of six errnos, in turn (ENOENT, ENOTDIR, EISDIR, EFAULT,
+//!       ENAMETOOLONG, EINVAL: more than a histogram keeps in place);
 //!       N read of an empty non-blocking pipe (EAGAIN); N nanosleep(2 ms); N getppid through
 //!       `int 0x80` (the i386 ABI, x86_64 only). With --wait-go the child spins (no syscalls)
 //!       until a line arrives on stdin, so a tracer can attach first.
@@ -106,6 +109,7 @@ struct Calls {
     enoent: usize,
     ebadf: usize,
     eagain: usize,
+    openerrs: usize,
     sleep: usize,
     int80: usize,
     wait_go: bool,
@@ -129,6 +133,7 @@ fn parse_calls(args: &[String]) -> Calls {
             "enoent" => c.enoent = n,
             "ebadf" => c.ebadf = n,
             "eagain" => c.eagain = n,
+            "openerrs" => c.openerrs = n,
             "sleep" => c.sleep = n,
             "int80" => c.int80 = n,
             _ => usage(&format!("unknown call kind {k}")),
@@ -160,6 +165,20 @@ fn make_calls(c: &Calls, missing: &CString, empty_pipe: libc::c_int, durations: 
         let mut byte = 0u8;
         for _ in 0..c.eagain {
             libc::syscall(libc::SYS_read, empty_pipe, &mut byte as *mut u8, 1);
+        }
+        let too_long = CString::new("x".repeat(libc::PATH_MAX as usize + 1)).unwrap();
+        let failing_opens: [(*const libc::c_char, libc::c_int); 6] = [
+            (missing.as_ptr(), libc::O_RDONLY),
+            (c"/proc/self/status/x".as_ptr(), libc::O_RDONLY),
+            (c"/".as_ptr(), libc::O_WRONLY),
+            (1 as *const libc::c_char, libc::O_RDONLY),
+            (too_long.as_ptr(), libc::O_RDONLY),
+            (c"/tmp".as_ptr(), libc::O_TMPFILE | libc::O_RDONLY),
+        ];
+        for _ in 0..c.openerrs {
+            for (path, flags) in failing_opens {
+                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, flags);
+            }
         }
         let two_ms = libc::timespec {
             tv_sec: 0,
