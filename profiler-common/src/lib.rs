@@ -128,9 +128,9 @@ pub const HIST_SLOTS_MAP: &str = "HIST_SLOTS";
 /// retired processes.
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
 
-/// Per-CPU cache in front of [`HIST_SLOTS_MAP`]: [`CachedSlot`] by `nr % SLOT_CACHE_LEN`, the
-/// slot of the last key with that syscall number seen on this CPU. A stale entry (a slot since
-/// recycled) is caught by comparing the slot's own key.
+/// Per-CPU cache in front of [`HIST_SLOTS_MAP`]: `u32` by `nr % SLOT_CACHE_LEN`, the slot of
+/// the last key with that syscall number seen on this CPU. The slot's own key says whether it
+/// is the wanted one (a slot since recycled, or of another key with the same `nr % 64`, is not).
 pub const SLOT_CACHE_MAP: &str = "SLOT_CACHE";
 pub const SLOT_CACHE_LEN: u32 = 64;
 
@@ -325,14 +325,6 @@ pub const TOUCH_BLOCK: usize = 16;
 pub const TOUCHED_ALL: u32 = (1 << BUCKETS.div_ceil(TOUCH_BLOCK)) - 1;
 /// Errnos a [`Hist`] counts in place.
 pub const ERRNO_SLOTS: usize = 4;
-
-/// A [`SLOT_CACHE_MAP`] entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CachedSlot {
-    pub key: HistKey,
-    pub slot: u32,
-}
 
 /// A process incarnation (see [`HistKey`]).
 #[repr(C)]

@@ -24,11 +24,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    bucket_index, CachedSlot, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals,
-    ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED,
-    COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
-    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES,
-    ERRNO_SLOTS, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI, HISTS_MAX_ENTRIES, HIST_SHARDS,
+    bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
+    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
+    COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL,
+    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, ERRNO_SLOTS,
+    FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI, HISTS_MAX_ENTRIES, HIST_SHARDS,
     LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN, PROCS_MAX_ENTRIES, SLOT_CACHE_LEN,
     STARTS_MAX_ENTRIES, TOUCHED_ALL, TOUCH_BLOCK,
 };
@@ -83,7 +83,7 @@ static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(HISTS_MAX_ENTRIES, 0);
 static NEW_SLOTS: Queue<u32> = Queue::with_max_entries(HISTS_MAX_ENTRIES, 0);
 
 #[map]
-static SLOT_CACHE: PerCpuArray<CachedSlot> = PerCpuArray::with_max_entries(SLOT_CACHE_LEN, 0);
+static SLOT_CACHE: PerCpuArray<u32> = PerCpuArray::with_max_entries(SLOT_CACHE_LEN, 0);
 
 #[map]
 static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
@@ -520,25 +520,17 @@ fn is_clone(nr: u32, abi: u8) -> bool {
 
 /// The histogram of `key`, given a slot on its first event; None (counted) when HISTS is full.
 /// The common case is two array accesses: this CPU's cached slot for the syscall number, and
-/// the slot itself, whose own key confirms the cache is not stale.
+/// the slot itself, whose own key says whether it is the key's.
 #[inline(always)]
 fn hist_of(key: &HistKey) -> Option<*mut Hist> {
     let cached = SLOT_CACHE.get_ptr_mut(u32::from(key.nr) & (SLOT_CACHE_LEN - 1))?;
-    let words = key_words(key);
-    unsafe {
-        if stored_key_words(&(*cached).key) == words {
-            if let Some(hist) = HISTS.get_ptr_mut((*cached).slot) {
-                if stored_key_words(&(*hist).key) == words {
-                    return Some(hist);
-                }
-            }
+    if let Some(hist) = HISTS.get_ptr_mut(unsafe { *cached }) {
+        if unsafe { stored_key_words(&(*hist).key) } == key_words(key) {
+            return Some(hist);
         }
     }
     let slot = u32::try_from(slot_of(key)).ok()?;
-    unsafe {
-        (*cached).key = *key;
-        (*cached).slot = slot;
-    }
+    unsafe { *cached = slot };
     HISTS.get_ptr_mut(slot)
 }
 
@@ -553,7 +545,7 @@ fn key_words(key: &HistKey) -> (u64, u32) {
 }
 
 /// [`key_words`] of a key stored at the start of a map value (map values are 8-byte aligned,
-/// and so are `Hist` and `CachedSlot`'s keys within them).
+/// and so is `Hist`'s key within them).
 #[inline(always)]
 unsafe fn stored_key_words(key: *const HistKey) -> (u64, u32) {
     (
