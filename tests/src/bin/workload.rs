@@ -171,7 +171,8 @@ fn make_calls(c: &Calls, missing: &CString, empty_pipe: libc::c_int, durations: 
             (missing.as_ptr(), libc::O_RDONLY),
             (c"/proc/self/status/x".as_ptr(), libc::O_RDONLY),
             (c"/".as_ptr(), libc::O_WRONLY),
-            (1 as *const libc::c_char, libc::O_RDONLY),
+            // Address 1: no page is mapped there (EFAULT).
+            (ptr::dangling::<libc::c_char>(), libc::O_RDONLY),
             (too_long.as_ptr(), libc::O_RDONLY),
             (c"/tmp".as_ptr(), libc::O_TMPFILE | libc::O_RDONLY),
         ];
