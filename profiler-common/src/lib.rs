@@ -105,7 +105,7 @@ pub const STARTS_MAX_ENTRIES: u32 = 65_536;
 
 /// Latency histograms: an array of [`Hist`] indexed by slot, preallocated and mmap-able
 /// (`BPF_F_MMAPABLE`), so `sys_exit` reaches a histogram with an array access and the drain
-/// reads them all through one mapping without copying. A slot holds its key ([`Hist::key`];
+/// reads them all through one mapping without copying. A slot holds its key ([`HistHead::key`];
 /// tgid 0 = free). When no slot is left, events of new keys are dropped and counted in
 /// `COUNTER_HISTS_FULL`; the daemon frees the slots of exited processes.
 pub const HISTS_MAP: &str = "HISTS";
@@ -136,7 +136,7 @@ pub const SLOT_CACHE_LEN: u32 = 64;
 
 /// Failures per errno, keyed by [`ErrnoKey`], value `u32` (wrapping, like histogram counts).
 /// Touched only by failing calls. When full, a new (process, syscall, errno) triple is not
-/// broken down (its calls still count in [`Hist::errors`]) and `COUNTER_ERRNOS_FULL` counts it.
+/// broken down (its calls still count in [`HistHead::errors`]) and `COUNTER_ERRNOS_FULL` counts it.
 pub const ERRNOS_MAP: &str = "ERRNOS";
 pub const ERRNOS_MAX_ENTRIES: u32 = 16_384;
 
@@ -295,35 +295,43 @@ pub struct ErrnoKey {
     pub errno: u32,
 }
 
-/// Cumulative since the entry was created. The 32-bit counts wrap; the daemon reads them at
-/// least every few seconds and adds the wrapping difference to 64-bit totals, which halves the
-/// kernel memory per (process, syscall) pair at no cost per event.
-///
-/// `key` is the entry's own: written by the kernel when it hands out the slot, zeroed by the
-/// daemon when it frees it.
-///
-/// `touched` has bit `b` set once a bucket of block `b` (buckets `b * TOUCH_BLOCK ..`) has
-/// counted something, so the drain reads the header and those blocks rather than all 1.1 KB; a
-/// shard with several writers sets every bit (see `TOUCHED_ALL`). `errnos`/`errno_counts` break
-/// failures down by errno for the first `ERRNO_SLOTS` errnos of a single-writer shard (an
-/// `errnos` entry of 0 is unused); other failures go to ERRNOS.
+/// A [`HISTS_MAP`] slot: one (process, syscall) shard's counters. Cumulative since the slot was
+/// handed out. The 32-bit counts wrap; the daemon reads them at least every few seconds and
+/// adds the wrapping difference to 64-bit totals, which halves the kernel memory per (process,
+/// syscall) pair at no cost per event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Hist {
+    pub head: HistHead,
+    pub buckets: [u32; BUCKETS],
+}
+
+/// Everything of a [`Hist`] but its buckets: what the drain reads first, then only the blocks of
+/// buckets `touched` names.
+///
+/// `key` is the slot's own: written by the kernel when it hands out the slot, zeroed by the
+/// daemon when it frees it.
+///
+/// `touched` has bit `b` set once a bucket of block `b` (buckets `b * TOUCH_BLOCK ..`) has
+/// counted something; a shard with several writers sets every bit (see `TOUCHED_ALL`).
+/// `errnos`/`errno_counts` break failures down by errno for the first `ERRNO_SLOTS` errnos of a
+/// single-writer shard (an `errnos` entry of 0 is unused); other failures go to ERRNOS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistHead {
     pub key: HistKey,
     pub errors: u32,
     pub total_ns: u64,
     pub touched: u32,
     pub errno_counts: [u32; ERRNO_SLOTS],
     pub errnos: [u16; ERRNO_SLOTS],
-    pub buckets: [u32; BUCKETS],
 }
 
-/// Buckets per bit of [`Hist::touched`]: 64 bytes of counts.
+/// Buckets per bit of [`HistHead::touched`]: 64 bytes of counts.
 pub const TOUCH_BLOCK: usize = 16;
-/// Every block of [`Hist::touched`].
+/// Every block of [`HistHead::touched`].
 pub const TOUCHED_ALL: u32 = (1 << BUCKETS.div_ceil(TOUCH_BLOCK)) - 1;
-/// Errnos a [`Hist`] counts in place.
+/// Errnos a [`HistHead`] counts in place.
 pub const ERRNO_SLOTS: usize = 4;
 
 /// A process incarnation (see [`HistKey`]).

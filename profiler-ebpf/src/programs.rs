@@ -4,9 +4,9 @@
 //! pid/tgid read, the compat check, one clock read and a write of this CPU's slot; at
 //! `sys_exit` a read of the same slot, one clock read, two array accesses to reach the
 //! histogram (this CPU's slot cache, then the slot) and two adds, plain where the shard has a
-//! single writer (plus the errno breakdown for failing calls). The hashes (STARTS,
-//! HIST_SLOTS) are touched only when a thread comes back to a CPU, its syscall outlives its
-//! time on one, or the slot cache misses. Map inserts happen only the first time a thread, a
+//! single writer (plus, for failing calls, the errno in the slot's own table). The hashes
+//! (STARTS, HIST_SLOTS, and ERRNOS from a slot's fifth errno) are touched only when a thread
+//! comes back to a CPU, its syscall outlives its time on one, or the slot cache misses. Map inserts happen only the first time a thread, a
 //! process or a (process, syscall) shard is seen. The rules and the reasons are in
 //! docs/design.md.
 
@@ -406,7 +406,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     }
     let plain = single_writer(&key);
     count_in_bucket(hist, idx, plain);
-    unsafe { add_u64(plain, core::ptr::addr_of_mut!((*hist).total_ns), latency) };
+    unsafe {
+        add_u64(
+            plain,
+            core::ptr::addr_of_mut!((*hist).head.total_ns),
+            latency,
+        )
+    };
     count_if_error(hist, &key, plain, ret);
     0
 }
@@ -525,7 +531,7 @@ fn is_clone(nr: u32, abi: u8) -> bool {
 fn hist_of(key: &HistKey) -> Option<*mut Hist> {
     let cached = SLOT_CACHE.get_ptr_mut(u32::from(key.nr) & (SLOT_CACHE_LEN - 1))?;
     if let Some(hist) = HISTS.get_ptr_mut(unsafe { *cached }) {
-        if unsafe { stored_key_words(&(*hist).key) } == key_words(key) {
+        if unsafe { stored_key_words(&(*hist).head.key) } == key_words(key) {
             return Some(hist);
         }
     }
@@ -581,7 +587,7 @@ fn slot_of(key: &HistKey) -> i64 {
     // The key goes into the slot only once the slot is the key's: the drain reads keys from
     // the slots, and must never see one twice.
     if let Some(hist) = HISTS.get_ptr_mut(slot) {
-        unsafe { (*hist).key = *key };
+        unsafe { (*hist).head.key = *key };
     }
     if NEW_SLOTS.push(&slot, 0).is_err() {
         bump(COUNTER_NEW_SLOTS_FULL);
@@ -590,7 +596,7 @@ fn slot_of(key: &HistKey) -> i64 {
 }
 
 /// One more call in bucket `idx` (< BUCKETS), and the bucket's block marked touched the first
-/// time (see `Hist::touched`). With a single writer the bucket's old value says when: one
+/// time (see `HistHead::touched`). With a single writer the bucket's old value says when: one
 /// compare per event. With several, a plain `|=` could lose another writer's bit, so the first
 /// event marks every block, a value all writers store alike.
 #[inline(always)]
@@ -601,12 +607,12 @@ fn count_in_bucket(hist: *mut Hist, idx: usize, plain: bool) {
             let old = *bucket;
             *bucket = old.wrapping_add(1);
             if old == 0 {
-                (*hist).touched |= 1 << (idx / TOUCH_BLOCK);
+                (*hist).head.touched |= 1 << (idx / TOUCH_BLOCK);
             }
         } else {
             add_u32(false, bucket, 1);
-            if (*hist).touched != TOUCHED_ALL {
-                (*hist).touched = TOUCHED_ALL;
+            if (*hist).head.touched != TOUCHED_ALL {
+                (*hist).head.touched = TOUCHED_ALL;
             }
         }
     }
@@ -617,7 +623,7 @@ fn count_in_bucket(hist: *mut Hist, idx: usize, plain: bool) {
 #[inline(always)]
 fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
     if (-4095..0).contains(&ret) {
-        unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).errors), 1) };
+        unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).head.errors), 1) };
         let errno = (-ret) as u16;
         if !(plain && count_errno_in_place(hist, errno)) {
             count_errno(key, u32::from(errno));
@@ -631,13 +637,13 @@ fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
 fn count_errno_in_place(hist: *mut Hist, errno: u16) -> bool {
     for i in 0..ERRNO_SLOTS {
         unsafe {
-            let e = (*hist).errnos[i];
+            let e = (*hist).head.errnos[i];
             if e == 0 {
-                (*hist).errnos[i] = errno;
+                (*hist).head.errnos[i] = errno;
             } else if e != errno {
                 continue;
             }
-            (*hist).errno_counts[i] = (*hist).errno_counts[i].wrapping_add(1);
+            (*hist).head.errno_counts[i] = (*hist).head.errno_counts[i].wrapping_add(1);
         }
         return true;
     }

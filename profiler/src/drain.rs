@@ -17,9 +17,10 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result};
 use aya::{maps::IterableMap, Pod};
 use profiler_common::{
-    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, ABI_COMPAT,
-    ABI_NATIVE, BUCKETS, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
-    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNO_SLOTS,
+    ErrnoKey, HistHead, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start,
+    ABI_COMPAT, ABI_NATIVE, BUCKETS, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
+    COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
+    ERRNO_SLOTS,
 };
 use tracing::warn;
 
@@ -27,7 +28,6 @@ use crate::{
     bpf::{Ledger, Maps},
     bpf_stats,
     cgroups::{self, Resolver},
-    hist_arena::SlotHead,
     histogram::{Delta, DeltaRef},
     map_batch::{self, Batch},
     store::{
@@ -50,7 +50,7 @@ pub struct Drain {
     retiring: FastSet<ProcKey>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
-    heads: Vec<SlotHead>,
+    heads: Vec<HistHead>,
     errnos_read: Batch<ErrnoKey, u32>,
     procs_read: Batch<profiler_common::ProcKey, ProcInfo>,
     starts_read: Batch<u32, Start>,
@@ -123,16 +123,13 @@ impl<K: Copy + Eq + Hash, V> Previous<K, V> {
     }
 }
 
-/// The previous reading of one slot: its key (a slot freed and handed out again holds another
-/// one), its counters, and its non-zero buckets (a series usually fills a handful of the 273):
+/// The previous reading of one slot: its header (whose key tells whether the slot still holds
+/// the same histogram) and its non-zero buckets (a series usually fills a handful of the 273):
 /// `len` entries from `start` in its reading's bucket list, so comparing with it costs a few
 /// words rather than another 1.1 KB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Reading {
-    key: HistKey,
-    total_ns: u64,
-    errors: u32,
-    errno_counts: [u32; ERRNO_SLOTS],
+    head: HistHead,
     start: u32,
     len: u32,
 }
@@ -159,7 +156,7 @@ fn previous<'a>(
         *next += 1;
     }
     prev.get(*next)
-        .filter(|(s, r)| *s == slot && r.key == *key)
+        .filter(|(s, r)| *s == slot && r.head.key == *key)
         .map(|(_, r)| r)
 }
 
@@ -171,7 +168,7 @@ impl HistReadings {
         &mut self,
         next: &mut usize,
         slot: u32,
-        head: &SlotHead,
+        head: &HistHead,
         read_buckets: impl FnOnce(&mut Vec<(u16, u32)>),
         deltas: &mut Deltas,
     ) {
@@ -187,8 +184,8 @@ impl HistReadings {
         };
         let from = deltas.buckets.len();
         bucket_deltas(old_buckets, now, &mut deltas.buckets);
-        let errors = u64::from(head.errors.wrapping_sub(old.errors));
-        let total_ns = head.total_ns.wrapping_sub(old.total_ns);
+        let errors = u64::from(head.errors.wrapping_sub(old.head.errors));
+        let total_ns = head.total_ns.wrapping_sub(old.head.total_ns);
         let (proc, sc) = (
             proc_key(&head.key),
             syscall_key(head.key.abi, head.key.nr.into()),
@@ -198,7 +195,7 @@ impl HistReadings {
         }
         // An entry's errno, once claimed, stays until the slot is freed.
         for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
-            let d = head.errno_counts[i].wrapping_sub(old.errno_counts[i]);
+            let d = head.errno_counts[i].wrapping_sub(old.head.errno_counts[i]);
             if d != 0 {
                 let errno = u32::from(head.errnos[i]);
                 deltas.errnos_read.push((proc, sc, errno, u64::from(d)));
@@ -207,10 +204,7 @@ impl HistReadings {
         self.now.push((
             slot,
             Reading {
-                key: head.key,
-                total_ns: head.total_ns,
-                errors: head.errors,
-                errno_counts: head.errno_counts,
+                head: *head,
                 start: start as u32,
                 len: now.len() as u32,
             },
@@ -595,7 +589,7 @@ impl Drain {
         starts.extend(on_cpu.iter().filter(|s| s.tid != 0));
         let now_ns = monotonic_ns();
 
-        let hist_keys = || self.hists.now.iter().map(|(_, r)| &r.key);
+        let hist_keys = || self.hists.now.iter().map(|(_, r)| &r.head.key);
         let exited = exited_processes(&procs, hist_keys().map(proc_key));
         let counters = self.read_counters(KernelCounters {
             hists_entries: self.hists.now.len() as u64,
@@ -642,7 +636,8 @@ impl Drain {
             for &(slot, ref r) in &self.hists.prev {
                 // Unmapped first, so no new event can find the slot; wiped and queued only if
                 // the key was still mapped to it, so a slot is never queued twice.
-                if retiring.contains(&proc_key(&r.key)) && maps.hist_slots.remove(&r.key).is_ok() {
+                let key = &r.head.key;
+                if retiring.contains(&proc_key(key)) && maps.hist_slots.remove(key).is_ok() {
                     maps.hists.clear(slot);
                     let _ = maps.free_slots.push(slot, 0);
                     freed.push(slot);
@@ -871,17 +866,16 @@ mod tests {
     /// buckets.
     fn hist(total: u64, errors: u32, buckets: &[(usize, u32)]) -> Hist {
         let mut h = Hist {
-            key: HistKey::default(),
-            errors,
-            total_ns: total,
-            touched: 0,
-            errno_counts: [0; ERRNO_SLOTS],
-            errnos: [0; ERRNO_SLOTS],
+            head: HistHead {
+                errors,
+                total_ns: total,
+                ..HistHead::default()
+            },
             buckets: [0; BUCKETS],
         };
         for &(i, n) in buckets {
             h.buckets[i] = n;
-            h.touched |= 1 << (i / TOUCH_BLOCK);
+            h.head.touched |= 1 << (i / TOUCH_BLOCK);
         }
         h
     }
@@ -904,8 +898,9 @@ mod tests {
     fn arena(read: &[(u32, HistKey, Hist)]) -> HistArena {
         let len = read.iter().map(|r| r.0 + 1).max().unwrap_or(0);
         let mut slots = vec![hist(0, 0, &[]); len as usize];
-        for &(slot, key, h) in read {
-            slots[slot as usize] = Hist { key, ..h };
+        for &(slot, key, mut h) in read {
+            h.head.key = key;
+            slots[slot as usize] = h;
         }
         HistArena::of(Box::leak(slots.into_boxed_slice()))
     }
@@ -1040,7 +1035,7 @@ mod tests {
         drain(&mut r, &[(0, k, hist(10, 0, &[(3, 1)]))], false);
         // The kernel has counted in bucket 40 but not yet set its block's bit.
         let mut h = hist(20, 0, &[(3, 1), (40, 1)]);
-        h.touched &= !(1 << (40 / TOUCH_BLOCK));
+        h.head.touched &= !(1 << (40 / TOUCH_BLOCK));
         let got = drain(&mut r, &[(0, k, h)], false);
         assert_eq!(one(&got).buckets, vec![]);
         let got = drain(&mut r, &[(0, k, hist(20, 0, &[(3, 1), (40, 1)]))], false);
@@ -1126,10 +1121,10 @@ mod tests {
     #[test]
     fn errnos_counted_in_a_slot_give_deltas_by_errno() {
         let k = key(1, 2, 0);
-        let with_errnos = |counts: [u32; ERRNO_SLOTS], errnos: [u16; ERRNO_SLOTS]| Hist {
-            errno_counts: counts,
-            errnos,
-            ..hist(10, counts.iter().sum(), &[(3, 1)])
+        let with_errnos = |counts: [u32; ERRNO_SLOTS], errnos: [u16; ERRNO_SLOTS]| {
+            let mut h = hist(10, counts.iter().sum(), &[(3, 1)]);
+            (h.head.errno_counts, h.head.errnos) = (counts, errnos);
+            h
         };
         let mut r = HistReadings::default();
         let (_, errnos) = drain_errnos(

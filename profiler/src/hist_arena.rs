@@ -11,18 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
-use profiler_common::{Hist, HistKey, BUCKETS, ERRNO_SLOTS, TOUCHED_ALL, TOUCH_BLOCK};
-
-/// A slot's counters other than its buckets (see [`Hist`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlotHead {
-    pub key: HistKey,
-    pub errors: u32,
-    pub total_ns: u64,
-    pub touched: u32,
-    pub errno_counts: [u32; ERRNO_SLOTS],
-    pub errnos: [u16; ERRNO_SLOTS],
-}
+use profiler_common::{Hist, HistHead, BUCKETS, TOUCHED_ALL, TOUCH_BLOCK};
 
 pub struct HistArena {
     /// The map the mapping is of, kept alive as long as it (None: memory of the tests' own).
@@ -97,44 +86,23 @@ impl HistArena {
         })
     }
 
-    /// The field at byte `offset` of `slot`, read whole with one volatile load (aligned: never
-    /// torn, so no counter is read half old, half new).
-    ///
-    /// SAFETY: `p` is a slot's start and `offset` that of a `T` field of `Hist`.
-    unsafe fn load<T: Copy>(p: *mut u8, offset: usize) -> T {
-        p.add(offset).cast::<T>().read_volatile()
-    }
-
-    /// `slot`'s header, as the kernel is updating it: each counter is read whole, but counters
-    /// may be a few events apart (the next drain catches up, like with a map lookup).
-    pub fn head(&self, slot: u32) -> Option<SlotHead> {
-        let p = self.slot_ptr(slot)?;
-        // SAFETY: every offset is that of a field of the type read.
-        unsafe {
-            let key_at = offset_of!(Hist, key);
-            let low: u64 = Self::load(p, key_at);
-            let high: u32 = Self::load(p, key_at + 8);
-            let mut errno_counts = [0; ERRNO_SLOTS];
-            let mut errnos = [0; ERRNO_SLOTS];
-            for i in 0..ERRNO_SLOTS {
-                errno_counts[i] = Self::load(p, offset_of!(Hist, errno_counts) + 4 * i);
-                errnos[i] = Self::load(p, offset_of!(Hist, errnos) + 2 * i);
-            }
-            Some(SlotHead {
-                key: HistKey {
-                    tgid: low as u32,
-                    incarnation: (low >> 32) as u32,
-                    nr: high as u16,
-                    abi: (high >> 16) as u8,
-                    shard: (high >> 24) as u8,
-                },
-                errors: Self::load(p, offset_of!(Hist, errors)),
-                total_ns: Self::load(p, offset_of!(Hist, total_ns)),
-                touched: Self::load(p, offset_of!(Hist, touched)),
-                errno_counts,
-                errnos,
-            })
+    /// `slot`'s header, as the kernel is updating it: read as aligned 8-byte words, so no
+    /// counter is read half old, half new, but counters may be a few events apart (the next
+    /// drain catches up, like with a map lookup).
+    pub fn head(&self, slot: u32) -> Option<HistHead> {
+        const WORDS: usize = size_of::<HistHead>() / 8;
+        const _: () = assert!(size_of::<HistHead>().is_multiple_of(8));
+        const _: () = assert!(offset_of!(Hist, head) == 0);
+        let p = self.slot_ptr(slot)?.cast::<u64>();
+        let mut words = [0u64; WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            // SAFETY: in bounds and 8-aligned (stride is a multiple of 8, the mapping
+            // page-aligned).
+            *w = unsafe { p.add(i).read_volatile() };
         }
+        // SAFETY: HistHead is plain integers, size_of::<HistHead>() bytes, any bit pattern
+        // valid.
+        Some(unsafe { std::mem::transmute::<[u64; WORDS], HistHead>(words) })
     }
 
     /// Appends the non-zero buckets of `slot`'s blocks named by `touched`, as (bucket, count) by
@@ -147,8 +115,9 @@ impl HistArena {
         for block in blocks(touched) {
             let first = block * TOUCH_BLOCK;
             for i in first..(first + TOUCH_BLOCK).min(BUCKETS) {
-                // SAFETY: i < BUCKETS, a u32 of the buckets array.
-                let n: u32 = unsafe { Self::load(p, offset_of!(Hist, buckets) + 4 * i) };
+                // SAFETY: i < BUCKETS, an aligned u32 of the buckets array: read whole.
+                let at = offset_of!(Hist, buckets) + 4 * i;
+                let n = unsafe { p.add(at).cast::<u32>().read_volatile() };
                 if n != 0 {
                     into.push((i as u16, n));
                 }
