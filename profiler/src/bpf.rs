@@ -42,6 +42,11 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("sys_enter", &["sys_enter_btf", "sys_enter"]),
 ];
 
+/// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
+/// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
+/// preferred programs, and a way around a kernel that loads one but misbehaves with it.
+pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
+
 /// Counts-only mode: no `sys_enter` at all.
 const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
     (
@@ -205,21 +210,25 @@ pub fn load_and_attach(
     } else {
         PROGRAMS
     };
+    let skipped = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
+    let skipped: Vec<&str> = skipped.split(',').map(str::trim).collect();
     for &(tracepoint, candidates) in programs {
-        let mut last_error = None;
+        let mut outcome = Err(Fatal::Other(anyhow::anyhow!(
+            "no program left for tracepoint {tracepoint}: {SKIP_PROGRAMS_ENV} leaves out {}",
+            candidates.join(" and ")
+        )));
         for &program in candidates {
-            match attach(&mut ebpf, program, tracepoint) {
-                Ok(()) => {
-                    info!("attached {program} to tracepoint {tracepoint}");
-                    last_error = None;
-                    break;
-                }
-                Err(e) => last_error = Some(e),
+            if skipped.contains(&program) {
+                info!("left out {program} ({SKIP_PROGRAMS_ENV})");
+                continue;
+            }
+            outcome = attach(&mut ebpf, program, tracepoint);
+            if outcome.is_ok() {
+                info!("attached {program} to tracepoint {tracepoint}");
+                break;
             }
         }
-        if let Some(e) = last_error {
-            return Err(e);
-        }
+        outcome?;
     }
 
     let ledger = match pin_dir {

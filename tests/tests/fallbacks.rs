@@ -1,0 +1,116 @@
+//! The loader's fallback programs, which this kernel never needs: raw-tracepoint `sys_enter` and
+//! counts-only `sys_exit` (kernels that refuse BTF tracepoints) and `sched_process_exit_leader`
+//! (kernels before 6.16). `SYSCALL_PROFILER_SKIP_PROGRAMS` leaves the preferred ones out, and
+//! the counts must be as exact as with them.
+
+use std::collections::BTreeMap;
+
+use tests::{counts, native_abi, pid_of, process, workload, Daemon, Spawn};
+
+const SKIP: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
+
+fn start(skip: &str, args: &[&str]) -> Daemon {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "info"];
+    all.extend_from_slice(args);
+    Spawn::new(&all).env(SKIP, skip).start()
+}
+
+fn map(entries: &[(&str, (u64, u64))]) -> BTreeMap<String, (u64, u64)> {
+    entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The calls of a workload child the fallbacks must count exactly, and its int 0x80 calls
+/// (the raw `sys_enter` reads the compat flag with a probe-read helper).
+fn calls() -> Vec<&'static str> {
+    let mut calls = vec!["calls", "getppid=500", "enoent=40", "ebadf=7", "sleep=3"];
+    if cfg!(target_arch = "x86_64") {
+        calls.push("int80=25");
+    }
+    calls
+}
+
+#[test]
+fn raw_tracepoint_sys_enter_and_pre_6_16_exit_program_count_exactly() {
+    let daemon = start("sys_enter_btf,sched_process_exit", &["--interval", "100ms"]);
+    let log = daemon.stderr();
+    assert!(
+        log.contains("attached sys_enter to tracepoint sys_enter"),
+        "{log}"
+    );
+    assert!(
+        log.contains("attached sched_process_exit_leader to tracepoint sched_process_exit"),
+        "{log}"
+    );
+    let lines = workload(&calls());
+    let child = pid_of(&lines[0], "child_pid");
+    // Exit detection is the exit program's job: final_stats waits for it.
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    assert_eq!(
+        counts(p, native_abi()),
+        map(&[
+            ("getppid", (500, 0)),
+            ("openat", (40, 40)),
+            ("close", (7, 7)),
+            ("nanosleep", (3, 0)),
+        ])
+    );
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(counts(p, "i386"), map(&[("getppid", (25, 0))]));
+    }
+    let sleep = p["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "nanosleep")
+        .unwrap();
+    assert!(
+        sleep["p50_ns"].as_u64().unwrap() >= 1_800_000,
+        "a 2 ms sleep timed by the raw sys_enter: {sleep}"
+    );
+}
+
+#[test]
+fn raw_tracepoint_counts_only_exit_counts_exactly() {
+    let daemon = start(
+        "sys_exit_counts_btf",
+        &["--interval", "100ms", "--counts-only"],
+    );
+    let log = daemon.stderr();
+    assert!(
+        log.contains("attached sys_exit_counts to tracepoint sys_exit"),
+        "{log}"
+    );
+    let lines = workload(&calls());
+    let child = pid_of(&lines[0], "child_pid");
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    assert_eq!(
+        counts(p, native_abi()),
+        map(&[
+            ("getppid", (500, 0)),
+            ("openat", (40, 40)),
+            ("close", (7, 7)),
+            ("nanosleep", (3, 0)),
+        ])
+    );
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(counts(p, "i386"), map(&[("getppid", (25, 0))]));
+    }
+}
+
+#[test]
+fn leaving_out_every_program_for_a_tracepoint_is_one_clear_error() {
+    tests::require_root();
+    let (code, stderr) = Spawn::new(&["serve", "--listen", "127.0.0.1:0"])
+        .env(SKIP, "sys_enter_btf, sys_enter")
+        .output();
+    assert!(code.is_some_and(|c| c != 0), "{code:?}: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("no program left for tracepoint sys_enter"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
