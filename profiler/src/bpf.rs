@@ -47,6 +47,11 @@ const PROGRAMS: &[(&str, &[&str])] = &[
 /// preferred programs, and a way around a kernel that loads one but misbehaves with it.
 pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
 
+/// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
+/// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
+/// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
+pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
+
 /// Counts-only mode: no `sys_enter` at all.
 const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
     (
@@ -171,6 +176,10 @@ pub fn load_and_attach(
     };
     let clone_nrs = clone_numbers();
     let shard_per_cpu = match aya::util::nr_cpus() {
+        _ if std::env::var_os(SHARED_SHARDS_ENV).is_some() => {
+            info!("{SHARED_SHARDS_ENV}: histogram shards will use atomic adds");
+            0
+        }
         Ok(n) => u32::from(n <= HIST_SHARDS as usize),
         Err((path, e)) => {
             warn!("reading {path}: {e}; histogram shards will use atomic adds");

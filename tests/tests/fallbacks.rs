@@ -1,7 +1,8 @@
-//! The loader's fallback programs, which this kernel never needs: raw-tracepoint `sys_enter` and
-//! counts-only `sys_exit` (kernels that refuse BTF tracepoints) and `sched_process_exit_leader`
-//! (kernels before 6.16). `SYSCALL_PROFILER_SKIP_PROGRAMS` leaves the preferred ones out, and
-//! the counts must be as exact as with them.
+//! Paths this machine never takes on its own, forced, with counts as exact as ever: the loader's
+//! fallback programs — raw-tracepoint `sys_enter` and counts-only `sys_exit` (kernels that
+//! refuse BTF tracepoints) and `sched_process_exit_leader` (kernels before 6.16), which
+//! `SYSCALL_PROFILER_SKIP_PROGRAMS` makes it take — and shared histogram shards (hosts with more
+//! CPUs than shards), which `SYSCALL_PROFILER_SHARED_SHARDS` turns on.
 
 use std::collections::BTreeMap;
 
@@ -113,4 +114,44 @@ fn leaving_out_every_program_for_a_tracepoint_is_one_clear_error() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Shared shards take atomic adds, mark every bucket block touched (so the drain reads whole
+/// slots) and count errnos in ERRNOS: threads on both CPUs, failing and not.
+#[test]
+fn shared_shards_as_on_big_hosts_count_exactly() {
+    let daemon = Spawn::new(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "info",
+        "--interval",
+        "100ms",
+    ])
+    .env("SYSCALL_PROFILER_SHARED_SHARDS", "1")
+    .start();
+    let log = daemon.stderr();
+    assert!(log.contains("shards will use atomic adds"), "{log}");
+    let lines = workload(&["threads", "4", "50000", "300"]);
+    let child = pid_of(&lines[0], "child_pid");
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    let c = counts(p, native_abi());
+    assert_eq!(c.get("getppid"), Some(&(200_000, 0)));
+    assert_eq!(c.get("close"), Some(&(1_200, 1_200)));
+    let close = p["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "close")
+        .unwrap();
+    assert_eq!(close["errnos"]["EBADF"], 1_200, "{close}");
+    let buckets: u64 = close["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(buckets, 1_200, "every bucket read: {close}");
 }

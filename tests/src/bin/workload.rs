@@ -17,7 +17,8 @@
 //!       until a line arrives on stdin, so a tracer can attach first.
 //!       Prints {"pid", "child_pid"} then {"sleep_median_ns", "sleep_max_ns"}.
 //!   block SECS        a child blocks in read() on a pipe for SECS seconds. Prints {"child_pid"}.
-//!   threads T N       a child runs T threads that each make N getppid and exit before it does.
+//!   threads T N [F]   a child runs T threads that each make N getppid (then F close(-1),
+//!       EBADF) and exit before it does.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
 //!   storm COUNT       COUNT children, one after another, each one getppid and exit.
 //!   series COUNT NRS MS  COUNT children one after another, MS ms apart, each calling NRS
@@ -271,7 +272,7 @@ fn block(secs: usize) {
     say("{\"released\": true}".to_string());
 }
 
-fn threads(count: usize, n: usize) {
+fn threads(count: usize, n: usize, failing: usize) {
     // A child process, so the test can look it up by pid; its threads exit before it does.
     let child = spawn(|| {
         let handles: Vec<_> = (0..count)
@@ -279,6 +280,9 @@ fn threads(count: usize, n: usize) {
                 std::thread::spawn(move || {
                     for _ in 0..n {
                         unsafe { libc::syscall(libc::SYS_getppid) };
+                    }
+                    for _ in 0..failing {
+                        unsafe { libc::syscall(libc::SYS_close, -1) };
                     }
                 })
             })
@@ -442,7 +446,10 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("calls") => calls(&args[2..]),
         Some("block") => block(num(args.get(2))),
-        Some("threads") => threads(num(args.get(2)), num(args.get(3))),
+        Some("threads") => {
+            let failing = args.get(4).map_or(0, |f| num(Some(f)));
+            threads(num(args.get(2)), num(args.get(3)), failing)
+        }
         Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
         Some("storm") => storm(num(args.get(2))),
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
