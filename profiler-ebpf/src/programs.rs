@@ -384,7 +384,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             None => return 0,
         }
     };
-    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    // At least 1 ns, so every timed call moves the sum: the drain skips slots whose header has
+    // not changed.
+    let latency = unsafe { bpf_ktime_get_ns() }
+        .saturating_sub(start.ts_ns)
+        .max(1);
     // arg 1 is the return value; -4095..-1 are errnos.
     let ret: i64 = ctx.arg(1);
 

@@ -173,8 +173,6 @@ impl HistReadings {
         deltas: &mut Deltas,
     ) {
         let start = self.now_buckets.len();
-        read_buckets(&mut self.now_buckets);
-        let now = &self.now_buckets[start..];
         let (old, old_buckets) = match previous(&self.prev, next, slot, &head.key) {
             Some(r) => {
                 let at = r.start as usize;
@@ -182,6 +180,22 @@ impl HistReadings {
             }
             None => (Reading::default(), &[][..]),
         };
+        // Every timed call adds at least 1 ns to the sum (the kernel side rounds 0 up), so an
+        // unchanged header means an idle slot: its buckets are as they were, and stay unread.
+        // Not so in counts-only mode, where the sum stays 0.
+        if head.total_ns != 0 && old.head == *head {
+            self.now_buckets.extend_from_slice(old_buckets);
+            self.now.push((
+                slot,
+                Reading {
+                    start: start as u32,
+                    ..old
+                },
+            ));
+            return;
+        }
+        read_buckets(&mut self.now_buckets);
+        let now = &self.now_buckets[start..];
         let from = deltas.buckets.len();
         bucket_deltas(old_buckets, now, &mut deltas.buckets);
         let errors = u64::from(head.errors.wrapping_sub(old.head.errors));
@@ -1026,6 +1040,24 @@ mod tests {
             let got = drain(&mut r, &[(0, key(1, 0, 0), hist(1, 0, &[(i, 9)]))], false);
             assert_eq!(one(&got).buckets, vec![(i, 9)], "bucket {i}");
         }
+    }
+
+    #[test]
+    fn an_idle_slot_is_not_read_again_unless_counts_only() {
+        let k = key(1, 0, 0);
+        let mut r = HistReadings::default();
+        drain(&mut r, &[(0, k, hist(10, 0, &[(3, 1)]))], false);
+        // A header as it was: the buckets are not read (a change there alone would be a call
+        // that added nothing to the sum, which the kernel side never makes).
+        let got = drain(&mut r, &[(0, k, hist(10, 0, &[(3, 5)]))], false);
+        assert!(got.is_empty(), "{got:?}");
+        let got = drain(&mut r, &[(0, k, hist(20, 0, &[(3, 6)]))], false);
+        assert_eq!(one(&got).buckets, vec![(3, 5)]);
+        // Counts-only: the sum stays 0, the buckets are always read.
+        let mut r = HistReadings::default();
+        drain(&mut r, &[(0, k, hist(0, 0, &[(0, 1)]))], false);
+        let got = drain(&mut r, &[(0, k, hist(0, 0, &[(0, 4)]))], false);
+        assert_eq!(one(&got).buckets, vec![(0, 3)]);
     }
 
     #[test]
