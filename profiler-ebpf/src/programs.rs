@@ -542,7 +542,7 @@ fn hist_of(key: &HistKey) -> Option<*mut Hist> {
             return Some(hist);
         }
     }
-    let slot = u32::try_from(slot_of(key)).ok()?;
+    let slot = u32::try_from(slot_of(key_words(key))).ok()?;
     unsafe { *cached = slot };
     HISTS.get_ptr_mut(slot)
 }
@@ -557,6 +557,18 @@ fn key_words(key: &HistKey) -> (u64, u32) {
     )
 }
 
+/// The key whose [`key_words`] these are.
+#[inline(always)]
+fn key_of_words((low, high): (u64, u32)) -> HistKey {
+    HistKey {
+        tgid: low as u32,
+        incarnation: (low >> 32) as u32,
+        nr: high as u16,
+        abi: (high >> 16) as u8,
+        shard: (high >> 24) as u8,
+    }
+}
+
 /// [`key_words`] of a key stored at the start of a map value (map values are 8-byte aligned,
 /// and so is `Hist`'s key within them).
 #[inline(always)]
@@ -569,9 +581,12 @@ unsafe fn stored_key_words(key: *const HistKey) -> (u64, u32) {
 
 /// The slot of `key` from HIST_SLOTS, taking a free one from FREE_SLOTS on the key's first
 /// event (the daemon fills the queue with every slot at creation and gives back the slots of
-/// exited processes). -1 (counted) when none is left.
+/// exited processes). -1 (counted) when none is left. The key comes as its words, in two
+/// registers: a key passed by reference would be written to the stack on every event, for this
+/// rare call.
 #[inline(never)]
-fn slot_of(key: &HistKey) -> i64 {
+fn slot_of(words: (u64, u32)) -> i64 {
+    let key = &key_of_words(words);
     if let Some(slot) = unsafe { HIST_SLOTS.get(key) } {
         return i64::from(*slot);
     }
@@ -633,7 +648,7 @@ fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
         unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).head.errors), 1) };
         let errno = (-ret) as u16;
         if !(plain && count_errno_in_place(hist, errno)) {
-            count_errno(key, u32::from(errno));
+            count_errno(key_words(key), u32::from(errno));
         }
     }
 }
@@ -658,11 +673,14 @@ fn count_errno_in_place(hist: *mut Hist, errno: u16) -> bool {
 }
 
 /// Errno counts are not sharded: every thread of the process adds to the same entry, so the
-/// adds are atomic.
+/// adds are atomic. The key comes as its words, like [`slot_of`]'s.
 #[inline(never)]
-fn count_errno(key: &HistKey, errno: u32) {
+fn count_errno(words: (u64, u32), errno: u32) {
     let ekey = ErrnoKey {
-        hist: HistKey { shard: 0, ..*key },
+        hist: HistKey {
+            shard: 0,
+            ..key_of_words(words)
+        },
         errno,
     };
     if let Some(c) = ERRNOS.get_ptr_mut(&ekey) {
