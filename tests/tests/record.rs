@@ -11,7 +11,8 @@ use std::{
 use serde_json::Value;
 use tests::{daemon_bin, pid_of, require_root, workload_bin, RunningWorkload};
 
-/// A histogram estimate's largest error: half of a bucket 1/16 of an octave wide.
+/// A histogram estimate's largest error: a bucket is at most 1/8 of its lower bound wide, and
+/// the estimate is its midpoint.
 const BUCKET_ERROR: f64 = 0.0625;
 
 fn record(args: &[&str]) -> Output {
