@@ -372,6 +372,11 @@ pub fn processes(stats: &Value, pid: u32) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
+/// `counts`' shape, from literal (name, (count, errors)) pairs.
+pub fn count_map(entries: &[(&str, (u64, u64))]) -> std::collections::BTreeMap<String, (u64, u64)> {
+    entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 /// Per syscall name: (count, errors) of a process entry, for one ABI.
 pub fn counts(p: &Value, abi: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
     p["syscalls"]
@@ -391,6 +396,16 @@ pub fn counts(p: &Value, abi: &str) -> std::collections::BTreeMap<String, (u64, 
 /// The host ABI's name as /stats spells it.
 pub fn native_abi() -> &'static str {
     std::env::consts::ARCH
+}
+
+/// The calls a syscall entry's histogram buckets hold, summed.
+pub fn bucket_total(entry: &Value) -> u64 {
+    entry["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum()
 }
 
 /// The syscall entry named `name` in a list of syscall stats.

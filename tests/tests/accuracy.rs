@@ -11,7 +11,8 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    counts, native_abi, pid_of, process, processes, require_root, workload, Daemon, RunningWorkload,
+    count_map, counts, native_abi, pid_of, process, processes, require_root, workload, Daemon,
+    RunningWorkload,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -26,10 +27,6 @@ fn errnos(p: &Value, name: &str) -> BTreeMap<String, u64> {
     serde_json::from_value(s["errnos"].clone()).unwrap()
 }
 
-fn map(entries: &[(&str, (u64, u64))]) -> BTreeMap<String, (u64, u64)> {
-    entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
-
 #[test]
 fn errno_breakdown_is_exact() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
@@ -40,7 +37,7 @@ fn errno_breakdown_is_exact() {
     let p = process(&stats, child).unwrap();
     assert_eq!(
         counts(p, native_abi()),
-        map(&[
+        count_map(&[
             ("openat", (67, 67)),
             ("close", (23, 23)),
             ("read", (11, 11))
@@ -77,9 +74,9 @@ fn int_0x80_from_64_bit_code_counts_under_i386() {
     let child = pid_of(&lines[0], "child_pid");
     let stats = daemon.final_stats(child);
     let p = process(&stats, child).unwrap();
-    assert_eq!(counts(p, "x86_64"), map(&[("getppid", (5, 0))]));
+    assert_eq!(counts(p, "x86_64"), count_map(&[("getppid", (5, 0))]));
     // i386 64 is getppid; x86_64 64 would be semget.
-    assert_eq!(counts(p, "i386"), map(&[("getppid", (42, 0))]));
+    assert_eq!(counts(p, "i386"), count_map(&[("getppid", (42, 0))]));
     let compat = p["syscalls"]
         .as_array()
         .unwrap()
@@ -320,7 +317,7 @@ fn counts_match_strace_exactly() {
     assert_eq!(profiled, traced);
     assert_eq!(
         traced,
-        map(&[
+        count_map(&[
             ("getppid", (200, 0)),
             ("openat", (50, 50)),
             ("close", (30, 30)),
@@ -340,6 +337,6 @@ fn strace_summary_parser() {
 100.00    0.000010           0       250        50 total\n";
     assert_eq!(
         parse_strace_summary(text),
-        map(&[("getppid", (200, 0)), ("openat", (50, 50))])
+        count_map(&[("getppid", (200, 0)), ("openat", (50, 50))])
     );
 }

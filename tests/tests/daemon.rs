@@ -3,7 +3,9 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use serde_json::Value;
-use tests::{counts, native_abi, process, require_root, run_workload, syscall, Daemon};
+use tests::{
+    bucket_total, counts, native_abi, process, require_root, run_workload, syscall, Daemon,
+};
 
 /// The nanosleep p50 is a bucket midpoint: within 6.25% of the true median (docs/design.md).
 const BUCKET_ERROR: f64 = 0.0625;
@@ -51,12 +53,7 @@ fn known_workload_gives_exact_counts_errors_and_latency() {
     );
     let mean = sleep["mean_ns"].as_u64().unwrap();
     assert_eq!(mean, sleep["total_ns"].as_u64().unwrap() / 50);
-    let bucket_sum: u64 = sleep["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_u64().unwrap())
-        .sum();
+    let bucket_sum = bucket_total(sleep);
     assert_eq!(bucket_sum, 50, "buckets hold every call");
     for b in sleep["buckets"].as_array().unwrap() {
         assert!(b["lower_ns"].as_u64().unwrap() < b["upper_ns"].as_u64().unwrap());

@@ -4,9 +4,10 @@
 //! `SYSCALL_PROFILER_SKIP_PROGRAMS` makes it take — and shared histogram shards (hosts with more
 //! CPUs than shards), which `SYSCALL_PROFILER_SHARED_SHARDS` turns on.
 
-use std::collections::BTreeMap;
-
-use tests::{counts, native_abi, pid_of, process, workload, Daemon, Spawn};
+use serde_json::Value;
+use tests::{
+    bucket_total, count_map, counts, native_abi, pid_of, process, syscall, workload, Daemon, Spawn,
+};
 
 const SKIP: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
 
@@ -16,18 +17,32 @@ fn start(skip: &str, args: &[&str]) -> Daemon {
     Spawn::new(&all).env(SKIP, skip).start()
 }
 
-fn map(entries: &[(&str, (u64, u64))]) -> BTreeMap<String, (u64, u64)> {
-    entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
-
-/// The calls of a workload child the fallbacks must count exactly, and its int 0x80 calls
-/// (the raw `sys_enter` reads the compat flag with a probe-read helper).
-fn calls() -> Vec<&'static str> {
+/// Runs a workload child whose calls are known (int 0x80 ones too on x86_64: the raw
+/// `sys_enter` reads the compat flag with a probe-read helper), checks the daemon counted each
+/// exactly, under the right ABI, and returns the child's entry.
+fn counts_a_known_child_exactly(daemon: &Daemon) -> Value {
     let mut calls = vec!["calls", "getppid=500", "enoent=40", "ebadf=7", "sleep=3"];
     if cfg!(target_arch = "x86_64") {
         calls.push("int80=25");
     }
-    calls
+    let lines = workload(&calls);
+    let child = pid_of(&lines[0], "child_pid");
+    // Exit detection is the exit program's job: final_stats waits for it.
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap().clone();
+    assert_eq!(
+        counts(&p, native_abi()),
+        count_map(&[
+            ("getppid", (500, 0)),
+            ("openat", (40, 40)),
+            ("close", (7, 7)),
+            ("nanosleep", (3, 0)),
+        ])
+    );
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(counts(&p, "i386"), count_map(&[("getppid", (25, 0))]));
+    }
+    p
 }
 
 #[test]
@@ -42,29 +57,8 @@ fn raw_tracepoint_sys_enter_and_pre_6_16_exit_program_count_exactly() {
         log.contains("attached sched_process_exit_leader to tracepoint sched_process_exit"),
         "{log}"
     );
-    let lines = workload(&calls());
-    let child = pid_of(&lines[0], "child_pid");
-    // Exit detection is the exit program's job: final_stats waits for it.
-    let stats = daemon.final_stats(child);
-    let p = process(&stats, child).unwrap();
-    assert_eq!(
-        counts(p, native_abi()),
-        map(&[
-            ("getppid", (500, 0)),
-            ("openat", (40, 40)),
-            ("close", (7, 7)),
-            ("nanosleep", (3, 0)),
-        ])
-    );
-    if cfg!(target_arch = "x86_64") {
-        assert_eq!(counts(p, "i386"), map(&[("getppid", (25, 0))]));
-    }
-    let sleep = p["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "nanosleep")
-        .unwrap();
+    let p = counts_a_known_child_exactly(&daemon);
+    let sleep = syscall(&p["syscalls"], "nanosleep").unwrap();
     assert!(
         sleep["p50_ns"].as_u64().unwrap() >= 1_800_000,
         "a 2 ms sleep timed by the raw sys_enter: {sleep}"
@@ -82,22 +76,7 @@ fn raw_tracepoint_counts_only_exit_counts_exactly() {
         log.contains("attached sys_exit_counts to tracepoint sys_exit"),
         "{log}"
     );
-    let lines = workload(&calls());
-    let child = pid_of(&lines[0], "child_pid");
-    let stats = daemon.final_stats(child);
-    let p = process(&stats, child).unwrap();
-    assert_eq!(
-        counts(p, native_abi()),
-        map(&[
-            ("getppid", (500, 0)),
-            ("openat", (40, 40)),
-            ("close", (7, 7)),
-            ("nanosleep", (3, 0)),
-        ])
-    );
-    if cfg!(target_arch = "x86_64") {
-        assert_eq!(counts(p, "i386"), map(&[("getppid", (25, 0))]));
-    }
+    counts_a_known_child_exactly(&daemon);
 }
 
 #[test]
@@ -140,18 +119,8 @@ fn shared_shards_as_on_big_hosts_count_exactly() {
     let c = counts(p, native_abi());
     assert_eq!(c.get("getppid"), Some(&(200_000, 0)));
     assert_eq!(c.get("close"), Some(&(1_200, 1_200)));
-    let close = p["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "close")
-        .unwrap();
+    let close = syscall(&p["syscalls"], "close").unwrap();
     assert_eq!(close["errnos"]["EBADF"], 1_200, "{close}");
-    let buckets: u64 = close["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_u64().unwrap())
-        .sum();
+    let buckets = bucket_total(close);
     assert_eq!(buckets, 1_200, "every bucket read: {close}");
 }
