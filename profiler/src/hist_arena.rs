@@ -136,11 +136,13 @@ impl HistArena {
     pub fn prefetch_blocks(&self, slot: u32, touched: u32) {
         if let Some(p) = self.slot_ptr(slot) {
             for block in blocks(touched) {
-                let at = offset_of!(Hist, buckets) + 4 * block * TOUCH_BLOCK;
-                // SAFETY: inside the slot; a block may straddle two cache lines.
-                unsafe {
-                    prefetch(p.add(at));
-                    prefetch(p.add(at + 4 * TOUCH_BLOCK - 4));
+                // A block may straddle two cache lines: its first and last buckets (the last
+                // block is short).
+                let first = block * TOUCH_BLOCK;
+                let last = (first + TOUCH_BLOCK).min(BUCKETS) - 1;
+                for i in [first, last] {
+                    // SAFETY: i < BUCKETS, inside the slot.
+                    unsafe { prefetch(p.add(offset_of!(Hist, buckets) + 4 * i)) };
                 }
             }
         }
