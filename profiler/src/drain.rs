@@ -212,7 +212,7 @@ impl HistReadings {
             let d = head.errno_counts[i].wrapping_sub(old.head.errno_counts[i]);
             if d != 0 {
                 let errno = u32::from(head.errnos[i]);
-                deltas.errnos_read.push((proc, sc, errno, u64::from(d)));
+                deltas.unsorted_errnos.push((proc, sc, errno, u64::from(d)));
             }
         }
         self.now.push((
@@ -280,7 +280,7 @@ struct Deltas {
     list: Vec<DeltaAt>,
     buckets: Vec<(usize, u64)>,
     /// Failures by errno as read, from slots and ERRNOS, in any order, until sorted into:
-    errnos_read: Vec<(ProcKey, SyscallKey, u32, u64)>,
+    unsorted_errnos: Vec<(ProcKey, SyscallKey, u32, u64)>,
     /// failures by errno, in the order of `list` once sorted.
     errno_keys: Vec<(ProcKey, SyscallKey)>,
     errnos: Vec<(u32, u64)>,
@@ -315,18 +315,18 @@ impl Deltas {
     fn clear(&mut self) {
         self.list.clear();
         self.buckets.clear();
-        self.errnos_read.clear();
+        self.unsorted_errnos.clear();
         self.errno_keys.clear();
         self.errnos.clear();
     }
 
     /// Sorts the failures by errno read so far like `list` (see `gains`).
     fn sort_errnos(&mut self) {
-        self.errnos_read
+        self.unsorted_errnos
             .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
         self.errno_keys.clear();
         self.errnos.clear();
-        for &(p, sc, errno, n) in &self.errnos_read {
+        for &(p, sc, errno, n) in &self.unsorted_errnos {
             self.errno_keys.push((p, sc));
             self.errnos.push((errno, n));
         }
@@ -589,7 +589,7 @@ impl Drain {
             if d != 0 {
                 let sc = syscall_key(key.hist.abi, key.hist.nr.into());
                 let errno = (proc_key(&key.hist), sc, key.errno, u64::from(d));
-                self.deltas.errnos_read.push(errno);
+                self.deltas.unsorted_errnos.push(errno);
             }
             self.errnos_now.push((*key, n));
         }
@@ -952,7 +952,7 @@ mod tests {
             })
             .collect();
         let errnos = deltas
-            .errnos_read
+            .unsorted_errnos
             .iter()
             .map(|&(p, sc, errno, n)| (p.pid, sc.nr, errno, n))
             .collect();
@@ -1201,7 +1201,7 @@ mod tests {
         };
         let sc = |nr| syscall_key(ABI_NATIVE, nr);
         // Failures of pairs with no new calls (read after their calls), in any order.
-        deltas.errnos_read.extend([
+        deltas.unsorted_errnos.extend([
             (pk(3), sc(5), 2, 1),
             (pk(2), sc(9), 13, 4),
             (pk(3), sc(5), 11, 6),

@@ -2,9 +2,8 @@
 //! aya's iterator makes two per entry (next key, then lookup). At 10,000 (process, syscall) pairs
 //! that is the difference between 20,000 syscalls per drain and about ten.
 //!
-//! The buffers are kept from one read to the next: the histogram map's values are ~1.1 KB
-//! each, so a fresh buffer per drain meant allocating, page-faulting in and freeing ~14 MB every
-//! interval at 12,500 entries.
+//! The buffers are kept from one read to the next, so a drain that reads the same maps every
+//! interval neither allocates nor page-faults them in again.
 
 use std::{
     io,
@@ -63,32 +62,27 @@ impl<K: Pod, V: Pod> Batch<K, V> {
     pub fn read(&mut self, map: BorrowedFd<'_>) -> io::Result<()> {
         self.keys.clear();
         self.values.clear();
-        let mut cursor = Cursor::default();
-        while !self.append(map, &mut cursor, usize::MAX)? {}
+        // Where the next batch starts: the kernel's hash bucket index, none before the first.
+        let mut cursor = None;
+        while !self.append(map, &mut cursor)? {}
         Ok(())
     }
 
-    /// Appends the next entries (at least one hash bucket's, at most about `most`) after
-    /// `cursor`; true once the map has been read to its end.
-    fn append(
-        &mut self,
-        map: BorrowedFd<'_>,
-        cursor: &mut Cursor,
-        most: usize,
-    ) -> io::Result<bool> {
-        let mut want = CHUNK.min(most);
+    /// Appends the entries of at least one more hash bucket after `cursor`; true once the map
+    /// has been read to its end.
+    fn append(&mut self, map: BorrowedFd<'_>, cursor: &mut Option<u32>) -> io::Result<bool> {
+        let mut want = CHUNK;
         loop {
             let len = self.keys.len();
             self.keys.reserve(want);
             self.values.reserve(want);
-            // What the buffers have room for, not just `want` (fewer calls), up to `most`.
+            // What the buffers have room for, not just `want`: fewer calls.
             let room = (self.keys.capacity() - len)
                 .min(self.values.capacity() - len)
-                .min(most.max(want))
                 .min(u32::MAX as usize);
             let mut token_out = 0u32;
             let mut attr = BatchAttr {
-                in_batch: match &mut cursor.token {
+                in_batch: match cursor {
                     None => 0,
                     Some(t) => t as *mut u32 as u64,
                 },
@@ -129,16 +123,10 @@ impl<K: Pod, V: Pod> Batch<K, V> {
                 self.keys.set_len(len + n);
                 self.values.set_len(len + n);
             }
-            cursor.token = Some(token_out);
+            *cursor = Some(token_out);
             return Ok(errno == Some(libc::ENOENT));
         }
     }
-}
-
-/// Where the next batch starts: the kernel's hash bucket index (a u32), none before the first.
-#[derive(Default)]
-struct Cursor {
-    token: Option<u32>,
 }
 
 /// Every (key, value) of a BPF hash map, in batches, into fresh buffers: for maps read once.
