@@ -371,7 +371,7 @@ fn render_load(out: &mut String, r: &Report) {
              events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
              {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
              daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
-             in the README's map table, not allocated by the daemon). \"in kernel map\" \
+             in docs/kernel-maps.md, not allocated by the daemon). \"in kernel map\" \
              is the daemon's own `kernel_maps` (its series of every process on the host, so \
              above the target by whatever else runs; a full map drops the events of new \
              series).\n",
