@@ -1,6 +1,7 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
 pub mod bench;
+pub mod bpfcost;
 
 use std::path::{Path, PathBuf};
 
