@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// The daemon binary [default: target/release/syscall-profiler, built first].
     #[arg(long, value_name = "PATH")]
     pub daemon_bin: Option<PathBuf>,
+    /// Also measure issue 17's experiment: the limit plus a syscall's start kept in a per-CPU
+    /// slot parked at sched_switch (the daemon's way) and in BPF task storage.
+    #[arg(long)]
+    pub task_storage: bool,
     /// Leave out the bpftrace configuration even when bpftrace is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
@@ -145,7 +149,15 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             || SYSCALL_ONLY_VARIANTS
                 .iter()
                 .any(|(name, _)| *name == v.name)
-            || ["none", "floor", "limit", "bpftrace"].contains(&v.name.as_str())
+            || [
+                "none",
+                "floor",
+                "limit",
+                "slot-parked",
+                "task-storage",
+                "bpftrace",
+            ]
+            .contains(&v.name.as_str())
         {
             bail!("--daemon-variant: the name '{}' is taken", v.name);
         }
@@ -166,6 +178,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
 
     let mut notes = Vec::new();
     let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
+    if args.task_storage {
+        configs.extend([Config::slot_parked(), Config::task_storage()]);
+    }
     configs.extend(variants.iter().cloned().map(Config::daemon));
     configs.extend(SYSCALL_ONLY_VARIANTS.iter().map(|(name, a)| {
         Config::daemon(DaemonVariant {

@@ -314,6 +314,21 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
+    // Issue 17's experiment: each way of keeping the start against the limit, then the two
+    // against each other.
+    let slot = s.find(|k| *k == ConfigKind::SlotParked);
+    let task = s.find(|k| *k == ConfigKind::TaskStorage);
+    for (e, name) in [(slot, "slot-parked"), (task, "task-storage")] {
+        if let (Some(e), Some(limit)) = (e, limit) {
+            rows.push((format!("{name} / limit{suffix}"), ratio_row(e, limit)));
+        }
+    }
+    if let (Some(slot), Some(task)) = (slot, task) {
+        rows.push((
+            format!("task-storage / slot-parked{suffix}"),
+            ratio_row(task, slot),
+        ));
+    }
     let Some(bt) = bpftrace else {
         return (rows, spans);
     };
@@ -645,6 +660,24 @@ mod tests {
             "{md}"
         );
         assert_eq!(md.matches("## Overhead ratios").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn the_task_storage_experiment_gets_its_ratio_rows() {
+        let mut r = report(false);
+        let s = &mut r.syscalls[0].1;
+        s.configs.push(Config::slot_parked());
+        s.configs.push(Config::task_storage());
+        // slot-parked 195, task-storage 190 on getppid: (105 and 100) / the limit's 90.
+        s.samples.push(vec![vec![195.0], vec![]]);
+        s.samples.push(vec![vec![190.0], vec![]]);
+        let md = render(&r);
+        assert!(md.contains("| slot-parked / limit | 1.17 | – |"), "{md}");
+        assert!(md.contains("| task-storage / limit | 1.11 | – |"), "{md}");
+        assert!(
+            md.contains("| task-storage / slot-parked | 0.95 | – |"),
+            "{md}"
+        );
     }
 
     #[test]
