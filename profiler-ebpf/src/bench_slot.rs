@@ -30,7 +30,7 @@ mod programs {
     static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(65536, 0);
 
     #[btf_tracepoint(function = "sys_enter")]
-    pub fn sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    pub fn sys_enter_btf(_ctx: BtfTracePointContext) -> i32 {
         let pid_tgid = bpf_get_current_pid_tgid();
         let tid = pid_tgid as u32;
         let ts_ns = unsafe { bpf_ktime_get_ns() };

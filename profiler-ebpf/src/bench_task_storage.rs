@@ -66,7 +66,7 @@ mod programs {
     }
 
     #[btf_tracepoint(function = "sys_enter")]
-    pub fn sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    pub fn sys_enter_btf(_ctx: BtfTracePointContext) -> i32 {
         // The daemon needs the process at entry anyway (its filters).
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let ts_ns = unsafe { bpf_ktime_get_ns() };
@@ -81,7 +81,7 @@ mod programs {
     }
 
     #[btf_tracepoint(function = "sys_exit")]
-    pub fn sys_exit(_ctx: BtfTracePointContext) -> i32 {
+    pub fn sys_exit_btf(_ctx: BtfTracePointContext) -> i32 {
         let start = current_start(false);
         if start.is_null() || unsafe { (*start).ts_ns } == 0 {
             return 0;

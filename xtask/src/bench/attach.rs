@@ -13,7 +13,10 @@ use anyhow::{bail, Context, Result};
 use aya::{programs::Program, Btf, Ebpf, EbpfLoader};
 
 use super::workload::die_with_parent;
-use crate::{BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_TASK_STORAGE_OBJECT};
+use crate::{
+    bpfcost::scenarios::{SLOT_PARKED_PROGRAMS, TASK_STORAGE_PROGRAMS},
+    BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_TASK_STORAGE_OBJECT,
+};
 
 /// A daemon configuration: the shipped daemon, or a cheaper mode of it selected by extra
 /// `serve` arguments.
@@ -167,19 +170,19 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
         ConfigKind::Nothing => Attached::Nothing,
         ConfigKind::Floor => Attached::Programs(load_programs(
             &env.root.join(BENCH_FLOOR_OBJECT),
-            &["sys_enter", "sys_exit"],
+            SYSCALL_PAIR,
         )?),
         ConfigKind::Limit => Attached::Programs(load_programs(
             &env.root.join(BENCH_LIMIT_OBJECT),
-            &["sys_enter", "sys_exit"],
+            SYSCALL_PAIR,
         )?),
         ConfigKind::SlotParked => Attached::Programs(load_programs(
             &env.root.join(BENCH_SLOT_OBJECT),
-            &["sys_enter", "sys_exit", "sched_switch"],
+            SLOT_PARKED_PROGRAMS,
         )?),
         ConfigKind::TaskStorage => Attached::Programs(load_programs(
             &env.root.join(BENCH_TASK_STORAGE_OBJECT),
-            &["sys_enter", "sys_exit"],
+            TASK_STORAGE_PROGRAMS,
         )?),
         ConfigKind::Daemon(v) => Attached::Daemon(Daemon::start(&env.daemon_bin, &v.args)?),
         ConfigKind::Bpftrace => {
@@ -192,9 +195,12 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
     })
 }
 
-/// Loads a reference object and attaches each named program to the tracepoint of the same
-/// name, as a raw or a BTF tracepoint, whichever the object says it is.
-fn load_programs(object: &Path, programs: &[&str]) -> Result<Ebpf> {
+/// The floor's and the limit's programs: (program, tracepoint).
+const SYSCALL_PAIR: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+
+/// Loads a reference object and attaches each (program, tracepoint), as a raw or a BTF
+/// tracepoint, whichever the object says the program is.
+pub fn load_programs(object: &Path, programs: &[(&str, &str)]) -> Result<Ebpf> {
     let bytes = std::fs::read(object)
         .with_context(|| format!("reading {}: run `cargo xtask build-ebpf`", object.display()))?;
     // aya has no user-space type for task storage; the programs need none.
@@ -203,12 +209,12 @@ fn load_programs(object: &Path, programs: &[&str]) -> Result<Ebpf> {
         .load(&bytes)
         .with_context(|| format!("loading {}", object.display()))?;
     let mut btf = None;
-    for &tp in programs {
-        let refused = || format!("the kernel refused {tp} of {}", object.display());
-        let attaching = || format!("attaching {tp} of {}", object.display());
+    for &(name, tp) in programs {
+        let refused = || format!("the kernel refused {name} of {}", object.display());
+        let attaching = || format!("attaching {name} of {}", object.display());
         match bpf
-            .program_mut(tp)
-            .with_context(|| format!("{} has no program {tp}", object.display()))?
+            .program_mut(name)
+            .with_context(|| format!("{} has no program {name}", object.display()))?
         {
             Program::RawTracePoint(p) => {
                 p.load().with_context(refused)?;
@@ -221,7 +227,7 @@ fn load_programs(object: &Path, programs: &[&str]) -> Result<Ebpf> {
                 p.load(tp, btf.as_ref().unwrap()).with_context(refused)?;
                 p.attach().with_context(attaching)?;
             }
-            _ => bail!("{tp} in {} is not a tracepoint program", object.display()),
+            _ => bail!("{name} in {} is not a tracepoint program", object.display()),
         }
     }
     Ok(bpf)

@@ -16,31 +16,68 @@ use super::{
     world::World,
 };
 
-/// A daemon configuration whose programs are counted, with its `serve` arguments.
+/// A set of programs whose paths are counted: a daemon configuration, or one side of issue
+/// 17's experiment (the bench's reference objects, loaded as `bench --task-storage` does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Latency,
     CountsOnly,
     FilterPids,
+    SlotParked,
+    TaskStorage,
+}
+
+/// The experiment's programs and their tracepoints, as `bench --task-storage` attaches them.
+pub const SLOT_PARKED_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_btf", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sched_switch", "sched_switch"),
+];
+pub const TASK_STORAGE_PROGRAMS: &[(&str, &str)] =
+    &[("sys_enter_btf", "sys_enter"), ("sys_exit_btf", "sys_exit")];
+
+/// Where a mode's programs come from.
+pub enum Source {
+    /// `syscall-profiler serve` with these arguments.
+    Daemon(&'static [&'static str]),
+    /// This reference object, with these (program, tracepoint) attached.
+    Object(&'static str, &'static [(&'static str, &'static str)]),
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Latency, Mode::CountsOnly, Mode::FilterPids];
+    pub const ALL: [Mode; 5] = [
+        Mode::Latency,
+        Mode::CountsOnly,
+        Mode::FilterPids,
+        Mode::SlotParked,
+        Mode::TaskStorage,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Latency => "profiler",
             Mode::CountsOnly => "counts-only",
             Mode::FilterPids => "--filter-pids 1",
+            Mode::SlotParked => "slot-parked (experiment)",
+            Mode::TaskStorage => "task-storage (experiment)",
         }
     }
 
-    pub fn serve_args(self) -> &'static [&'static str] {
+    pub fn source(self) -> Source {
         match self {
-            Mode::Latency => &[],
-            Mode::CountsOnly => &["--counts-only"],
-            Mode::FilterPids => &["--filter-pids", "1"],
+            Mode::Latency => Source::Daemon(&[]),
+            Mode::CountsOnly => Source::Daemon(&["--counts-only"]),
+            Mode::FilterPids => Source::Daemon(&["--filter-pids", "1"]),
+            Mode::SlotParked => Source::Object(crate::BENCH_SLOT_OBJECT, SLOT_PARKED_PROGRAMS),
+            Mode::TaskStorage => {
+                Source::Object(crate::BENCH_TASK_STORAGE_OBJECT, TASK_STORAGE_PROGRAMS)
+            }
         }
+    }
+
+    /// Issue 17's experiment: counted for comparison, not budgeted.
+    pub fn is_experiment(self) -> bool {
+        matches!(self, Mode::SlotParked | Mode::TaskStorage)
     }
 }
 
@@ -85,7 +122,7 @@ impl<'a> Sim<'a> {
         nr_offset: i64,
     ) -> Result<Sim<'a>> {
         // As the daemon leaves them before attaching: every slot free, the filter filled.
-        for slot in 0..FREE_SLOTS {
+        for slot in (0..FREE_SLOTS).filter(|_| !mode.is_experiment()) {
             world.push_queue(FREE_SLOTS_MAP, &slot.to_le_bytes())?;
         }
         if mode == Mode::FilterPids {
@@ -138,7 +175,7 @@ impl<'a> Sim<'a> {
         let programs: &[&str] = if self.mode == Mode::CountsOnly {
             &["sys_exit_counts_btf", "sys_exit_counts"]
         } else {
-            &["sys_exit"]
+            &["sys_exit", "sys_exit_btf"]
         };
         self.run(programs, &ctx, path)
     }
@@ -182,6 +219,17 @@ pub fn run(mut sim: Sim) -> Result<Vec<PathCost>> {
         Mode::Latency => latency(&mut sim)?,
         Mode::CountsOnly => counts_only(&mut sim)?,
         Mode::FilterPids => filter_pids(&mut sim)?,
+        Mode::SlotParked | Mode::TaskStorage => {
+            // No histograms: the starts are all there is to check.
+            experiment(&mut sim)?;
+            let threads = sim.world.len(STARTS_MAP)?;
+            ensure!(
+                threads == 1,
+                "{}: {threads} threads recorded, not 1",
+                sim.mode.name()
+            );
+            return Ok(sim.costs);
+        }
     };
     let w = &sim.world;
     let found = Outcome {
@@ -295,4 +343,25 @@ fn filter_pids(s: &mut Sim) -> Result<Outcome> {
         processes: 1,
         total_ns: 2 * LATENCY_NS,
     })
+}
+
+/// Issue 17's experiment: the same calls as the daemon's steady and blocked paths. The
+/// task-storage side has no sched_switch program: the switches are no-ops there.
+fn experiment(s: &mut Sim) -> Result<()> {
+    let parked = s.mode == Mode::SlotParked;
+    s.on_cpu(T1);
+    s.call(GETPPID, 1, [Some("first call of a thread"), None])?;
+    s.call(GETPPID, 1, [Some("success"), Some("success")])?;
+    s.enter(READ, None)?;
+    if parked {
+        s.switch_to(T2, Some("switch out, syscall in flight (parks it)"))?;
+        s.switch_to(T1, Some("switch out, no slot of its own"))?;
+    }
+    s.exit(1, BLOCKED_NS, Some("blocked call"))?;
+    s.enter(WRITE, Some("first call back on the CPU"))?;
+    s.exit(1, LATENCY_NS, None)?;
+    if parked {
+        s.switch_to(T2, Some("switch out, no syscall in flight"))?;
+    }
+    Ok(())
 }

@@ -253,6 +253,22 @@ impl World {
                 }
             }
             "htab_map_update_elem" => self.hash_update(&a[0], &a[1], &a[2], a[3].scalar()?)?,
+            // The current task's entry; created when flags has BPF_LOCAL_STORAGE_GET_F_CREATE.
+            "bpf_task_storage_get" | "bpf_task_storage_get_recur" => {
+                let Val::Ptr(Region::MapObject(id), 0) = &a[0] else {
+                    bail!("{name} without a map");
+                };
+                if a[1] != Val::Ptr(Region::Task, 0) {
+                    bail!("{name} of a task other than the current one");
+                }
+                let key = tid.to_le_bytes().to_vec();
+                let keys = self.keys.entry(*id).or_default();
+                if keys.contains(&key) || (a[3].scalar()? & 1 != 0 && keys.insert(key.clone())) {
+                    Val::Ptr(Self::hash_value(*id, &key), 0)
+                } else {
+                    Val::Scalar(0)
+                }
+            }
             "htab_map_delete_elem" => {
                 let (m, key) = self.map_and_key(&a[0], &a[1])?;
                 if self.keys.entry(m.id).or_default().remove(&key) {
