@@ -22,6 +22,7 @@ pub const BENCH_LIMIT_OBJECT: &str = "profiler/bpf/bench-limit.bpf.o";
 /// per-CPU slot parked at sched_switch, or in BPF task storage.
 pub const BENCH_SLOT_OBJECT: &str = "profiler/bpf/bench-slot.bpf.o";
 pub const BENCH_TASK_STORAGE_OBJECT: &str = "profiler/bpf/bench-task-storage.bpf.o";
+pub const BENCH_SLOT_TS_OBJECT: &str = "profiler/bpf/bench-slot-ts.bpf.o";
 /// Every object `build-ebpf` writes: (bin target of profiler-ebpf, committed path).
 pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("profiler", EBPF_OBJECT),
@@ -29,6 +30,7 @@ pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("bench-limit", BENCH_LIMIT_OBJECT),
     ("bench-slot", BENCH_SLOT_OBJECT),
     ("bench-task-storage", BENCH_TASK_STORAGE_OBJECT),
+    ("bench-slot-ts", BENCH_SLOT_TS_OBJECT),
 ];
 
 /// Everything that determines the object's contents, relative to the workspace root.

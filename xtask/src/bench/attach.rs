@@ -14,8 +14,9 @@ use aya::{programs::Program, Btf, Ebpf, EbpfLoader};
 
 use super::workload::die_with_parent;
 use crate::{
-    bpfcost::scenarios::{SLOT_PARKED_PROGRAMS, TASK_STORAGE_PROGRAMS},
-    BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_TASK_STORAGE_OBJECT,
+    bpfcost::scenarios::{SLOT_PARKED_PROGRAMS, SLOT_TS_PROGRAMS, TASK_STORAGE_PROGRAMS},
+    BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_SLOT_TS_OBJECT,
+    BENCH_TASK_STORAGE_OBJECT,
 };
 
 /// A daemon configuration: the shipped daemon, or a cheaper mode of it selected by extra
@@ -67,6 +68,8 @@ pub enum ConfigKind {
     /// daemon's way (per-CPU slot, parked at sched_switch) or in BPF task storage.
     SlotParked,
     TaskStorage,
+    /// The slot, parked in task storage instead of a hash.
+    SlotTaskStorage,
     Daemon(DaemonVariant),
     Bpftrace,
 }
@@ -114,6 +117,14 @@ impl Config {
             name: "task-storage".into(),
             what: "the limit + the start in BPF task storage (bench_task_storage.rs)".into(),
             kind: ConfigKind::TaskStorage,
+        }
+    }
+    pub fn slot_task_storage() -> Config {
+        Config {
+            name: "slot-ts".into(),
+            what: "slot-parked with the parked starts in BPF task storage (bench_slot_ts.rs)"
+                .into(),
+            kind: ConfigKind::SlotTaskStorage,
         }
     }
     pub fn daemon(v: DaemonVariant) -> Config {
@@ -183,6 +194,10 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
         ConfigKind::TaskStorage => Attached::Programs(load_programs(
             &env.root.join(BENCH_TASK_STORAGE_OBJECT),
             TASK_STORAGE_PROGRAMS,
+        )?),
+        ConfigKind::SlotTaskStorage => Attached::Programs(load_programs(
+            &env.root.join(BENCH_SLOT_TS_OBJECT),
+            SLOT_TS_PROGRAMS,
         )?),
         ConfigKind::Daemon(v) => Attached::Daemon(Daemon::start(&env.daemon_bin, &v.args)?),
         ConfigKind::Bpftrace => {

@@ -63,7 +63,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub daemon_bin: Option<PathBuf>,
     /// Also measure issue 17's experiment: the limit plus a syscall's start kept in a per-CPU
-    /// slot parked at sched_switch (the daemon's way) and in BPF task storage.
+    /// slot parked at sched_switch (the daemon's way), in BPF task storage, and in the slot
+    /// parked in task storage.
     #[arg(long)]
     pub task_storage: bool,
     /// Leave out the bpftrace configuration even when bpftrace is installed.
@@ -155,6 +156,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
                 "limit",
                 "slot-parked",
                 "task-storage",
+                "slot-ts",
                 "bpftrace",
             ]
             .contains(&v.name.as_str())
@@ -179,7 +181,11 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let mut notes = Vec::new();
     let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
     if args.task_storage {
-        configs.extend([Config::slot_parked(), Config::task_storage()]);
+        configs.extend([
+            Config::slot_parked(),
+            Config::task_storage(),
+            Config::slot_task_storage(),
+        ]);
     }
     configs.extend(variants.iter().cloned().map(Config::daemon));
     configs.extend(SYSCALL_ONLY_VARIANTS.iter().map(|(name, a)| {

@@ -318,16 +318,21 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
     // against each other.
     let slot = s.find(|k| *k == ConfigKind::SlotParked);
     let task = s.find(|k| *k == ConfigKind::TaskStorage);
-    for (e, name) in [(slot, "slot-parked"), (task, "task-storage")] {
+    let slot_ts = s.find(|k| *k == ConfigKind::SlotTaskStorage);
+    let experiment = [
+        (slot, "slot-parked"),
+        (task, "task-storage"),
+        (slot_ts, "slot-ts"),
+    ];
+    for (e, name) in experiment {
         if let (Some(e), Some(limit)) = (e, limit) {
             rows.push((format!("{name} / limit{suffix}"), ratio_row(e, limit)));
         }
     }
-    if let (Some(slot), Some(task)) = (slot, task) {
-        rows.push((
-            format!("task-storage / slot-parked{suffix}"),
-            ratio_row(task, slot),
-        ));
+    for (e, name) in &experiment[1..] {
+        if let (Some(e), Some(slot)) = (e, slot) {
+            rows.push((format!("{name} / slot-parked{suffix}"), ratio_row(*e, slot)));
+        }
     }
     let Some(bt) = bpftrace else {
         return (rows, spans);

@@ -25,6 +25,7 @@ pub enum Mode {
     FilterPids,
     SlotParked,
     TaskStorage,
+    SlotTaskStorage,
 }
 
 /// The experiment's programs and their tracepoints, as `bench --task-storage` attaches them.
@@ -35,6 +36,11 @@ pub const SLOT_PARKED_PROGRAMS: &[(&str, &str)] = &[
 ];
 pub const TASK_STORAGE_PROGRAMS: &[(&str, &str)] =
     &[("sys_enter_btf", "sys_enter"), ("sys_exit_btf", "sys_exit")];
+pub const SLOT_TS_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_btf", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sched_switch_btf", "sched_switch"),
+];
 
 /// Where a mode's programs come from.
 pub enum Source {
@@ -45,12 +51,13 @@ pub enum Source {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::Latency,
         Mode::CountsOnly,
         Mode::FilterPids,
         Mode::SlotParked,
         Mode::TaskStorage,
+        Mode::SlotTaskStorage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +67,7 @@ impl Mode {
             Mode::FilterPids => "--filter-pids 1",
             Mode::SlotParked => "slot-parked (experiment)",
             Mode::TaskStorage => "task-storage (experiment)",
+            Mode::SlotTaskStorage => "slot-ts (experiment)",
         }
     }
 
@@ -72,12 +80,16 @@ impl Mode {
             Mode::TaskStorage => {
                 Source::Object(crate::BENCH_TASK_STORAGE_OBJECT, TASK_STORAGE_PROGRAMS)
             }
+            Mode::SlotTaskStorage => Source::Object(crate::BENCH_SLOT_TS_OBJECT, SLOT_TS_PROGRAMS),
         }
     }
 
     /// Issue 17's experiment: counted for comparison, not budgeted.
     pub fn is_experiment(self) -> bool {
-        matches!(self, Mode::SlotParked | Mode::TaskStorage)
+        matches!(
+            self,
+            Mode::SlotParked | Mode::TaskStorage | Mode::SlotTaskStorage
+        )
     }
 }
 
@@ -194,13 +206,14 @@ impl<'a> Sim<'a> {
 
     /// The current thread leaves the CPU to `next`.
     pub fn switch_to(&mut self, next: (u32, u32), path: Option<&'static str>) -> Result<()> {
+        // (preempt, prev, next, prev_state): the task leaving is the current one.
         let ctx = [
             Val::Scalar(0),
-            Val::Scalar(0),
+            Val::Ptr(Region::Task, 0),
             Val::Scalar(0),
             Val::Scalar(0),
         ];
-        self.run(&["sched_switch"], &ctx, path)?;
+        self.run(&["sched_switch", "sched_switch_btf"], &ctx, path)?;
         self.world.current = next;
         Ok(())
     }
@@ -219,7 +232,7 @@ pub fn run(mut sim: Sim) -> Result<Vec<PathCost>> {
         Mode::Latency => latency(&mut sim)?,
         Mode::CountsOnly => counts_only(&mut sim)?,
         Mode::FilterPids => filter_pids(&mut sim)?,
-        Mode::SlotParked | Mode::TaskStorage => {
+        Mode::SlotParked | Mode::TaskStorage | Mode::SlotTaskStorage => {
             // No histograms: the starts are all there is to check.
             experiment(&mut sim)?;
             let threads = sim.world.len(STARTS_MAP)?;
@@ -348,7 +361,7 @@ fn filter_pids(s: &mut Sim) -> Result<Outcome> {
 /// Issue 17's experiment: the same calls as the daemon's steady and blocked paths. The
 /// task-storage side has no sched_switch program: the switches are no-ops there.
 fn experiment(s: &mut Sim) -> Result<()> {
-    let parked = s.mode == Mode::SlotParked;
+    let parked = s.mode != Mode::TaskStorage;
     s.on_cpu(T1);
     s.call(GETPPID, 1, [Some("first call of a thread"), None])?;
     s.call(GETPPID, 1, [Some("success"), Some("success")])?;
