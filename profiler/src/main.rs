@@ -3,42 +3,26 @@
 //! Data flows one way: kernel maps → [`drain`] → [`store`] → views ([`api`]). Only the drain
 //! touches maps; every view reads the store.
 
-mod aggregates;
-mod api;
-mod bpf;
-mod bpf_stats;
-mod caps;
-mod cgroups;
-mod cli;
+mod cmd;
 mod config;
 mod drain;
-mod fatal;
-mod hist_arena;
-mod histogram;
-mod history;
 mod host;
 mod http;
-mod insights;
-mod kernel_btf;
-mod map_batch;
-mod pin;
-mod record;
-mod serve;
+mod kernel;
 mod store;
 mod syscalls;
-mod top;
-mod webconfig;
+mod views;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = config::args::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(*args).map(|()| 0),
-        cli::Command::Record(args) => record::run(args),
-        cli::Command::Top(args) => top::run(args).map(|()| 0),
+        config::args::Command::Serve(args) => cmd::serve::run(*args).map(|()| 0),
+        config::args::Command::Record(args) => cmd::record::run(args),
+        config::args::Command::Top(args) => cmd::top::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

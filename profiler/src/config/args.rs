@@ -22,9 +22,9 @@ pub enum Command {
     /// Attach to every syscall on the host and serve the totals over HTTP.
     Serve(Box<ServeArgs>),
     /// Record syscalls for a while (or of a command) without a daemon; print an strace -c table.
-    Record(crate::record::RecordArgs),
+    Record(crate::cmd::record::RecordArgs),
     /// A live terminal view of a running daemon's /stats.
-    Top(crate::top::TopArgs),
+    Top(crate::cmd::top::TopArgs),
 }
 
 /// Every setting can also come from the environment (`SYSCALL_PROFILER_<NAME>`) or the
@@ -128,7 +128,7 @@ pub struct ServeArgs {
 
     /// Insight thresholds: flags only (not in the config file or environment).
     #[command(flatten)]
-    pub insights: crate::insights::InsightArgs,
+    pub insights: crate::views::insights::InsightArgs,
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h`.

@@ -32,9 +32,9 @@ use prometheus_client::{
 
 use axum::body::Bytes;
 
-use super::AppState;
+use crate::http::router::AppState;
 use crate::{
-    aggregates::OTHER,
+    store::aggregates::OTHER,
     store::{Store, SyscallKey, SyscallTotals},
     syscalls,
 };
@@ -297,7 +297,7 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
                             "cgroup",
                             m.cgroup_labels
                                 .get(&p.cgroup_id)
-                                .map_or(crate::cgroups::UNKNOWN, |l| &**l),
+                                .map_or(crate::host::cgroups::UNKNOWN, |l| &**l),
                         ),
                     ],
                     *t,

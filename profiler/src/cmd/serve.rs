@@ -14,16 +14,16 @@ use tracing::{error, info, warn};
 use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
 
 use crate::{
-    api::{self, AppState},
-    bpf, caps,
-    cli::ServeArgs,
-    config::{self, Settings},
-    drain::Drain,
-    fatal::Fatal,
-    host::HostInfo,
-    http,
+    cmd::exit::Fatal,
+    config::args::ServeArgs,
+    config::sources::{self as config, Settings},
+    config::web::{self as webconfig, WebConfig},
+    drain::readings::Drain,
+    host::info::HostInfo,
+    http::router::{self as api, AppState},
+    http::server as http,
+    kernel::{caps, load as bpf},
     store::Store,
-    webconfig::{self, WebConfig},
 };
 
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -73,7 +73,10 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     )?;
     info!("attached to the sys_enter, sys_exit, sched_switch and sched_process_* tracepoints");
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
-    let bpf_stats_fd = settings.bpf_stats.then(crate::bpf_stats::enable).flatten();
+    let bpf_stats_fd = settings
+        .bpf_stats
+        .then(crate::kernel::bpf_stats::enable)
+        .flatten();
 
     // Before any other thread starts: they inherit the emptied sets (capabilities are
     // per thread).
@@ -106,11 +109,12 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
 
     let mut store = Store::new(settings.retention, settings.max_exited);
     store.latency = !settings.counts_only;
-    store.metrics = crate::aggregates::Aggregates::new(crate::aggregates::MetricsConfig {
-        per_pid: settings.metrics_per_pid,
-        top_pids: settings.metrics_top_pids,
-        max_groups: settings.metrics_max_groups,
-    });
+    store.metrics =
+        crate::store::aggregates::Aggregates::new(crate::store::aggregates::MetricsConfig {
+            per_pid: settings.metrics_per_pid,
+            top_pids: settings.metrics_top_pids,
+            max_groups: settings.metrics_max_groups,
+        });
     store.metrics.telemetry.bpf_stats_enabled = bpf_stats_fd.is_some();
     let store = Arc::new(RwLock::new(store));
     let (stop_drain, stopped) = mpsc::channel::<()>();

@@ -20,8 +20,8 @@ use std::{
 };
 
 use crate::{
-    cgroups,
-    histogram::DeltaRef,
+    host::cgroups,
+    store::histogram::DeltaRef,
     store::{FastMap, ProcKey, Process, SyscallKey, SyscallTotals},
 };
 
@@ -234,7 +234,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::{histogram::Delta, store::Store, syscalls::Abi};
+    use crate::{store::histogram::Delta, store::Store, syscalls::Abi};
 
     const GETPID: SyscallKey = SyscallKey {
         abi: Abi::Native,

@@ -21,7 +21,7 @@ use ratatui::{
 };
 use serde_json::Value;
 
-use crate::{cli::parse_duration, fatal::Fatal};
+use crate::{cmd::exit::Fatal, config::args::parse_duration};
 
 #[derive(Args, Clone, Debug)]
 pub struct TopArgs {

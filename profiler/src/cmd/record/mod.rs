@@ -24,11 +24,11 @@ use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
-    bpf,
-    cli::{parse_duration, parse_interval},
-    drain::Drain,
-    fatal::Fatal,
-    histogram::Histogram,
+    cmd::exit::Fatal,
+    config::args::{parse_duration, parse_interval},
+    drain::readings::Drain,
+    kernel::load as bpf,
+    store::histogram::Histogram,
     store::{Process, Store, SyscallKey},
     syscalls::{self, Abi},
 };
@@ -151,7 +151,8 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         Scope::Host
     };
 
-    let (probes, maps) = bpf::load_and_attach(None, &crate::config::Filter::default(), false)?;
+    let (probes, maps) =
+        bpf::load_and_attach(None, &crate::config::sources::Filter::default(), false)?;
     let mut drain = Drain::new(maps);
     // Everything must still be in the store at the end: nothing expires during a run.
     let store = RwLock::new(Store::new(Duration::from_secs(365 * 86_400), usize::MAX));
@@ -526,7 +527,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::Delta;
+    use crate::store::histogram::Delta;
 
     fn hist(n: u64, each_ns: u64, errors: u64) -> Histogram {
         let mut h = Histogram::default();

@@ -15,7 +15,7 @@ use profiler_common::{
     BUCKETS, LAYOUT_VERSION, META_MAP,
 };
 
-use crate::fatal::Fatal;
+use crate::cmd::exit::Fatal;
 
 const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
 const DEFAULT_BPFFS: &str = "/sys/fs/bpf";

@@ -9,10 +9,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+pub mod aggregates;
+pub mod histogram;
+pub mod history;
+
 use crate::{
-    aggregates::Aggregates,
-    histogram::{Delta, DeltaRef, Histogram},
-    history::{History, SliceEntry},
+    store::aggregates::Aggregates,
+    store::histogram::{Delta, DeltaRef, Histogram},
+    store::history::{History, SliceEntry},
     syscalls::{self, Abi, Category},
 };
 

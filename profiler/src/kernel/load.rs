@@ -21,11 +21,16 @@ use profiler_common::{
 };
 use tracing::{info, warn};
 
-use crate::{caps, config::Filter, fatal::Fatal, hist_arena::HistArena, kernel_btf, pin, syscalls};
+use crate::{
+    cmd::exit::Fatal,
+    config::sources::Filter,
+    kernel::{arena::HistArena, btf as kernel_btf, caps, pin},
+    syscalls,
+};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
-static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/profiler.bpf.o");
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
 
 /// Attached in this order: the lifecycle programs first, so no thread that starts a syscall
 /// can exit unseen; `sys_exit` before `sys_enter`, so no start is recorded without its exit.

@@ -11,9 +11,10 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{error::BadParam, unix_ms, AppState};
+use super::error::BadParam;
+use crate::http::router::{unix_ms, AppState};
 use crate::{
-    history::{Slice, SliceEntry, SLICE, SLICES},
+    store::history::{Slice, SliceEntry, SLICE, SLICES},
     store::{Store, SyscallKey},
     syscalls::{self, Abi},
 };
@@ -176,7 +177,7 @@ pub struct InsightsResponse {
     pub schema_version: u32,
     pub thresholds: Thresholds,
     /// Highest score first.
-    pub findings: Vec<crate::insights::Finding>,
+    pub findings: Vec<crate::views::insights::Finding>,
 }
 
 #[derive(Serialize)]
@@ -212,7 +213,7 @@ pub async fn insights(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuer
     };
     let mut findings = {
         let store = state.store.read().unwrap_or_else(|e| e.into_inner());
-        crate::insights::find(&store, &state.insights, state.interval)
+        crate::views::insights::find(&store, &state.insights, state.interval)
     };
     findings.retain(|f| pid.is_none_or(|p| f.pid == Some(p)));
     findings.truncate(top);
@@ -234,7 +235,7 @@ pub async fn insights(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{histogram::Delta, store::ProcKey};
+    use crate::{store::histogram::Delta, store::ProcKey};
     use std::time::{Duration, Instant};
 
     #[test]

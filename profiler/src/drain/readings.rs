@@ -25,11 +25,11 @@ use profiler_common::{
 use tracing::warn;
 
 use crate::{
-    bpf::{Ledger, Maps},
-    bpf_stats,
-    cgroups::{self, Resolver},
-    histogram::{Delta, DeltaRef},
-    map_batch::{self, Batch},
+    host::cgroups::{self, Resolver},
+    kernel::batch::{self as map_batch, Batch},
+    kernel::bpf_stats,
+    kernel::load::{Ledger, Maps},
+    store::histogram::{Delta, DeltaRef},
     store::{
         FastMap, FastSet, Gain, InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals,
     },
@@ -873,7 +873,7 @@ fn exited_processes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hist_arena::HistArena;
+    use crate::kernel::arena::HistArena;
     use profiler_common::{Hist, TOUCH_BLOCK};
 
     /// A slot's content as the kernel leaves it: `touched` marks the blocks of its non-zero

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::webconfig;
+use crate::config::web as webconfig;
 
 pub struct Options {
     pub max_connections: usize,

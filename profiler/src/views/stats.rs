@@ -12,9 +12,10 @@ use profiler_common::{
 };
 use serde::Serialize;
 
-use super::{error::BadParam, unix_ms, AppState};
+use super::error::BadParam;
+use crate::http::router::{unix_ms, AppState};
 use crate::{
-    host,
+    host::info as host,
     store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
     syscalls::{self, Abi, Category, Filter},
 };

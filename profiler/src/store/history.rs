@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    histogram::{Delta, Histogram},
+    store::histogram::{Delta, Histogram},
     store::SyscallKey,
 };
 

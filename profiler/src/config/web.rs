@@ -63,7 +63,11 @@ impl WebConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read web config file {name}: {e}"))?;
         let raw: RawWebConfig = toml::from_str(&text).map_err(|e| {
-            crate::config::toml_error(path, &text, &e).replacen("config file", "web config file", 1)
+            crate::config::sources::toml_error(path, &text, &e).replacen(
+                "config file",
+                "web config file",
+                1,
+            )
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let tls = raw

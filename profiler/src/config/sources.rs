@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::cli::{parse_duration, parse_interval, ServeArgs, DEFAULT_LISTEN};
+use crate::config::args::{parse_duration, parse_interval, ServeArgs, DEFAULT_LISTEN};
 
 pub const ENV_PREFIX: &str = "SYSCALL_PROFILER_";
 pub const ENV_CONFIG: &str = "SYSCALL_PROFILER_CONFIG";

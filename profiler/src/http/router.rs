@@ -3,11 +3,6 @@
 //! Every request passes, outermost first: a deadline, basic auth (when the web config names
 //! users), a request body limit, and a cap on answers in flight together with their size.
 
-mod error;
-mod metrics;
-mod page;
-mod stats;
-
 use std::{
     sync::{Arc, RwLock},
     time::Duration,
@@ -27,7 +22,12 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
-use crate::{host::HostInfo, store::Store, webconfig};
+use crate::{
+    config::web as webconfig,
+    host::info::HostInfo,
+    store::Store,
+    views::{metrics, page, stats},
+};
 
 pub struct AppState {
     pub store: Arc<RwLock<Store>>,
@@ -36,7 +36,7 @@ pub struct AppState {
     /// /metrics' own cost, reported by the next scrape.
     pub scrape: metrics::ScrapeStats,
     /// Thresholds for `/insights`.
-    pub insights: crate::insights::InsightArgs,
+    pub insights: crate::views::insights::InsightArgs,
 }
 
 /// Bounds on what one request may cost.

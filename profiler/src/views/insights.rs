@@ -14,8 +14,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    cli::parse_duration,
-    history::{SLICE, SLICES},
+    config::args::parse_duration,
+    store::history::{SLICE, SLICES},
     store::{Process, Store, SyscallKey},
     syscalls,
 };
@@ -310,7 +310,7 @@ pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{histogram::Delta, store::ProcKey, syscalls::Abi};
+    use crate::{store::histogram::Delta, store::ProcKey, syscalls::Abi};
     use profiler_common::bucket_index;
 
     const P: ProcKey = ProcKey {

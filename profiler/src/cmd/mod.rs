@@ -1,0 +1,4 @@
+pub mod exit;
+pub mod record;
+pub mod serve;
+pub mod top;

@@ -1,0 +1,2 @@
+pub mod cgroups;
+pub mod info;

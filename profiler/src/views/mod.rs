@@ -1,0 +1,5 @@
+pub mod error;
+pub mod insights;
+pub mod metrics;
+pub mod page;
+pub mod stats;
