@@ -16,8 +16,8 @@ use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, 
 use crate::{
     cmd::exit::Fatal,
     config::args::ServeArgs,
-    config::sources::{self as config, Settings},
     config::web::{self as webconfig, WebConfig},
+    config::{sources, Settings},
     drain::readings::Drain,
     host::info::HostInfo,
     http::router::{self as api, AppState},
@@ -29,7 +29,7 @@ use crate::{
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 pub fn run(args: ServeArgs) -> Result<(), Fatal> {
-    let settings = config::load(&args, &config::process_env).map_err(|e| Fatal::Config(e.0))?;
+    let settings = sources::load(&args, &sources::process_env).map_err(|e| Fatal::Config(e.0))?;
     let web = load_web_config(&settings).map_err(Fatal::Config)?;
     let tls = web.tls.is_some();
 
@@ -278,7 +278,7 @@ async fn reload_on_hangup(
 }
 
 fn reload(args: &ServeArgs, tls: bool) -> Result<(Settings, WebConfig), String> {
-    let new = config::load(args, &config::process_env).map_err(|e| e.0)?;
+    let new = sources::load(args, &sources::process_env).map_err(|e| e.0)?;
     let web = load_web_config(&new)?;
     if web.tls.is_some() != tls {
         return Err(format!(

@@ -1,116 +1,24 @@
-//! Settings from flags, the environment and a TOML file, in that order of precedence, over the
-//! defaults.
+//! Reads the settings from flags, the environment and a TOML file, in that order of precedence,
+//! over the defaults.
 //!
 //! Every value present in any source is validated, even one a higher source overrides, so a typo
 //! in the file is reported now rather than on the day the overriding flag goes away. Each error
 //! names its source and key in one line.
 
 use std::{
-    fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use crate::config::args::{parse_duration, parse_interval, ServeArgs, DEFAULT_LISTEN};
-
-pub const ENV_PREFIX: &str = "SYSCALL_PROFILER_";
-pub const ENV_CONFIG: &str = "SYSCALL_PROFILER_CONFIG";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub config_file: Option<PathBuf>,
-    pub listen: SocketAddr,
-    pub interval: Duration,
-    pub retention: Duration,
-    pub max_exited: usize,
-    pub log_level: String,
-    pub web_config: Option<PathBuf>,
-    pub pin_path: Option<PathBuf>,
-    pub request_timeout: Duration,
-    pub max_concurrent_requests: usize,
-    pub max_connections: usize,
-    pub max_response_bytes: usize,
-    pub metrics_per_pid: bool,
-    pub metrics_top_pids: usize,
-    pub metrics_max_groups: usize,
-    pub bpf_stats: bool,
-    pub filter: Filter,
-    pub counts_only: bool,
-}
-
-/// In-kernel filters (see profiler_common): empty lists and no cgroup record everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub pids: Vec<u32>,
-    pub cgroup: Option<PathBuf>,
-    pub syscalls: Vec<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            config_file: None,
-            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
-            interval: Duration::from_secs(1),
-            retention: Duration::from_secs(300),
-            max_exited: 10_000,
-            log_level: "info".into(),
-            web_config: None,
-            pin_path: None,
-            request_timeout: Duration::from_secs(10),
-            max_concurrent_requests: 4,
-            max_connections: 256,
-            max_response_bytes: 64 << 20,
-            metrics_per_pid: false,
-            metrics_top_pids: 20,
-            metrics_max_groups: 1000,
-            bpf_stats: false,
-            filter: Filter::default(),
-            counts_only: false,
-        }
-    }
-}
-
-/// Every key the file may hold; the flag and variable names derive from it.
-pub const KEYS: &[&str] = &[
-    "listen",
-    "interval",
-    "retention",
-    "max_exited",
-    "log_level",
-    "web_config",
-    "pin_path",
-    "request_timeout",
-    "max_concurrent_requests",
-    "max_connections",
-    "max_response_bytes",
-    "metrics_per_pid",
-    "metrics_top_pids",
-    "metrics_max_groups",
-    "bpf_stats",
-    "filter_pids",
-    "filter_cgroup",
-    "filter_syscalls",
-    "counts_only",
-];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-pub fn env_name(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
-}
-
-fn flag_name(key: &str) -> String {
-    format!("--{}", key.replace('_', "-"))
-}
+use super::{
+    args::ServeArgs,
+    env_name, flag_name,
+    parse::{
+        parse_bool, parse_bounded_duration, parse_count, parse_duration, parse_interval,
+        parse_listen, parse_log_level, parse_pids, parse_size, parse_syscalls,
+    },
+    ConfigError, Filter, Settings, ENV_CONFIG, KEYS,
+};
 
 /// The TOML file, already checked for syntax and unknown keys.
 struct File {
@@ -376,69 +284,6 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-impl Settings {
-    /// Keys whose value differs between `self` and `new` and that SIGHUP cannot apply: the
-    /// socket, the drain's clock and the HTTP stack are set up once. (SIGHUP applies
-    /// retention, max_exited, log_level and web_config.)
-    pub fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        if self.listen != new.listen {
-            changed.push("listen");
-        }
-        if self.interval != new.interval {
-            changed.push("interval");
-        }
-        if self.pin_path != new.pin_path {
-            changed.push("pin_path");
-        }
-        if self.request_timeout != new.request_timeout {
-            changed.push("request_timeout");
-        }
-        if self.max_concurrent_requests != new.max_concurrent_requests {
-            changed.push("max_concurrent_requests");
-        }
-        if self.max_connections != new.max_connections {
-            changed.push("max_connections");
-        }
-        if self.max_response_bytes != new.max_response_bytes {
-            changed.push("max_response_bytes");
-        }
-        if (
-            self.metrics_per_pid,
-            self.metrics_top_pids,
-            self.metrics_max_groups,
-        ) != (
-            new.metrics_per_pid,
-            new.metrics_top_pids,
-            new.metrics_max_groups,
-        ) {
-            changed.push("metrics_*");
-        }
-        if self.bpf_stats != new.bpf_stats {
-            changed.push("bpf_stats");
-        }
-        if self.filter != new.filter {
-            changed.push("filter_*");
-        }
-        if self.counts_only != new.counts_only {
-            changed.push("counts_only");
-        }
-        changed
-    }
-}
-
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.trim().parse().map_err(|_| {
-        format!("'{s}' is not an IP address and port (e.g. 127.0.0.1:9760 or [::1]:9760)")
-    })
-}
-
-pub fn parse_log_level(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_string())
-        .map_err(|e| format!("'{s}' is not a log filter: {e}"))
-}
-
 fn parse_path(s: &str, origin: Origin) -> Result<PathBuf, String> {
     if s.trim().is_empty() {
         return Err("is empty".into());
@@ -450,98 +295,6 @@ fn parse_path(s: &str, origin: Origin) -> Result<PathBuf, String> {
         }
         _ => p,
     })
-}
-
-fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < min || d > max {
-        return Err(format!(
-            "'{s}' is out of range: must be from {min:?} to {max:?}"
-        ));
-    }
-    Ok(d)
-}
-
-/// A comma-separated list of process ids (at most FILTER_PIDS_MAX_ENTRIES).
-fn parse_pids(s: &str) -> Result<Vec<u32>, String> {
-    let pids: Vec<u32> = s
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| format!("'{}' is not a process id", p.trim()))
-        })
-        .collect::<Result<_, _>>()?;
-    let max = profiler_common::FILTER_PIDS_MAX_ENTRIES as usize;
-    if pids.len() > max {
-        return Err(format!("{} process ids, at most {max}", pids.len()));
-    }
-    Ok(pids)
-}
-
-/// A comma-separated list of syscall names known to the host's tables.
-fn parse_syscalls(s: &str) -> Result<Vec<String>, String> {
-    s.split(',')
-        .map(|n| {
-            let n = n.trim();
-            if crate::syscalls::numbers_of(n).is_empty() {
-                Err(format!("'{n}' is not a syscall name on this host"))
-            } else {
-                Ok(n.to_string())
-            }
-        })
-        .collect()
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(format!("'{other}' is not true or false")),
-    }
-}
-
-fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
-    if n < min || n > max {
-        return Err(format!("{n} is out of range: must be from {min} to {max}"));
-    }
-    Ok(n)
-}
-
-/// `65536`, `64KiB`, `64MiB` (also `B`, `KB`/`MB` as 1000s would surprise: only binary units).
-fn parse_size(s: &str, min: usize, max: usize) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' does not start with a whole number"))?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}': use B, KiB, MiB or GiB"
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))?;
-    if bytes < min || bytes > max {
-        return Err(format!(
-            "'{s}' is out of range: must be from {min} bytes to {max} bytes"
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -714,15 +467,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64MiB", 1, usize::MAX), Ok(64 << 20));
-        assert_eq!(parse_size("2048", 1, usize::MAX), Ok(2048));
-        assert_eq!(parse_size("4 KiB", 1, usize::MAX), Ok(4096));
-        assert!(parse_size("1MB", 1, usize::MAX).is_err());
-        assert!(parse_size("99999999999999999999GiB", 1, usize::MAX).is_err());
-    }
-
     mod properties {
         use proptest::prelude::*;
 
@@ -789,16 +533,6 @@ mod tests {
                     };
                     one_line(load(&args, &env_of(&[])))?;
                 }
-            }
-
-            /// Durations in range round-trip; out of range is refused, never wrapped.
-            #[test]
-            fn durations(n in 0u64..100_000, unit in prop::sample::select(&["ms", "s", "m", "h"][..])) {
-                let d = parse_duration(&format!("{n}{unit}")).unwrap();
-                let ms = match unit { "ms" => n, "s" => n * 1000, "m" => n * 60_000, _ => n * 3_600_000 };
-                prop_assert_eq!(d, Duration::from_millis(ms));
-                let interval = parse_interval(&format!("{n}{unit}"));
-                prop_assert_eq!(interval.is_ok(), (10..=10_000).contains(&ms));
             }
         }
     }

@@ -36,7 +36,7 @@ pub struct AppState {
     /// /metrics' own cost, reported by the next scrape.
     pub scrape: metrics::ScrapeStats,
     /// Thresholds for `/insights`.
-    pub insights: crate::views::insights::InsightArgs,
+    pub insights: crate::config::insights::InsightArgs,
 }
 
 /// Bounds on what one request may cost.

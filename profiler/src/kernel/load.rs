@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::{
     cmd::exit::Fatal,
-    config::sources::Filter,
+    config::Filter,
     kernel::{arena::HistArena, btf as kernel_btf, caps, pin},
     syscalls,
 };

@@ -10,79 +10,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    config::args::parse_duration,
-    store::history::{SLICE, SLICES},
+    config::insights::InsightArgs,
     store::{Process, Store, SyscallKey},
     syscalls,
 };
-
-#[derive(Args, Clone, Debug)]
-pub struct InsightArgs {
-    /// Insights: report a process failing one syscall at least this many times per second.
-    #[arg(long, default_value_t = 100.0, value_parser = positive)]
-    pub insight_failures_per_sec: f64,
-
-    /// Insights: report a process blocked in one syscall at least this share of its wall time
-    /// (0.5 = 50%; threads add up, so more than 1 is possible).
-    #[arg(long, default_value_t = 0.5, value_parser = positive)]
-    pub insight_blocked_share: f64,
-
-    /// Insights: report a syscall whose p99 over the last window is at least this many times
-    /// its p99 over the window before.
-    #[arg(long, default_value_t = 10.0, value_parser = above_one)]
-    pub insight_p99_ratio: f64,
-
-    /// Insights: the window latency changes are judged over (1s to 150s: two windows must fit in
-    /// the daemon's 5-minute history).
-    #[arg(long, default_value = "1m", value_parser = parse_window)]
-    pub insight_window: Duration,
-
-    /// Insights: calls a syscall needs in each window before its p99s are compared.
-    #[arg(long, default_value_t = 100)]
-    pub insight_min_calls: u64,
-}
-
-impl Default for InsightArgs {
-    fn default() -> Self {
-        Self {
-            insight_failures_per_sec: 100.0,
-            insight_blocked_share: 0.5,
-            insight_p99_ratio: 10.0,
-            insight_window: Duration::from_secs(60),
-            insight_min_calls: 100,
-        }
-    }
-}
-
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("'{s}' is not a positive number")),
-    }
-}
-
-fn above_one(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x > 1.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("'{s}' is not a number above 1")),
-    }
-}
-
-fn parse_window(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    let max = SLICE * (SLICES as u32) / 2;
-    if d < SLICE || d > max {
-        return Err(format!(
-            "'{s}' is out of range: from 1s to {}s",
-            max.as_secs()
-        ));
-    }
-    Ok(d)
-}
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -414,6 +348,17 @@ mod tests {
         regress(&mut s, 6, 50_000);
         regressions(&s, at(8).0, &args, &mut flat);
         assert!(flat.is_empty(), "{flat:?}");
+    }
+
+    /// The window's bounds are the history's: one slice, and half of it (two windows are compared).
+    #[test]
+    fn insight_windows_fit_the_history() {
+        use crate::{
+            config::insights::{WINDOW_MAX, WINDOW_MIN},
+            store::history::{SLICE, SLICES},
+        };
+        assert_eq!(WINDOW_MIN, SLICE);
+        assert_eq!(WINDOW_MAX, SLICE * (SLICES as u32) / 2);
     }
 
     #[test]

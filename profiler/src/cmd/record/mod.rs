@@ -25,7 +25,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::{
     cmd::exit::Fatal,
-    config::args::{parse_duration, parse_interval},
+    config::parse::{parse_duration, parse_interval},
     drain::readings::Drain,
     kernel::load as bpf,
     store::histogram::Histogram,
@@ -151,8 +151,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         Scope::Host
     };
 
-    let (probes, maps) =
-        bpf::load_and_attach(None, &crate::config::sources::Filter::default(), false)?;
+    let (probes, maps) = bpf::load_and_attach(None, &crate::config::Filter::default(), false)?;
     let mut drain = Drain::new(maps);
     // Everything must still be in the store at the end: nothing expires during a run.
     let store = RwLock::new(Store::new(Duration::from_secs(365 * 86_400), usize::MAX));

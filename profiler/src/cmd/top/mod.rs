@@ -21,7 +21,7 @@ use ratatui::{
 };
 use serde_json::Value;
 
-use crate::{cmd::exit::Fatal, config::args::parse_duration};
+use crate::{cmd::exit::Fatal, config::parse::parse_duration};
 
 #[derive(Args, Clone, Debug)]
 pub struct TopArgs {
