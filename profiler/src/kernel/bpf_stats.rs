@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, os::fd::OwnedFd};
 use aya::sys::{enable_stats, Stats};
 use tracing::{info, warn};
 
-use crate::store::aggregates::BpfProgram;
+use crate::store::telemetry::BpfProgram;
 
 /// Turns run-time stats on; keep the fd for as long as they should stay on. `None` (with a
 /// warning) when the kernel refuses: profiling goes on without the overhead figures.

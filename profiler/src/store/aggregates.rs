@@ -19,11 +19,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    host::cgroups,
-    store::histogram::DeltaRef,
-    store::{FastMap, ProcKey, Process, SyscallKey, SyscallTotals},
+use super::{
+    histogram::DeltaRef,
+    keys::{FastMap, ProcKey, SyscallKey},
+    telemetry::Telemetry,
+    totals::{Process, SyscallTotals},
 };
+use crate::host::cgroups;
 
 /// The label value of every fold.
 pub const OTHER: &str = "other";
@@ -56,32 +58,6 @@ pub struct Group {
     pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
     touched: bool,
     last_active: Option<Instant>,
-}
-
-/// One of the daemon's own BPF programs, as the kernel accounts it (`BPF_ENABLE_STATS`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BpfProgram {
-    pub name: String,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
-
-/// The daemon's own cost, as of the last drain.
-#[derive(Clone, Debug, Default)]
-pub struct Telemetry {
-    pub drains_timed: u64,
-    pub drain_seconds_total: f64,
-    pub last_drain_seconds: f64,
-    pub bpf_stats_enabled: bool,
-    pub bpf_programs: Vec<BpfProgram>,
-}
-
-impl Telemetry {
-    pub fn record_drain(&mut self, took: Duration) {
-        self.drains_timed += 1;
-        self.drain_seconds_total += took.as_secs_f64();
-        self.last_drain_seconds = took.as_secs_f64();
-    }
 }
 
 #[derive(Debug, Default)]
@@ -226,194 +202,5 @@ impl Aggregates {
 
         let in_use: HashSet<u64> = processes.values().map(|p| p.cgroup_id).collect();
         self.cgroup_labels.retain(|id, _| in_use.contains(id));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::SystemTime;
-
-    use super::*;
-    use crate::{store::histogram::Delta, store::Store, syscalls::Abi};
-
-    const GETPID: SyscallKey = SyscallKey {
-        abi: Abi::Native,
-        nr: 39,
-    };
-
-    fn key(pid: u32) -> ProcKey {
-        ProcKey {
-            pid,
-            incarnation: 1,
-        }
-    }
-
-    fn delta(n: u64, total_ns: u64) -> Delta {
-        Delta {
-            errors: 0,
-            total_ns,
-            buckets: vec![(100, n)],
-        }
-    }
-
-    fn store(config: MetricsConfig) -> Store {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.metrics = Aggregates::new(config);
-        s
-    }
-
-    fn group_count(s: &Store, comm: &str) -> u64 {
-        s.metrics
-            .groups
-            .iter()
-            .filter(|(k, _)| k.comm == comm)
-            .map(|(_, g)| g.syscalls[&GETPID].hist.count)
-            .sum()
-    }
-
-    #[test]
-    fn groups_stay_monotonic_when_processes_expire() {
-        let mut s = store(MetricsConfig::default());
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        s.identify(key(1), "nginx", 0);
-        s.identify(key(2), "nginx", 0);
-        s.add(key(1), GETPID, &delta(3, 30));
-        s.add(key(2), GETPID, &delta(4, 40));
-        s.add_errno(key(2), GETPID, 2, 1);
-        s.mark_exited(key(1), (t0, wall));
-        s.finish_drain((t0 + Duration::from_secs(61), wall));
-        assert!(!s.processes.contains_key(&key(1)), "process expired");
-        assert_eq!(group_count(&s, "nginx"), 7, "its calls stay in the group");
-        let g = s.metrics.groups.values().next().unwrap();
-        assert_eq!(g.syscalls[&GETPID].errnos[&2], 1);
-        assert_eq!(g.syscalls[&GETPID].hist.total_ns, 70);
-    }
-
-    #[test]
-    fn a_group_leaves_after_retention_once_no_process_of_it_runs() {
-        let mut s = store(MetricsConfig::default());
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        s.identify(key(1), "cron", 0);
-        s.add(key(1), GETPID, &delta(1, 1));
-        s.finish_drain((t0, wall));
-        // Alive and idle well past retention: kept, so its counters never restart.
-        s.finish_drain((t0 + Duration::from_secs(600), wall));
-        assert_eq!(group_count(&s, "cron"), 1);
-        s.mark_exited(key(1), (t0 + Duration::from_secs(600), wall));
-        s.finish_drain((t0 + Duration::from_secs(601), wall));
-        assert_eq!(
-            group_count(&s, "cron"),
-            1,
-            "exited, idle: still within retention"
-        );
-        s.finish_drain((t0 + Duration::from_secs(700), wall));
-        assert!(s.metrics.groups.is_empty(), "exited and idle for retention");
-    }
-
-    #[test]
-    fn groups_past_the_cap_fold_into_other() {
-        let mut s = store(MetricsConfig {
-            max_groups: 2,
-            ..MetricsConfig::default()
-        });
-        for (pid, comm) in [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "a")] {
-            s.identify(key(pid), comm, 0);
-            s.add(key(pid), GETPID, &delta(1, 1));
-        }
-        assert_eq!(group_count(&s, "a"), 2);
-        assert_eq!(group_count(&s, "b"), 1);
-        assert_eq!(group_count(&s, OTHER), 2, "c and d");
-        assert_eq!(s.metrics.groups.len(), 3, "the cap plus the fold");
-    }
-
-    #[test]
-    fn top_k_processes_get_series_the_rest_fold_into_other() {
-        let mut s = store(MetricsConfig {
-            per_pid: true,
-            top_pids: 2,
-            max_groups: 1000,
-        });
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        // While there is room, a new process is promoted at once: all its calls are its own.
-        s.add(key(1), GETPID, &delta(1, 100));
-        s.add(key(2), GETPID, &delta(1, 200));
-        s.add(key(3), GETPID, &delta(5, 900));
-        assert_eq!(s.metrics.promoted[&key(1)][&GETPID].hist.count, 1);
-        assert_eq!(s.metrics.promoted[&key(2)][&GETPID].hist.count, 1);
-        assert!(!s.metrics.promoted.contains_key(&key(3)));
-        assert_eq!(s.metrics.other[&GETPID].hist.count, 5);
-        // Re-ranked by syscall time: 3 (900) and 2 (200) are the top 2; 1 drops out.
-        s.finish_drain((t0 + Duration::from_secs(1), wall));
-        let mut top: Vec<u32> = s.metrics.promoted.keys().map(|k| k.pid).collect();
-        top.sort();
-        assert_eq!(top, vec![2, 3]);
-        // 3 counts from its promotion; 1's new calls go to other. Other never shrinks.
-        s.add(key(3), GETPID, &delta(2, 10));
-        s.add(key(1), GETPID, &delta(4, 10));
-        assert_eq!(s.metrics.promoted[&key(3)][&GETPID].hist.count, 2);
-        assert_eq!(s.metrics.other[&GETPID].hist.count, 9);
-        // Every call counted exactly once across pid series and other.
-        let all: u64 = s
-            .metrics
-            .promoted
-            .values()
-            .map(|t| t[&GETPID].hist.count)
-            .sum::<u64>()
-            + s.metrics.other[&GETPID].hist.count;
-        assert_eq!(all, 1 + 2 + 9);
-        assert_eq!(
-            all + 1,
-            s.system[&GETPID].hist.count,
-            "1's first call left with its series"
-        );
-    }
-
-    #[test]
-    fn a_recycled_pid_has_one_series() {
-        let mut s = store(MetricsConfig {
-            per_pid: true,
-            top_pids: 10,
-            max_groups: 1000,
-        });
-        let wall = SystemTime::now();
-        let reborn = ProcKey {
-            pid: 1,
-            incarnation: 2,
-        };
-        s.add(key(1), GETPID, &delta(1, 100));
-        s.processes.get_mut(&key(1)).unwrap().first_seen = wall - Duration::from_secs(5);
-        s.mark_exited(key(1), (s.started.0, wall));
-        s.add(reborn, GETPID, &delta(1, 1));
-        s.finish_drain((s.started.0, wall));
-        let promoted: Vec<ProcKey> = s.metrics.promoted.keys().copied().collect();
-        assert_eq!(promoted, vec![reborn]);
-    }
-
-    #[test]
-    fn an_exited_process_series_expires_with_it() {
-        let mut s = store(MetricsConfig {
-            per_pid: true,
-            top_pids: 10,
-            max_groups: 1000,
-        });
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        s.add(key(1), GETPID, &delta(1, 100));
-        s.add(key(2), GETPID, &delta(1, 100));
-        s.mark_exited(key(1), (t0, wall));
-        s.finish_drain((t0 + Duration::from_secs(59), wall));
-        assert!(
-            s.metrics.promoted.contains_key(&key(1)),
-            "kept for retention"
-        );
-        s.finish_drain((t0 + Duration::from_secs(60), wall));
-        assert!(
-            !s.metrics.promoted.contains_key(&key(1)),
-            "gone with the process"
-        );
-        assert!(s.metrics.promoted.contains_key(&key(2)));
     }
 }

@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{
-    store::histogram::{Delta, Histogram},
-    store::SyscallKey,
+use super::{
+    histogram::{Delta, Histogram},
+    keys::SyscallKey,
 };
 
 pub const SLICE: Duration = Duration::from_secs(1);

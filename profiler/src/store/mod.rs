@@ -4,139 +4,31 @@
 //! system-wide totals are kept apart from per-process ones so that retiring an exited process
 //! does not shrink them.
 
+pub mod aggregates;
+pub mod histogram;
+pub mod history;
+pub mod keys;
+pub mod telemetry;
+pub mod totals;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::{FastMap, FastSet, ProcKey, SyscallKey};
+pub use totals::{Gain, InFlight, KernelCounters, Process, SyscallTotals};
+
+use aggregates::Aggregates;
+use histogram::Delta;
+#[cfg(test)]
+use histogram::DeltaRef;
+use history::{History, SliceEntry};
+
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant, SystemTime},
 };
 
-pub mod aggregates;
-pub mod histogram;
-pub mod history;
-
-use crate::{
-    store::aggregates::Aggregates,
-    store::histogram::{Delta, DeltaRef, Histogram},
-    store::history::{History, SliceEntry},
-    syscalls::{self, Abi, Category},
-};
-
-/// For the maps the drain updates once per entry: foldhash is several times cheaper than the
-/// standard SipHash, and seeded per map too.
-pub type FastMap<K, V> = foldhash::HashMap<K, V>;
-pub type FastSet<K> = foldhash::HashSet<K>;
-
-/// One process incarnation: a recycled pid is a different process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProcKey {
-    pub pid: u32,
-    pub incarnation: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SyscallKey {
-    pub abi: Abi,
-    pub nr: u32,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyscallTotals {
-    pub hist: Histogram,
-    /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
-    /// full (see `drops.errnos_full`).
-    pub errnos: BTreeMap<u32, u64>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CategoryTotals {
-    pub count: u64,
-    pub errors: u64,
-    pub total_ns: u64,
-}
-
-/// What one (process, syscall) gained between two drains: calls, and failures by errno.
-#[derive(Clone, Copy, Debug)]
-pub struct Gain<'a> {
-    pub proc: ProcKey,
-    pub sc: SyscallKey,
-    pub delta: DeltaRef<'a>,
-    pub errnos: &'a [(u32, u64)],
-}
-
-impl Gain<'_> {
-    fn is_empty(&self) -> bool {
-        self.delta.is_empty() && self.errnos.iter().all(|&(_, n)| n == 0)
-    }
-}
-
-/// Syscalls that have started and not yet returned, as of the last drain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InFlight {
-    pub syscall: SyscallKey,
-    pub count: u32,
-    pub oldest_age_ns: u64,
-}
-
-#[derive(Clone, Debug)]
-pub struct Process {
-    pub key: ProcKey,
-    pub comm: String,
-    /// cgroup v2 id (inode of its /sys/fs/cgroup directory) when the kernel first saw it; 0 if
-    /// unknown.
-    pub cgroup_id: u64,
-    pub first_seen: SystemTime,
-    /// When the drain saw the process exit; it leaves the store `retention` later.
-    pub exited: Option<(Instant, SystemTime)>,
-    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
-    pub categories: BTreeMap<Category, CategoryTotals>,
-    pub total: CategoryTotals,
-    pub in_flight: Vec<InFlight>,
-    /// Syscall time completed during the last drain interval, over that interval's length:
-    /// 1.0 is one thread inside syscalls all the time (threads add up, so it can exceed 1).
-    pub syscall_time_share: f64,
-    interval_ns: u64,
-}
-
-impl Process {
-    fn new(key: ProcKey) -> Self {
-        Self {
-            key,
-            comm: String::new(),
-            cgroup_id: 0,
-            first_seen: SystemTime::now(),
-            exited: None,
-            syscalls: BTreeMap::new(),
-            categories: BTreeMap::new(),
-            total: CategoryTotals::default(),
-            in_flight: Vec::new(),
-            syscall_time_share: 0.0,
-            interval_ns: 0,
-        }
-    }
-
-    /// The share of this process's syscall time (since the daemon started) spent in `cat`.
-    pub fn category_share(&self, cat: Category) -> f64 {
-        let t = self.categories.get(&cat).map_or(0, |c| c.total_ns);
-        if self.total.total_ns == 0 {
-            0.0
-        } else {
-            t as f64 / self.total.total_ns as f64
-        }
-    }
-}
-
-/// The kernel side's own health, as of the last drain.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    pub hists_full: u64,
-    pub procs_full: u64,
-    pub starts_full: u64,
-    pub errnos_full: u64,
-    pub unmatched_exits: u64,
-    pub hists_entries: u64,
-    pub starts_entries: u64,
-    pub procs_entries: u64,
-    pub errnos_entries: u64,
-}
+use crate::syscalls;
 
 #[derive(Debug)]
 pub struct Store {
@@ -343,202 +235,5 @@ impl Store {
             .close_drain(self.last_drain.unwrap_or(self.started), now);
         self.drains += 1;
         self.last_drain = Some(now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const P1: ProcKey = ProcKey {
-        pid: 1,
-        incarnation: 10,
-    };
-    const P2: ProcKey = ProcKey {
-        pid: 2,
-        incarnation: 20,
-    };
-    const GETPID: SyscallKey = SyscallKey {
-        abi: Abi::Native,
-        nr: 39,
-    };
-
-    fn delta(bucket: usize, n: u64, total: u64, errors: u64) -> Delta {
-        Delta {
-            errors,
-            total_ns: total,
-            buckets: vec![(bucket, n)],
-        }
-    }
-
-    #[test]
-    fn totals_accumulate_per_process_and_system_wide() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.add(P1, GETPID, &delta(100, 2, 500, 0));
-        s.add(P1, GETPID, &delta(101, 3, 700, 1));
-        s.add(P2, GETPID, &delta(100, 1, 100, 1));
-        let p1 = &s.processes[&P1].syscalls[&GETPID].hist;
-        assert_eq!((p1.count, p1.errors, p1.total_ns), (5, 1, 1200));
-        let sys = &s.system[&GETPID].hist;
-        assert_eq!((sys.count, sys.errors, sys.total_ns), (6, 2, 1300));
-        let cat = s.processes[&P1].categories[&Category::Process];
-        assert_eq!((cat.count, cat.errors, cat.total_ns), (5, 1, 1200));
-        assert_eq!(s.processes[&P1].total, cat);
-    }
-
-    #[test]
-    fn a_recycled_pid_is_a_different_process() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        let reborn = ProcKey {
-            pid: 1,
-            incarnation: 99,
-        };
-        s.add(P1, GETPID, &delta(1, 5, 5, 0));
-        s.add(reborn, GETPID, &delta(1, 2, 2, 0));
-        assert_eq!(s.processes[&P1].total.count, 5);
-        assert_eq!(s.processes[&reborn].total.count, 2);
-    }
-
-    #[test]
-    fn errnos_add_up_per_process_and_system_wide() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.add_errno(P1, GETPID, 2, 3);
-        s.add_errno(P1, GETPID, 2, 4);
-        s.add_errno(P2, GETPID, 9, 1);
-        s.add_errno(P2, GETPID, 9, 0);
-        assert_eq!(
-            s.processes[&P1].syscalls[&GETPID].errnos,
-            BTreeMap::from([(2, 7)])
-        );
-        assert_eq!(s.system[&GETPID].errnos, BTreeMap::from([(2, 7), (9, 1)]));
-    }
-
-    #[test]
-    fn exited_processes_leave_after_retention_but_system_totals_stay() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.add(P1, GETPID, &delta(50, 4, 400, 0));
-        s.add(P2, GETPID, &delta(50, 1, 100, 0));
-        let t0 = Instant::now();
-        let wall = SystemTime::now();
-        s.mark_exited(P1, (t0, wall));
-        // A second exit notice does not restart the clock.
-        s.mark_exited(P1, (t0 + Duration::from_secs(30), wall));
-        s.finish_drain((t0 + Duration::from_secs(59), wall));
-        assert!(s.processes.contains_key(&P1));
-        s.finish_drain((t0 + Duration::from_secs(60), wall));
-        assert!(!s.processes.contains_key(&P1));
-        assert!(
-            s.processes.contains_key(&P2),
-            "running processes never expire"
-        );
-        assert_eq!(s.system[&GETPID].hist.count, 5);
-        assert_eq!(s.drains, 2);
-    }
-
-    #[test]
-    fn exited_processes_beyond_the_cap_leave_oldest_first() {
-        let mut s = Store::new(Duration::from_secs(3600), 2);
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        let keys: Vec<ProcKey> = (1..=4)
-            .map(|pid| ProcKey {
-                pid,
-                incarnation: 1,
-            })
-            .collect();
-        for (i, k) in keys.iter().enumerate() {
-            s.add(*k, GETPID, &delta(1, 1, 1, 0));
-            s.mark_exited(*k, (t0 + Duration::from_secs(i as u64), wall));
-        }
-        s.add(P1, GETPID, &delta(1, 1, 1, 0));
-        s.finish_drain((t0 + Duration::from_secs(10), wall));
-        let mut left: Vec<u32> = s.processes.keys().map(|k| k.pid).collect();
-        left.sort();
-        // pid 1 here is P1, alive; the exited pids 1 and 2 left first.
-        assert_eq!(left, vec![1, 3, 4]);
-        assert!(s.processes.contains_key(&P1));
-        assert_eq!(s.evicted_early, 2);
-        assert_eq!(
-            s.system[&GETPID].hist.count, 5,
-            "system totals keep evicted processes' calls"
-        );
-    }
-
-    #[test]
-    fn time_share_covers_the_last_interval_only() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        let t0 = s.started.0;
-        let wall = SystemTime::now();
-        // 600 ms of syscall time in a 1 s interval.
-        s.add(P1, GETPID, &delta(200, 1, 600_000_000, 0));
-        s.finish_drain((t0 + Duration::from_secs(1), wall));
-        assert!((s.processes[&P1].syscall_time_share - 0.6).abs() < 1e-9);
-        s.finish_drain((t0 + Duration::from_secs(2), wall));
-        assert_eq!(s.processes[&P1].syscall_time_share, 0.0);
-    }
-
-    #[test]
-    fn category_share_of_syscall_time() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        let futex = SyscallKey {
-            abi: Abi::Native,
-            nr: syscalls_nr("futex"),
-        };
-        s.add(P1, futex, &delta(200, 1, 600, 0));
-        s.add(P1, GETPID, &delta(200, 1, 400, 0));
-        let p = &s.processes[&P1];
-        assert!((p.category_share(Category::Sync) - 0.6).abs() < 1e-9);
-        assert_eq!(p.category_share(Category::Network), 0.0);
-    }
-
-    fn syscalls_nr(name: &str) -> u32 {
-        (0..1000)
-            .find(|&nr| syscalls::name(Abi::Native, nr) == name)
-            .unwrap()
-    }
-
-    #[test]
-    fn in_flight_snapshot_replaces_the_previous_one() {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.add(P1, GETPID, &delta(1, 1, 1, 0));
-        let read = SyscallKey {
-            abi: Abi::Native,
-            nr: 0,
-        };
-        let one = InFlight {
-            syscall: read,
-            count: 1,
-            oldest_age_ns: 5,
-        };
-        s.set_in_flight(HashMap::from([(P1, vec![one]), (P2, vec![one])]));
-        assert_eq!(s.processes[&P1].in_flight, vec![one]);
-        assert_eq!(
-            s.processes[&P2].in_flight,
-            vec![one],
-            "listed with no completed calls"
-        );
-        s.set_in_flight(HashMap::new());
-        assert!(s.processes[&P1].in_flight.is_empty());
-    }
-
-    #[test]
-    fn names_follow_execve() {
-        let mut s = Store::new(Duration::ZERO, 1000);
-        s.add(P1, GETPID, &delta(1, 1, 1, 0));
-        s.identify(P1, "bash", 42);
-        s.identify(P1, "ls", 0);
-        assert_eq!(s.processes[&P1].comm, "ls");
-        assert_eq!(
-            s.processes[&P1].cgroup_id, 42,
-            "an unknown id does not erase a known one"
-        );
-    }
-
-    #[test]
-    fn empty_deltas_create_nothing() {
-        let mut s = Store::new(Duration::ZERO, 1000);
-        s.add(P1, GETPID, &Delta::default());
-        assert!(s.processes.is_empty());
-        assert!(s.system.is_empty());
     }
 }
