@@ -22,7 +22,7 @@ use crate::{
     host::info::HostInfo,
     http::router::{self as api, AppState},
     http::server as http,
-    kernel::{caps, load as bpf},
+    kernel::{self as bpf, caps},
     store::Store,
 };
 

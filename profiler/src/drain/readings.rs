@@ -28,8 +28,9 @@ use crate::{
     host::cgroups::{self, Resolver},
     kernel::batch::{self as map_batch, Batch},
     kernel::bpf_stats,
-    kernel::load::{Ledger, Maps},
+    kernel::{Ledger, Maps},
     store::histogram::{Delta, DeltaRef},
+    store::telemetry::BpfProgram,
     store::{
         FastMap, FastSet, Gain, InFlight, KernelCounters, ProcKey, Store, SyscallKey, SyscallTotals,
     },
@@ -527,7 +528,14 @@ impl Drain {
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
         let started = Instant::now();
         self.read_maps(store)?;
-        let programs = bpf_stats::read_own();
+        let programs = bpf_stats::read_own()
+            .into_iter()
+            .map(|p| BpfProgram {
+                name: p.name,
+                run_time_ns: p.run_time_ns,
+                run_count: p.run_count,
+            })
+            .collect();
         let mut store = store.write().unwrap_or_else(|e| e.into_inner());
         store.metrics.telemetry.bpf_programs = programs;
         store.metrics.telemetry.record_drain(started.elapsed());

@@ -9,7 +9,14 @@ use std::{collections::BTreeMap, os::fd::OwnedFd};
 use aya::sys::{enable_stats, Stats};
 use tracing::{info, warn};
 
-use crate::store::telemetry::BpfProgram;
+/// One of the daemon's own BPF programs, as the kernel accounts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The tracepoint it is attached to.
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
 
 /// Turns run-time stats on; keep the fd for as long as they should stay on. `None` (with a
 /// warning) when the kernel refuses: profiling goes on without the overhead figures.
@@ -54,7 +61,7 @@ fn field<'a>(fdinfo: &'a str, name: &str) -> Option<&'a str> {
 /// fdinfo of our own program and link fds: exactly ours, even when another profiler has loaded
 /// programs with the same names, and readable without the CAP_SYS_ADMIN that looking programs
 /// up by id needs.
-pub fn read_own() -> Vec<BpfProgram> {
+pub fn read_own() -> Vec<ProgramRuns> {
     let tracepoints: BTreeMap<u32, String> = own_fdinfo("anon_inode:bpf_link")
         .iter()
         .filter_map(|info| {
@@ -63,7 +70,7 @@ pub fn read_own() -> Vec<BpfProgram> {
         })
         .collect();
     let mut seen = std::collections::BTreeSet::new();
-    let mut by_name: BTreeMap<String, BpfProgram> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, ProgramRuns> = BTreeMap::new();
     for info in own_fdinfo("anon_inode:bpf-prog") {
         let Some(id) = field(&info, "prog_id").and_then(|v| v.parse::<u32>().ok()) else {
             continue;
@@ -80,7 +87,7 @@ pub fn read_own() -> Vec<BpfProgram> {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let e = by_name.entry(tp.clone()).or_insert(BpfProgram {
+        let e = by_name.entry(tp.clone()).or_insert(ProgramRuns {
             name: tp.clone(),
             run_time_ns: 0,
             run_count: 0,

@@ -1,32 +1,28 @@
 //! Loads the embedded eBPF object, attaches its programs and hands the maps to the drain.
 //! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
+//! The maps' handles are in maps.rs, the in-kernel filters' setup in filters.rs.
 
-use std::io;
+use std::{io, path::Path};
 
 use aya::{
-    maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, Queue},
+    maps::{Array, MapData, Queue},
     programs::Program,
     Ebpf, EbpfLoader,
 };
-use std::{os::fd::AsRawFd, path::Path};
-
 use profiler_common::{
-    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, CLONE_NRS_LEN,
-    COMPAT_DISABLED, COUNTERS_MAP, CPU_SLOT_MAP, ERRNOS_MAP, FILTER_CGROUP_MAP, FILTER_PIDS_MAP,
-    FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
-    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
-    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SHARDS, HIST_SLOTS_MAP, LEDGER_ERRNOS_MAP, LEDGER_MAP,
-    META_MAP, NEW_SLOTS_MAP, PINNED_MAPS, PROCS_MAP, STARTS_MAP,
+    COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
+    GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID,
+    GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP,
+    META_MAP, PINNED_MAPS,
 };
 use tracing::{info, warn};
 
-use crate::{
-    cmd::exit::Fatal,
-    config::Filter,
-    kernel::{arena::HistArena, btf as kernel_btf, caps, pin},
-    syscalls,
+use super::{
+    btf as kernel_btf, caps, filters,
+    maps::{self, Ledger, Maps},
+    pin,
 };
+use crate::{cmd::exit::Fatal, config::Filter};
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -66,27 +62,6 @@ const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
     ("sched_process_exec", &["sched_process_exec"]),
     ("sys_exit", &["sys_exit_counts_btf", "sys_exit_counts"]),
 ];
-
-/// The maps the drain reads.
-pub struct Maps {
-    pub hists: HistArena,
-    pub hist_slots: HashMap<MapData, HistKey, u32>,
-    pub free_slots: Queue<MapData, u32>,
-    pub new_slots: Queue<MapData, u32>,
-    pub errnos: HashMap<MapData, ErrnoKey, u32>,
-    pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
-    pub starts: HashMap<MapData, u32, Start>,
-    pub cpu_slot: PerCpuArray<MapData, Start>,
-    pub counters: PerCpuArray<MapData, u64>,
-    /// Only with `--pin-path`.
-    pub ledger: Option<Ledger>,
-}
-
-/// The totals of retired kernel entries, kept for the next daemon (see profiler_common).
-pub struct Ledger {
-    pub totals: HashMap<MapData, LedgerKey, LedgerTotals>,
-    pub errnos: HashMap<MapData, LedgerErrnoKey, u64>,
-}
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
@@ -179,7 +154,7 @@ pub fn load_and_attach(
     } else {
         0
     };
-    let clone_nrs = clone_numbers();
+    let clone_nrs = filters::clone_numbers();
     let shard_per_cpu = match aya::util::nr_cpus() {
         _ if std::env::var_os(SHARED_SHARDS_ENV).is_some() => {
             info!("{SHARED_SHARDS_ENV}: histogram shards will use atomic adds");
@@ -214,10 +189,10 @@ pub fn load_and_attach(
 
     // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
     // and an empty free-slot queue would drop every new histogram.
-    fill_filters(&mut ebpf, filter)?;
-    let mut free_slots: Queue<MapData, u32> = take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+    filters::fill(&mut ebpf, filter)?;
+    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
     if pin_dir.is_none() || unstamped(&ebpf)? {
-        fill_free_slots(&mut free_slots)?;
+        maps::fill_free_slots(&mut free_slots)?;
     }
     let programs = if counts_only {
         COUNTS_ONLY_PROGRAMS
@@ -248,38 +223,19 @@ pub fn load_and_attach(
     let ledger = match pin_dir {
         None => None,
         Some(dir) => {
-            let mut meta = take_map(&mut ebpf, META_MAP)?;
+            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
             pin::stamp(&mut meta)?;
             info!(
                 "maps pinned at {}: counters resume across restarts",
                 dir.display()
             );
             Some(Ledger {
-                totals: take_map(&mut ebpf, LEDGER_MAP)?,
-                errnos: take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
+                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
             })
         }
     };
-    let hists = ebpf
-        .take_map(HISTS_MAP)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {HISTS_MAP} missing from object")))?;
-    let aya::maps::Map::Array(hists) = hists else {
-        return Err(Fatal::Other(anyhow::anyhow!(
-            "map {HISTS_MAP} is not an array"
-        )));
-    };
-    let maps = Maps {
-        hists: HistArena::new(hists).map_err(Fatal::Other)?,
-        hist_slots: take_map(&mut ebpf, HIST_SLOTS_MAP)?,
-        free_slots,
-        new_slots: take_map(&mut ebpf, NEW_SLOTS_MAP)?,
-        errnos: take_map(&mut ebpf, ERRNOS_MAP)?,
-        procs: take_map(&mut ebpf, PROCS_MAP)?,
-        starts: take_map(&mut ebpf, STARTS_MAP)?,
-        cpu_slot: take_map(&mut ebpf, CPU_SLOT_MAP)?,
-        counters: take_map(&mut ebpf, COUNTERS_MAP)?,
-        ledger,
-    };
+    let maps = maps::take(&mut ebpf, free_slots, ledger)?;
     Ok((Probes { _ebpf: ebpf }, maps))
 }
 
@@ -294,76 +250,6 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Fatal> {
         .get(&0, 0)
         .map_err(|e| Fatal::Other(anyhow::anyhow!("reading {META_MAP}: {e}")))?;
     Ok(stamp == 0)
-}
-
-/// Puts every HISTS slot in the kernel's free queue, emptying it first: a daemon killed while
-/// filling it left a partial queue and an unstamped META, and a slot queued twice would be
-/// handed to two keys.
-fn fill_free_slots(queue: &mut Queue<MapData, u32>) -> Result<(), Fatal> {
-    while queue.pop(0).is_ok() {}
-    for slot in 0..HISTS_MAX_ENTRIES {
-        queue.push(slot, 0).map_err(|e| {
-            Fatal::Other(anyhow::anyhow!(
-                "filling {FREE_SLOTS_MAP} (slot {slot}): {e}"
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-/// See profiler_common::GLOBAL_CLONE_NRS.
-fn clone_numbers() -> [u32; CLONE_NRS_LEN] {
-    let mut nrs = [u32::MAX; CLONE_NRS_LEN];
-    for (i, name) in ["clone", "clone3", "fork", "vfork"].iter().enumerate() {
-        for (abi, nr) in syscalls::numbers_of(name) {
-            nrs[i + if abi == syscalls::Abi::Compat { 4 } else { 0 }] = nr;
-        }
-    }
-    nrs
-}
-
-fn fill_filters(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Fatal> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        Fatal::Other(anyhow::anyhow!("setting up the {what} filter: {e}"))
-    };
-    fn map<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut aya::maps::Map, Fatal> {
-        ebpf.map_mut(name)
-            .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))
-    }
-    if !filter.pids.is_empty() {
-        let mut pids: HashMap<&mut MapData, u32, u8> =
-            HashMap::try_from(map(ebpf, FILTER_PIDS_MAP)?).map_err(|e| failed("pid", &e))?;
-        for &pid in &filter.pids {
-            pids.insert(pid, 1, 0).map_err(|e| failed("pid", &e))?;
-        }
-    }
-    if let Some(dir) = &filter.cgroup {
-        let fd = std::fs::File::open(dir)
-            .map_err(|e| Fatal::Config(format!("filter_cgroup {}: {e}", dir.display())))?;
-        let mut cgroups: CgroupArray<&mut MapData> =
-            CgroupArray::try_from(map(ebpf, FILTER_CGROUP_MAP)?)
-                .map_err(|e| failed("cgroup", &e))?;
-        cgroups.set(0, fd.as_raw_fd(), 0).map_err(|e| {
-            Fatal::Config(format!(
-                "filter_cgroup {}: not a cgroup v2 directory ({e})",
-                dir.display()
-            ))
-        })?;
-    }
-    if !filter.syscalls.is_empty() {
-        let mut wanted: Array<&mut MapData, u8> =
-            Array::try_from(map(ebpf, FILTER_SYSCALLS_MAP)?).map_err(|e| failed("syscall", &e))?;
-        for name in &filter.syscalls {
-            for (abi, nr) in syscalls::numbers_of(name) {
-                if nr >= FILTER_SYSCALLS_PER_ABI {
-                    continue;
-                }
-                let index = u32::from(abi == syscalls::Abi::Compat) * FILTER_SYSCALLS_PER_ABI + nr;
-                wanted.set(index, 1, 0).map_err(|e| failed("syscall", &e))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's
@@ -398,16 +284,6 @@ fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal>
         }
     }
     Ok(())
-}
-
-fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Fatal>
-where
-    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))?;
-    M::try_from(map).map_err(|e| Fatal::Other(anyhow::anyhow!("map {name}: {e}")))
 }
 
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no

@@ -27,7 +27,7 @@ use crate::{
     cmd::exit::Fatal,
     config::parse::{parse_duration, parse_interval},
     drain::readings::Drain,
-    kernel::load as bpf,
+    kernel as bpf,
     store::histogram::Histogram,
     store::{Process, Store, SyscallKey},
     syscalls::{self, Abi},
