@@ -18,7 +18,7 @@ use crate::{
     config::args::ServeArgs,
     config::web::{self as webconfig, WebConfig},
     config::{sources, Settings},
-    drain::readings::Drain,
+    drain::Drain,
     host::info::HostInfo,
     http::router::{self as api, AppState},
     http::server as http,

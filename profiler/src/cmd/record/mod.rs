@@ -26,7 +26,7 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     cmd::exit::Fatal,
     config::parse::{parse_duration, parse_interval},
-    drain::readings::Drain,
+    drain::Drain,
     kernel as bpf,
     store::histogram::Histogram,
     store::{Process, Store, SyscallKey},
