@@ -16,14 +16,14 @@ use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, 
 use crate::{
     cmd::exit::Fatal,
     config::args::ServeArgs,
-    config::web::{self as webconfig, WebConfig},
+    config::web::WebConfig,
     config::{sources, Settings},
     drain::Drain,
     host::info::HostInfo,
-    http::router::{self as api, AppState},
-    http::server as http,
+    http::{self, auth, limits::Limits},
     kernel::{self as bpf, caps},
     store::Store,
+    views,
 };
 
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -133,21 +133,21 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
             .context("starting the drain thread")?
     };
 
-    let state = Arc::new(AppState {
+    let ctx = Arc::new(views::Context {
         store: store.clone(),
         host: HostInfo::read(),
         interval: settings.interval,
         scrape: Default::default(),
         insights: args.insights.clone(),
     });
-    let web = webconfig::Shared::new(web);
-    let limits = api::Limits {
+    let web = auth::Shared::new(web);
+    let limits = Limits {
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
         max_response_bytes: settings.max_response_bytes,
     };
-    let app = api::router(state, &limits, web.clone());
-    let opts = http::Options {
+    let app = http::router::router(ctx, &limits, web.clone());
+    let opts = http::server::Options {
         max_connections: settings.max_connections,
         header_timeout: settings.request_timeout,
     };
@@ -172,7 +172,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         info!("serving on {}://{addr}", if tls { "https" } else { "http" });
         let _ = sd_notify::notify(&[NotifyState::Ready]);
         let shutdown = shutdown_signal(signals.term, signals.int);
-        http::serve(listener, app, web, tls, opts, shutdown).await;
+        http::server::serve(listener, app, web, tls, opts, shutdown).await;
         reloader.abort();
         Ok(())
     });
@@ -234,7 +234,7 @@ async fn reload_on_hangup(
     mut running: Settings,
     store: Arc<RwLock<Store>>,
     log: LogHandle,
-    web: webconfig::Shared,
+    web: auth::Shared,
     tls: bool,
     mut hup: Signal,
 ) {

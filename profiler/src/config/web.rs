@@ -10,18 +10,18 @@
 //! [basic_auth_users]
 //! alice = "$2y$10$..."        # htpasswd -nBC 10 alice
 //! ```
+//!
+//! Checking a request against the users is http/auth.rs' work.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock, RwLock},
+    sync::Arc,
 };
 
-use base64::Engine;
 use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,14 +38,10 @@ struct RawTls {
     key_file: PathBuf,
 }
 
-/// Successful verifications remembered, so a scraper pays bcrypt's deliberate cost once, not on
-/// every request. Bounded; emptied when full.
-const AUTH_CACHE_MAX: usize = 1024;
-
 pub struct WebConfig {
     pub tls: Option<Arc<ServerConfig>>,
+    /// User name → bcrypt hash.
     users: BTreeMap<String, String>,
-    verified: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl WebConfig {
@@ -54,7 +50,6 @@ impl WebConfig {
         WebConfig {
             tls: None,
             users: BTreeMap::new(),
-            verified: Mutex::new(HashSet::new()),
         }
     }
 
@@ -92,7 +87,6 @@ impl WebConfig {
         Ok(WebConfig {
             tls,
             users: raw.basic_auth_users,
-            verified: Mutex::new(HashSet::new()),
         })
     }
 
@@ -100,83 +94,10 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
-    /// Whether an `Authorization` header value grants access. Runs bcrypt, which is slow on
-    /// purpose: call it off the async workers.
-    pub fn authorized(&self, header: Option<&[u8]>) -> bool {
-        if !self.requires_auth() {
-            return true;
-        }
-        let Some((user, password)) = header.and_then(parse_basic) else {
-            return false;
-        };
-        let Some(hash) = self.users.get(&user) else {
-            // Spend the same time as for a known user, so response times do not tell which
-            // user names exist.
-            let _ = bcrypt::verify(&password, dummy_hash());
-            return false;
-        };
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(user.as_bytes())
-            .chain_update([0])
-            .chain_update(&password)
-            .chain_update([0])
-            .chain_update(hash.as_bytes())
-            .finalize()
-            .into();
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.contains(&key) {
-            return true;
-        }
-        drop(cache);
-        if !bcrypt::verify(&password, hash).unwrap_or(false) {
-            return false;
-        }
-        cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= AUTH_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key);
-        true
+    /// The bcrypt hash of `user`'s password.
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
     }
-}
-
-/// A hash at cost 10, the cost `htpasswd -B` uses by default, to verify unknown users against.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("no such user", 10).unwrap_or_default())
-}
-
-/// The web config in force; SIGHUP swaps it.
-#[derive(Clone)]
-pub struct Shared(Arc<RwLock<Arc<WebConfig>>>);
-
-impl Shared {
-    pub fn new(w: WebConfig) -> Shared {
-        Shared(Arc::new(RwLock::new(Arc::new(w))))
-    }
-
-    pub fn get(&self) -> Arc<WebConfig> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set(&self, w: WebConfig) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(w);
-    }
-}
-
-/// `Basic base64(user:password)` → (user, password bytes).
-fn parse_basic(header: &[u8]) -> Option<(String, Vec<u8>)> {
-    let text = std::str::from_utf8(header).ok()?;
-    let (scheme, creds) = text.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(creds.trim())
-        .ok()?;
-    let colon = decoded.iter().position(|&b| b == b':')?;
-    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
-    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
@@ -207,39 +128,10 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
 mod tests {
     use super::*;
 
-    fn basic(user: &str, pass: &str) -> Vec<u8> {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-        )
-        .into_bytes()
-    }
-
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
-    }
-
-    #[test]
-    fn basic_auth_checks_user_and_password() {
-        let dir = tempfile::tempdir().unwrap();
-        let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let p = write(
-            dir.path(),
-            "web.toml",
-            &format!("[basic_auth_users]\nalice = \"{hash}\"\n"),
-        );
-        let w = WebConfig::load(&p).unwrap();
-        assert!(w.tls.is_none());
-        assert!(w.authorized(Some(&basic("alice", "s3cret"))));
-        assert!(w.authorized(Some(&basic("alice", "s3cret"))), "cached");
-        assert!(!w.authorized(Some(&basic("alice", "wrong"))));
-        assert!(!w.authorized(Some(&basic("bob", "s3cret"))));
-        assert!(!w.authorized(None));
-        assert!(!w.authorized(Some(b"Bearer abc")));
-        assert!(!w.authorized(Some(b"Basic !!!")));
-        assert!(WebConfig::open().authorized(None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::config::web as webconfig;
+use super::auth::Shared;
 
 pub struct Options {
     pub max_connections: usize,
@@ -30,7 +30,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    web: webconfig::Shared,
+    web: Shared,
     tls: bool,
     opts: Options,
     stop: impl Future<Output = ()>,
@@ -61,7 +61,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // The config at accept time: a reloaded certificate applies to new connections.
         let acceptor = if tls {
-            match &web.get().tls {
+            match &web.get().config.tls {
                 Some(config) => Some(TlsAcceptor::from(config.clone())),
                 None => {
                     warn!("TLS configuration vanished; refusing {peer}");

@@ -106,37 +106,6 @@ pub fn numbers_of(name: &str) -> Vec<(Abi, u32)> {
     out
 }
 
-/// Which syscalls a query asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Filter {
-    /// By name, in whichever ABI has it (`openat` matches native 257 and i386 295).
-    Name(String),
-    /// By number in the host ABI (`257` or `syscall_257`).
-    Nr(u32),
-}
-
-impl Filter {
-    /// None when the name is in neither table.
-    pub fn parse(s: &str) -> Option<Filter> {
-        let nr = s
-            .parse()
-            .ok()
-            .or_else(|| s.strip_prefix("syscall_")?.parse().ok());
-        if let Some(nr) = nr {
-            return Some(Filter::Nr(nr));
-        }
-        let known = s.parse::<tables::Native>().is_ok() || s.parse::<tables::Compat>().is_ok();
-        known.then(|| Filter::Name(s.to_string()))
-    }
-
-    pub fn matches(&self, abi: Abi, nr: u32, name: &str) -> bool {
-        match self {
-            Filter::Name(n) => n == name,
-            Filter::Nr(want) => abi == Abi::Native && *want == nr,
-        }
-    }
-}
-
 /// What a syscall is for, so "this process spends 60% of its syscall time in sync" is one
 /// lookup. Assigned by name, so both ABIs share it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -416,21 +385,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_numbers_and_filters() {
+    fn unknown_numbers() {
         assert_eq!(name(Abi::Native, 100_000), "syscall_100000");
-        assert_eq!(Filter::parse("syscall_100000"), Some(Filter::Nr(100_000)));
-        assert_eq!(Filter::parse("7"), Some(Filter::Nr(7)));
-        assert_eq!(Filter::parse("openat"), Some(Filter::Name("openat".into())));
-        assert_eq!(Filter::parse("no_such_call"), None);
-        let f = Filter::parse("openat").unwrap();
-        assert!(f.matches(Abi::Compat, 295, "openat"));
-        assert!(!f.matches(Abi::Native, 0, "read"));
-        let n = Filter::Nr(3);
-        assert!(n.matches(Abi::Native, 3, "close"));
-        assert!(
-            !n.matches(Abi::Compat, 3, "read"),
-            "numbers mean the host ABI"
-        );
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -1,23 +1,19 @@
-//! `GET /metrics`: the store's aggregates in the Prometheus text format (0.0.4), or OpenMetrics
-//! 1.0 when the scraper's `Accept` prefers it (as Prometheus itself does). Encoding, escaping and
-//! naming suffixes (`_seconds`, `_total`, `_info`) are prometheus-client's; this view only says
-//! which families exist and reads their values from the store. Every metric is documented in the
-//! README ("Prometheus metrics").
+//! The body of `GET /metrics` (scrape.rs answers it): the store's aggregates in the Prometheus
+//! text format (0.0.4), or OpenMetrics 1.0. Encoding, escaping and naming suffixes (`_seconds`,
+//! `_total`, `_info`) are prometheus-client's; this view only says which families exist and reads
+//! their values from the store. Every metric is documented in the README ("Prometheus metrics").
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
     },
-    time::{Instant, UNIX_EPOCH},
+    time::UNIX_EPOCH,
 };
 
-use axum::{
-    extract::State,
-    http::{header, HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-};
+use axum::body::Bytes;
 use profiler_common::{
     ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
 };
@@ -30,16 +26,11 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use axum::body::Bytes;
-
-use crate::http::router::AppState;
 use crate::{
-    store::aggregates::OTHER,
-    store::{Store, SyscallKey, SyscallTotals},
+    host::cgroups,
+    store::{aggregates::OTHER, Store, SyscallKey, SyscallTotals},
     syscalls,
 };
-
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The cost of rendering `/metrics`, reported by the next scrape (a scrape cannot time itself),
 /// and the last rendered body of each format.
@@ -54,7 +45,7 @@ pub struct ScrapeStats {
 }
 
 impl ScrapeStats {
-    fn record(&self, seconds: f64) {
+    pub fn record(&self, seconds: f64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0 += seconds;
         g.1 = seconds;
@@ -65,75 +56,32 @@ impl ScrapeStats {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (self.scrapes.load(Ordering::Relaxed), g.0, g.1)
     }
-}
 
-/// Whether the `Accept` header prefers OpenMetrics to the classic text format: by `q`, ties to
-/// OpenMetrics; no header (or only `*/*`) gets the classic format, which every scraper reads.
-pub fn wants_openmetrics(accept: Option<&str>) -> bool {
-    let (mut om, mut text) = (0.0f64, 0.0f64);
-    for range in accept.unwrap_or("").split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|v| v.parse::<f64>().ok())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/openmetrics-text" => om = om.max(q),
-            "text/plain" | "text/*" | "*/*" => text = text.max(q),
-            _ => {}
-        }
+    /// The body rendered after drain `drains` in format `slot`, if it is the last one rendered.
+    pub fn rendered(&self, slot: usize, drains: u64) -> Option<Bytes> {
+        self.rendered.lock().unwrap_or_else(|e| e.into_inner())[slot]
+            .as_ref()
+            .filter(|(at, _)| *at == drains)
+            .map(|(_, body)| body.clone())
     }
-    om > 0.0 && om >= text
+
+    pub fn keep(&self, slot: usize, drains: u64, body: Bytes) {
+        self.rendered.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some((drains, body));
+    }
 }
 
-pub async fn handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let openmetrics = wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let content_type = if openmetrics {
-        OPENMETRICS_CONTENT_TYPE
-    } else {
-        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
-    };
-    let drains = state.store.read().unwrap_or_else(|e| e.into_inner()).drains;
-    let slot = usize::from(openmetrics);
-    let cached = state
-        .scrape
-        .rendered
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())[slot]
-        .as_ref()
-        .filter(|(at, _)| *at == drains)
-        .map(|(_, body)| body.clone());
-    let body = match cached {
-        Some(body) => body,
-        None => match render(&state, openmetrics) {
-            Some(body) => {
-                let body = Bytes::from(body);
-                state
-                    .scrape
-                    .rendered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())[slot] = Some((drains, body.clone()));
-                body
-            }
-            None => {
-                // Writing to a String cannot fail; an error here is an encoder bug, not bad input.
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "encoding /metrics failed\n",
-                )
-                    .into_response();
-            }
-        },
-    };
-    state.scrape.record(started.elapsed().as_secs_f64());
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-fn render(state: &Arc<AppState>, openmetrics: bool) -> Option<String> {
+/// The body in the classic text format, or in OpenMetrics. None only on an encoder bug: writing to
+/// a String cannot fail.
+pub fn render(
+    store: &Arc<RwLock<Store>>,
+    scrape: &ScrapeStats,
+    openmetrics: bool,
+) -> Option<String> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StoreCollector(state.clone())));
+    registry.register_collector(Box::new(StoreCollector {
+        store: store.clone(),
+        scrapes: scrape.read(),
+    }));
     let mut body = String::new();
     let encoded = if openmetrics {
         prometheus_client::encoding::text::encode(&mut body, &registry)
@@ -143,7 +91,11 @@ fn render(state: &Arc<AppState>, openmetrics: bool) -> Option<String> {
     encoded.ok().map(|()| body)
 }
 
-struct StoreCollector(Arc<AppState>);
+struct StoreCollector {
+    store: Arc<RwLock<Store>>,
+    /// Scrapes answered, their total and the last one's seconds, as of this render.
+    scrapes: (u64, f64, f64),
+}
 
 impl fmt::Debug for StoreCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,8 +105,16 @@ impl fmt::Debug for StoreCollector {
 
 impl Collector for StoreCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let store = self.0.store.read().unwrap_or_else(|e| e.into_inner());
-        encode_store(&store, &self.0, &mut enc)
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let enc = &mut enc;
+        encode_groups(&store, enc)?;
+        if store.metrics.config.per_pid {
+            encode_per_pid(&store, enc)?;
+        }
+        encode_kernel(&store, enc)?;
+        encode_own_cost(&store, self.scrapes, enc)?;
+        encode_modes(&store, enc)?;
+        encode_store_state(&store, enc)
     }
 }
 
@@ -196,10 +156,7 @@ fn syscall_families<'a>(
     enc: &mut DescriptorEncoder,
     prefix: &str,
     scope: &str,
-    sets: &[(
-        Labels<'a>,
-        &'a std::collections::BTreeMap<SyscallKey, SyscallTotals>,
-    )],
+    sets: &[(Labels<'a>, &'a BTreeMap<SyscallKey, SyscallTotals>)],
 ) -> fmt::Result {
     let names: Vec<Vec<(SyscallKey, String)>> = sets
         .iter()
@@ -258,7 +215,8 @@ fn syscall_families<'a>(
     Ok(())
 }
 
-fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) -> fmt::Result {
+/// Per (comm, cgroup) group.
+fn encode_groups(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
     let m = &store.metrics;
 
     let mut groups: Vec<_> = m.groups.iter().collect();
@@ -277,46 +235,51 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
         "syscall_profiler_syscall",
         "per process name (comm) and cgroup",
         &sets,
-    )?;
+    )
+}
 
-    if m.config.per_pid {
-        let mut promoted: Vec<_> = m
-            .promoted
-            .iter()
-            .filter_map(|(key, t)| Some((key.pid.to_string(), store.processes.get(key)?, t)))
-            .collect();
-        promoted.sort_by_key(|(_, p, _)| p.key);
-        let mut sets: Vec<(Labels, _)> = promoted
-            .iter()
-            .map(|(pid, p, t)| {
-                (
-                    vec![
-                        ("pid", pid.as_str()),
-                        ("comm", p.comm.as_str()),
-                        (
-                            "cgroup",
-                            m.cgroup_labels
-                                .get(&p.cgroup_id)
-                                .map_or(crate::host::cgroups::UNKNOWN, |l| &**l),
-                        ),
-                    ],
-                    *t,
-                )
-            })
-            .collect();
-        sets.push((
-            vec![("pid", OTHER), ("comm", OTHER), ("cgroup", OTHER)],
-            &m.other,
-        ));
-        syscall_families(
-            enc,
-            "syscall_profiler_process_syscall",
-            "per process for the top processes by syscall time (counting from when each was \
-             promoted), all others under pid=\"other\"",
-            &sets,
-        )?;
-    }
+/// Per promoted process, and the `other` fold (`--metrics-per-pid`).
+fn encode_per_pid(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let m = &store.metrics;
+    let mut promoted: Vec<_> = m
+        .promoted
+        .iter()
+        .filter_map(|(key, t)| Some((key.pid.to_string(), store.processes.get(key)?, t)))
+        .collect();
+    promoted.sort_by_key(|(_, p, _)| p.key);
+    let mut sets: Vec<(Labels, _)> = promoted
+        .iter()
+        .map(|(pid, p, t)| {
+            (
+                vec![
+                    ("pid", pid.as_str()),
+                    ("comm", p.comm.as_str()),
+                    (
+                        "cgroup",
+                        m.cgroup_labels
+                            .get(&p.cgroup_id)
+                            .map_or(cgroups::UNKNOWN, |l| &**l),
+                    ),
+                ],
+                *t,
+            )
+        })
+        .collect();
+    sets.push((
+        vec![("pid", OTHER), ("comm", OTHER), ("cgroup", OTHER)],
+        &m.other,
+    ));
+    syscall_families(
+        enc,
+        "syscall_profiler_process_syscall",
+        "per process for the top processes by syscall time (counting from when each was \
+         promoted), all others under pid=\"other\"",
+        &sets,
+    )
+}
 
+/// The kernel maps: fill, size, what a full one lost; exits with no recorded entry.
+fn encode_kernel(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
     let k = &store.kernel;
     let maps = [
         ("hists", k.hists_full, k.hists_entries, HISTS_MAX_ENTRIES),
@@ -373,9 +336,16 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
          in flight at attach, or the start was dropped)",
         None,
         &[(NoLabels, k.unmatched_exits)],
-    )?;
+    )
+}
 
-    let t = &m.telemetry;
+/// The drains' and the scrapes' own time.
+fn encode_own_cost(
+    store: &Store,
+    (scrapes, scrape_total, scrape_last): (u64, f64, f64),
+    enc: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let t = &store.metrics.telemetry;
     counter(
         enc,
         "syscall_profiler_drains",
@@ -397,7 +367,6 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
         Some(&Unit::Seconds),
         &[(NoLabels, t.last_drain_seconds)],
     )?;
-    let (scrapes, scrape_total, scrape_last) = state.scrape.read();
     counter(
         enc,
         "syscall_profiler_scrapes",
@@ -418,7 +387,12 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
         "Time the previous /metrics request took to answer",
         Some(&Unit::Seconds),
         &[(NoLabels, scrape_last)],
-    )?;
+    )
+}
+
+/// Whether latency is measured and BPF programs timed, and the programs' own run time.
+fn encode_modes(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let t = &store.metrics.telemetry;
     gauge(
         enc,
         "syscall_profiler_latency_enabled",
@@ -457,8 +431,12 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
         "Runs of the profiler's own BPF programs",
         None,
         &runs,
-    )?;
+    )
+}
 
+/// The store's processes and groups, the daemon's start and build.
+fn encode_store_state(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let m = &store.metrics;
     let exited = store
         .processes
         .values()
@@ -526,26 +504,5 @@ struct NoLabels;
 impl EncodeLabelSet for NoLabels {
     fn encode(&self, _: &mut prometheus_client::encoding::LabelSetEncoder) -> fmt::Result {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_negotiation() {
-        // Prometheus 2.x's scrape Accept header.
-        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
-                    version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(wants_openmetrics(Some(prom)));
-        assert!(wants_openmetrics(Some("application/openmetrics-text")));
-        assert!(!wants_openmetrics(None));
-        assert!(!wants_openmetrics(Some("*/*")));
-        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
-        assert!(!wants_openmetrics(Some(
-            "application/openmetrics-text;q=0.2, text/plain"
-        )));
-        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
     }
 }

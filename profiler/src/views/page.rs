@@ -11,8 +11,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::error::BadParam;
-use crate::http::router::{unix_ms, AppState};
+use super::{error::BadParam, insights, unix_ms, Context};
 use crate::{
     store::history::{Slice, SliceEntry, SLICE, SLICES},
     store::{Store, SyscallKey},
@@ -160,13 +159,13 @@ pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
     }
 }
 
-pub async fn history(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+pub async fn history(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
     let top = match parse_top(raw.as_deref()) {
         Ok(t) => t,
         Err(bad) => return bad.into_response(),
     };
     let body = {
-        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
         render_history(&store, top)
     };
     Json(body).into_response()
@@ -177,7 +176,7 @@ pub struct InsightsResponse {
     pub schema_version: u32,
     pub thresholds: Thresholds,
     /// Highest score first.
-    pub findings: Vec<crate::views::insights::Finding>,
+    pub findings: Vec<insights::Finding>,
 }
 
 #[derive(Serialize)]
@@ -206,18 +205,18 @@ fn parse_insights_query(raw: Option<&str>) -> Result<(Option<u32>, usize), BadPa
     Ok((pid, top))
 }
 
-pub async fn insights(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+pub async fn insights(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
     let (pid, top) = match parse_insights_query(raw.as_deref()) {
         Ok(q) => q,
         Err(bad) => return bad.into_response(),
     };
     let mut findings = {
-        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
-        crate::views::insights::find(&store, &state.insights, state.interval)
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        insights::find(&store, &ctx.insights, ctx.interval)
     };
     findings.retain(|f| pid.is_none_or(|p| f.pid == Some(p)));
     findings.truncate(top);
-    let a = &state.insights;
+    let a = &ctx.insights;
     Json(InsightsResponse {
         schema_version: 1,
         thresholds: Thresholds {

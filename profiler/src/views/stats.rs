@@ -12,107 +12,18 @@ use profiler_common::{
 };
 use serde::Serialize;
 
-use super::error::BadParam;
-use crate::http::router::{unix_ms, AppState};
+use super::{
+    query::{SortKey, StatsQuery},
+    unix_ms, Context,
+};
 use crate::{
     host::info as host,
     store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
-    syscalls::{self, Abi, Category, Filter},
+    syscalls::{self, Abi, Category},
 };
 
 /// Bumped on any change that could break a client: removed or renamed fields, changed meaning.
 pub const SCHEMA_VERSION: u32 = 1;
-const MAX_TOP: usize = 100_000;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SortKey {
-    Count,
-    #[default]
-    Total,
-    P99,
-    Errors,
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct StatsQuery {
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub syscall: Option<Filter>,
-    pub top: Option<usize>,
-    pub sort: SortKey,
-}
-
-impl StatsQuery {
-    pub fn parse(raw: Option<&str>) -> Result<Self, BadParam> {
-        let mut q = StatsQuery::default();
-        let mut seen = Vec::new();
-        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-            if seen.contains(&key) {
-                return Err(BadParam::new(&key, "given more than once"));
-            }
-            seen.push(key.clone());
-            let value = value.trim();
-            if value.is_empty() {
-                return Err(BadParam::new(&key, "is empty"));
-            }
-            match key.as_ref() {
-                "pid" => {
-                    q.pid = Some(value.parse().map_err(|_| {
-                        BadParam::new("pid", format!("'{value}' is not a process id"))
-                    })?)
-                }
-                "comm" => {
-                    if value.len() > 15 {
-                        return Err(BadParam::new(
-                            "comm",
-                            "process names (comm) are at most 15 bytes",
-                        ));
-                    }
-                    q.comm = Some(value.to_string())
-                }
-                "syscall" => {
-                    q.syscall = Some(Filter::parse(value).ok_or_else(|| {
-                        BadParam::new(
-                            "syscall",
-                            format!("'{value}' is not a syscall name or number on this host"),
-                        )
-                    })?)
-                }
-                "top" => {
-                    let n: usize = value.parse().map_err(|_| {
-                        BadParam::new("top", format!("'{value}' is not a whole number"))
-                    })?;
-                    if n == 0 || n > MAX_TOP {
-                        return Err(BadParam::new("top", format!("must be from 1 to {MAX_TOP}")));
-                    }
-                    q.top = Some(n);
-                }
-                "sort" => {
-                    q.sort = match value {
-                        "count" => SortKey::Count,
-                        "total" => SortKey::Total,
-                        "p99" => SortKey::P99,
-                        "errors" => SortKey::Errors,
-                        _ => {
-                            return Err(BadParam::new(
-                                "sort",
-                                format!("'{value}' is not one of count, total, p99, errors"),
-                            ))
-                        }
-                    }
-                }
-                other => {
-                    return Err(BadParam::new(
-                        other,
-                        "unknown parameter (known: pid, comm, syscall, top, sort)",
-                    ))
-                }
-            }
-        }
-        Ok(q)
-    }
-}
 
 #[derive(Serialize)]
 pub struct Bucket {
@@ -375,7 +286,7 @@ fn process_stats(p: &Process, q: &StatsQuery, latency: bool) -> Option<ProcessSt
     })
 }
 
-pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse {
+pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
     let latency = store.latency;
     let mut syscalls: Vec<SyscallStats> = store
         .system
@@ -404,12 +315,12 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
         schema_version: SCHEMA_VERSION,
         host: HostStats {
             mode: if latency { "latency" } else { "counts_only" },
-            hostname: state.host.hostname.clone(),
-            kernel: state.host.kernel.clone(),
-            arch: state.host.arch,
+            hostname: ctx.host.hostname.clone(),
+            kernel: ctx.host.kernel.clone(),
+            arch: ctx.host.arch,
             uptime_seconds: host::uptime_seconds(),
             daemon_uptime_seconds: store.started.0.elapsed().as_secs_f64(),
-            interval_ms: state.interval.as_millis() as u64,
+            interval_ms: ctx.interval.as_millis() as u64,
             drains: store.drains,
             last_drain_unix_ms: store.last_drain.map(|(_, wall)| unix_ms(wall)),
         },
@@ -446,56 +357,14 @@ pub fn render(store: &Store, state: &AppState, q: &StatsQuery) -> StatsResponse 
     }
 }
 
-pub async fn handler(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+pub async fn handler(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
     let q = match StatsQuery::parse(raw.as_deref()) {
         Ok(q) => q,
         Err(bad) => return bad.into_response(),
     };
     let body = {
-        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
-        render(&store, &state, &q)
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        render(&store, &ctx, &q)
     };
     Json(body).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_query_is_the_default() {
-        assert_eq!(StatsQuery::parse(None), Ok(StatsQuery::default()));
-        assert_eq!(StatsQuery::parse(Some("")), Ok(StatsQuery::default()));
-    }
-
-    #[test]
-    fn all_params() {
-        let q = StatsQuery::parse(Some("pid=42&comm=nginx&syscall=read&top=5&sort=p99")).unwrap();
-        assert_eq!(q.pid, Some(42));
-        assert_eq!(q.comm.as_deref(), Some("nginx"));
-        assert_eq!(q.syscall, Filter::parse("read"));
-        assert_eq!(q.top, Some(5));
-        assert_eq!(q.sort, SortKey::P99);
-    }
-
-    #[test]
-    fn bad_params_are_named() {
-        let cases = [
-            ("pid=abc", "pid"),
-            ("pid=-1", "pid"),
-            ("pid=", "pid"),
-            ("comm=0123456789abcdefg", "comm"),
-            ("syscall=nosuchcall", "syscall"),
-            ("top=0", "top"),
-            ("top=x", "top"),
-            ("top=100001", "top"),
-            ("sort=latency", "sort"),
-            ("sortt=count", "sortt"),
-            ("top=1&top=2", "top"),
-        ];
-        for (query, param) in cases {
-            let err = StatsQuery::parse(Some(query)).unwrap_err();
-            assert_eq!(err.param, param, "{query}");
-        }
-    }
 }
