@@ -22,7 +22,7 @@ use crate::{
     host::info::HostInfo,
     http::{self, auth, limits::Limits},
     kernel::{self as bpf, caps},
-    store::Store,
+    store::{aggregates::MetricsConfig, Store, StoreConfig},
     views,
 };
 
@@ -107,15 +107,17 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         }
     }
 
-    let mut store = Store::new(settings.retention, settings.max_exited);
-    store.latency = !settings.counts_only;
-    store.metrics =
-        crate::store::aggregates::Aggregates::new(crate::store::aggregates::MetricsConfig {
+    let store = Store::new(StoreConfig {
+        retention: settings.retention,
+        max_exited: settings.max_exited,
+        latency: !settings.counts_only,
+        metrics: MetricsConfig {
             per_pid: settings.metrics_per_pid,
             top_pids: settings.metrics_top_pids,
             max_groups: settings.metrics_max_groups,
-        });
-    store.metrics.telemetry.bpf_stats_enabled = bpf_stats_fd.is_some();
+        },
+        bpf_stats_enabled: bpf_stats_fd.is_some(),
+    });
     let store = Arc::new(RwLock::new(store));
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain = Drain::new(maps);
@@ -249,8 +251,7 @@ async fn reload_on_hangup(
                 }
                 {
                     let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-                    store.retention = new.retention;
-                    store.max_exited = new.max_exited;
+                    store.apply_reload(new.retention, new.max_exited);
                 }
                 if let Err(e) = log.reload(EnvFilter::new(&new.log_level)) {
                     error!("applying log_level: {e}");

@@ -249,7 +249,7 @@ impl Drain {
         let now = (Instant::now(), SystemTime::now());
         let mut retired = HashMap::new();
         let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-        store.metrics.cgroup_labels.extend(s.cgroup_labels);
+        store.add_cgroup_labels(s.cgroup_labels);
         // Named first, so a new process's calls count under its name in /metrics.
         let starts = &s.in_flight.starts;
         identify::identify(
@@ -263,7 +263,7 @@ impl Drain {
         for key in &s.exited {
             store.mark_exited(*key, now);
         }
-        store.kernel = s.counters;
+        store.set_kernel_counters(s.counters);
         if self.maps.ledger.is_some() {
             retired = retire::retired_totals(&store, &self.retiring);
         }
@@ -376,8 +376,7 @@ fn record_cost(store: &RwLock<Store>, started: Instant) {
         })
         .collect();
     let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-    store.metrics.telemetry.bpf_programs = programs;
-    store.metrics.telemetry.record_drain(started.elapsed());
+    store.record_drain(started.elapsed(), programs);
 }
 
 fn read_into<K: Pod, V: Pod>(

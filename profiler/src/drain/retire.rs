@@ -25,7 +25,7 @@ pub(super) fn retired_totals(
     retiring: &FastSet<ProcKey>,
 ) -> HashMap<SyscallKey, SyscallTotals> {
     let mut sum: HashMap<SyscallKey, SyscallTotals> = HashMap::new();
-    for p in retiring.iter().filter_map(|k| store.processes.get(k)) {
+    for p in retiring.iter().filter_map(|k| store.processes().get(k)) {
         for (sc, t) in &p.syscalls {
             let into = sum.entry(*sc).or_default();
             into.hist.merge(&t.hist);

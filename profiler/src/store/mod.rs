@@ -1,4 +1,6 @@
-//! Cumulative totals since the daemon started. Written only by the drain; read by every view.
+//! Cumulative totals since the daemon started. Written only by the drain, through the methods
+//! below (and SIGHUP's `apply_reload`); read by every view through the accessors. Its fields are
+//! private to the store: keys.rs and totals.rs are the vocabulary the other layers share.
 //!
 //! Counters here never go backwards: the drain adds what changed in the kernel maps, and
 //! system-wide totals are kept apart from per-process ones so that retiring an exited process
@@ -17,60 +19,164 @@ mod tests;
 pub use keys::{FastMap, FastSet, ProcKey, SyscallKey};
 pub use totals::{Gain, InFlight, KernelCounters, Process, SyscallTotals};
 
-use aggregates::Aggregates;
+use aggregates::{Aggregates, MetricsConfig};
 use histogram::Delta;
 #[cfg(test)]
 use histogram::DeltaRef;
 use history::{History, SliceEntry};
+use telemetry::BpfProgram;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use crate::syscalls;
 
-#[derive(Debug)]
-pub struct Store {
-    pub started: (Instant, SystemTime),
+/// How a store keeps its totals, set when it is made. SIGHUP can change retention and
+/// max_exited (`apply_reload`).
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
     pub retention: Duration,
-    /// At most this many exited processes are kept; beyond it the longest-exited go first,
-    /// before their retention ends, and `evicted_early` counts them.
     pub max_exited: usize,
-    pub evicted_early: u64,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     pub latency: bool,
-    pub processes: FastMap<ProcKey, Process>,
+    pub metrics: MetricsConfig,
+    /// Whether the kernel times our BPF programs (BPF_ENABLE_STATS), as /metrics reports.
+    pub bpf_stats_enabled: bool,
+}
+
+/// Its fields are the store's own: the drain changes them through the methods below, every
+/// view reads them through the accessors.
+#[derive(Debug)]
+pub struct Store {
+    started: (Instant, SystemTime),
+    retention: Duration,
+    /// At most this many exited processes are kept; beyond it the longest-exited go first,
+    /// before their retention ends, and `evicted_early` counts them.
+    max_exited: usize,
+    evicted_early: u64,
+    /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
+    latency: bool,
+    processes: FastMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
-    pub system: BTreeMap<SyscallKey, SyscallTotals>,
-    pub kernel: KernelCounters,
-    pub drains: u64,
-    pub last_drain: Option<(Instant, SystemTime)>,
+    system: BTreeMap<SyscallKey, SyscallTotals>,
+    kernel: KernelCounters,
+    drains: u64,
+    last_drain: Option<(Instant, SystemTime)>,
     /// What /metrics exports: monotonic, bounded aggregates and self-telemetry.
-    pub metrics: Aggregates,
+    metrics: Aggregates,
     /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
-    pub history: History,
+    history: History,
 }
 
 impl Store {
-    pub fn new(retention: Duration, max_exited: usize) -> Self {
+    pub fn new(config: StoreConfig) -> Self {
+        let mut metrics = Aggregates::new(config.metrics);
+        metrics.telemetry.bpf_stats_enabled = config.bpf_stats_enabled;
         Self {
             started: (Instant::now(), SystemTime::now()),
-            retention,
-            max_exited,
+            retention: config.retention,
+            max_exited: config.max_exited,
             evicted_early: 0,
-            latency: true,
+            latency: config.latency,
             processes: FastMap::default(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),
             drains: 0,
             last_drain: None,
-            metrics: Aggregates::default(),
+            metrics,
             history: History::default(),
         }
     }
 
-    fn process(&mut self, key: ProcKey) -> &mut Process {
+    /// A store with latency and the default /metrics settings.
+    #[cfg(test)]
+    pub fn for_test(retention: Duration, max_exited: usize) -> Self {
+        Self::new(StoreConfig {
+            retention,
+            max_exited,
+            latency: true,
+            metrics: MetricsConfig::default(),
+            bpf_stats_enabled: false,
+        })
+    }
+
+    /// When the store was made: every total counts from then.
+    pub fn started(&self) -> (Instant, SystemTime) {
+        self.started
+    }
+
+    pub fn latency(&self) -> bool {
+        self.latency
+    }
+
+    /// Every process held, running or exited.
+    pub fn processes(&self) -> &FastMap<ProcKey, Process> {
+        &self.processes
+    }
+
+    /// Per syscall, over every process ever seen.
+    pub fn system(&self) -> &BTreeMap<SyscallKey, SyscallTotals> {
+        &self.system
+    }
+
+    /// The kernel side's own counters, as of the last drain.
+    pub fn kernel(&self) -> &KernelCounters {
+        &self.kernel
+    }
+
+    pub fn drains(&self) -> u64 {
+        self.drains
+    }
+
+    pub fn last_drain(&self) -> Option<(Instant, SystemTime)> {
+        self.last_drain
+    }
+
+    pub fn max_exited(&self) -> usize {
+        self.max_exited
+    }
+
+    /// Exited processes dropped before their retention ended, to stay within `max_exited`.
+    pub fn evicted_early(&self) -> u64 {
+        self.evicted_early
+    }
+
+    /// What /metrics exports.
+    pub fn metrics(&self) -> &Aggregates {
+        &self.metrics
+    }
+
+    /// The last few minutes, system-wide, slice by slice.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The settings SIGHUP applies without a restart.
+    pub fn apply_reload(&mut self, retention: Duration, max_exited: usize) {
+        self.retention = retention;
+        self.max_exited = max_exited;
+    }
+
+    /// The kernel side's counters, as this drain read them.
+    pub fn set_kernel_counters(&mut self, counters: KernelCounters) {
+        self.kernel = counters;
+    }
+
+    /// Labels of cgroup ids the drain has resolved (see host/cgroups.rs).
+    pub fn add_cgroup_labels(&mut self, labels: impl IntoIterator<Item = (u64, Arc<str>)>) {
+        self.metrics.cgroup_labels.extend(labels);
+    }
+
+    /// A drain's own time, and the kernel's accounting of our programs as of it.
+    pub fn record_drain(&mut self, took: Duration, programs: Vec<BpfProgram>) {
+        self.metrics.telemetry.bpf_programs = programs;
+        self.metrics.telemetry.record_drain(took);
+    }
+
+    fn process_entry(&mut self, key: ProcKey) -> &mut Process {
         self.processes
             .entry(key)
             .or_insert_with(|| Process::new(key))
@@ -177,7 +283,7 @@ impl Store {
     /// known (non-zero), its cgroup id. The drain names processes before adding their calls, so
     /// a new process's first calls already count under its name in the /metrics aggregates.
     pub fn identify(&mut self, key: ProcKey, comm: &str, cgroup_id: u64) {
-        let p = self.process(key);
+        let p = self.process_entry(key);
         if p.comm != comm {
             p.comm = comm.to_string();
         }
@@ -199,7 +305,7 @@ impl Store {
             p.in_flight = by_process.remove(&p.key).unwrap_or_default();
         }
         for (key, list) in by_process {
-            self.process(key).in_flight = list;
+            self.process_entry(key).in_flight = list;
         }
     }
 

@@ -32,7 +32,7 @@ fn delta(bucket: usize, n: u64, total: u64, errors: u64) -> Delta {
 
 #[test]
 fn totals_accumulate_per_process_and_system_wide() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     s.add(P1, GETPID, &delta(100, 2, 500, 0));
     s.add(P1, GETPID, &delta(101, 3, 700, 1));
     s.add(P2, GETPID, &delta(100, 1, 100, 1));
@@ -47,7 +47,7 @@ fn totals_accumulate_per_process_and_system_wide() {
 
 #[test]
 fn a_recycled_pid_is_a_different_process() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     let reborn = ProcKey {
         pid: 1,
         incarnation: 99,
@@ -60,7 +60,7 @@ fn a_recycled_pid_is_a_different_process() {
 
 #[test]
 fn errnos_add_up_per_process_and_system_wide() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     s.add_errno(P1, GETPID, 2, 3);
     s.add_errno(P1, GETPID, 2, 4);
     s.add_errno(P2, GETPID, 9, 1);
@@ -74,7 +74,7 @@ fn errnos_add_up_per_process_and_system_wide() {
 
 #[test]
 fn exited_processes_leave_after_retention_but_system_totals_stay() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     s.add(P1, GETPID, &delta(50, 4, 400, 0));
     s.add(P2, GETPID, &delta(50, 1, 100, 0));
     let t0 = Instant::now();
@@ -96,7 +96,7 @@ fn exited_processes_leave_after_retention_but_system_totals_stay() {
 
 #[test]
 fn exited_processes_beyond_the_cap_leave_oldest_first() {
-    let mut s = Store::new(Duration::from_secs(3600), 2);
+    let mut s = Store::for_test(Duration::from_secs(3600), 2);
     let t0 = s.started.0;
     let wall = SystemTime::now();
     let keys: Vec<ProcKey> = (1..=4)
@@ -125,7 +125,7 @@ fn exited_processes_beyond_the_cap_leave_oldest_first() {
 
 #[test]
 fn time_share_covers_the_last_interval_only() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     let t0 = s.started.0;
     let wall = SystemTime::now();
     // 600 ms of syscall time in a 1 s interval.
@@ -138,7 +138,7 @@ fn time_share_covers_the_last_interval_only() {
 
 #[test]
 fn category_share_of_syscall_time() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     let futex = SyscallKey {
         abi: Abi::Native,
         nr: syscalls_nr("futex"),
@@ -158,7 +158,7 @@ fn syscalls_nr(name: &str) -> u32 {
 
 #[test]
 fn in_flight_snapshot_replaces_the_previous_one() {
-    let mut s = Store::new(Duration::from_secs(60), 1000);
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
     s.add(P1, GETPID, &delta(1, 1, 1, 0));
     let read = SyscallKey {
         abi: Abi::Native,
@@ -182,7 +182,7 @@ fn in_flight_snapshot_replaces_the_previous_one() {
 
 #[test]
 fn names_follow_execve() {
-    let mut s = Store::new(Duration::ZERO, 1000);
+    let mut s = Store::for_test(Duration::ZERO, 1000);
     s.add(P1, GETPID, &delta(1, 1, 1, 0));
     s.identify(P1, "bash", 42);
     s.identify(P1, "ls", 0);
@@ -195,7 +195,7 @@ fn names_follow_execve() {
 
 #[test]
 fn empty_deltas_create_nothing() {
-    let mut s = Store::new(Duration::ZERO, 1000);
+    let mut s = Store::for_test(Duration::ZERO, 1000);
     s.add(P1, GETPID, &Delta::default());
     assert!(s.processes.is_empty());
     assert!(s.system.is_empty());
@@ -206,9 +206,9 @@ mod metrics {
     use std::time::{Duration, SystemTime};
 
     use super::super::{
-        aggregates::{Aggregates, MetricsConfig, OTHER},
+        aggregates::{MetricsConfig, OTHER},
         histogram::Delta,
-        ProcKey, Store, SyscallKey,
+        ProcKey, Store, StoreConfig, SyscallKey,
     };
     use crate::syscalls::Abi;
 
@@ -233,9 +233,13 @@ mod metrics {
     }
 
     fn store(config: MetricsConfig) -> Store {
-        let mut s = Store::new(Duration::from_secs(60), 1000);
-        s.metrics = Aggregates::new(config);
-        s
+        Store::new(StoreConfig {
+            retention: Duration::from_secs(60),
+            max_exited: 1000,
+            latency: true,
+            metrics: config,
+            bpf_stats_enabled: false,
+        })
     }
 
     fn group_count(s: &Store, comm: &str) -> u64 {

@@ -69,7 +69,7 @@ fn fmt_count(x: f64) -> String {
 /// The wall time a process was observed for, never shorter than one drain interval (a process
 /// that lived a millisecond is first seen and seen exiting by drains one interval apart).
 fn observed(p: &Process, store: &Store, now: SystemTime, floor: Duration) -> Duration {
-    let start = p.first_seen.max(store.started.1);
+    let start = p.first_seen.max(store.started().1);
     let end = p.exited.map_or(now, |(_, wall)| wall);
     end.duration_since(start).unwrap_or_default().max(floor)
 }
@@ -165,9 +165,9 @@ fn blocked(p: &Process, life: Duration, args: &InsightArgs, out: &mut Vec<Findin
 
 fn regressions(store: &Store, now: Instant, args: &InsightArgs, out: &mut Vec<Finding>) {
     let w = args.insight_window;
-    for &k in store.system.keys() {
-        let recent = store.history.window(k, now, Duration::ZERO, w);
-        let before = store.history.window(k, now, w, w * 2);
+    for &k in store.system().keys() {
+        let recent = store.history().window(k, now, Duration::ZERO, w);
+        let before = store.history().window(k, now, w, w * 2);
         if recent.hist.count < args.insight_min_calls || before.hist.count < args.insight_min_calls
         {
             continue;
@@ -225,7 +225,7 @@ fn fmt_window(w: Duration) -> String {
 pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> Vec<Finding> {
     let now_wall = SystemTime::now();
     let mut out = Vec::new();
-    for p in store.processes.values() {
+    for p in store.processes().values() {
         let life = observed(p, store, now_wall, interval);
         failing(p, life, args, &mut out);
         blocked(p, life, args, &mut out);
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn failing_calls_above_the_threshold_only() {
-        let mut s = Store::new(Duration::from_secs(60), 10);
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
         s.add(P, OPENAT, &calls(1000, 500, 1000));
         s.add_errno(P, OPENAT, 2, 1000);
         s.identify(P, "myapp", 0);
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn blocked_counts_calls_still_in_flight() {
-        let mut s = Store::new(Duration::from_secs(60), 10);
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
         let read = SyscallKey {
             abi: Abi::Native,
             nr: 0,
@@ -315,8 +315,8 @@ mod tests {
 
     #[test]
     fn p99_regression_compares_two_windows() {
-        let mut s = Store::new(Duration::from_secs(60), 10);
-        let t0 = s.started;
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
+        let t0 = s.started();
         let at = |secs: u64| {
             let d = Duration::from_secs(secs);
             (t0.0 + d, t0.1 + d)

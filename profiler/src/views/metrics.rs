@@ -108,7 +108,7 @@ impl Collector for StoreCollector {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
         let enc = &mut enc;
         encode_groups(&store, enc)?;
-        if store.metrics.config.per_pid {
+        if store.metrics().config.per_pid {
             encode_per_pid(&store, enc)?;
         }
         encode_kernel(&store, enc)?;
@@ -217,7 +217,7 @@ fn syscall_families<'a>(
 
 /// Per (comm, cgroup) group.
 fn encode_groups(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
-    let m = &store.metrics;
+    let m = store.metrics();
 
     let mut groups: Vec<_> = m.groups.iter().collect();
     groups.sort_by(|a, b| a.0.cmp(b.0));
@@ -240,11 +240,11 @@ fn encode_groups(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
 
 /// Per promoted process, and the `other` fold (`--metrics-per-pid`).
 fn encode_per_pid(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
-    let m = &store.metrics;
+    let m = store.metrics();
     let mut promoted: Vec<_> = m
         .promoted
         .iter()
-        .filter_map(|(key, t)| Some((key.pid.to_string(), store.processes.get(key)?, t)))
+        .filter_map(|(key, t)| Some((key.pid.to_string(), store.processes().get(key)?, t)))
         .collect();
     promoted.sort_by_key(|(_, p, _)| p.key);
     let mut sets: Vec<(Labels, _)> = promoted
@@ -280,7 +280,7 @@ fn encode_per_pid(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
 
 /// The kernel maps: fill, size, what a full one lost; exits with no recorded entry.
 fn encode_kernel(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
-    let k = &store.kernel;
+    let k = store.kernel();
     let maps = [
         ("hists", k.hists_full, k.hists_entries, HISTS_MAX_ENTRIES),
         (
@@ -345,7 +345,7 @@ fn encode_own_cost(
     (scrapes, scrape_total, scrape_last): (u64, f64, f64),
     enc: &mut DescriptorEncoder,
 ) -> fmt::Result {
-    let t = &store.metrics.telemetry;
+    let t = &store.metrics().telemetry;
     counter(
         enc,
         "syscall_profiler_drains",
@@ -392,13 +392,13 @@ fn encode_own_cost(
 
 /// Whether latency is measured and BPF programs timed, and the programs' own run time.
 fn encode_modes(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
-    let t = &store.metrics.telemetry;
+    let t = &store.metrics().telemetry;
     gauge(
         enc,
         "syscall_profiler_latency_enabled",
         "0 in counts-only mode: durations are not measured, every call is in the 0 bucket",
         None,
-        &[(NoLabels, u64::from(store.latency))],
+        &[(NoLabels, u64::from(store.latency()))],
     )?;
     gauge(
         enc,
@@ -436,9 +436,9 @@ fn encode_modes(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
 
 /// The store's processes and groups, the daemon's start and build.
 fn encode_store_state(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
-    let m = &store.metrics;
+    let m = store.metrics();
     let exited = store
-        .processes
+        .processes()
         .values()
         .filter(|p| p.exited.is_some())
         .count();
@@ -448,7 +448,7 @@ fn encode_store_state(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result
         "Processes the store holds, by state",
         None,
         &[
-            ([("state", "running")], store.processes.len() - exited),
+            ([("state", "running")], store.processes().len() - exited),
             ([("state", "exited")], exited),
         ],
     )?;
@@ -457,7 +457,7 @@ fn encode_store_state(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result
         "syscall_profiler_processes_evicted_early",
         "Exited processes dropped before their retention ended, to stay within --max-exited",
         None,
-        &[(NoLabels, store.evicted_early)],
+        &[(NoLabels, store.evicted_early())],
     )?;
     gauge(
         enc,
@@ -478,7 +478,7 @@ fn encode_store_state(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result
         &[(
             NoLabels,
             store
-                .started
+                .started()
                 .1
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),

@@ -99,7 +99,7 @@ fn parse_top(raw: Option<&str>) -> Result<usize, BadParam> {
 }
 
 pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
-    let slices: Vec<&Slice> = store.history.slices.iter().collect();
+    let slices: Vec<&Slice> = store.history().slices.iter().collect();
     let mut window: BTreeMap<SyscallKey, SliceEntry> = BTreeMap::new();
     for s in &slices {
         for (k, e) in &s.syscalls {
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn history_lists_busiest_syscalls_with_cells_and_errnos() {
-        let mut s = Store::new(Duration::from_secs(60), 10);
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
         let p = ProcKey {
             pid: 1,
             incarnation: 1,

@@ -44,7 +44,7 @@ pub async fn handler(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Res
     } else {
         prometheus_client::encoding::prometheus_text::CONTENT_TYPE
     };
-    let drains = ctx.store.read().unwrap_or_else(|e| e.into_inner()).drains;
+    let drains = ctx.store.read().unwrap_or_else(|e| e.into_inner()).drains();
     let slot = usize::from(openmetrics);
     let body = match ctx.scrape.rendered(slot, drains) {
         Some(body) => body,

@@ -287,9 +287,9 @@ fn process_stats(p: &Process, q: &StatsQuery, latency: bool) -> Option<ProcessSt
 }
 
 pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
-    let latency = store.latency;
+    let latency = store.latency();
     let mut syscalls: Vec<SyscallStats> = store
-        .system
+        .system()
         .iter()
         .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
         .filter(|(k, name, _)| {
@@ -302,15 +302,15 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
     sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
 
     let mut processes: Vec<ProcessStats> = store
-        .processes
+        .processes()
         .values()
         .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
         .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
-        .filter_map(|p| process_stats(p, q, store.latency))
+        .filter_map(|p| process_stats(p, q, store.latency()))
         .collect();
     sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
 
-    let k = &store.kernel;
+    let k = store.kernel();
     StatsResponse {
         schema_version: SCHEMA_VERSION,
         host: HostStats {
@@ -319,10 +319,10 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
             kernel: ctx.host.kernel.clone(),
             arch: ctx.host.arch,
             uptime_seconds: host::uptime_seconds(),
-            daemon_uptime_seconds: store.started.0.elapsed().as_secs_f64(),
+            daemon_uptime_seconds: store.started().0.elapsed().as_secs_f64(),
             interval_ms: ctx.interval.as_millis() as u64,
-            drains: store.drains,
-            last_drain_unix_ms: store.last_drain.map(|(_, wall)| unix_ms(wall)),
+            drains: store.drains(),
+            last_drain_unix_ms: store.last_drain().map(|(_, wall)| unix_ms(wall)),
         },
         kernel_maps: MapStats {
             hists_entries: k.hists_entries,
@@ -342,14 +342,14 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
             unmatched_exits: k.unmatched_exits,
         },
         store: StoreStats {
-            processes: store.processes.len(),
+            processes: store.processes().len(),
             exited_processes: store
-                .processes
+                .processes()
                 .values()
                 .filter(|p| p.exited.is_some())
                 .count(),
-            max_exited: store.max_exited,
-            evicted_early: store.evicted_early,
+            max_exited: store.max_exited(),
+            evicted_early: store.evicted_early(),
         },
         sort: q.sort,
         syscalls,

@@ -29,7 +29,7 @@ use crate::{
     drain::Drain,
     kernel as bpf,
     store::histogram::Histogram,
-    store::{Process, Store, SyscallKey},
+    store::{aggregates::MetricsConfig, Process, Store, StoreConfig, SyscallKey},
     syscalls::{self, Abi},
 };
 
@@ -92,11 +92,11 @@ enum Scope {
 impl Scope {
     fn members<'a>(&self, store: &'a Store) -> Vec<&'a Process> {
         let mut out: Vec<&Process> = match self {
-            Scope::Host => store.processes.values().collect(),
+            Scope::Host => store.processes().values().collect(),
             Scope::Tree(t) => {
                 let forks = t.forks.lock().unwrap_or_else(|e| e.into_inner());
                 store
-                    .processes
+                    .processes()
                     .values()
                     .filter(|p| forks.member(p.key.pid, p.key.incarnation))
                     .collect()
@@ -154,7 +154,13 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     let (probes, maps) = bpf::load_and_attach(None, &crate::config::Filter::default(), false)?;
     let mut drain = Drain::new(maps);
     // Everything must still be in the store at the end: nothing expires during a run.
-    let store = RwLock::new(Store::new(Duration::from_secs(365 * 86_400), usize::MAX));
+    let store = RwLock::new(Store::new(StoreConfig {
+        retention: Duration::from_secs(365 * 86_400),
+        max_exited: usize::MAX,
+        latency: true,
+        metrics: MetricsConfig::default(),
+        bpf_stats_enabled: false,
+    }));
 
     let started = Instant::now();
     let mut child = match &program {
@@ -450,7 +456,7 @@ impl Report {
         match scope {
             // System-wide totals also hold processes already retired from the store.
             Scope::Host => {
-                for (k, t) in &store.system {
+                for (k, t) in store.system() {
                     all.insert(*k, (t.hist.clone(), t.errnos.clone()));
                 }
             }
