@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(fatal) => {
-            eprintln!("syscall-profiler: error: {fatal}");
+            eprintln!("syscall-profiler: error: {}", fatal.one_line());
             ExitCode::from(fatal.exit_code())
         }
     }

@@ -17,7 +17,7 @@ use crate::{
     cmd::exit::Fatal,
     config::args::ServeArgs,
     config::web::WebConfig,
-    config::{sources, Settings},
+    config::{self, sources, Settings},
     drain::Drain,
     host::info::HostInfo,
     http::{self, auth, limits::Limits},
@@ -29,12 +29,14 @@ use crate::{
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 pub fn run(args: ServeArgs) -> Result<(), Fatal> {
-    let settings = sources::load(&args, &sources::process_env).map_err(|e| Fatal::Config(e.0))?;
-    let web = load_web_config(&settings).map_err(Fatal::Config)?;
+    let settings = sources::load(&args, &sources::process_env)?;
+    let web = load_web_config(&settings)?;
     let tls = web.tls.is_some();
 
-    let filter = EnvFilter::try_new(&settings.log_level)
-        .map_err(|e| Fatal::Config(format!("log_level '{}': {e}", settings.log_level)))?;
+    let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| config::Error::Invalid {
+        place: format!("log_level '{}'", settings.log_level),
+        why: e.to_string(),
+    })?;
     let (filter, log_handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
@@ -47,14 +49,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         .init();
 
     // Bind before attaching: a port clash should not cost a BPF load.
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .map_err(|e| Fatal::Listen(format!("cannot listen on {}: {e}", settings.listen)))?;
-    listener
-        .set_nonblocking(true)
-        .context("configuring the listener")?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let (listener, addr) = http::server::bind(settings.listen)?;
     if !addr.ip().is_loopback() {
         warn!(
             "listening on {addr}, beyond loopback: per-process data is served to the network{}",
@@ -122,7 +117,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain = Drain::new(maps);
     match (&settings.pin_path, drain.resume(&store)) {
-        (_, Err(e)) => return Err(Fatal::Other(e.context("resuming from the pinned maps"))),
+        (_, Err(e)) => return Err(e.context("resuming from the pinned maps").into()),
         (None, _) => info!("no pin_path: counters start at zero and do not survive a restart"),
         (Some(_), Ok(n)) => info!("resumed the totals of {n} syscalls retired by earlier runs"),
     }
@@ -191,7 +186,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn load_web_config(settings: &Settings) -> Result<WebConfig, String> {
+fn load_web_config(settings: &Settings) -> Result<WebConfig, config::Error> {
     match &settings.web_config {
         Some(path) => WebConfig::load(path),
         None => Ok(WebConfig::open()),
@@ -244,7 +239,7 @@ async fn reload_on_hangup(
         info!("SIGHUP received: reloading the configuration");
         let _ = sd_notify::notify(&[NotifyState::Reloading]);
         match reload(&args, tls) {
-            Err(e) => error!("reload refused, the running configuration stays: {e}"),
+            Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
             Ok((new, new_web)) => {
                 for key in running.needs_restart(&new) {
                     warn!("{key} changed: it takes effect at the next restart");
@@ -278,14 +273,14 @@ async fn reload_on_hangup(
     }
 }
 
-fn reload(args: &ServeArgs, tls: bool) -> Result<(Settings, WebConfig), String> {
-    let new = sources::load(args, &sources::process_env).map_err(|e| e.0)?;
+fn reload(args: &ServeArgs, tls: bool) -> anyhow::Result<(Settings, WebConfig)> {
+    let new = sources::load(args, &sources::process_env)?;
     let web = load_web_config(&new)?;
     if web.tls.is_some() != tls {
-        return Err(format!(
+        anyhow::bail!(
             "turning TLS {} needs a restart",
             if tls { "off" } else { "on" }
-        ));
+        );
     }
     Ok((new, web))
 }

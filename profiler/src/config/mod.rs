@@ -9,7 +9,7 @@ pub mod parse;
 pub mod sources;
 pub mod web;
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Default listen address: loopback only, and a port clear of Prometheus (9090), Alertmanager
 /// (9093), Pushgateway (9091) and node_exporter (9100).
@@ -96,13 +96,87 @@ pub const KEYS: &[&str] = &[
     "counts_only",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A setting that cannot be used, named by where it came from, in one line (with its cause, if
+/// any, after ": ").
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value that does not parse or is out of range; `place` is `--flag`, `environment
+    /// variable NAME` or `config file PATH, key 'name'`.
+    #[error("{place}: {why}")]
+    Invalid { place: String, why: String },
+    /// `what` is `config file` or `web config file`.
+    #[error("cannot read {what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML the file's reader refuses: bad syntax, or (in the web config) a key or value of the
+    /// wrong kind.
+    #[error(
+        "{what} {}{}: {message}",
+        path.display(),
+        line.map_or(String::new(), |n| format!(", line {n}"))
+    )]
+    Syntax {
+        what: &'static str,
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("config file {}: unknown key '{key}' (known: {})", path.display(), KEYS.join(", "))]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("config file {}, key '{key}': expected {expected}, found {found}", path.display())]
+    WrongType {
+        path: PathBuf,
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error(
+        "web config file {}, basic_auth_users: '{user}' is not a user name (empty, or \
+         contains ':')",
+        path.display()
+    )]
+    UserName { path: PathBuf, user: String },
+    #[error("web config file {}, basic_auth_users.{user}: not a bcrypt hash", path.display())]
+    Hash {
+        path: PathBuf,
+        user: String,
+        #[source]
+        source: bcrypt::BcryptError,
+    },
+    /// `field` is `cert_file` or `key_file`.
+    #[error("web config file {}: tls_server_config.{field} {}", path.display(), file.display())]
+    TlsFile {
+        path: PathBuf,
+        field: &'static str,
+        file: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error(
+        "web config file {}: tls_server_config.cert_file {}: no PEM certificate in it",
+        path.display(),
+        file.display()
+    )]
+    NoCertificate { path: PathBuf, file: PathBuf },
+    #[error("web config file {}: TLS", path.display())]
+    Tls {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error(
+        "web config file {}: tls_server_config: certificate and key do not fit",
+        path.display()
+    )]
+    KeyMismatch {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 pub fn env_name(key: &str) -> String {

@@ -17,7 +17,7 @@ use super::{
         parse_bool, parse_bounded_duration, parse_count, parse_duration, parse_interval,
         parse_listen, parse_log_level, parse_pids, parse_size, parse_syscalls,
     },
-    ConfigError, Filter, Settings, ENV_CONFIG, KEYS,
+    Error, Filter, Settings, ENV_CONFIG, KEYS,
 };
 
 /// The TOML file, already checked for syntax and unknown keys.
@@ -27,20 +27,20 @@ struct File {
 }
 
 impl File {
-    fn read(path: &Path) -> Result<File, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    fn read(path: &Path) -> Result<File, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            what: "config file",
+            path: path.to_path_buf(),
+            source,
+        })?;
         let table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| ConfigError(toml_error(path, &text, &e)))?;
-        for key in table.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                return Err(ConfigError(format!(
-                    "config file {}: unknown key '{key}' (known: {})",
-                    path.display(),
-                    KEYS.join(", ")
-                )));
-            }
+            .map_err(|e| syntax_error("config file", path, &text, &e))?;
+        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(Error::UnknownKey {
+                path: path.to_path_buf(),
+                key: key.clone(),
+            });
         }
         Ok(File {
             path: path.to_path_buf(),
@@ -49,41 +49,37 @@ impl File {
     }
 
     /// The value of `key` as text for the shared parsers. Numbers may be written bare.
-    fn get(&self, key: &str, numeric: bool) -> Result<Option<String>, ConfigError> {
+    fn get(&self, key: &str, numeric: bool) -> Result<Option<String>, Error> {
         match self.table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(n)) if numeric => Ok(Some(n.to_string())),
             // Checked by the key's own parser: only true/false settings accept them.
             Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
-            Some(other) => Err(ConfigError(format!(
-                "config file {}, key '{key}': expected {}, found {}",
-                self.path.display(),
-                if numeric {
+            Some(other) => Err(Error::WrongType {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: if numeric {
                     "a whole number"
                 } else {
                     "a string"
                 },
-                other.type_str()
-            ))),
+                found: other.type_str(),
+            }),
         }
     }
 }
 
-/// A TOML error in one line: its message and where it is.
-pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
-    let place = e
-        .span()
-        .map(|span| {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!(", line {line}")
-        })
-        .unwrap_or_default();
-    format!(
-        "config file {}{place}: {}",
-        path.display(),
-        e.message().trim().replace('\n', " ")
-    )
+/// A TOML error in one line: its message and where it is. `what` is the kind of file.
+pub fn syntax_error(what: &'static str, path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    Error::Syntax {
+        what,
+        path: path.to_path_buf(),
+        line: e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim().replace('\n', " "),
+    }
 }
 
 struct Sources<'a> {
@@ -100,28 +96,30 @@ impl Sources<'_> {
         flag: Option<&String>,
         numeric: bool,
         parse: impl Fn(&str, Origin) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
+    ) -> Result<Option<T>, Error> {
         let mut found = None;
         if let Some(file) = &self.file {
             if let Some(raw) = file.get(key, numeric)? {
-                let v = parse(&raw, Origin::File(&file.path)).map_err(|why| {
-                    ConfigError(format!(
-                        "config file {}, key '{key}': {why}",
-                        file.path.display()
-                    ))
+                let v = parse(&raw, Origin::File(&file.path)).map_err(|why| Error::Invalid {
+                    place: format!("config file {}, key '{key}'", file.path.display()),
+                    why,
                 })?;
                 found = Some(v);
             }
         }
         let env_key = env_name(key);
         if let Some(raw) = (self.env)(&env_key) {
-            let v = parse(&raw, Origin::Env)
-                .map_err(|why| ConfigError(format!("environment variable {env_key}: {why}")))?;
+            let v = parse(&raw, Origin::Env).map_err(|why| Error::Invalid {
+                place: format!("environment variable {env_key}"),
+                why,
+            })?;
             found = Some(v);
         }
         if let Some(raw) = flag {
-            let v = parse(raw, Origin::Flag)
-                .map_err(|why| ConfigError(format!("{}: {why}", flag_name(key))))?;
+            let v = parse(raw, Origin::Flag).map_err(|why| Error::Invalid {
+                place: flag_name(key),
+                why,
+            })?;
             found = Some(v);
         }
         Ok(found)
@@ -138,10 +136,7 @@ enum Origin<'a> {
 
 /// Reads the settings from `args`, the environment (through `env`) and the config file they
 /// name.
-pub fn load(
-    args: &ServeArgs,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Settings, ConfigError> {
+pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
     let config_file = match &args.config {
         Some(p) => Some(p.clone()),
         None => env(ENV_CONFIG).map(PathBuf::from),
@@ -311,6 +306,11 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    /// The error as the daemon prints it: with its causes, on one line.
+    fn printed(e: Error) -> String {
+        format!("{:#}", anyhow::Error::new(e))
+    }
+
     fn file_with(text: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();
@@ -391,7 +391,7 @@ mod tests {
             ),
         ];
         for (args, env, name, why) in cases {
-            let e = load(&args, &env_of(&env)).unwrap_err().0;
+            let e = printed(load(&args, &env_of(&env)).unwrap_err());
             assert!(e.contains(name) && e.contains(why), "{e}");
         }
     }
@@ -421,7 +421,7 @@ mod tests {
                 config: Some(file.path().into()),
                 ..Default::default()
             };
-            let e = load(&args, &env_of(&[])).unwrap_err().0;
+            let e = printed(load(&args, &env_of(&[])).unwrap_err());
             assert_eq!(e.lines().count(), 1, "{e}");
             for n in needles {
                 assert!(e.contains(n), "{text:?}: {e}");
@@ -446,7 +446,7 @@ mod tests {
             config: Some("/nonexistent/p.toml".into()),
             ..Default::default()
         };
-        let e = load(&args, &env_of(&[])).unwrap_err().0;
+        let e = printed(load(&args, &env_of(&[])).unwrap_err());
         assert!(e.contains("/nonexistent/p.toml"), "{e}");
     }
 
@@ -472,9 +472,10 @@ mod tests {
 
         use super::*;
 
-        fn one_line(r: Result<Settings, ConfigError>) -> Result<(), TestCaseError> {
+        fn one_line(r: Result<Settings, Error>) -> Result<(), TestCaseError> {
             if let Err(e) = r {
-                prop_assert_eq!(e.0.lines().count(), 1, "{}", e.0);
+                let e = printed(e);
+                prop_assert_eq!(e.lines().count(), 1, "{}", e);
             }
             Ok(())
         }

@@ -23,6 +23,8 @@ use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
+use super::{sources::syntax_error, Error};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebConfig {
@@ -53,36 +55,33 @@ impl WebConfig {
         }
     }
 
-    pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let name = path.display();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read web config file {name}: {e}"))?;
-        let raw: RawWebConfig = toml::from_str(&text).map_err(|e| {
-            crate::config::sources::toml_error(path, &text, &e).replacen(
-                "config file",
-                "web config file",
-                1,
-            )
+    pub fn load(path: &Path) -> Result<WebConfig, Error> {
+        const WHAT: &str = "web config file";
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            what: WHAT,
+            path: path.to_path_buf(),
+            source,
         })?;
+        let raw: RawWebConfig =
+            toml::from_str(&text).map_err(|e| syntax_error(WHAT, path, &text, &e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let tls = raw
             .tls_server_config
-            .map(|t| {
-                let cert = dir.join(&t.cert_file);
-                let key = dir.join(&t.key_file);
-                tls_config(&cert, &key).map_err(|e| format!("web config file {name}: {e}"))
-            })
+            .map(|t| tls_config(path, &dir.join(&t.cert_file), &dir.join(&t.key_file)))
             .transpose()?;
         for (user, hash) in &raw.basic_auth_users {
             if user.is_empty() || user.contains(':') {
-                return Err(format!(
-                    "web config file {name}, basic_auth_users: '{user}' is not a user name \
-                     (empty, or contains ':')"
-                ));
+                return Err(Error::UserName {
+                    path: path.to_path_buf(),
+                    user: user.clone(),
+                });
             }
-            hash.parse::<bcrypt::HashParts>().map_err(|e| {
-                format!("web config file {name}, basic_auth_users.{user}: not a bcrypt hash: {e}")
-            })?;
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|source| Error::Hash {
+                    path: path.to_path_buf(),
+                    user: user.clone(),
+                    source,
+                })?;
         }
         Ok(WebConfig {
             tls,
@@ -100,26 +99,41 @@ impl WebConfig {
     }
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+/// The TLS server config of the certificate and key files the web config file `path` names.
+fn tls_config(path: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+    let file_error = |field, file: &Path| {
+        let (path, file) = (path.to_path_buf(), file.to_path_buf());
+        move |source| Error::TlsFile {
+            path,
+            field,
+            file,
+            source,
+        }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?
+        .map_err(file_error("cert_file", cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
+        .map_err(file_error("cert_file", cert))?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls_server_config.cert_file {}: no PEM certificate in it",
-            cert.display()
-        ));
+        return Err(Error::NoCertificate {
+            path: path.to_path_buf(),
+            file: cert.to_path_buf(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(file_error("key_file", key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(|source| Error::Tls {
+            path: path.to_path_buf(),
+            source,
+        })?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls_server_config: certificate and key do not fit: {e}"))?;
+        .map_err(|source| Error::KeyMismatch {
+            path: path.to_path_buf(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -127,6 +141,11 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error as the daemon prints it: with its causes, on one line.
+    fn printed(e: Error) -> String {
+        format!("{:#}", anyhow::Error::new(e))
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -150,7 +169,7 @@ mod tests {
             ("bogus = 1\n", "bogus"),
         ] {
             let p = write(dir.path(), "web.toml", text);
-            let e = WebConfig::load(&p).err().expect(text);
+            let e = printed(WebConfig::load(&p).err().expect(text));
             assert!(e.contains(needle), "{text}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
@@ -173,7 +192,7 @@ mod tests {
         // A key that does not belong to the certificate is refused at load.
         let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
         write(dir.path(), "k.pem", &other.signing_key.serialize_pem());
-        let e = WebConfig::load(&p).err().unwrap();
+        let e = printed(WebConfig::load(&p).err().unwrap());
         assert!(e.contains("do not fit"), "{e}");
     }
 }

@@ -6,3 +6,5 @@ pub mod auth;
 pub mod limits;
 pub mod router;
 pub mod server;
+
+pub use server::Error;

@@ -2,7 +2,7 @@
 //! on request headers (so idle or trickling clients cannot hold connections), and a graceful
 //! stop that lets requests in flight finish.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper::{body::Incoming, Request};
@@ -16,6 +16,30 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::auth::Shared;
+
+/// Why the daemon cannot serve HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("configuring the listener")]
+    Configure(#[source] io::Error),
+    #[error("reading the listen address")]
+    LocalAddr(#[source] io::Error),
+}
+
+/// Binds `addr` for [`serve`]; returns the address bound (port 0 picks one).
+pub fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Error> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| Error::Listen { addr, source })?;
+    listener.set_nonblocking(true).map_err(Error::Configure)?;
+    let bound = listener.local_addr().map_err(Error::LocalAddr)?;
+    Ok((listener, bound))
+}
 
 pub struct Options {
     pub max_connections: usize,

@@ -11,7 +11,8 @@ use profiler_common::{
     CLONE_NRS_LEN, FILTER_CGROUP_MAP, FILTER_PIDS_MAP, FILTER_SYSCALLS_MAP, FILTER_SYSCALLS_PER_ABI,
 };
 
-use crate::{cmd::exit::Fatal, config::Filter, syscalls};
+use super::error::Error;
+use crate::{config::Filter, syscalls};
 
 /// See profiler_common::GLOBAL_CLONE_NRS.
 pub(super) fn clone_numbers() -> [u32; CLONE_NRS_LEN] {
@@ -24,44 +25,43 @@ pub(super) fn clone_numbers() -> [u32; CLONE_NRS_LEN] {
     nrs
 }
 
-pub(super) fn fill(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Fatal> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        Fatal::Other(anyhow::anyhow!("setting up the {what} filter: {e}"))
-    };
-    fn map<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut aya::maps::Map, Fatal> {
+pub(super) fn fill(ebpf: &mut Ebpf, filter: &Filter) -> Result<(), Error> {
+    let failed = |what| move |source| Error::Filter { what, source };
+    fn map<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut aya::maps::Map, Error> {
         ebpf.map_mut(name)
-            .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))
+            .ok_or_else(|| Error::MissingMap(name.to_string()))
     }
     if !filter.pids.is_empty() {
         let mut pids: HashMap<&mut MapData, u32, u8> =
-            HashMap::try_from(map(ebpf, FILTER_PIDS_MAP)?).map_err(|e| failed("pid", &e))?;
+            HashMap::try_from(map(ebpf, FILTER_PIDS_MAP)?).map_err(failed("pid"))?;
         for &pid in &filter.pids {
-            pids.insert(pid, 1, 0).map_err(|e| failed("pid", &e))?;
+            pids.insert(pid, 1, 0).map_err(failed("pid"))?;
         }
     }
     if let Some(dir) = &filter.cgroup {
-        let fd = std::fs::File::open(dir)
-            .map_err(|e| Fatal::Config(format!("filter_cgroup {}: {e}", dir.display())))?;
-        let mut cgroups: CgroupArray<&mut MapData> =
-            CgroupArray::try_from(map(ebpf, FILTER_CGROUP_MAP)?)
-                .map_err(|e| failed("cgroup", &e))?;
-        cgroups.set(0, fd.as_raw_fd(), 0).map_err(|e| {
-            Fatal::Config(format!(
-                "filter_cgroup {}: not a cgroup v2 directory ({e})",
-                dir.display()
-            ))
+        let fd = std::fs::File::open(dir).map_err(|source| Error::FilterCgroup {
+            dir: dir.clone(),
+            source,
         })?;
+        let mut cgroups: CgroupArray<&mut MapData> =
+            CgroupArray::try_from(map(ebpf, FILTER_CGROUP_MAP)?).map_err(failed("cgroup"))?;
+        cgroups
+            .set(0, fd.as_raw_fd(), 0)
+            .map_err(|cause| Error::NotCgroupV2 {
+                dir: dir.clone(),
+                cause,
+            })?;
     }
     if !filter.syscalls.is_empty() {
         let mut wanted: Array<&mut MapData, u8> =
-            Array::try_from(map(ebpf, FILTER_SYSCALLS_MAP)?).map_err(|e| failed("syscall", &e))?;
+            Array::try_from(map(ebpf, FILTER_SYSCALLS_MAP)?).map_err(failed("syscall"))?;
         for name in &filter.syscalls {
             for (abi, nr) in syscalls::numbers_of(name) {
                 if nr >= FILTER_SYSCALLS_PER_ABI {
                     continue;
                 }
                 let index = u32::from(abi == syscalls::Abi::Compat) * FILTER_SYSCALLS_PER_ABI + nr;
-                wanted.set(index, 1, 0).map_err(|e| failed("syscall", &e))?;
+                wanted.set(index, 1, 0).map_err(failed("syscall"))?;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
 //! The maps' handles are in maps.rs, the in-kernel filters' setup in filters.rs.
 
-use std::{io, path::Path};
+use std::path::Path;
 
 use aya::{
     maps::{Array, MapData, Queue},
@@ -18,11 +18,13 @@ use profiler_common::{
 use tracing::{info, warn};
 
 use super::{
-    btf as kernel_btf, caps, filters,
+    btf as kernel_btf, caps,
+    error::{is_permission_error, BoxError, Error},
+    filters,
     maps::{self, Ledger, Maps},
     pin,
 };
-use crate::{cmd::exit::Fatal, config::Filter};
+use crate::config::Filter;
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
 /// object") for why it is committed and how it is kept fresh.
@@ -69,12 +71,11 @@ pub struct Probes {
 }
 
 /// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the effective set, as loading needs.
-fn check_privileges() -> Result<(), Fatal> {
+fn check_privileges() -> Result<(), Error> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("reading /proc/self/status: {e}")))?;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(Error::Status)?;
     let cap_eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -84,40 +85,16 @@ fn check_privileges() -> Result<(), Fatal> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    Err(Fatal::Privileges(format!(
-        "not permitted to load eBPF programs: run as root, or with CAP_BPF and CAP_PERFMON \
-         (effective capabilities: {cap_eff:#x})"
-    )))
+    Err(Error::NotPermitted { cap_eff })
 }
 
-fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
-    let mut msg = format!("{what}: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    if is_permission_error(e) {
-        Fatal::Privileges(format!(
-            "{msg} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM denying bpf())"
-        ))
+/// What `what` failed with, as a privileges error (EPERM, EACCES) or a kernel that refuses.
+fn load_error(what: impl Into<String>, e: impl Into<BoxError>) -> Error {
+    let (what, source) = (what.into(), e.into());
+    if is_permission_error(&*source) {
+        Error::Denied { what, source }
     } else {
-        Fatal::Kernel(format!(
-            "{msg} (needs Linux >= 5.8 with BPF raw tracepoints and the bpf() syscall enabled)"
-        ))
+        Error::Refused { what, source }
     }
 }
 
@@ -127,7 +104,7 @@ pub fn load_and_attach(
     pin_dir: Option<&Path>,
     filter: &Filter,
     counts_only: bool,
-) -> Result<(Probes, Maps), Fatal> {
+) -> Result<(Probes, Maps), Error> {
     check_privileges()?;
     if let Some(dir) = pin_dir {
         pin::prepare(dir)?;
@@ -146,11 +123,7 @@ pub fn load_and_attach(
         (COMPAT_DISABLED, 0)
     });
     let nr_offset = if counts_only {
-        in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| {
-            Fatal::Kernel(format!(
-                "counts_only needs the kernel's BTF to find the syscall number: {e}"
-            ))
-        })?
+        in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?
     } else {
         0
     };
@@ -185,7 +158,7 @@ pub fn load_and_attach(
     }
     let mut ebpf = loader
         .load(OBJECT)
-        .map_err(|e| load_error("loading the eBPF object", &e))?;
+        .map_err(|e| load_error("loading the eBPF object", e))?;
 
     // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
     // and an empty free-slot queue would drop every new histogram.
@@ -202,10 +175,13 @@ pub fn load_and_attach(
     let skipped = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
     let skipped: Vec<&str> = skipped.split(',').map(str::trim).collect();
     for &(tracepoint, candidates) in programs {
-        let mut outcome = Err(Fatal::Other(anyhow::anyhow!(
-            "no program left for tracepoint {tracepoint}: {SKIP_PROGRAMS_ENV} leaves out {}",
-            candidates.join(" and ")
-        )));
+        let mut outcome = Err(Error::NoProgramLeft {
+            tracepoint,
+            why: format!(
+                "{SKIP_PROGRAMS_ENV} leaves out {}",
+                candidates.join(" and ")
+            ),
+        });
         for &program in candidates {
             if skipped.contains(&program) {
                 info!("left out {program} ({SKIP_PROGRAMS_ENV})");
@@ -240,48 +216,38 @@ pub fn load_and_attach(
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.
-fn unstamped(ebpf: &Ebpf) -> Result<bool, Fatal> {
+fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     let meta = ebpf
         .map(META_MAP)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {META_MAP} missing from object")))?;
-    let meta: Array<&MapData, u64> =
-        Array::try_from(meta).map_err(|e| Fatal::Other(anyhow::anyhow!("map {META_MAP}: {e}")))?;
-    let stamp = meta
-        .get(&0, 0)
-        .map_err(|e| Fatal::Other(anyhow::anyhow!("reading {META_MAP}: {e}")))?;
+        .ok_or_else(|| Error::MissingMap(META_MAP.to_string()))?;
+    let meta: Array<&MapData, u64> = Array::try_from(meta).map_err(|source| Error::Map {
+        name: META_MAP.to_string(),
+        source,
+    })?;
+    let stamp = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
     Ok(stamp == 0)
 }
 
 /// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's
 /// BTF) or a raw one, whichever the object says it is.
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal> {
+fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
     let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("program {program} missing from object")))?;
-    let verifying =
-        |e: &aya::programs::ProgramError| load_error(&format!("verifying program {program}"), e);
-    let attaching = |e: &aya::programs::ProgramError| {
-        load_error(
-            &format!("attaching {program} to tracepoint {tracepoint}"),
-            e,
-        )
-    };
+        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
+    let verifying = |e| load_error(format!("verifying program {program}"), e);
+    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
     match prog {
         Program::BtfTracePoint(prog) => {
             let btf =
-                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", &e))?;
-            prog.load(tracepoint, &btf).map_err(|e| verifying(&e))?;
-            prog.attach().map_err(|e| attaching(&e))?;
+                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
+            prog.load(tracepoint, &btf).map_err(verifying)?;
+            prog.attach().map_err(attaching)?;
         }
         Program::RawTracePoint(prog) => {
-            prog.load().map_err(|e| verifying(&e))?;
-            prog.attach(tracepoint).map_err(|e| attaching(&e))?;
+            prog.load().map_err(verifying)?;
+            prog.attach(tracepoint).map_err(attaching)?;
         }
-        _ => {
-            return Err(Fatal::Other(anyhow::anyhow!(
-                "program {program} is neither a raw nor a BTF tracepoint"
-            )))
-        }
+        _ => return Err(Error::NotATracepoint(program.to_string())),
     }
     Ok(())
 }
@@ -289,7 +255,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Fatal>
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no
 /// capability at all. True on kernels ≥ 6.5; older ones check CAP_BPF on every bpf() call while
 /// `kernel.unprivileged_bpf_disabled` is set.
-pub fn maps_readable_unprivileged(maps: &Maps) -> Result<bool, Fatal> {
+pub fn maps_readable_unprivileged(maps: &Maps) -> Result<bool, Error> {
     let outcome = caps::works_unprivileged(|| -> Result<(), aya::maps::MapError> {
         maps.counters.get(&0, 0)?;
         if let Some(key) = maps.hist_slots.keys().next() {
@@ -300,12 +266,10 @@ pub fn maps_readable_unprivileged(maps: &Maps) -> Result<bool, Fatal> {
         }
         Ok(())
     })
-    .map_err(|e| Fatal::Other(anyhow::anyhow!(e)))?;
+    .map_err(Error::Probe)?;
     match outcome {
         Ok(()) => Ok(true),
         Err(e) if is_permission_error(&e) => Ok(false),
-        Err(e) => Err(Fatal::Other(anyhow::anyhow!(
-            "reading the maps with no capabilities: {e}"
-        ))),
+        Err(e) => Err(Error::Unprivileged(e)),
     }
 }

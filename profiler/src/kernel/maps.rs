@@ -6,12 +6,11 @@ use aya::{
 };
 use profiler_common::{
     ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, COUNTERS_MAP,
-    CPU_SLOT_MAP, ERRNOS_MAP, FREE_SLOTS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP,
-    NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
+    CPU_SLOT_MAP, ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP,
+    PROCS_MAP, STARTS_MAP,
 };
 
-use super::arena::HistArena;
-use crate::cmd::exit::Fatal;
+use super::{arena::HistArena, error::Error};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -40,17 +39,15 @@ pub(super) fn take(
     ebpf: &mut Ebpf,
     free_slots: Queue<MapData, u32>,
     ledger: Option<Ledger>,
-) -> Result<Maps, Fatal> {
+) -> Result<Maps, Error> {
     let hists = ebpf
         .take_map(HISTS_MAP)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {HISTS_MAP} missing from object")))?;
+        .ok_or_else(|| Error::MissingMap(HISTS_MAP.to_string()))?;
     let aya::maps::Map::Array(hists) = hists else {
-        return Err(Fatal::Other(anyhow::anyhow!(
-            "map {HISTS_MAP} is not an array"
-        )));
+        return Err(Error::NotAnArray(HISTS_MAP));
     };
     let maps = Maps {
-        hists: HistArena::new(hists).map_err(Fatal::Other)?,
+        hists: HistArena::new(hists).map_err(Error::Arena)?,
         hist_slots: take_map(ebpf, HIST_SLOTS_MAP)?,
         free_slots,
         new_slots: take_map(ebpf, NEW_SLOTS_MAP)?,
@@ -67,24 +64,25 @@ pub(super) fn take(
 /// Puts every HISTS slot in the kernel's free queue, emptying it first: a daemon killed while
 /// filling it left a partial queue and an unstamped META, and a slot queued twice would be
 /// handed to two keys.
-pub(super) fn fill_free_slots(queue: &mut Queue<MapData, u32>) -> Result<(), Fatal> {
+pub(super) fn fill_free_slots(queue: &mut Queue<MapData, u32>) -> Result<(), Error> {
     while queue.pop(0).is_ok() {}
     for slot in 0..HISTS_MAX_ENTRIES {
-        queue.push(slot, 0).map_err(|e| {
-            Fatal::Other(anyhow::anyhow!(
-                "filling {FREE_SLOTS_MAP} (slot {slot}): {e}"
-            ))
-        })?;
+        queue
+            .push(slot, 0)
+            .map_err(|source| Error::FreeSlots { slot, source })?;
     }
     Ok(())
 }
 
-pub(super) fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Fatal>
+pub(super) fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Error>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf
         .take_map(name)
-        .ok_or_else(|| Fatal::Other(anyhow::anyhow!("map {name} missing from object")))?;
-    M::try_from(map).map_err(|e| Fatal::Other(anyhow::anyhow!("map {name}: {e}")))
+        .ok_or_else(|| Error::MissingMap(name.to_string()))?;
+    M::try_from(map).map_err(|source| Error::Map {
+        name: name.to_string(),
+        source,
+    })
 }

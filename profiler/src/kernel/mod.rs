@@ -8,10 +8,12 @@ pub mod batch;
 pub mod bpf_stats;
 pub mod btf;
 pub mod caps;
+pub mod error;
 pub mod filters;
 pub mod load;
 pub mod maps;
 pub mod pin;
 
+pub use error::Error;
 pub use load::{load_and_attach, maps_readable_unprivileged};
 pub use maps::{Ledger, Maps};

@@ -15,7 +15,50 @@ use profiler_common::{
     BUCKETS, LAYOUT_VERSION, META_MAP,
 };
 
-use crate::cmd::exit::Fatal;
+use aya::maps::MapError;
+
+/// Why `--pin-path` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting error (exit 2), unlike the others (exit 6).
+    #[error("--pin-path '{}' must be an absolute path", .0.display())]
+    Relative(PathBuf),
+    #[error(
+        "--pin-path {} is not on a bpf filesystem: use a directory under {DEFAULT_BPFFS} \
+         (mount one with `mount -t bpf bpf {DEFAULT_BPFFS}`)",
+        .0.display()
+    )]
+    NotBpffs(PathBuf),
+    #[error(
+        "no bpf filesystem at {DEFAULT_BPFFS}, and mounting one failed: {cause} (mount it with \
+         `mount -t bpf bpf {DEFAULT_BPFFS}`, or run without --pin-path)"
+    )]
+    Mount { cause: std::io::Error },
+    #[error("creating --pin-path {}", dir.display())]
+    Create {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "maps pinned at {} were written by an incompatible build (layout {found:#x}, this \
+         build {this:#x}): remove the directory to start fresh, or use another --pin-path",
+        dir.display()
+    )]
+    Incompatible { dir: PathBuf, found: u64, this: u64 },
+    #[error(
+        "{} is not a map this daemon can read ({cause}): remove {} to start fresh",
+        path.display(),
+        dir.display()
+    )]
+    Unreadable {
+        path: PathBuf,
+        dir: PathBuf,
+        cause: Box<MapError>,
+    },
+    #[error("writing the layout fingerprint")]
+    Stamp(#[source] MapError),
+}
 
 const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
 const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
@@ -65,39 +108,33 @@ fn nearest_existing(path: &Path) -> PathBuf {
 /// Makes `dir` a usable pin directory: on a bpf filesystem (mounting the usual one at
 /// /sys/fs/bpf if that is where it should be and nothing is mounted), created, and holding no
 /// maps of an incompatible build.
-pub fn prepare(dir: &Path) -> Result<(), Fatal> {
+pub fn prepare(dir: &Path) -> Result<(), Error> {
     if !dir.is_absolute() {
-        return Err(Fatal::Config(format!(
-            "--pin-path '{}' must be an absolute path",
-            dir.display()
-        )));
+        return Err(Error::Relative(dir.to_path_buf()));
     }
     if !is_bpffs(&nearest_existing(dir)) {
         if dir.starts_with(DEFAULT_BPFFS) && !is_bpffs(Path::new(DEFAULT_BPFFS)) {
             mount_bpffs()?;
         }
         if !is_bpffs(&nearest_existing(dir)) {
-            return Err(Fatal::Pin(format!(
-                "--pin-path {} is not on a bpf filesystem: use a directory under {DEFAULT_BPFFS} \
-                 (mount one with `mount -t bpf bpf {DEFAULT_BPFFS}`)",
-                dir.display()
-            )));
+            return Err(Error::NotBpffs(dir.to_path_buf()));
         }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Fatal::Pin(format!("creating --pin-path {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Create {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     match read_fingerprint(dir)? {
-        Some(found) if found != 0 && found != fingerprint() => Err(Fatal::Pin(format!(
-            "maps pinned at {} were written by an incompatible build (layout {found:#x}, this \
-             build {:#x}): remove the directory to start fresh, or use another --pin-path",
-            dir.display(),
-            fingerprint()
-        ))),
+        Some(found) if found != 0 && found != fingerprint() => Err(Error::Incompatible {
+            dir: dir.to_path_buf(),
+            found,
+            this: fingerprint(),
+        }),
         _ => Ok(()),
     }
 }
 
-fn mount_bpffs() -> Result<(), Fatal> {
+fn mount_bpffs() -> Result<(), Error> {
     let target = CString::new(DEFAULT_BPFFS).unwrap();
     let fstype = CString::new("bpf").unwrap();
     std::fs::create_dir_all(DEFAULT_BPFFS).ok();
@@ -112,39 +149,33 @@ fn mount_bpffs() -> Result<(), Fatal> {
         )
     };
     if rc != 0 {
-        return Err(Fatal::Pin(format!(
-            "no bpf filesystem at {DEFAULT_BPFFS}, and mounting one failed: {} (mount it with \
-             `mount -t bpf bpf {DEFAULT_BPFFS}`, or run without --pin-path)",
-            std::io::Error::last_os_error()
-        )));
+        return Err(Error::Mount {
+            cause: std::io::Error::last_os_error(),
+        });
     }
     tracing::info!("mounted a bpf filesystem at {DEFAULT_BPFFS}");
     Ok(())
 }
 
 /// The fingerprint stamped in `dir`'s META map; None when nothing is pinned there yet.
-fn read_fingerprint(dir: &Path) -> Result<Option<u64>, Fatal> {
+fn read_fingerprint(dir: &Path) -> Result<Option<u64>, Error> {
     let path = dir.join(META_MAP);
     if !path.exists() {
         return Ok(None);
     }
-    let unreadable = |e: &dyn std::fmt::Display| {
-        Fatal::Pin(format!(
-            "{} is not a map this daemon can read ({e}): remove {} to start fresh",
-            path.display(),
-            dir.display()
-        ))
+    let unreadable = |cause| Error::Unreadable {
+        path: path.clone(),
+        dir: dir.to_path_buf(),
+        cause: Box::new(cause),
     };
-    let data = MapData::from_pin(&path).map_err(|e| unreadable(&e))?;
-    let meta: Array<MapData, u64> =
-        Array::try_from(Map::Array(data)).map_err(|e| unreadable(&e))?;
-    meta.get(&0, 0).map(Some).map_err(|e| unreadable(&e))
+    let data = MapData::from_pin(&path).map_err(unreadable)?;
+    let meta: Array<MapData, u64> = Array::try_from(Map::Array(data)).map_err(unreadable)?;
+    meta.get(&0, 0).map(Some).map_err(unreadable)
 }
 
 /// Stamps this build's fingerprint into the (now loaded) META map.
-pub fn stamp(meta: &mut Array<MapData, u64>) -> Result<(), Fatal> {
-    meta.set(0, fingerprint(), 0)
-        .map_err(|e| Fatal::Pin(format!("writing the layout fingerprint: {e}")))
+pub fn stamp(meta: &mut Array<MapData, u64>) -> Result<(), Error> {
+    meta.set(0, fingerprint(), 0).map_err(Error::Stamp)
 }
 
 #[cfg(test)]
@@ -161,8 +192,11 @@ mod tests {
     fn tmp_is_not_bpffs() {
         assert!(!is_bpffs(Path::new("/tmp")));
         let err = prepare(Path::new("/tmp/syscall-profiler-pin-test")).unwrap_err();
-        assert_eq!(err.exit_code(), 6);
+        assert!(matches!(err, Error::NotBpffs(_)), "{err:?}");
         assert!(err.to_string().contains("not on a bpf filesystem"), "{err}");
-        assert!(prepare(Path::new("relative/dir")).is_err());
+        assert!(matches!(
+            prepare(Path::new("relative/dir")),
+            Err(Error::Relative(_))
+        ));
     }
 }
