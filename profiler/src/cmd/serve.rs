@@ -2,6 +2,7 @@
 //! drain and serve until SIGINT/SIGTERM. SIGHUP re-reads the settings.
 
 use std::{
+    net::SocketAddr,
     sync::{mpsc, Arc, RwLock},
     thread,
     time::{Duration, Instant},
@@ -21,7 +22,7 @@ use crate::{
     drain::Drain,
     host::info::HostInfo,
     http::{self, auth, limits::Limits},
-    kernel::{self as bpf, caps},
+    kernel::{self as bpf, caps, Maps},
     store::{aggregates::MetricsConfig, Store, StoreConfig},
     views,
 };
@@ -31,29 +32,14 @@ type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     let settings = sources::load(&args, &sources::process_env)?;
     let web = load_web_config(&settings)?;
-    let tls = web.tls.is_some();
-
-    let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| config::Error::Invalid {
-        place: format!("log_level '{}'", settings.log_level),
-        why: e.to_string(),
-    })?;
-    let (filter, log_handle) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes are noise in the journal and in files.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+    let log_handle = init_logging(&settings.log_level)?;
 
     // Bind before attaching: a port clash should not cost a BPF load.
     let (listener, addr) = http::server::bind(settings.listen)?;
     if !addr.ip().is_loopback() {
         warn!(
             "listening on {addr}, beyond loopback: per-process data is served to the network{}",
-            if tls && web.requires_auth() {
+            if web.tls.is_some() && web.requires_auth() {
                 ""
             } else {
                 " (consider a web config with TLS and basic auth)"
@@ -72,10 +58,48 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         .bpf_stats
         .then(crate::kernel::bpf_stats::enable)
         .flatten();
+    drop_capabilities(&maps)?;
 
-    // Before any other thread starts: they inherit the emptied sets (capabilities are
-    // per thread).
-    let keep = if bpf::maps_readable_unprivileged(&maps)? {
+    let watchdog = watchdog(settings.interval);
+    let store = Arc::new(RwLock::new(new_store(&settings, bpf_stats_fd.is_some())));
+    let (stop_drain, drain_thread) = start_drain(maps, &store, &settings, watchdog)?;
+    let served = serve_http(args, settings, store, log_handle, web, listener, addr)?;
+
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let _ = stop_drain.send(());
+    if drain_thread.join().is_err() {
+        error!("the drain thread panicked");
+    }
+    drop(probes);
+    drop(bpf_stats_fd);
+    info!("detached; exiting");
+    served.context("serving HTTP")?;
+    Ok(())
+}
+
+/// Logs to stderr at `level`, which SIGHUP can change through the returned handle.
+fn init_logging(level: &str) -> Result<LogHandle, config::Error> {
+    let filter = EnvFilter::try_new(level).map_err(|e| config::Error::Invalid {
+        place: format!("log_level '{level}'"),
+        why: e.to_string(),
+    })?;
+    let (filter, log_handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes are noise in the journal and in files.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    Ok(log_handle)
+}
+
+/// Gives up every capability the maps can be read without. Before any other thread starts:
+/// they inherit the emptied sets (capabilities are per thread).
+fn drop_capabilities(maps: &Maps) -> Result<(), Fatal> {
+    let keep = if bpf::maps_readable_unprivileged(maps)? {
         caps::Keep::Nothing
     } else {
         warn!(
@@ -90,19 +114,25 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         "capabilities dropped: effective {:#x}, permitted {:#x}, bounding {:#x}",
         after.effective, after.permitted, after.bounding
     );
+    Ok(())
+}
 
+/// systemd's watchdog timeout, if it watches us.
+fn watchdog(interval: Duration) -> Option<Duration> {
     let watchdog = sd_notify::watchdog_enabled();
     if let Some(wd) = watchdog {
-        if wd < settings.interval * 2 {
+        if wd < interval * 2 {
             warn!(
-                "the watchdog timeout {wd:?} is less than two drain intervals ({:?}): \
-                 a single slow drain will get the service restarted",
-                settings.interval
+                "the watchdog timeout {wd:?} is less than two drain intervals ({interval:?}): \
+                 a single slow drain will get the service restarted"
             );
         }
     }
+    watchdog
+}
 
-    let store = Store::new(StoreConfig {
+fn new_store(settings: &Settings, bpf_stats_enabled: bool) -> Store {
+    Store::new(StoreConfig {
         retention: settings.retention,
         max_exited: settings.max_exited,
         latency: !settings.counts_only,
@@ -111,25 +141,45 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
             top_pids: settings.metrics_top_pids,
             max_groups: settings.metrics_max_groups,
         },
-        bpf_stats_enabled: bpf_stats_fd.is_some(),
-    });
-    let store = Arc::new(RwLock::new(store));
+        bpf_stats_enabled,
+    })
+}
+
+/// Resumes from the pinned maps' ledger, if any, and starts the drain thread; sending on the
+/// returned channel stops it.
+fn start_drain(
+    maps: Maps,
+    store: &Arc<RwLock<Store>>,
+    settings: &Settings,
+    watchdog: Option<Duration>,
+) -> Result<(mpsc::Sender<()>, thread::JoinHandle<()>), Fatal> {
     let (stop_drain, stopped) = mpsc::channel::<()>();
     let drain = Drain::new(maps);
-    match (&settings.pin_path, drain.resume(&store)) {
+    match (&settings.pin_path, drain.resume(store)) {
         (_, Err(e)) => return Err(e.context("resuming from the pinned maps").into()),
         (None, _) => info!("no pin_path: counters start at zero and do not survive a restart"),
         (Some(_), Ok(n)) => info!("resumed the totals of {n} syscalls retired by earlier runs"),
     }
-    let drain_thread = {
-        let store = store.clone();
-        let interval = settings.interval;
-        thread::Builder::new()
-            .name("drain".into())
-            .spawn(move || drain_loop(drain, &store, interval, stopped, watchdog))
-            .context("starting the drain thread")?
-    };
+    let store = store.clone();
+    let interval = settings.interval;
+    let drain_thread = thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || drain_loop(drain, &store, interval, stopped, watchdog))
+        .context("starting the drain thread")?;
+    Ok((stop_drain, drain_thread))
+}
 
+/// Serves HTTP on `listener` until SIGINT or SIGTERM, reloading on SIGHUP.
+fn serve_http(
+    args: ServeArgs,
+    settings: Settings,
+    store: Arc<RwLock<Store>>,
+    log_handle: LogHandle,
+    web: WebConfig,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<std::io::Result<()>, Fatal> {
+    let tls = web.tls.is_some();
     let ctx = Arc::new(views::Context {
         store: store.clone(),
         host: HostInfo::read(),
@@ -153,7 +203,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served: std::io::Result<()> = runtime.block_on(async move {
+    Ok(runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let signals = Signals::register()?;
         let reloader = tokio::spawn(reload_on_hangup(
@@ -172,18 +222,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         http::server::serve(listener, app, web, tls, opts, shutdown).await;
         reloader.abort();
         Ok(())
-    });
-
-    let _ = sd_notify::notify(&[NotifyState::Stopping]);
-    let _ = stop_drain.send(());
-    if drain_thread.join().is_err() {
-        error!("the drain thread panicked");
-    }
-    drop(probes);
-    drop(bpf_stats_fd);
-    info!("detached; exiting");
-    served.context("serving HTTP")?;
-    Ok(())
+    }))
 }
 
 fn load_web_config(settings: &Settings) -> Result<WebConfig, config::Error> {

@@ -147,131 +147,161 @@ pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Se
         env,
         file,
     };
-    let f = src.flags;
-    let d = Settings::default();
-    Ok(Settings {
+    // Key by key in the order of KEYS: the first bad value is the one reported.
+    let mut s = Settings {
         config_file,
-        listen: src
-            .get("listen", f.listen.as_ref(), false, |s, _| parse_listen(s))?
-            .unwrap_or(d.listen),
-        interval: src
-            .get("interval", f.interval.as_ref(), false, |s, _| {
-                parse_interval(s)
+        ..Settings::default()
+    };
+    src.read_daemon(&mut s)?;
+    src.read_http(&mut s)?;
+    src.read_metrics(&mut s)?;
+    s.filter = src.read_filter()?;
+    let counts_only = src.get("counts_only", args.counts_only.as_ref(), false, |v, _| {
+        parse_bool(v)
+    })?;
+    s.counts_only = counts_only.unwrap_or(s.counts_only);
+    Ok(s)
+}
+
+impl Sources<'_> {
+    /// Where to listen, how often to drain, how long to keep exited processes, how to log, and
+    /// the web config file and pin directory.
+    fn read_daemon(&self, s: &mut Settings) -> Result<(), Error> {
+        let f = self.flags;
+        s.listen = self
+            .get("listen", f.listen.as_ref(), false, |v, _| parse_listen(v))?
+            .unwrap_or(s.listen);
+        s.interval = self
+            .get("interval", f.interval.as_ref(), false, |v, _| {
+                parse_interval(v)
             })?
-            .unwrap_or(d.interval),
-        retention: src
-            .get("retention", f.retention.as_ref(), false, |s, _| {
-                parse_duration(s)
+            .unwrap_or(s.interval);
+        s.retention = self
+            .get("retention", f.retention.as_ref(), false, |v, _| {
+                parse_duration(v)
             })?
-            .unwrap_or(d.retention),
-        max_exited: src
-            .get("max_exited", f.max_exited.as_ref(), true, |s, _| {
-                parse_count(s, 0, 10_000_000)
+            .unwrap_or(s.retention);
+        s.max_exited = self
+            .get("max_exited", f.max_exited.as_ref(), true, |v, _| {
+                parse_count(v, 0, 10_000_000)
             })?
-            .unwrap_or(d.max_exited),
-        log_level: src
-            .get("log_level", f.log_level.as_ref(), false, |s, _| {
-                parse_log_level(s)
-            })?
-            .unwrap_or(d.log_level),
-        web_config: src.get("web_config", f.web_config.as_ref(), false, parse_path)?,
-        pin_path: src.get("pin_path", f.pin_path.as_ref(), false, parse_path)?,
-        request_timeout: src
+            .unwrap_or(s.max_exited);
+        if let Some(level) = self.get("log_level", f.log_level.as_ref(), false, |v, _| {
+            parse_log_level(v)
+        })? {
+            s.log_level = level;
+        }
+        s.web_config = self.get("web_config", f.web_config.as_ref(), false, parse_path)?;
+        s.pin_path = self.get("pin_path", f.pin_path.as_ref(), false, parse_path)?;
+        Ok(())
+    }
+
+    /// What one HTTP request and the server may cost.
+    fn read_http(&self, s: &mut Settings) -> Result<(), Error> {
+        let f = self.flags;
+        s.request_timeout = self
             .get(
                 "request_timeout",
                 f.request_timeout.as_ref(),
                 false,
-                |s, _| {
-                    parse_bounded_duration(s, Duration::from_millis(100), Duration::from_secs(600))
+                |v, _| {
+                    parse_bounded_duration(v, Duration::from_millis(100), Duration::from_secs(600))
                 },
             )?
-            .unwrap_or(d.request_timeout),
-        max_concurrent_requests: src
+            .unwrap_or(s.request_timeout);
+        s.max_concurrent_requests = self
             .get(
                 "max_concurrent_requests",
                 f.max_concurrent_requests.as_ref(),
                 true,
-                |s, _| parse_count(s, 1, 4096),
+                |v, _| parse_count(v, 1, 4096),
             )?
-            .unwrap_or(d.max_concurrent_requests),
-        max_connections: src
+            .unwrap_or(s.max_concurrent_requests);
+        s.max_connections = self
             .get(
                 "max_connections",
                 f.max_connections.as_ref(),
                 true,
-                |s, _| parse_count(s, 1, 65536),
+                |v, _| parse_count(v, 1, 65536),
             )?
-            .unwrap_or(d.max_connections),
-        max_response_bytes: src
+            .unwrap_or(s.max_connections);
+        s.max_response_bytes = self
             .get(
                 "max_response_bytes",
                 f.max_response_bytes.as_ref(),
                 true,
-                |s, _| parse_size(s, 1 << 10, 1 << 30),
+                |v, _| parse_size(v, 1 << 10, 1 << 30),
             )?
-            .unwrap_or(d.max_response_bytes),
-        metrics_per_pid: src
+            .unwrap_or(s.max_response_bytes);
+        Ok(())
+    }
+
+    /// What /metrics exports, and whether the kernel times our programs.
+    fn read_metrics(&self, s: &mut Settings) -> Result<(), Error> {
+        let f = self.flags;
+        s.metrics_per_pid = self
             .get(
                 "metrics_per_pid",
                 f.metrics_per_pid.as_ref(),
                 false,
-                |s, _| parse_bool(s),
+                |v, _| parse_bool(v),
             )?
-            .unwrap_or(d.metrics_per_pid),
-        metrics_top_pids: src
+            .unwrap_or(s.metrics_per_pid);
+        s.metrics_top_pids = self
             .get(
                 "metrics_top_pids",
                 f.metrics_top_pids.as_ref(),
                 true,
-                |s, _| parse_count(s, 1, 10_000),
+                |v, _| parse_count(v, 1, 10_000),
             )?
-            .unwrap_or(d.metrics_top_pids),
-        metrics_max_groups: src
+            .unwrap_or(s.metrics_top_pids);
+        s.metrics_max_groups = self
             .get(
                 "metrics_max_groups",
                 f.metrics_max_groups.as_ref(),
                 true,
-                |s, _| parse_count(s, 1, 100_000),
+                |v, _| parse_count(v, 1, 100_000),
             )?
-            .unwrap_or(d.metrics_max_groups),
-        bpf_stats: src
-            .get("bpf_stats", f.bpf_stats.as_ref(), false, |s, _| {
-                parse_bool(s)
+            .unwrap_or(s.metrics_max_groups);
+        s.bpf_stats = self
+            .get("bpf_stats", f.bpf_stats.as_ref(), false, |v, _| {
+                parse_bool(v)
             })?
-            .unwrap_or(d.bpf_stats),
-        filter: Filter {
-            pids: src
-                .get("filter_pids", f.filter_pids.as_ref(), false, |s, _| {
-                    parse_pids(s)
+            .unwrap_or(s.bpf_stats);
+        Ok(())
+    }
+
+    /// The in-kernel filters.
+    fn read_filter(&self) -> Result<Filter, Error> {
+        let f = self.flags;
+        Ok(Filter {
+            pids: self
+                .get("filter_pids", f.filter_pids.as_ref(), false, |v, _| {
+                    parse_pids(v)
                 })?
                 .unwrap_or_default(),
-            cgroup: src.get(
+            cgroup: self.get(
                 "filter_cgroup",
                 f.filter_cgroup.as_ref(),
                 false,
-                |s, origin| {
-                    let p = parse_path(s, origin)?;
+                |v, origin| {
+                    let p = parse_path(v, origin)?;
                     if !p.is_dir() {
                         return Err(format!("'{}' is not a cgroup directory", p.display()));
                     }
                     Ok(p)
                 },
             )?,
-            syscalls: src
+            syscalls: self
                 .get(
                     "filter_syscalls",
                     f.filter_syscalls.as_ref(),
                     false,
-                    |s, _| parse_syscalls(s),
+                    |v, _| parse_syscalls(v),
                 )?
                 .unwrap_or_default(),
-        },
-        counts_only: src
-            .get("counts_only", f.counts_only.as_ref(), false, |s, _| {
-                parse_bool(s)
-            })?
-            .unwrap_or(d.counts_only),
-    })
+        })
+    }
 }
 
 /// The process environment, for [`load`].

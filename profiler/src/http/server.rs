@@ -8,9 +8,12 @@ use axum::Router;
 use hyper::{body::Incoming, Request};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulShutdown, Watcher},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -95,48 +98,11 @@ pub async fn serve(
         } else {
             None
         };
-        let app = app.clone();
-        let watcher = graceful.watcher();
+        let (app, watcher) = (app.clone(), graceful.watcher());
         let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                // Query strings are short; this caps the buffered request head.
-                .max_buf_size(16 * 1024);
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            debug!("TLS handshake with {peer}: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!("TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    };
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls), service))
-                        .await
-                }
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                debug!("connection from {peer}: {e}");
-            }
+            connection(stream, peer, acceptor, app, watcher, header_timeout).await;
         });
     }
     drop(listener);
@@ -145,5 +111,52 @@ pub async fn serve(
         .is_err()
     {
         warn!("requests still running {DRAIN_TIMEOUT:?} after the stop signal; closing them");
+    }
+}
+
+/// Serves one connection (after the TLS handshake, with `acceptor`) until it closes or the
+/// server stops.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    app: Router,
+    watcher: Watcher,
+    header_timeout: Duration,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // Query strings are short; this caps the buffered request head.
+        .max_buf_size(16 * 1024);
+    let result = match acceptor {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!("TLS handshake with {peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!("TLS handshake with {peer} timed out");
+                    return;
+                }
+            };
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(tls), service))
+                .await
+        }
+        None => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        debug!("connection from {peer}: {e}");
     }
 }

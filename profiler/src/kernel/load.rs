@@ -10,10 +10,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET,
-    GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID,
-    GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP,
-    META_MAP, PINNED_MAPS,
+    CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
+    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
+    HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
 };
 use tracing::{info, warn};
 
@@ -109,6 +109,75 @@ pub fn load_and_attach(
     if let Some(dir) = pin_dir {
         pin::prepare(dir)?;
     }
+    let g = globals(filter, counts_only)?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
+        .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
+        .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
+        .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
+        .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
+        .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
+        .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
+        .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
+        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
+    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
+        loader.map_pin_path(name, pin_dir.unwrap().join(name));
+    }
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| load_error("loading the eBPF object", e))?;
+
+    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
+    // and an empty free-slot queue would drop every new histogram.
+    filters::fill(&mut ebpf, filter)?;
+    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+    if pin_dir.is_none() || unstamped(&ebpf)? {
+        maps::fill_free_slots(&mut free_slots)?;
+    }
+    attach_all(
+        &mut ebpf,
+        if counts_only {
+            COUNTS_ONLY_PROGRAMS
+        } else {
+            PROGRAMS
+        },
+    )?;
+
+    let ledger = match pin_dir {
+        None => None,
+        Some(dir) => {
+            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
+            pin::stamp(&mut meta)?;
+            info!(
+                "maps pinned at {}: counters resume across restarts",
+                dir.display()
+            );
+            Some(Ledger {
+                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
+                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+            })
+        }
+    };
+    let maps = maps::take(&mut ebpf, free_slots, ledger)?;
+    Ok((Probes { _ebpf: ebpf }, maps))
+}
+
+/// What the programs read from their globals: our own tgid, where the kernel keeps what they
+/// need, how the histogram shards are shared, which filters are on.
+struct Globals {
+    own_tgid: u32,
+    compat_offset: u32,
+    compat_mask: u32,
+    nr_offset: u32,
+    clone_nrs: [u32; CLONE_NRS_LEN],
+    shard_per_cpu: u32,
+    pids_on: u32,
+    cgroup_on: u32,
+    syscalls_on: u32,
+}
+
+fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     let own_tgid = std::process::id();
     let btf = kernel_btf::Btf::from_sys_fs().map_err(|e| format!("{e:#}"));
     fn in_btf<T>(
@@ -142,36 +211,22 @@ pub fn load_and_attach(
     let pids_on = u32::from(!filter.pids.is_empty());
     let cgroup_on = u32::from(filter.cgroup.is_some());
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
-    let mut loader = EbpfLoader::new();
-    loader
-        .override_global(GLOBAL_IGNORE_TGID, &own_tgid, true)
-        .override_global(GLOBAL_COMPAT_OFFSET, &compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &compat_mask, true)
-        .override_global(GLOBAL_NR_REG_OFFSET, &nr_offset, true)
-        .override_global(GLOBAL_CLONE_NRS, &clone_nrs, true)
-        .override_global(GLOBAL_SHARD_PER_CPU, &shard_per_cpu, true)
-        .override_global(GLOBAL_FILTER_PIDS_ON, &pids_on, true)
-        .override_global(GLOBAL_FILTER_CGROUP_ON, &cgroup_on, true)
-        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &syscalls_on, true);
-    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
-        loader.map_pin_path(name, pin_dir.unwrap().join(name));
-    }
-    let mut ebpf = loader
-        .load(OBJECT)
-        .map_err(|e| load_error("loading the eBPF object", e))?;
+    Ok(Globals {
+        own_tgid,
+        compat_offset,
+        compat_mask,
+        nr_offset,
+        clone_nrs,
+        shard_per_cpu,
+        pids_on,
+        cgroup_on,
+        syscalls_on,
+    })
+}
 
-    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
-    // and an empty free-slot queue would drop every new histogram.
-    filters::fill(&mut ebpf, filter)?;
-    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
-    if pin_dir.is_none() || unstamped(&ebpf)? {
-        maps::fill_free_slots(&mut free_slots)?;
-    }
-    let programs = if counts_only {
-        COUNTS_ONLY_PROGRAMS
-    } else {
-        PROGRAMS
-    };
+/// Attaches each tracepoint's first program the kernel takes (and `SKIP_PROGRAMS_ENV` leaves
+/// in), in the order of `programs`.
+fn attach_all(ebpf: &mut Ebpf, programs: &[(&'static str, &[&str])]) -> Result<(), Error> {
     let skipped = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
     let skipped: Vec<&str> = skipped.split(',').map(str::trim).collect();
     for &(tracepoint, candidates) in programs {
@@ -187,7 +242,7 @@ pub fn load_and_attach(
                 info!("left out {program} ({SKIP_PROGRAMS_ENV})");
                 continue;
             }
-            outcome = attach(&mut ebpf, program, tracepoint);
+            outcome = attach(ebpf, program, tracepoint);
             if outcome.is_ok() {
                 info!("attached {program} to tracepoint {tracepoint}");
                 break;
@@ -195,24 +250,7 @@ pub fn load_and_attach(
         }
         outcome?;
     }
-
-    let ledger = match pin_dir {
-        None => None,
-        Some(dir) => {
-            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
-            pin::stamp(&mut meta)?;
-            info!(
-                "maps pinned at {}: counters resume across restarts",
-                dir.display()
-            );
-            Some(Ledger {
-                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
-                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
-            })
-        }
-    };
-    let maps = maps::take(&mut ebpf, free_slots, ledger)?;
-    Ok((Probes { _ebpf: ebpf }, maps))
+    Ok(())
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.
