@@ -15,5 +15,5 @@ pub mod maps;
 pub mod pin;
 
 pub use error::Error;
-pub use load::{load_and_attach, maps_readable_unprivileged};
+pub use load::{load_and_attach, maps_readable_unprivileged, Probes};
 pub use maps::{Ledger, Maps};

@@ -2,14 +2,14 @@
 //! into the same store, and at the end prints an `strace -c` style table (plus p99) of the host,
 //! of one process and its descendants, or of a command it runs and that command's descendants.
 
+mod report;
 mod tree;
 
 use std::{
-    collections::BTreeMap,
     ffi::OsString,
     io::{IsTerminal, Write},
-    path::PathBuf,
-    process::{Child, Command},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus},
     sync::{
         atomic::{AtomicBool, Ordering},
         RwLock,
@@ -20,17 +20,17 @@ use std::{
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use serde::Serialize;
 use tracing_subscriber::EnvFilter;
+
+use report::Report;
 
 use crate::{
     cmd::exit::Fatal,
     config::parse::{parse_duration, parse_interval},
     drain::Drain,
-    kernel as bpf,
-    store::histogram::Histogram,
-    store::{aggregates::MetricsConfig, Process, Store, StoreConfig, SyscallKey},
-    syscalls::{self, Abi},
+    host::procfs,
+    kernel::{self as bpf, Probes},
+    store::{aggregates::MetricsConfig, Process, Store, StoreConfig},
 };
 
 #[derive(Args, Clone, Debug)]
@@ -107,16 +107,6 @@ impl Scope {
     }
 }
 
-/// Running, not a zombie: a zombie has made its last syscall, and its parent may take a while
-/// to reap it.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the parenthesised name, which may itself contain ") ".
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
-}
-
 pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     let filter = EnvFilter::try_new("warn").map_err(|e| Fatal::Other(e.into()))?;
     tracing_subscriber::fmt()
@@ -125,7 +115,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         .without_time()
         .init();
     if let Some(pid) = args.pid {
-        if pid == 0 || !alive(pid) {
+        if pid == 0 || !procfs::alive(pid) {
             return Err(Fatal::Other(anyhow!("--pid {pid}: no such process")));
         }
     }
@@ -161,59 +151,17 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         metrics: MetricsConfig::default(),
         bpf_stats_enabled: false,
     }));
-
-    let started = Instant::now();
-    let mut child = match &program {
-        Some(prog) => Some(spawn(prog, &args.command[1..])?),
-        None => None,
+    let recording = Recording {
+        args: &args,
+        scope: &scope,
+        store: &store,
     };
-    let deadline = args.duration.map(|d| started + d);
-    let progress = Progress::new(args.duration);
-    // Right away, so the user (and a script waiting on stderr) knows the programs are attached.
-    progress.show(Duration::ZERO, &[]);
-    let mut exit_status: Option<std::process::ExitStatus> = None;
-    let mut next_drain = started + args.interval;
-    let mut terminated = false;
-    loop {
-        thread::sleep(Duration::from_millis(10).min(args.interval));
-        if let Some(c) = child.as_mut() {
-            if let Some(status) = c.try_wait().context("waiting for the command")? {
-                exit_status = Some(status);
-                break;
-            }
-            let over = deadline.is_some_and(|d| Instant::now() >= d);
-            if over && !terminated {
-                // Like timeout(1): the command is asked to end, and what it did is reported.
-                // SAFETY: signalling our own child, which we have not reaped.
-                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-                terminated = true;
-            }
-            // Ctrl-C in a terminal reaches the command too; wait for it to finish.
-        } else {
-            if INTERRUPTED.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d)
-            {
-                break;
-            }
-            if args.pid.is_some_and(|p| !alive(p)) {
-                break;
-            }
-        }
-        if Instant::now() >= next_drain {
-            next_drain += args.interval;
-            drain.run_once(&store).context("reading the kernel maps")?;
-            let s = store.read().unwrap_or_else(|e| e.into_inner());
-            let members = scope.members(&s);
-            progress.show(started.elapsed(), &members);
-        }
-    }
-    let elapsed = started.elapsed();
-    // The last events of exited processes are in the maps now; one more read collects them.
-    drain.run_once(&store).context("reading the kernel maps")?;
-    drop(probes);
-    progress.finish();
+    let (elapsed, exit_status) = recording.until_done(program.as_deref(), &mut drain, probes)?;
 
     let s = store.read().unwrap_or_else(|e| e.into_inner());
-    let mut report = Report::build(&scope, &s, elapsed);
+    let members = scope.members(&s);
+    let host = matches!(scope, Scope::Host).then(|| s.system());
+    let mut report = Report::build(&members, host, elapsed);
     report.command = args
         .command
         .iter()
@@ -224,8 +172,108 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     if let Scope::Tree(t) = &scope {
         report.lost_process_events = t.lost.load(Ordering::Relaxed);
     }
+    write_report(&args, &report)?;
+    if report.lost_process_events > 0 {
+        eprintln!(
+            "syscall-profiler: warning: the kernel dropped {} process events; children forked \
+             then may be missing from the report",
+            report.lost_process_events
+        );
+    }
+    Ok(report.exit_code.map_or(0, |c| c as u8))
+}
+
+/// One recording: what to record, and the store it drains into.
+struct Recording<'a> {
+    args: &'a RecordArgs,
+    scope: &'a Scope,
+    store: &'a RwLock<Store>,
+}
+
+impl Recording<'_> {
+    /// Runs `program` (if any) and drains until it exits, `--duration` passes, `--pid` exits
+    /// or Ctrl-C, then once more, and detaches. Returns how long it recorded and the command's
+    /// exit status.
+    fn until_done(
+        &self,
+        program: Option<&Path>,
+        drain: &mut Drain,
+        probes: Probes,
+    ) -> Result<(Duration, Option<ExitStatus>), Fatal> {
+        let args = self.args;
+        let started = Instant::now();
+        let mut child = match program {
+            Some(prog) => Some(spawn(prog, &args.command[1..])?),
+            None => None,
+        };
+        let deadline = args.duration.map(|d| started + d);
+        let progress = Progress::new(args.duration);
+        // Right away, so the user (and a script waiting on stderr) knows the programs are
+        // attached.
+        progress.show(Duration::ZERO, &[]);
+        let mut exit_status: Option<ExitStatus> = None;
+        let mut next_drain = started + args.interval;
+        let mut terminated = false;
+        loop {
+            thread::sleep(Duration::from_millis(10).min(args.interval));
+            if let Some(c) = child.as_mut() {
+                if let Some(status) = c.try_wait().context("waiting for the command")? {
+                    exit_status = Some(status);
+                    break;
+                }
+                let over = deadline.is_some_and(|d| Instant::now() >= d);
+                if over && !terminated {
+                    // Like timeout(1): the command is asked to end, and what it did is reported.
+                    // SAFETY: signalling our own child, which we have not reaped.
+                    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+                    terminated = true;
+                }
+                // Ctrl-C in a terminal reaches the command too; wait for it to finish.
+            } else {
+                if INTERRUPTED.load(Ordering::Relaxed)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    break;
+                }
+                if args.pid.is_some_and(|p| !procfs::alive(p)) {
+                    break;
+                }
+            }
+            if Instant::now() >= next_drain {
+                next_drain += args.interval;
+                self.drain_and_show(drain, &progress, started)?;
+            }
+        }
+        let elapsed = started.elapsed();
+        // The last events of exited processes are in the maps now; one more read collects them.
+        drain
+            .run_once(self.store)
+            .context("reading the kernel maps")?;
+        drop(probes);
+        progress.finish();
+        Ok((elapsed, exit_status))
+    }
+
+    fn drain_and_show(
+        &self,
+        drain: &mut Drain,
+        progress: &Progress,
+        started: Instant,
+    ) -> Result<(), Fatal> {
+        drain
+            .run_once(self.store)
+            .context("reading the kernel maps")?;
+        let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let members = self.scope.members(&s);
+        progress.show(started.elapsed(), &members);
+        Ok(())
+    }
+}
+
+/// The report as JSON or a table, to `--output` or stdout.
+fn write_report(args: &RecordArgs, report: &Report) -> Result<(), Fatal> {
     let text = if args.json {
-        let mut j = serde_json::to_string_pretty(&report).context("rendering JSON")?;
+        let mut j = serde_json::to_string_pretty(report).context("rendering JSON")?;
         j.push('\n');
         j
     } else {
@@ -241,14 +289,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
             let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         }
     }
-    if report.lost_process_events > 0 {
-        eprintln!(
-            "syscall-profiler: warning: the kernel dropped {} process events; children forked \
-             then may be missing from the report",
-            report.lost_process_events
-        );
-    }
-    Ok(report.exit_code.map_or(0, |c| c as u8))
+    Ok(())
 }
 
 /// Finds a bare command name in $PATH ourselves, as a shell would: otherwise the child tries
@@ -339,254 +380,5 @@ impl Progress {
         if self.tty {
             eprint!("\r\x1b[2K");
         }
-    }
-}
-
-#[derive(Serialize, Default)]
-pub struct Report {
-    pub duration_seconds: f64,
-    /// The command recorded, if any.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// Fork events the kernel dropped (descendants forked then may be missing).
-    pub lost_process_events: u64,
-    /// Sorted by total time, descending, as `strace -c` does.
-    pub syscalls: Vec<Row>,
-    pub total: Row,
-    /// Every process recorded, by pid, with its own per-syscall rows.
-    pub processes: Vec<ProcessReport>,
-}
-
-#[derive(Serialize, Default, Clone)]
-pub struct Row {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abi: Option<Abi>,
-    pub percent_time: f64,
-    pub total_ns: u64,
-    pub usecs_per_call: u64,
-    pub calls: u64,
-    pub errors: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p99_ns: Option<u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub errnos: BTreeMap<String, u64>,
-}
-
-#[derive(Serialize)]
-pub struct ProcessReport {
-    pub pid: u32,
-    pub comm: String,
-    pub calls: u64,
-    pub errors: u64,
-    pub total_ns: u64,
-    pub syscalls: Vec<Row>,
-}
-
-fn rows(totals: &BTreeMap<SyscallKey, (Histogram, BTreeMap<u32, u64>)>) -> (Vec<Row>, Row) {
-    let all_ns: u64 = totals.values().map(|(h, _)| h.total_ns).sum();
-    let pct = |ns: u64| {
-        if all_ns == 0 {
-            0.0
-        } else {
-            ns as f64 * 100.0 / all_ns as f64
-        }
-    };
-    let mut out: Vec<Row> = totals
-        .iter()
-        .map(|(k, (h, errnos))| Row {
-            name: syscalls::name(k.abi, k.nr),
-            abi: Some(k.abi),
-            percent_time: pct(h.total_ns),
-            total_ns: h.total_ns,
-            usecs_per_call: h.mean_ns().unwrap_or(0) / 1000,
-            calls: h.count,
-            errors: h.errors,
-            p99_ns: h.quantile_ns(0.99),
-            errnos: errnos
-                .iter()
-                .map(|(&e, &n)| (syscalls::errno_name(e), n))
-                .collect(),
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.total_ns
-            .cmp(&a.total_ns)
-            .then(b.calls.cmp(&a.calls))
-            .then(a.name.cmp(&b.name))
-    });
-    let mut all = Histogram::default();
-    for (h, _) in totals.values() {
-        all.merge(h);
-    }
-    let total = Row {
-        name: "total".into(),
-        abi: None,
-        percent_time: if all_ns == 0 { 0.0 } else { 100.0 },
-        total_ns: all.total_ns,
-        usecs_per_call: all.mean_ns().unwrap_or(0) / 1000,
-        calls: all.count,
-        errors: all.errors,
-        p99_ns: all.quantile_ns(0.99),
-        errnos: BTreeMap::new(),
-    };
-    (out, total)
-}
-
-type Totals = BTreeMap<SyscallKey, (Histogram, BTreeMap<u32, u64>)>;
-
-fn add_process(into: &mut Totals, p: &Process) {
-    for (k, t) in &p.syscalls {
-        let (h, errnos) = into.entry(*k).or_default();
-        h.merge(&t.hist);
-        for (&e, &n) in &t.errnos {
-            *errnos.entry(e).or_default() += n;
-        }
-    }
-}
-
-impl Report {
-    fn build(scope: &Scope, store: &Store, elapsed: Duration) -> Report {
-        let members = scope.members(store);
-        let mut all = Totals::new();
-        match scope {
-            // System-wide totals also hold processes already retired from the store.
-            Scope::Host => {
-                for (k, t) in store.system() {
-                    all.insert(*k, (t.hist.clone(), t.errnos.clone()));
-                }
-            }
-            Scope::Tree(_) => members.iter().for_each(|p| add_process(&mut all, p)),
-        }
-        let (syscalls, total) = rows(&all);
-        let processes = members
-            .iter()
-            .filter(|p| p.total.count > 0)
-            .map(|p| {
-                let mut own = Totals::new();
-                add_process(&mut own, p);
-                let (syscalls, total) = rows(&own);
-                ProcessReport {
-                    pid: p.key.pid,
-                    comm: p.comm.clone(),
-                    calls: total.calls,
-                    errors: total.errors,
-                    total_ns: total.total_ns,
-                    syscalls,
-                }
-            })
-            .collect();
-        Report {
-            duration_seconds: elapsed.as_secs_f64(),
-            syscalls,
-            total,
-            processes,
-            ..Default::default()
-        }
-    }
-
-    /// `strace -c`'s layout, with p99 added before the name.
-    pub fn table(&self) -> String {
-        let mut s = String::new();
-        let rule =
-            "------ ----------- ----------- --------- --------- ----------- ----------------\n";
-        s.push_str("% time     seconds  usecs/call     calls    errors  p99(usecs) syscall\n");
-        s.push_str(rule);
-        let line = |r: &Row, name: &str| {
-            let errors = if r.errors == 0 {
-                String::new()
-            } else {
-                r.errors.to_string()
-            };
-            let p99 = r
-                .p99_ns
-                .map_or(String::new(), |ns| format!("{:.1}", ns as f64 / 1000.0));
-            format!(
-                "{:6.2} {:11.6} {:11} {:9} {:>9} {:>11} {}\n",
-                r.percent_time,
-                r.total_ns as f64 / 1e9,
-                r.usecs_per_call,
-                r.calls,
-                errors,
-                p99,
-                name
-            )
-        };
-        for r in &self.syscalls {
-            let name = match r.abi {
-                Some(abi) if abi != Abi::Native => format!("{} [{}]", r.name, abi.name()),
-                _ => r.name.clone(),
-            };
-            s.push_str(&line(r, &name));
-        }
-        s.push_str(rule);
-        s.push_str(&line(&self.total, "total"));
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::histogram::Delta;
-
-    fn hist(n: u64, each_ns: u64, errors: u64) -> Histogram {
-        let mut h = Histogram::default();
-        h.add(&Delta {
-            errors,
-            total_ns: n * each_ns,
-            buckets: vec![(profiler_common::bucket_index(each_ns), n)],
-        });
-        h
-    }
-
-    #[test]
-    fn table_has_strace_columns_sorted_by_time() {
-        let mut t = Totals::new();
-        let key = |nr| SyscallKey {
-            abi: Abi::Native,
-            nr,
-        };
-        t.insert(key(110), (hist(1000, 60, 0), BTreeMap::new()));
-        t.insert(key(35), (hist(5, 2_000_000, 0), BTreeMap::new()));
-        t.insert(key(257), (hist(100, 300, 100), BTreeMap::from([(2, 100)])));
-        let (syscalls, total) = rows(&t);
-        let report = Report {
-            syscalls,
-            total,
-            ..Default::default()
-        };
-        let table = report.table();
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(
-            lines[0],
-            "% time     seconds  usecs/call     calls    errors  p99(usecs) syscall"
-        );
-        let names: Vec<&str> = lines[2..5]
-            .iter()
-            .map(|l| l.split_whitespace().last().unwrap())
-            .collect();
-        let want: Vec<String> = [35, 110, 257]
-            .iter()
-            .map(|&nr| syscalls::name(Abi::Native, nr))
-            .collect();
-        assert_eq!(names, want);
-        let openat: Vec<&str> = lines[4].split_whitespace().collect();
-        assert_eq!(&openat[3..5], &["100", "100"]);
-        let getppid: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(
-            getppid.len(),
-            6,
-            "no errors column text when there are none"
-        );
-        let last: Vec<&str> = lines[6].split_whitespace().collect();
-        assert_eq!(last[0], "100.00");
-        assert_eq!(&last[3..5], &["1105", "100"]);
-        assert_eq!(*last.last().unwrap(), "total");
-        assert_eq!(report.total.errnos.len(), 0);
     }
 }
