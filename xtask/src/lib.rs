@@ -1,6 +1,7 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
 pub mod bench;
+pub mod layers;
 
 use std::path::{Path, PathBuf};
 

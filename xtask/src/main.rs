@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
     bench::{self, workload::WorkerArgs, BenchArgs},
-    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS, EBPF_SOURCES_DIGEST,
+    check_ebpf_fresh, ebpf_sources_digest, layers, workspace_root, EBPF_OBJECTS,
+    EBPF_SOURCES_DIGEST,
 };
 
 #[derive(Parser)]
@@ -31,6 +32,9 @@ enum Cmd {
     },
     /// Fail if the embedded object is older than the eBPF sources.
     CheckEbpf,
+    /// Fail on an import against the daemon's module layers (profiler/src) or an import cycle;
+    /// print which layers import which.
+    Layers,
     /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
     /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
     Bench(BenchArgs),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
+        Cmd::Layers => layers::run(&root),
         Cmd::Bench(args) => bench::run(&root, args, &argv),
         Cmd::BenchWorker(args) => bench::workload::worker_main(args),
     };
