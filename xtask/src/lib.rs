@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bpfcost;
+pub mod layers;
 
 use std::path::{Path, PathBuf};
 

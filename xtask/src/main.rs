@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
     bench::{self, workload::WorkerArgs, BenchArgs},
-    bpfcost, check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS,
+    bpfcost, check_ebpf_fresh, ebpf_sources_digest, layers, workspace_root, EBPF_OBJECTS,
     EBPF_SOURCES_DIGEST,
 };
 
@@ -32,6 +32,9 @@ enum Cmd {
     },
     /// Fail if the embedded object is older than the eBPF sources.
     CheckEbpf,
+    /// Fail on an import against the daemon's module layers (profiler/src) or an import cycle;
+    /// print which layers import which.
+    Layers,
     /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
     /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
     Bench(BenchArgs),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
+        Cmd::Layers => layers::run(&root),
         Cmd::Bench(args) => bench::run(&root, args, &argv),
         Cmd::BpfCost { daemon_bin } => bpf_cost(&root, daemon_bin),
         Cmd::BenchWorker(args) => bench::workload::worker_main(args),

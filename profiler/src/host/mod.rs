@@ -1,0 +1,3 @@
+pub mod cgroups;
+pub mod info;
+pub mod procfs;

@@ -1,0 +1,88 @@
+//! The maps the drain reads, taken from the loaded object.
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, Queue},
+    Ebpf,
+};
+use profiler_common::{
+    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, COUNTERS_MAP,
+    CPU_SLOT_MAP, ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP,
+    PROCS_MAP, STARTS_MAP,
+};
+
+use super::{arena::HistArena, error::Error};
+
+/// The maps the drain reads.
+pub struct Maps {
+    pub hists: HistArena,
+    pub hist_slots: HashMap<MapData, HistKey, u32>,
+    pub free_slots: Queue<MapData, u32>,
+    pub new_slots: Queue<MapData, u32>,
+    pub errnos: HashMap<MapData, ErrnoKey, u32>,
+    pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
+    pub starts: HashMap<MapData, u32, Start>,
+    pub cpu_slot: PerCpuArray<MapData, Start>,
+    pub counters: PerCpuArray<MapData, u64>,
+    /// Only with `--pin-path`.
+    pub ledger: Option<Ledger>,
+}
+
+/// The totals of retired kernel entries, kept for the next daemon (see profiler_common).
+pub struct Ledger {
+    pub totals: HashMap<MapData, LedgerKey, LedgerTotals>,
+    pub errnos: HashMap<MapData, LedgerErrnoKey, u64>,
+}
+
+/// The drain's maps, once the programs are attached: `free_slots` and `ledger` were taken
+/// before (the loader fills the one and stamps the other's directory).
+pub(super) fn take(
+    ebpf: &mut Ebpf,
+    free_slots: Queue<MapData, u32>,
+    ledger: Option<Ledger>,
+) -> Result<Maps, Error> {
+    let hists = ebpf
+        .take_map(HISTS_MAP)
+        .ok_or_else(|| Error::MissingMap(HISTS_MAP.to_string()))?;
+    let aya::maps::Map::Array(hists) = hists else {
+        return Err(Error::NotAnArray(HISTS_MAP));
+    };
+    let maps = Maps {
+        hists: HistArena::new(hists).map_err(Error::Arena)?,
+        hist_slots: take_map(ebpf, HIST_SLOTS_MAP)?,
+        free_slots,
+        new_slots: take_map(ebpf, NEW_SLOTS_MAP)?,
+        errnos: take_map(ebpf, ERRNOS_MAP)?,
+        procs: take_map(ebpf, PROCS_MAP)?,
+        starts: take_map(ebpf, STARTS_MAP)?,
+        cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
+        counters: take_map(ebpf, COUNTERS_MAP)?,
+        ledger,
+    };
+    Ok(maps)
+}
+
+/// Puts every HISTS slot in the kernel's free queue, emptying it first: a daemon killed while
+/// filling it left a partial queue and an unstamped META, and a slot queued twice would be
+/// handed to two keys.
+pub(super) fn fill_free_slots(queue: &mut Queue<MapData, u32>) -> Result<(), Error> {
+    while queue.pop(0).is_ok() {}
+    for slot in 0..HISTS_MAX_ENTRIES {
+        queue
+            .push(slot, 0)
+            .map_err(|source| Error::FreeSlots { slot, source })?;
+    }
+    Ok(())
+}
+
+pub(super) fn take_map<M>(ebpf: &mut Ebpf, name: &str) -> Result<M, Error>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| Error::MissingMap(name.to_string()))?;
+    M::try_from(map).map_err(|source| Error::Map {
+        name: name.to_string(),
+        source,
+    })
+}

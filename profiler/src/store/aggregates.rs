@@ -1,0 +1,206 @@
+//! What `/metrics` exports, kept by the store as the drain adds deltas, so every counter a
+//! scraper sees is monotonic and bounded:
+//!
+//! - **Groups**: cumulative totals per (comm, cgroup label, syscall). Per-process totals leave the
+//!   store when a process expires; these do not, so summing by comm never goes backwards when a
+//!   process exits. At most `max_groups` (comm, cgroup) pairs: calls of further pairs are added
+//!   to the group (`other`, `other`), which only ever grows. A group leaves `retention` after it
+//!   last had calls or a running process (its series end, as an exited process's do).
+//! - **Per process** (`--metrics-per-pid`): the top `top_pids` processes by syscall time have
+//!   series of their own; calls of every other process are added to one `other` fold. A process
+//!   counts into its own series from when it was promoted: a new process is promoted at once
+//!   while there is room, and each drain re-ranks (a process that drops out of the top stops
+//!   having a series; one that enters starts at zero). So each series only grows, and across
+//!   `pid` series plus `other` every call is counted exactly once.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{
+    histogram::DeltaRef,
+    keys::{FastMap, ProcKey, SyscallKey},
+    telemetry::Telemetry,
+    totals::{Process, SyscallTotals},
+};
+use crate::host::cgroups;
+
+/// The label value of every fold.
+pub const OTHER: &str = "other";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub per_pid: bool,
+    pub top_pids: usize,
+    pub max_groups: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            per_pid: false,
+            top_pids: 20,
+            max_groups: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub comm: String,
+    pub cgroup: Arc<str>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    touched: bool,
+    last_active: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregates {
+    pub config: MetricsConfig,
+    pub groups: HashMap<GroupKey, Group>,
+    /// cgroup id → label, filled by the drain (cgroups.rs), pruned to the ids still in use.
+    pub cgroup_labels: HashMap<u64, Arc<str>>,
+    /// Per-pid mode: the promoted processes' totals since promotion.
+    pub promoted: HashMap<ProcKey, BTreeMap<SyscallKey, SyscallTotals>>,
+    /// Per-pid mode: every call of a process that was not promoted when it was drained.
+    pub other: BTreeMap<SyscallKey, SyscallTotals>,
+    pub telemetry: Telemetry,
+}
+
+/// One process's share of the aggregates (see [`Aggregates::totals_of`]).
+pub struct Totals<'a> {
+    group: &'a mut BTreeMap<SyscallKey, SyscallTotals>,
+    pid: Option<&'a mut BTreeMap<SyscallKey, SyscallTotals>>,
+}
+
+impl Totals<'_> {
+    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        let into = self.group.entry(sc).or_default();
+        add_to(into, delta, errnos);
+        if let Some(t) = &mut self.pid {
+            add_to(t.entry(sc).or_default(), delta, errnos);
+        }
+    }
+}
+
+fn add_to(t: &mut SyscallTotals, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+    if !delta.is_empty() {
+        t.hist.add_ref(delta);
+    }
+    for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+        *t.errnos.entry(errno).or_default() += n;
+    }
+}
+
+impl Aggregates {
+    pub fn new(config: MetricsConfig) -> Self {
+        Self {
+            config,
+            ..Default::default()
+        }
+    }
+
+    pub fn cgroup_label(&self, cgroup_id: u64) -> Arc<str> {
+        self.cgroup_labels
+            .get(&cgroup_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(cgroups::UNKNOWN))
+    }
+
+    /// Where one process's calls are added: its group's totals and, in per-pid mode, its own
+    /// series or the `other` fold. Found once per process per drain, not once per syscall: the
+    /// group lookup builds a key string.
+    pub fn totals_of(&mut self, p: &Process) -> Totals<'_> {
+        let group = {
+            let mut key = GroupKey {
+                comm: p.comm.clone(),
+                cgroup: self.cgroup_label(p.cgroup_id),
+            };
+            if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+                key = GroupKey {
+                    comm: OTHER.to_string(),
+                    cgroup: Arc::from(OTHER),
+                };
+            }
+            let g = self.groups.entry(key).or_default();
+            g.touched = true;
+            &mut g.syscalls
+        };
+        let pid = if self.config.per_pid {
+            if !self.promoted.contains_key(&p.key) && self.promoted.len() < self.config.top_pids {
+                self.promoted.insert(p.key, BTreeMap::new());
+            }
+            Some(match self.promoted.get_mut(&p.key) {
+                Some(t) => t,
+                None => &mut self.other,
+            })
+        } else {
+            None
+        };
+        Totals { group, pid }
+    }
+
+    /// After the store has expired its processes: expire idle groups, re-rank the promoted
+    /// processes, forget cgroup labels nobody uses.
+    pub fn finish_drain(
+        &mut self,
+        processes: &FastMap<ProcKey, Process>,
+        now: Instant,
+        retention: Duration,
+    ) {
+        let mut live_groups: HashSet<(&str, u64)> = HashSet::new();
+        for p in processes.values().filter(|p| p.exited.is_none()) {
+            live_groups.insert((p.comm.as_str(), p.cgroup_id));
+        }
+        let live: HashSet<GroupKey> = live_groups
+            .into_iter()
+            .map(|(comm, id)| GroupKey {
+                comm: comm.to_string(),
+                cgroup: self.cgroup_label(id),
+            })
+            .collect();
+        self.groups.retain(|key, g| {
+            // Checked apart from the clock so that even `--retention 0s` never restarts the
+            // counters of a group still in use.
+            let active = std::mem::take(&mut g.touched) || live.contains(key);
+            if active {
+                g.last_active = Some(now);
+            }
+            active
+                || g.last_active
+                    .is_some_and(|at| now.saturating_duration_since(at) < retention)
+        });
+
+        if self.config.per_pid {
+            // Series are labelled by pid: of a recycled pid's incarnations only the newest may
+            // have one, or two series would carry the same labels.
+            let mut newest: HashMap<u32, &Process> = HashMap::new();
+            for p in processes.values() {
+                let e = newest.entry(p.key.pid).or_insert(p);
+                if (p.first_seen, p.key) > (e.first_seen, e.key) {
+                    *e = p;
+                }
+            }
+            let mut ranked: Vec<(u64, ProcKey)> =
+                newest.values().map(|p| (p.total.total_ns, p.key)).collect();
+            let k = self.config.top_pids.min(ranked.len());
+            if k < ranked.len() {
+                ranked.select_nth_unstable_by_key(k, |&(t, key)| (std::cmp::Reverse(t), key));
+            }
+            let top: HashSet<ProcKey> = ranked[..k].iter().map(|&(_, key)| key).collect();
+            self.promoted.retain(|key, _| top.contains(key));
+            for key in top {
+                self.promoted.entry(key).or_default();
+            }
+        }
+
+        let in_use: HashSet<u64> = processes.values().map(|p| p.cgroup_id).collect();
+        self.cgroup_labels.retain(|id, _| in_use.contains(id));
+    }
+}

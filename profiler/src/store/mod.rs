@@ -1,0 +1,345 @@
+//! Cumulative totals since the daemon started. Written only by the drain, through the methods
+//! below (and SIGHUP's `apply_reload`); read by every view through the accessors. Its fields are
+//! private to the store: keys.rs and totals.rs are the vocabulary the other layers share.
+//!
+//! Counters here never go backwards: the drain adds what changed in the kernel maps, and
+//! system-wide totals are kept apart from per-process ones so that retiring an exited process
+//! does not shrink them.
+
+pub mod aggregates;
+pub mod histogram;
+pub mod history;
+pub mod keys;
+pub mod telemetry;
+pub mod totals;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::{FastMap, FastSet, ProcKey, SyscallKey};
+pub use totals::{Gain, InFlight, KernelCounters, Process, SyscallTotals};
+
+use aggregates::{Aggregates, MetricsConfig};
+use histogram::Delta;
+#[cfg(test)]
+use histogram::DeltaRef;
+use history::{History, SliceEntry};
+use telemetry::BpfProgram;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::syscalls;
+
+/// How a store keeps its totals, set when it is made. SIGHUP can change retention and
+/// max_exited (`apply_reload`).
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    pub retention: Duration,
+    pub max_exited: usize,
+    /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
+    pub latency: bool,
+    pub metrics: MetricsConfig,
+    /// Whether the kernel times our BPF programs (BPF_ENABLE_STATS), as /metrics reports.
+    pub bpf_stats_enabled: bool,
+}
+
+/// Its fields are the store's own: the drain changes them through the methods below, every
+/// view reads them through the accessors.
+#[derive(Debug)]
+pub struct Store {
+    started: (Instant, SystemTime),
+    retention: Duration,
+    /// At most this many exited processes are kept; beyond it the longest-exited go first,
+    /// before their retention ends, and `evicted_early` counts them.
+    max_exited: usize,
+    evicted_early: u64,
+    /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
+    latency: bool,
+    processes: FastMap<ProcKey, Process>,
+    /// Per syscall, over every process ever seen.
+    system: BTreeMap<SyscallKey, SyscallTotals>,
+    kernel: KernelCounters,
+    drains: u64,
+    last_drain: Option<(Instant, SystemTime)>,
+    /// What /metrics exports: monotonic, bounded aggregates and self-telemetry.
+    metrics: Aggregates,
+    /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
+    history: History,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        let mut metrics = Aggregates::new(config.metrics);
+        metrics.telemetry.bpf_stats_enabled = config.bpf_stats_enabled;
+        Self {
+            started: (Instant::now(), SystemTime::now()),
+            retention: config.retention,
+            max_exited: config.max_exited,
+            evicted_early: 0,
+            latency: config.latency,
+            processes: FastMap::default(),
+            system: BTreeMap::new(),
+            kernel: KernelCounters::default(),
+            drains: 0,
+            last_drain: None,
+            metrics,
+            history: History::default(),
+        }
+    }
+
+    /// A store with latency and the default /metrics settings.
+    #[cfg(test)]
+    pub fn for_test(retention: Duration, max_exited: usize) -> Self {
+        Self::new(StoreConfig {
+            retention,
+            max_exited,
+            latency: true,
+            metrics: MetricsConfig::default(),
+            bpf_stats_enabled: false,
+        })
+    }
+
+    /// When the store was made: every total counts from then.
+    pub fn started(&self) -> (Instant, SystemTime) {
+        self.started
+    }
+
+    pub fn latency(&self) -> bool {
+        self.latency
+    }
+
+    /// Every process held, running or exited.
+    pub fn processes(&self) -> &FastMap<ProcKey, Process> {
+        &self.processes
+    }
+
+    /// Per syscall, over every process ever seen.
+    pub fn system(&self) -> &BTreeMap<SyscallKey, SyscallTotals> {
+        &self.system
+    }
+
+    /// The kernel side's own counters, as of the last drain.
+    pub fn kernel(&self) -> &KernelCounters {
+        &self.kernel
+    }
+
+    pub fn drains(&self) -> u64 {
+        self.drains
+    }
+
+    pub fn last_drain(&self) -> Option<(Instant, SystemTime)> {
+        self.last_drain
+    }
+
+    pub fn max_exited(&self) -> usize {
+        self.max_exited
+    }
+
+    /// Exited processes dropped before their retention ended, to stay within `max_exited`.
+    pub fn evicted_early(&self) -> u64 {
+        self.evicted_early
+    }
+
+    /// What /metrics exports.
+    pub fn metrics(&self) -> &Aggregates {
+        &self.metrics
+    }
+
+    /// The last few minutes, system-wide, slice by slice.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The settings SIGHUP applies without a restart.
+    pub fn apply_reload(&mut self, retention: Duration, max_exited: usize) {
+        self.retention = retention;
+        self.max_exited = max_exited;
+    }
+
+    /// The kernel side's counters, as this drain read them.
+    pub fn set_kernel_counters(&mut self, counters: KernelCounters) {
+        self.kernel = counters;
+    }
+
+    /// Labels of cgroup ids the drain has resolved (see host/cgroups.rs).
+    pub fn add_cgroup_labels(&mut self, labels: impl IntoIterator<Item = (u64, Arc<str>)>) {
+        self.metrics.cgroup_labels.extend(labels);
+    }
+
+    /// A drain's own time, and the kernel's accounting of our programs as of it.
+    pub fn record_drain(&mut self, took: Duration, programs: Vec<BpfProgram>) {
+        self.metrics.telemetry.bpf_programs = programs;
+        self.metrics.telemetry.record_drain(took);
+    }
+
+    fn process_entry(&mut self, key: ProcKey) -> &mut Process {
+        self.processes
+            .entry(key)
+            .or_insert_with(|| Process::new(key))
+    }
+
+    /// Adds what one kernel histogram gained since the last drain.
+    #[cfg(test)]
+    pub fn add(&mut self, key: ProcKey, sc: SyscallKey, delta: &Delta) {
+        self.add_batch([Gain {
+            proc: key,
+            sc,
+            delta: delta.view(),
+            errnos: &[],
+        }]);
+    }
+
+    /// Adds what many (process, syscall) pairs gained since the last drain. Give them grouped
+    /// by process (the drain sorts them): each process and its /metrics totals are then looked
+    /// up once per group, not once per syscall, and a pair's calls and failures by errno are
+    /// added in one visit. The system-wide totals and the history take each syscall's sum over
+    /// the batch, once.
+    pub fn add_batch<'a>(&mut self, gains: impl IntoIterator<Item = Gain<'a>>) {
+        let mut gains = gains.into_iter().filter(|g| !g.is_empty()).peekable();
+        let mut by_syscall: FastMap<SyscallKey, SliceEntry> = FastMap::default();
+        while let Some(first) = gains.next() {
+            let key = first.proc;
+            let p = self
+                .processes
+                .entry(key)
+                .or_insert_with(|| Process::new(key));
+            let mut metrics = self.metrics.totals_of(p);
+            let mut next = Some(first);
+            while let Some(Gain {
+                sc, delta, errnos, ..
+            }) = next
+            {
+                metrics.add(sc, delta, errnos);
+                let t = p.syscalls.entry(sc).or_default();
+                let sum = by_syscall.entry(sc).or_default();
+                if !delta.is_empty() {
+                    t.hist.add_ref(delta);
+                    let count = delta.count();
+                    let cat = syscalls::category(sc.abi, sc.nr);
+                    for t in [p.categories.entry(cat).or_default(), &mut p.total] {
+                        t.count += count;
+                        t.errors += delta.errors;
+                        t.total_ns += delta.total_ns;
+                    }
+                    p.interval_ns += delta.total_ns;
+                    sum.hist.add_ref(delta);
+                }
+                for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+                    *t.errnos.entry(errno).or_default() += n;
+                    *sum.errnos.entry(errno).or_default() += n;
+                }
+                next = gains.next_if(|g| g.proc == key);
+            }
+        }
+        for (sc, sum) in by_syscall {
+            let d = Delta {
+                errors: sum.hist.errors,
+                total_ns: sum.hist.total_ns,
+                buckets: sum.hist.bucket_counts().collect(),
+            };
+            self.add_system(sc, &d);
+            self.history.add(sc, &d);
+            for (errno, n) in sum.errnos {
+                self.add_system_errno(sc, errno, n);
+                self.history.add_errno(sc, errno, n);
+            }
+        }
+    }
+
+    /// Adds to the system-wide totals alone: what a previous daemon retired (see pin.rs).
+    pub fn add_system(&mut self, sc: SyscallKey, delta: &Delta) {
+        if !delta.is_empty() {
+            self.system.entry(sc).or_default().hist.add(delta);
+        }
+    }
+
+    pub fn add_system_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
+        if n != 0 {
+            *self
+                .system
+                .entry(sc)
+                .or_default()
+                .errnos
+                .entry(errno)
+                .or_default() += n;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn add_errno(&mut self, key: ProcKey, sc: SyscallKey, errno: u32, n: u64) {
+        self.add_batch([Gain {
+            proc: key,
+            sc,
+            delta: DeltaRef::default(),
+            errnos: &[(errno, n)],
+        }]);
+    }
+
+    /// Records a process's name (a later name, after exec, replaces an earlier one) and, when
+    /// known (non-zero), its cgroup id. The drain names processes before adding their calls, so
+    /// a new process's first calls already count under its name in the /metrics aggregates.
+    pub fn identify(&mut self, key: ProcKey, comm: &str, cgroup_id: u64) {
+        let p = self.process_entry(key);
+        if p.comm != comm {
+            p.comm = comm.to_string();
+        }
+        if cgroup_id != 0 {
+            p.cgroup_id = cgroup_id;
+        }
+    }
+
+    pub fn mark_exited(&mut self, key: ProcKey, now: (Instant, SystemTime)) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.exited.get_or_insert(now);
+        }
+    }
+
+    /// Replaces every process's in-flight list with this drain's snapshot. A process with only
+    /// in-flight calls (say, blocked since before the daemon started) is listed too.
+    pub fn set_in_flight(&mut self, mut by_process: HashMap<ProcKey, Vec<InFlight>>) {
+        for p in self.processes.values_mut() {
+            p.in_flight = by_process.remove(&p.key).unwrap_or_default();
+        }
+        for (key, list) in by_process {
+            self.process_entry(key).in_flight = list;
+        }
+    }
+
+    /// Closes a drain at `now`: per-interval figures and expiry of exited processes.
+    pub fn finish_drain(&mut self, now: (Instant, SystemTime)) {
+        let since = self.last_drain.map_or(self.started.0, |(at, _)| at);
+        let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
+        for p in self.processes.values_mut() {
+            p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
+            p.interval_ns = 0;
+        }
+        let retention = self.retention;
+        self.processes.retain(|_, p| match p.exited {
+            Some((at, _)) => now.0.saturating_duration_since(at) < retention,
+            None => true,
+        });
+        let mut exited: Vec<(Instant, ProcKey)> = self
+            .processes
+            .values()
+            .filter_map(|p| Some((p.exited?.0, p.key)))
+            .collect();
+        if exited.len() > self.max_exited {
+            let excess = exited.len() - self.max_exited;
+            exited.select_nth_unstable(excess - 1);
+            for (_, key) in &exited[..excess] {
+                self.processes.remove(key);
+            }
+            self.evicted_early += excess as u64;
+        }
+        self.metrics
+            .finish_drain(&self.processes, now.0, self.retention);
+        self.history
+            .close_drain(self.last_drain.unwrap_or(self.started), now);
+        self.drains += 1;
+        self.last_drain = Some(now);
+    }
+}

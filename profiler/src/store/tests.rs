@@ -1,0 +1,399 @@
+//! The store's tests: its totals, expiry and in-flight lists, and (in `metrics`) the /metrics
+//! aggregates it keeps as the drain adds to it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::*;
+use crate::syscalls::{Abi, Category};
+
+const P1: ProcKey = ProcKey {
+    pid: 1,
+    incarnation: 10,
+};
+const P2: ProcKey = ProcKey {
+    pid: 2,
+    incarnation: 20,
+};
+const GETPID: SyscallKey = SyscallKey {
+    abi: Abi::Native,
+    nr: 39,
+};
+
+fn delta(bucket: usize, n: u64, total: u64, errors: u64) -> Delta {
+    Delta {
+        errors,
+        total_ns: total,
+        buckets: vec![(bucket, n)],
+    }
+}
+
+#[test]
+fn totals_accumulate_per_process_and_system_wide() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    s.add(P1, GETPID, &delta(100, 2, 500, 0));
+    s.add(P1, GETPID, &delta(101, 3, 700, 1));
+    s.add(P2, GETPID, &delta(100, 1, 100, 1));
+    let p1 = &s.processes[&P1].syscalls[&GETPID].hist;
+    assert_eq!((p1.count, p1.errors, p1.total_ns), (5, 1, 1200));
+    let sys = &s.system[&GETPID].hist;
+    assert_eq!((sys.count, sys.errors, sys.total_ns), (6, 2, 1300));
+    let cat = s.processes[&P1].categories[&Category::Process];
+    assert_eq!((cat.count, cat.errors, cat.total_ns), (5, 1, 1200));
+    assert_eq!(s.processes[&P1].total, cat);
+}
+
+#[test]
+fn a_recycled_pid_is_a_different_process() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    let reborn = ProcKey {
+        pid: 1,
+        incarnation: 99,
+    };
+    s.add(P1, GETPID, &delta(1, 5, 5, 0));
+    s.add(reborn, GETPID, &delta(1, 2, 2, 0));
+    assert_eq!(s.processes[&P1].total.count, 5);
+    assert_eq!(s.processes[&reborn].total.count, 2);
+}
+
+#[test]
+fn errnos_add_up_per_process_and_system_wide() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    s.add_errno(P1, GETPID, 2, 3);
+    s.add_errno(P1, GETPID, 2, 4);
+    s.add_errno(P2, GETPID, 9, 1);
+    s.add_errno(P2, GETPID, 9, 0);
+    assert_eq!(
+        s.processes[&P1].syscalls[&GETPID].errnos,
+        BTreeMap::from([(2, 7)])
+    );
+    assert_eq!(s.system[&GETPID].errnos, BTreeMap::from([(2, 7), (9, 1)]));
+}
+
+#[test]
+fn exited_processes_leave_after_retention_but_system_totals_stay() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    s.add(P1, GETPID, &delta(50, 4, 400, 0));
+    s.add(P2, GETPID, &delta(50, 1, 100, 0));
+    let t0 = Instant::now();
+    let wall = SystemTime::now();
+    s.mark_exited(P1, (t0, wall));
+    // A second exit notice does not restart the clock.
+    s.mark_exited(P1, (t0 + Duration::from_secs(30), wall));
+    s.finish_drain((t0 + Duration::from_secs(59), wall));
+    assert!(s.processes.contains_key(&P1));
+    s.finish_drain((t0 + Duration::from_secs(60), wall));
+    assert!(!s.processes.contains_key(&P1));
+    assert!(
+        s.processes.contains_key(&P2),
+        "running processes never expire"
+    );
+    assert_eq!(s.system[&GETPID].hist.count, 5);
+    assert_eq!(s.drains, 2);
+}
+
+#[test]
+fn exited_processes_beyond_the_cap_leave_oldest_first() {
+    let mut s = Store::for_test(Duration::from_secs(3600), 2);
+    let t0 = s.started.0;
+    let wall = SystemTime::now();
+    let keys: Vec<ProcKey> = (1..=4)
+        .map(|pid| ProcKey {
+            pid,
+            incarnation: 1,
+        })
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        s.add(*k, GETPID, &delta(1, 1, 1, 0));
+        s.mark_exited(*k, (t0 + Duration::from_secs(i as u64), wall));
+    }
+    s.add(P1, GETPID, &delta(1, 1, 1, 0));
+    s.finish_drain((t0 + Duration::from_secs(10), wall));
+    let mut left: Vec<u32> = s.processes.keys().map(|k| k.pid).collect();
+    left.sort();
+    // pid 1 here is P1, alive; the exited pids 1 and 2 left first.
+    assert_eq!(left, vec![1, 3, 4]);
+    assert!(s.processes.contains_key(&P1));
+    assert_eq!(s.evicted_early, 2);
+    assert_eq!(
+        s.system[&GETPID].hist.count, 5,
+        "system totals keep evicted processes' calls"
+    );
+}
+
+#[test]
+fn time_share_covers_the_last_interval_only() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    let t0 = s.started.0;
+    let wall = SystemTime::now();
+    // 600 ms of syscall time in a 1 s interval.
+    s.add(P1, GETPID, &delta(200, 1, 600_000_000, 0));
+    s.finish_drain((t0 + Duration::from_secs(1), wall));
+    assert!((s.processes[&P1].syscall_time_share - 0.6).abs() < 1e-9);
+    s.finish_drain((t0 + Duration::from_secs(2), wall));
+    assert_eq!(s.processes[&P1].syscall_time_share, 0.0);
+}
+
+#[test]
+fn category_share_of_syscall_time() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    let futex = SyscallKey {
+        abi: Abi::Native,
+        nr: syscalls_nr("futex"),
+    };
+    s.add(P1, futex, &delta(200, 1, 600, 0));
+    s.add(P1, GETPID, &delta(200, 1, 400, 0));
+    let p = &s.processes[&P1];
+    assert!((p.category_share(Category::Sync) - 0.6).abs() < 1e-9);
+    assert_eq!(p.category_share(Category::Network), 0.0);
+}
+
+fn syscalls_nr(name: &str) -> u32 {
+    (0..1000)
+        .find(|&nr| syscalls::name(Abi::Native, nr) == name)
+        .unwrap()
+}
+
+#[test]
+fn in_flight_snapshot_replaces_the_previous_one() {
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    s.add(P1, GETPID, &delta(1, 1, 1, 0));
+    let read = SyscallKey {
+        abi: Abi::Native,
+        nr: 0,
+    };
+    let one = InFlight {
+        syscall: read,
+        count: 1,
+        oldest_age_ns: 5,
+    };
+    s.set_in_flight(HashMap::from([(P1, vec![one]), (P2, vec![one])]));
+    assert_eq!(s.processes[&P1].in_flight, vec![one]);
+    assert_eq!(
+        s.processes[&P2].in_flight,
+        vec![one],
+        "listed with no completed calls"
+    );
+    s.set_in_flight(HashMap::new());
+    assert!(s.processes[&P1].in_flight.is_empty());
+}
+
+#[test]
+fn names_follow_execve() {
+    let mut s = Store::for_test(Duration::ZERO, 1000);
+    s.add(P1, GETPID, &delta(1, 1, 1, 0));
+    s.identify(P1, "bash", 42);
+    s.identify(P1, "ls", 0);
+    assert_eq!(s.processes[&P1].comm, "ls");
+    assert_eq!(
+        s.processes[&P1].cgroup_id, 42,
+        "an unknown id does not erase a known one"
+    );
+}
+
+#[test]
+fn empty_deltas_create_nothing() {
+    let mut s = Store::for_test(Duration::ZERO, 1000);
+    s.add(P1, GETPID, &Delta::default());
+    assert!(s.processes.is_empty());
+    assert!(s.system.is_empty());
+}
+
+/// The aggregates, through the store that feeds them.
+mod metrics {
+    use std::time::{Duration, SystemTime};
+
+    use super::super::{
+        aggregates::{MetricsConfig, OTHER},
+        histogram::Delta,
+        ProcKey, Store, StoreConfig, SyscallKey,
+    };
+    use crate::syscalls::Abi;
+
+    const GETPID: SyscallKey = SyscallKey {
+        abi: Abi::Native,
+        nr: 39,
+    };
+
+    fn key(pid: u32) -> ProcKey {
+        ProcKey {
+            pid,
+            incarnation: 1,
+        }
+    }
+
+    fn delta(n: u64, total_ns: u64) -> Delta {
+        Delta {
+            errors: 0,
+            total_ns,
+            buckets: vec![(100, n)],
+        }
+    }
+
+    fn store(config: MetricsConfig) -> Store {
+        Store::new(StoreConfig {
+            retention: Duration::from_secs(60),
+            max_exited: 1000,
+            latency: true,
+            metrics: config,
+            bpf_stats_enabled: false,
+        })
+    }
+
+    fn group_count(s: &Store, comm: &str) -> u64 {
+        s.metrics
+            .groups
+            .iter()
+            .filter(|(k, _)| k.comm == comm)
+            .map(|(_, g)| g.syscalls[&GETPID].hist.count)
+            .sum()
+    }
+
+    #[test]
+    fn groups_stay_monotonic_when_processes_expire() {
+        let mut s = store(MetricsConfig::default());
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.identify(key(1), "nginx", 0);
+        s.identify(key(2), "nginx", 0);
+        s.add(key(1), GETPID, &delta(3, 30));
+        s.add(key(2), GETPID, &delta(4, 40));
+        s.add_errno(key(2), GETPID, 2, 1);
+        s.mark_exited(key(1), (t0, wall));
+        s.finish_drain((t0 + Duration::from_secs(61), wall));
+        assert!(!s.processes.contains_key(&key(1)), "process expired");
+        assert_eq!(group_count(&s, "nginx"), 7, "its calls stay in the group");
+        let g = s.metrics.groups.values().next().unwrap();
+        assert_eq!(g.syscalls[&GETPID].errnos[&2], 1);
+        assert_eq!(g.syscalls[&GETPID].hist.total_ns, 70);
+    }
+
+    #[test]
+    fn a_group_leaves_after_retention_once_no_process_of_it_runs() {
+        let mut s = store(MetricsConfig::default());
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.identify(key(1), "cron", 0);
+        s.add(key(1), GETPID, &delta(1, 1));
+        s.finish_drain((t0, wall));
+        // Alive and idle well past retention: kept, so its counters never restart.
+        s.finish_drain((t0 + Duration::from_secs(600), wall));
+        assert_eq!(group_count(&s, "cron"), 1);
+        s.mark_exited(key(1), (t0 + Duration::from_secs(600), wall));
+        s.finish_drain((t0 + Duration::from_secs(601), wall));
+        assert_eq!(
+            group_count(&s, "cron"),
+            1,
+            "exited, idle: still within retention"
+        );
+        s.finish_drain((t0 + Duration::from_secs(700), wall));
+        assert!(s.metrics.groups.is_empty(), "exited and idle for retention");
+    }
+
+    #[test]
+    fn groups_past_the_cap_fold_into_other() {
+        let mut s = store(MetricsConfig {
+            max_groups: 2,
+            ..MetricsConfig::default()
+        });
+        for (pid, comm) in [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "a")] {
+            s.identify(key(pid), comm, 0);
+            s.add(key(pid), GETPID, &delta(1, 1));
+        }
+        assert_eq!(group_count(&s, "a"), 2);
+        assert_eq!(group_count(&s, "b"), 1);
+        assert_eq!(group_count(&s, OTHER), 2, "c and d");
+        assert_eq!(s.metrics.groups.len(), 3, "the cap plus the fold");
+    }
+
+    #[test]
+    fn top_k_processes_get_series_the_rest_fold_into_other() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 2,
+            max_groups: 1000,
+        });
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        // While there is room, a new process is promoted at once: all its calls are its own.
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.add(key(2), GETPID, &delta(1, 200));
+        s.add(key(3), GETPID, &delta(5, 900));
+        assert_eq!(s.metrics.promoted[&key(1)][&GETPID].hist.count, 1);
+        assert_eq!(s.metrics.promoted[&key(2)][&GETPID].hist.count, 1);
+        assert!(!s.metrics.promoted.contains_key(&key(3)));
+        assert_eq!(s.metrics.other[&GETPID].hist.count, 5);
+        // Re-ranked by syscall time: 3 (900) and 2 (200) are the top 2; 1 drops out.
+        s.finish_drain((t0 + Duration::from_secs(1), wall));
+        let mut top: Vec<u32> = s.metrics.promoted.keys().map(|k| k.pid).collect();
+        top.sort();
+        assert_eq!(top, vec![2, 3]);
+        // 3 counts from its promotion; 1's new calls go to other. Other never shrinks.
+        s.add(key(3), GETPID, &delta(2, 10));
+        s.add(key(1), GETPID, &delta(4, 10));
+        assert_eq!(s.metrics.promoted[&key(3)][&GETPID].hist.count, 2);
+        assert_eq!(s.metrics.other[&GETPID].hist.count, 9);
+        // Every call counted exactly once across pid series and other.
+        let all: u64 = s
+            .metrics
+            .promoted
+            .values()
+            .map(|t| t[&GETPID].hist.count)
+            .sum::<u64>()
+            + s.metrics.other[&GETPID].hist.count;
+        assert_eq!(all, 1 + 2 + 9);
+        assert_eq!(
+            all + 1,
+            s.system[&GETPID].hist.count,
+            "1's first call left with its series"
+        );
+    }
+
+    #[test]
+    fn a_recycled_pid_has_one_series() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 10,
+            max_groups: 1000,
+        });
+        let wall = SystemTime::now();
+        let reborn = ProcKey {
+            pid: 1,
+            incarnation: 2,
+        };
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.processes.get_mut(&key(1)).unwrap().first_seen = wall - Duration::from_secs(5);
+        s.mark_exited(key(1), (s.started.0, wall));
+        s.add(reborn, GETPID, &delta(1, 1));
+        s.finish_drain((s.started.0, wall));
+        let promoted: Vec<ProcKey> = s.metrics.promoted.keys().copied().collect();
+        assert_eq!(promoted, vec![reborn]);
+    }
+
+    #[test]
+    fn an_exited_process_series_expires_with_it() {
+        let mut s = store(MetricsConfig {
+            per_pid: true,
+            top_pids: 10,
+            max_groups: 1000,
+        });
+        let t0 = s.started.0;
+        let wall = SystemTime::now();
+        s.add(key(1), GETPID, &delta(1, 100));
+        s.add(key(2), GETPID, &delta(1, 100));
+        s.mark_exited(key(1), (t0, wall));
+        s.finish_drain((t0 + Duration::from_secs(59), wall));
+        assert!(
+            s.metrics.promoted.contains_key(&key(1)),
+            "kept for retention"
+        );
+        s.finish_drain((t0 + Duration::from_secs(60), wall));
+        assert!(
+            !s.metrics.promoted.contains_key(&key(1)),
+            "gone with the process"
+        );
+        assert!(s.metrics.promoted.contains_key(&key(2)));
+    }
+}

@@ -1,0 +1,113 @@
+//! What the store adds up: per (process, syscall) and system-wide totals, per-category totals,
+//! a process and what it is doing, and the kernel side's own counters.
+
+use std::{
+    collections::BTreeMap,
+    time::{Instant, SystemTime},
+};
+
+use super::{
+    histogram::{DeltaRef, Histogram},
+    keys::{ProcKey, SyscallKey},
+};
+use crate::syscalls::Category;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyscallTotals {
+    pub hist: Histogram,
+    /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
+    /// full (see `drops.errnos_full`).
+    pub errnos: BTreeMap<u32, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CategoryTotals {
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+}
+
+/// What one (process, syscall) gained between two drains: calls, and failures by errno.
+#[derive(Clone, Copy, Debug)]
+pub struct Gain<'a> {
+    pub proc: ProcKey,
+    pub sc: SyscallKey,
+    pub delta: DeltaRef<'a>,
+    pub errnos: &'a [(u32, u64)],
+}
+
+impl Gain<'_> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.delta.is_empty() && self.errnos.iter().all(|&(_, n)| n == 0)
+    }
+}
+
+/// Syscalls that have started and not yet returned, as of the last drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub syscall: SyscallKey,
+    pub count: u32,
+    pub oldest_age_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub key: ProcKey,
+    pub comm: String,
+    /// cgroup v2 id (inode of its /sys/fs/cgroup directory) when the kernel first saw it; 0 if
+    /// unknown.
+    pub cgroup_id: u64,
+    pub first_seen: SystemTime,
+    /// When the drain saw the process exit; it leaves the store `retention` later.
+    pub exited: Option<(Instant, SystemTime)>,
+    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    pub categories: BTreeMap<Category, CategoryTotals>,
+    pub total: CategoryTotals,
+    pub in_flight: Vec<InFlight>,
+    /// Syscall time completed during the last drain interval, over that interval's length:
+    /// 1.0 is one thread inside syscalls all the time (threads add up, so it can exceed 1).
+    pub syscall_time_share: f64,
+    pub(super) interval_ns: u64,
+}
+
+impl Process {
+    pub(super) fn new(key: ProcKey) -> Self {
+        Self {
+            key,
+            comm: String::new(),
+            cgroup_id: 0,
+            first_seen: SystemTime::now(),
+            exited: None,
+            syscalls: BTreeMap::new(),
+            categories: BTreeMap::new(),
+            total: CategoryTotals::default(),
+            in_flight: Vec::new(),
+            syscall_time_share: 0.0,
+            interval_ns: 0,
+        }
+    }
+
+    /// The share of this process's syscall time (since the daemon started) spent in `cat`.
+    pub fn category_share(&self, cat: Category) -> f64 {
+        let t = self.categories.get(&cat).map_or(0, |c| c.total_ns);
+        if self.total.total_ns == 0 {
+            0.0
+        } else {
+            t as f64 / self.total.total_ns as f64
+        }
+    }
+}
+
+/// The kernel side's own health, as of the last drain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub hists_full: u64,
+    pub procs_full: u64,
+    pub starts_full: u64,
+    pub errnos_full: u64,
+    pub unmatched_exits: u64,
+    pub hists_entries: u64,
+    pub starts_entries: u64,
+    pub procs_entries: u64,
+    pub errnos_entries: u64,
+}

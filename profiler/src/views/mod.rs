@@ -1,0 +1,38 @@
+//! What the daemon answers, read from the store: `/stats` (stats.rs; its query in query.rs),
+//! `/metrics` (scrape.rs answers, metrics.rs renders), the dashboard and `/history` (page.rs),
+//! `/insights` (insights.rs). Each handler takes a read lock, renders, and lets go; a bad query
+//! is a 400 naming the parameter (error.rs).
+
+pub mod error;
+pub mod insights;
+pub mod metrics;
+pub mod page;
+pub mod query;
+pub mod scrape;
+pub mod stats;
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use metrics::ScrapeStats;
+
+use crate::{config::insights::InsightArgs, host::info::HostInfo, store::Store};
+
+/// What every view reads: the store, and what the answers quote besides it.
+pub struct Context {
+    pub store: Arc<RwLock<Store>>,
+    pub host: HostInfo,
+    pub interval: Duration,
+    /// /metrics' own cost, reported by the next scrape.
+    pub scrape: ScrapeStats,
+    /// Thresholds for `/insights`.
+    pub insights: InsightArgs,
+}
+
+/// Wall-clock time as Unix milliseconds, as every JSON view reports it.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,288 @@
+//! The dashboard at `/` (its assets are compiled into the binary: no CDN, nothing fetched from
+//! anywhere but this daemon) and `GET /history`, the recent per-second activity it plots.
+
+use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
+
+use axum::{
+    extract::{RawQuery, State},
+    http::header,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+
+use super::{error::BadParam, insights, unix_ms, Context};
+use crate::{
+    store::history::{Slice, SliceEntry, SLICE, SLICES},
+    store::{Store, SyscallKey},
+    syscalls::{self, Abi},
+};
+
+const INDEX: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const STYLE: &str = include_str!("../../assets/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+#[derive(Serialize)]
+pub struct SliceTimes {
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+}
+
+#[derive(Serialize)]
+pub struct SyscallHistory {
+    pub name: String,
+    pub nr: u32,
+    pub abi: Abi,
+    /// Over the whole window.
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub p99_ns: Option<u64>,
+    /// `[slice index, floor(log2(latency ns)), calls]` for every non-empty cell.
+    pub heat: Vec<[u64; 3]>,
+    /// Per errno name, `[slice index, failures]` for slices with any.
+    pub errnos: BTreeMap<String, Vec<[u64; 2]>>,
+}
+
+#[derive(Serialize)]
+pub struct HistoryResponse {
+    pub schema_version: u32,
+    pub native_abi: &'static str,
+    pub slice_seconds: u64,
+    pub max_slices: usize,
+    /// Oldest first; the last may still be filling.
+    pub slices: Vec<SliceTimes>,
+    /// The `top` syscalls with the most calls in the window, most first.
+    pub syscalls: Vec<SyscallHistory>,
+}
+
+/// `top` for /history and /insights: 1 to 1000.
+fn top_param(v: &str) -> Result<usize, BadParam> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| BadParam::new("top", format!("'{v}' is not from 1 to 1000")))
+}
+
+fn parse_top(raw: Option<&str>) -> Result<usize, BadParam> {
+    let mut top = 12;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "top" => top = top_param(&v)?,
+            other => return Err(BadParam::new(other, "unknown parameter (known: top)")),
+        }
+    }
+    Ok(top)
+}
+
+pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
+    let slices: Vec<&Slice> = store.history().slices.iter().collect();
+    let mut window: BTreeMap<SyscallKey, SliceEntry> = BTreeMap::new();
+    for s in &slices {
+        for (k, e) in &s.syscalls {
+            let w = window.entry(*k).or_default();
+            w.hist.merge(&e.hist);
+        }
+    }
+    let mut keys: Vec<(SyscallKey, u64)> = window.iter().map(|(k, e)| (*k, e.hist.count)).collect();
+    keys.sort_by_key(|&(k, n)| (Reverse(n), k));
+    keys.truncate(top);
+    let syscalls = keys
+        .into_iter()
+        .map(|(k, _)| {
+            let h = &window[&k].hist;
+            let mut heat = Vec::new();
+            let mut errnos: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
+            for (i, s) in slices.iter().enumerate() {
+                let Some(e) = s.syscalls.get(&k) else {
+                    continue;
+                };
+                for (row, n) in e.hist.log2_rows() {
+                    heat.push([i as u64, u64::from(row), n]);
+                }
+                for (&errno, &n) in &e.errnos {
+                    errnos
+                        .entry(syscalls::errno_name(errno))
+                        .or_default()
+                        .push([i as u64, n]);
+                }
+            }
+            SyscallHistory {
+                name: syscalls::name(k.abi, k.nr),
+                nr: k.nr,
+                abi: k.abi,
+                count: h.count,
+                errors: h.errors,
+                total_ns: h.total_ns,
+                p99_ns: h.quantile_ns(0.99),
+                heat,
+                errnos,
+            }
+        })
+        .collect();
+    HistoryResponse {
+        schema_version: 1,
+        native_abi: Abi::Native.name(),
+        slice_seconds: SLICE.as_secs(),
+        max_slices: SLICES,
+        slices: slices
+            .iter()
+            .map(|s| SliceTimes {
+                start_unix_ms: unix_ms(s.start.1),
+                end_unix_ms: unix_ms(s.end.1),
+            })
+            .collect(),
+        syscalls,
+    }
+}
+
+pub async fn history(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
+    let top = match parse_top(raw.as_deref()) {
+        Ok(t) => t,
+        Err(bad) => return bad.into_response(),
+    };
+    let body = {
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        render_history(&store, top)
+    };
+    Json(body).into_response()
+}
+
+#[derive(Serialize)]
+pub struct InsightsResponse {
+    pub schema_version: u32,
+    pub thresholds: Thresholds,
+    /// Highest score first.
+    pub findings: Vec<insights::Finding>,
+}
+
+#[derive(Serialize)]
+pub struct Thresholds {
+    pub failures_per_sec: f64,
+    pub blocked_share: f64,
+    pub p99_ratio: f64,
+    pub window_seconds: u64,
+    pub min_calls: u64,
+}
+
+fn parse_insights_query(raw: Option<&str>) -> Result<(Option<u32>, usize), BadParam> {
+    let (mut pid, mut top) = (None, 50);
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "pid" => {
+                pid = Some(
+                    v.parse()
+                        .map_err(|_| BadParam::new("pid", format!("'{v}' is not a process id")))?,
+                )
+            }
+            "top" => top = top_param(&v)?,
+            other => return Err(BadParam::new(other, "unknown parameter (known: pid, top)")),
+        }
+    }
+    Ok((pid, top))
+}
+
+pub async fn insights(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
+    let (pid, top) = match parse_insights_query(raw.as_deref()) {
+        Ok(q) => q,
+        Err(bad) => return bad.into_response(),
+    };
+    let mut findings = {
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        insights::find(&store, &ctx.insights, ctx.interval)
+    };
+    findings.retain(|f| pid.is_none_or(|p| f.pid == Some(p)));
+    findings.truncate(top);
+    let a = &ctx.insights;
+    Json(InsightsResponse {
+        schema_version: 1,
+        thresholds: Thresholds {
+            failures_per_sec: a.insight_failures_per_sec,
+            blocked_share: a.insight_blocked_share,
+            p99_ratio: a.insight_p99_ratio,
+            window_seconds: a.insight_window.as_secs(),
+            min_calls: a.insight_min_calls,
+        },
+        findings,
+    })
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{store::histogram::Delta, store::ProcKey};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn history_lists_busiest_syscalls_with_cells_and_errnos() {
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
+        let p = ProcKey {
+            pid: 1,
+            incarnation: 1,
+        };
+        let k = |nr| SyscallKey {
+            abi: Abi::Native,
+            nr,
+        };
+        let bucket = profiler_common::bucket_index(1000);
+        s.add(
+            p,
+            k(2),
+            &Delta {
+                errors: 3,
+                total_ns: 5000,
+                buckets: vec![(bucket, 5)],
+            },
+        );
+        s.add_errno(p, k(2), 2, 3);
+        s.add(
+            p,
+            k(0),
+            &Delta {
+                errors: 0,
+                total_ns: 100,
+                buckets: vec![(bucket, 1)],
+            },
+        );
+        s.finish_drain((Instant::now(), std::time::SystemTime::now()));
+        let h = render_history(&s, 1);
+        assert_eq!(h.slices.len(), 1);
+        assert_eq!(h.syscalls.len(), 1, "cut to top");
+        let first = &h.syscalls[0];
+        assert_eq!((first.nr, first.count, first.errors), (2, 5, 3));
+        assert_eq!(first.heat, vec![[0, 9, 5]], "1000 ns is in [512, 1024)");
+        assert_eq!(first.errnos["ENOENT"], vec![[0, 3]]);
+    }
+
+    #[test]
+    fn bad_params_are_named() {
+        assert_eq!(parse_top(None), Ok(12));
+        assert_eq!(parse_top(Some("top=3")), Ok(3));
+        assert_eq!(parse_top(Some("top=0")).unwrap_err().param, "top");
+        assert_eq!(parse_top(Some("x=1")).unwrap_err().param, "x");
+    }
+}

@@ -1,0 +1,370 @@
+//! `GET /stats`: the store as versioned JSON (schema documented in docs/api.md).
+
+use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
+
+use axum::{
+    extract::{RawQuery, State},
+    response::{IntoResponse, Response},
+    Json,
+};
+use profiler_common::{
+    ERRNOS_MAX_ENTRIES, HISTS_MAX_ENTRIES, PROCS_MAX_ENTRIES, STARTS_MAX_ENTRIES,
+};
+use serde::Serialize;
+
+use super::{
+    query::{SortKey, StatsQuery},
+    unix_ms, Context,
+};
+use crate::{
+    host::info as host,
+    store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
+    syscalls::{self, Abi, Category},
+};
+
+/// Bumped on any change that could break a client: removed or renamed fields, changed meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Bucket {
+    pub lower_ns: u64,
+    /// Exclusive; absent for the overflow bucket (2^36 ns and more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_ns: Option<u64>,
+    pub count: u64,
+}
+
+#[derive(Serialize)]
+pub struct SyscallStats {
+    pub name: String,
+    pub nr: u32,
+    pub abi: Abi,
+    pub category: Category,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub mean_ns: Option<u64>,
+    pub p50_ns: Option<u64>,
+    pub p90_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    /// Failures by errno name (`ENOENT`).
+    pub errnos: BTreeMap<String, u64>,
+    pub buckets: Vec<Bucket>,
+}
+
+impl SyscallStats {
+    /// Without latency (counts-only mode) the time-based fields are absent.
+    fn new(key: SyscallKey, name: String, t: &SyscallTotals, latency: bool) -> Self {
+        let h = &t.hist;
+        let timed = |v: Option<u64>| v.filter(|_| latency);
+        Self {
+            category: Category::of(&name),
+            name,
+            nr: key.nr,
+            abi: key.abi,
+            count: h.count,
+            errors: h.errors,
+            total_ns: h.total_ns,
+            mean_ns: timed(h.mean_ns()),
+            p50_ns: timed(h.quantile_ns(0.50)),
+            p90_ns: timed(h.quantile_ns(0.90)),
+            p99_ns: timed(h.quantile_ns(0.99)),
+            max_ns: timed(h.max_ns()),
+            errnos: t
+                .errnos
+                .iter()
+                .map(|(&e, &n)| (syscalls::errno_name(e), n))
+                .collect(),
+            buckets: h
+                .nonempty_buckets()
+                .filter(|_| latency)
+                .map(|(lower_ns, upper_ns, count)| Bucket {
+                    lower_ns,
+                    upper_ns,
+                    count,
+                })
+                .collect(),
+        }
+    }
+
+    fn sort_key(&self, key: SortKey) -> u64 {
+        match key {
+            SortKey::Count => self.count,
+            SortKey::Total => self.total_ns,
+            SortKey::P99 => self.p99_ns.unwrap_or(0),
+            SortKey::Errors => self.errors,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CategoryStats {
+    pub category: Category,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    /// This category's part of the process's syscall time since the daemon started.
+    pub share_of_syscall_time: f64,
+}
+
+#[derive(Serialize)]
+pub struct InFlightStats {
+    pub name: String,
+    pub nr: u32,
+    pub abi: Abi,
+    pub count: u32,
+    pub oldest_age_ns: u64,
+}
+
+#[derive(Serialize)]
+pub struct ProcessStats {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 id (inode of the cgroup's directory under /sys/fs/cgroup); 0 if unknown.
+    pub cgroup_id: u64,
+    pub first_seen_unix_ms: u64,
+    pub exited: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_unix_ms: Option<u64>,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    /// Syscall time completed in the last drain interval over the interval's length (1.0 = one
+    /// thread in syscalls the whole time; threads add up).
+    pub syscall_time_share: f64,
+    pub categories: Vec<CategoryStats>,
+    pub in_flight: Vec<InFlightStats>,
+    pub syscalls: Vec<SyscallStats>,
+}
+
+impl ProcessStats {
+    fn sort_key(&self, key: SortKey) -> u64 {
+        match key {
+            SortKey::Count => self.count,
+            SortKey::Total => self.total_ns,
+            SortKey::P99 => self
+                .syscalls
+                .iter()
+                .filter_map(|s| s.p99_ns)
+                .max()
+                .unwrap_or(0),
+            SortKey::Errors => self.errors,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct HostStats {
+    /// `latency` (the default) or `counts_only` (no times: latency fields are absent).
+    pub mode: &'static str,
+    pub hostname: String,
+    pub kernel: String,
+    pub arch: &'static str,
+    pub uptime_seconds: Option<f64>,
+    pub daemon_uptime_seconds: f64,
+    pub interval_ms: u64,
+    pub drains: u64,
+    pub last_drain_unix_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct MapStats {
+    pub hists_entries: u64,
+    pub hists_capacity: u32,
+    pub starts_entries: u64,
+    pub starts_capacity: u32,
+    pub procs_entries: u64,
+    pub procs_capacity: u32,
+    pub errnos_entries: u64,
+    pub errnos_capacity: u32,
+    /// What was lost because a map was full, per map.
+    pub drops: Drops,
+    /// Exits with no recorded enter: a new thread's first return from clone/fork, a syscall in
+    /// flight at attach, or one whose start was dropped.
+    pub unmatched_exits: u64,
+}
+
+#[derive(Serialize)]
+pub struct Drops {
+    pub hists_full: u64,
+    pub procs_full: u64,
+    pub starts_full: u64,
+    pub errnos_full: u64,
+}
+
+#[derive(Serialize)]
+pub struct StoreStats {
+    /// Processes held, running and exited.
+    pub processes: usize,
+    pub exited_processes: usize,
+    pub max_exited: usize,
+    /// Exited processes dropped before their retention ended, to stay within `max_exited`.
+    pub evicted_early: u64,
+}
+
+#[derive(Serialize)]
+pub struct StatsResponse {
+    pub schema_version: u32,
+    pub host: HostStats,
+    pub kernel_maps: MapStats,
+    pub store: StoreStats,
+    pub sort: SortKey,
+    /// System-wide per-syscall totals over all processes ever seen (pid/comm filters do not
+    /// apply; syscall, sort and top do).
+    pub syscalls: Vec<SyscallStats>,
+    pub processes: Vec<ProcessStats>,
+}
+
+fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (u64, u32)) {
+    items.sort_by_key(|x| {
+        let (k, id) = key(x);
+        (Reverse(k), id)
+    });
+    if let Some(n) = top {
+        items.truncate(n);
+    }
+}
+
+fn process_stats(p: &Process, q: &StatsQuery, latency: bool) -> Option<ProcessStats> {
+    let wanted = |k: &SyscallKey, name: &str| {
+        q.syscall
+            .as_ref()
+            .is_none_or(|f| f.matches(k.abi, k.nr, name))
+    };
+    let mut calls: Vec<SyscallStats> = p
+        .syscalls
+        .iter()
+        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
+        .filter(|(k, name, _)| wanted(k, name))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
+        .collect();
+    let in_flight: Vec<InFlightStats> = p
+        .in_flight
+        .iter()
+        .map(|f: &InFlight| (f, syscalls::name(f.syscall.abi, f.syscall.nr)))
+        .filter(|(f, name)| wanted(&f.syscall, name))
+        .map(|(f, name)| InFlightStats {
+            name,
+            nr: f.syscall.nr,
+            abi: f.syscall.abi,
+            count: f.count,
+            oldest_age_ns: f.oldest_age_ns,
+        })
+        .collect();
+    if calls.is_empty() && in_flight.is_empty() {
+        return None;
+    }
+    sort_and_cut(&mut calls, q.top, |s| (s.sort_key(q.sort), s.nr));
+    let categories = Category::ALL
+        .iter()
+        .filter_map(|&c| {
+            let t = p.categories.get(&c)?;
+            Some(CategoryStats {
+                category: c,
+                count: t.count,
+                errors: t.errors,
+                total_ns: t.total_ns,
+                share_of_syscall_time: p.category_share(c),
+            })
+        })
+        .collect();
+    Some(ProcessStats {
+        pid: p.key.pid,
+        comm: p.comm.clone(),
+        cgroup_id: p.cgroup_id,
+        first_seen_unix_ms: unix_ms(p.first_seen),
+        exited: p.exited.is_some(),
+        exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
+        count: calls.iter().map(|s| s.count).sum(),
+        errors: calls.iter().map(|s| s.errors).sum(),
+        total_ns: calls.iter().map(|s| s.total_ns).sum(),
+        syscall_time_share: p.syscall_time_share,
+        categories,
+        in_flight,
+        syscalls: calls,
+    })
+}
+
+pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
+    let latency = store.latency();
+    let mut syscalls: Vec<SyscallStats> = store
+        .system()
+        .iter()
+        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
+        .filter(|(k, name, _)| {
+            q.syscall
+                .as_ref()
+                .is_none_or(|f| f.matches(k.abi, k.nr, name))
+        })
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
+        .collect();
+    sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
+
+    let mut processes: Vec<ProcessStats> = store
+        .processes()
+        .values()
+        .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
+        .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
+        .filter_map(|p| process_stats(p, q, store.latency()))
+        .collect();
+    sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
+
+    let k = store.kernel();
+    StatsResponse {
+        schema_version: SCHEMA_VERSION,
+        host: HostStats {
+            mode: if latency { "latency" } else { "counts_only" },
+            hostname: ctx.host.hostname.clone(),
+            kernel: ctx.host.kernel.clone(),
+            arch: ctx.host.arch,
+            uptime_seconds: host::uptime_seconds(),
+            daemon_uptime_seconds: store.started().0.elapsed().as_secs_f64(),
+            interval_ms: ctx.interval.as_millis() as u64,
+            drains: store.drains(),
+            last_drain_unix_ms: store.last_drain().map(|(_, wall)| unix_ms(wall)),
+        },
+        kernel_maps: MapStats {
+            hists_entries: k.hists_entries,
+            hists_capacity: HISTS_MAX_ENTRIES,
+            starts_entries: k.starts_entries,
+            starts_capacity: STARTS_MAX_ENTRIES,
+            procs_entries: k.procs_entries,
+            procs_capacity: PROCS_MAX_ENTRIES,
+            errnos_entries: k.errnos_entries,
+            errnos_capacity: ERRNOS_MAX_ENTRIES,
+            drops: Drops {
+                hists_full: k.hists_full,
+                procs_full: k.procs_full,
+                starts_full: k.starts_full,
+                errnos_full: k.errnos_full,
+            },
+            unmatched_exits: k.unmatched_exits,
+        },
+        store: StoreStats {
+            processes: store.processes().len(),
+            exited_processes: store
+                .processes()
+                .values()
+                .filter(|p| p.exited.is_some())
+                .count(),
+            max_exited: store.max_exited(),
+            evicted_early: store.evicted_early(),
+        },
+        sort: q.sort,
+        syscalls,
+        processes,
+    }
+}
+
+pub async fn handler(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
+    let q = match StatsQuery::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(bad) => return bad.into_response(),
+    };
+    let body = {
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        render(&store, &ctx, &q)
+    };
+    Json(body).into_response()
+}
