@@ -1,6 +1,8 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
 pub mod bench;
+pub mod deb;
+pub mod test;
 
 use std::path::{Path, PathBuf};
 

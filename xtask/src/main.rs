@@ -34,6 +34,9 @@ enum Cmd {
     /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
     /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
     Bench(BenchArgs),
+    /// As root: install the Debian packages the tests use (only the missing ones), then run
+    /// the whole suite (`cargo test --workspace --no-fail-fast`).
+    Test,
     /// A workload process of `bench` (the harness runs itself).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -60,14 +63,16 @@ fn main() -> ExitCode {
         }
     };
     let root = workspace_root();
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.cmd {
-        Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
-        Cmd::CheckEbpf => check_ebpf_fresh(&root),
-        Cmd::Bench(args) => bench::run(&root, args, &argv),
-        Cmd::BenchWorker(args) => bench::workload::worker_main(args),
+        Cmd::BuildEbpf { cargo, rustc } => done(build_ebpf(&root, &cargo, &rustc)),
+        Cmd::CheckEbpf => done(check_ebpf_fresh(&root)),
+        Cmd::Bench(args) => done(bench::run(&root, args, &argv)),
+        Cmd::BenchWorker(args) => done(bench::workload::worker_main(args)),
+        Cmd::Test => xtask::test::run(&root),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line with the cause chain; no backtrace even when RUST_BACKTRACE is set.
             eprintln!("xtask: error: {e:#}");
