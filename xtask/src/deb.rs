@@ -15,12 +15,42 @@ use anyhow::{bail, Context, Result};
 pub struct Package {
     pub name: &'static str,
     pub proof: Proof,
-    /// Installed with its Recommends (chromium's fonts: the dashboard test renders text).
-    pub with_recommends: bool,
-    /// Needed only on this architecture (`std::env::consts::ARCH`).
-    pub only_on: Option<&'static str>,
     /// What uses it, for the reader of the table and of the install line.
     pub used_by: &'static str,
+    /// Installed with its Recommends.
+    with_recommends: bool,
+    /// Needed only on this architecture (`std::env::consts::ARCH`).
+    only_on: Option<&'static str>,
+    /// From the release's backports suite (see `backports_apt_options`).
+    from_backports: bool,
+}
+
+impl Package {
+    pub const fn new(name: &'static str, proof: Proof, used_by: &'static str) -> Package {
+        Package {
+            name,
+            proof,
+            used_by,
+            with_recommends: false,
+            only_on: None,
+            from_backports: false,
+        }
+    }
+
+    pub const fn with_recommends(mut self) -> Package {
+        self.with_recommends = true;
+        self
+    }
+
+    pub const fn only_on(mut self, arch: &'static str) -> Package {
+        self.only_on = Some(arch);
+        self
+    }
+
+    pub const fn from_backports(mut self) -> Package {
+        self.from_backports = true;
+        self
+    }
 }
 
 /// The check that proves a package is installed: what its user runs, not dpkg's word, so a
@@ -109,22 +139,31 @@ pub fn install_missing(who: &str, table: &[Package]) -> Result<()> {
             described.join(", ")
         );
     }
-    apt_get(&["update", "-qq"])?;
-    for with_recommends in [false, true] {
+    if lacking.iter().any(|p| !p.from_backports) {
+        apt_get(&[], &["update", "-qq"])?;
+    }
+    for (from_backports, with_recommends) in [(false, false), (false, true), (true, false)] {
         let names: Vec<&str> = lacking
             .iter()
-            .filter(|p| p.with_recommends == with_recommends)
+            .filter(|p| (p.from_backports, p.with_recommends) == (from_backports, with_recommends))
             .map(|p| p.name)
             .collect();
         if names.is_empty() {
             continue;
         }
-        let mut args = vec!["install", "-y", "-qq"];
-        if !with_recommends {
-            args.push("--no-install-recommends");
+        let mut options = Vec::new();
+        if from_backports {
+            let suite;
+            (options, suite) = backports_apt_options()?;
+            apt_get(&options, &["update", "-qq"])?;
+            options.extend(["-t".to_string(), suite]);
         }
+        if !with_recommends {
+            options.push("--no-install-recommends".to_string());
+        }
+        let mut args = vec!["install", "-y", "-qq"];
         args.extend(names);
-        apt_get(&args)?;
+        apt_get(&options, &args)?;
     }
     let still: Vec<&str> = missing(table, &path).iter().map(|p| p.name).collect();
     if !still.is_empty() {
@@ -136,8 +175,54 @@ pub fn install_missing(who: &str, table: &[Package]) -> Result<()> {
     Ok(())
 }
 
-fn apt_get(args: &[&str]) -> Result<()> {
+/// Where the backports package lists are kept, apart from the machine's.
+const BACKPORTS_APT_DIR: &str = "/var/cache/xtask-apt-backports";
+
+/// apt-get options that add this release's backports suite for one command only (the machine's
+/// sources plus backports, with package lists of their own), and the suite's name: the machine's
+/// apt configuration stays as it was.
+fn backports_apt_options() -> Result<(Vec<String>, String)> {
+    let os_release =
+        std::fs::read_to_string("/etc/os-release").context("reading /etc/os-release")?;
+    let codename = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .context("/etc/os-release names no VERSION_CODENAME")?;
+    let suite = format!("{codename}-backports");
+    let dir = Path::new(BACKPORTS_APT_DIR);
+    let parts = dir.join("sources.list.d");
+    let _ = std::fs::remove_dir_all(&parts);
+    std::fs::create_dir_all(&parts)?;
+    std::fs::create_dir_all(dir.join("lists/partial"))?;
+    for entry in std::fs::read_dir("/etc/apt/sources.list.d")? {
+        let file = entry?.path();
+        if file
+            .extension()
+            .is_some_and(|e| e == "list" || e == "sources")
+        {
+            std::fs::copy(&file, parts.join(file.file_name().unwrap()))?;
+        }
+    }
+    std::fs::write(
+        parts.join("xtask-backports.sources"),
+        format!(
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )?;
+    let options = vec![
+        "-o".to_string(),
+        format!("Dir::Etc::sourceparts={}", parts.display()),
+        "-o".to_string(),
+        format!("Dir::State::lists={}", dir.join("lists").display()),
+    ];
+    Ok((options, suite))
+}
+
+fn apt_get(options: &[String], args: &[&str]) -> Result<()> {
     let status = Command::new("apt-get")
+        .args(options)
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         // Its progress lines are noise in a test log; its errors go to stderr.
@@ -155,44 +240,22 @@ mod tests {
     use super::*;
 
     const TABLE: &[Package] = &[
-        Package {
-            name: "present",
-            proof: Proof::OnPath(&["tool-a"]),
-            with_recommends: false,
-            only_on: None,
-            used_by: "a test",
-        },
-        Package {
-            name: "half-present",
-            proof: Proof::OnPath(&["tool-a", "tool-b"]),
-            with_recommends: false,
-            only_on: None,
-            used_by: "a test",
-        },
-        Package {
-            name: "not-executable",
-            proof: Proof::OnPath(&["tool-c"]),
-            with_recommends: false,
-            only_on: None,
-            used_by: "a test",
-        },
-        Package {
-            name: "other-arch",
-            proof: Proof::OnPath(&["tool-d"]),
-            with_recommends: false,
-            only_on: Some("no-such-arch"),
-            used_by: "a test",
-        },
-        Package {
-            name: "no-compiler",
-            proof: Proof::Compiles {
+        Package::new("present", Proof::OnPath(&["tool-a"]), "a test"),
+        Package::new(
+            "half-present",
+            Proof::OnPath(&["tool-a", "tool-b"]),
+            "a test",
+        ),
+        Package::new("not-executable", Proof::OnPath(&["tool-c"]), "a test"),
+        Package::new("other-arch", Proof::OnPath(&["tool-d"]), "a test").only_on("no-such-arch"),
+        Package::new(
+            "no-compiler",
+            Proof::Compiles {
                 cc: "cc-x",
                 flags: &[],
             },
-            with_recommends: false,
-            only_on: None,
-            used_by: "a test",
-        },
+            "a test",
+        ),
     ];
 
     /// A PATH of two directories holding an executable tool-a and a non-executable tool-c.

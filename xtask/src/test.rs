@@ -18,58 +18,47 @@ use crate::deb::{install_missing, Package, Proof};
 /// Every Debian package a test runs a program from, with the program. The only list: .ci/run
 /// and the README defer to it.
 pub const TEST_PACKAGES: &[Package] = &[
-    Package {
-        name: "strace",
-        proof: Proof::OnPath(&["strace"]),
-        with_recommends: false,
-        only_on: None,
-        used_by: "tests/tests/accuracy.rs compares counts with strace -c",
-    },
-    Package {
-        name: "gcc-multilib",
-        proof: Proof::Compiles {
+    Package::new(
+        "strace",
+        Proof::OnPath(&["strace"]),
+        "tests/tests/accuracy.rs compares counts with strace -c",
+    ),
+    Package::new(
+        "gcc-multilib",
+        Proof::Compiles {
             cc: "gcc",
             flags: &["-m32", "-static"],
         },
-        with_recommends: false,
-        only_on: Some("x86_64"),
-        used_by: "tests/tests/accuracy.rs builds a static 32-bit program",
-    },
-    Package {
-        name: "tmux",
-        proof: Proof::OnPath(&["tmux"]),
-        with_recommends: false,
-        only_on: None,
-        used_by: "tests/tests/top.rs gives `top` a terminal",
-    },
-    Package {
-        name: "systemd",
-        proof: Proof::OnPath(&["systemd-analyze"]),
-        with_recommends: false,
-        only_on: None,
-        used_by: "tests/tests/packaging.rs verifies the unit",
-    },
-    Package {
-        name: "util-linux",
-        proof: Proof::OnPath(&["setpriv"]),
-        with_recommends: false,
-        only_on: None,
-        used_by: "tests/tests/daemon.rs, privileges.rs drop privileges",
-    },
-    Package {
-        name: "prometheus",
-        proof: Proof::OnPath(&["prometheus", "promtool"]),
-        with_recommends: false,
-        only_on: None,
-        used_by: "tests/tests/metrics.rs, deploy.rs scrape and check rules",
-    },
-    Package {
-        name: "chromium",
-        proof: Proof::OnPath(&["chromium"]),
-        with_recommends: true,
-        only_on: None,
-        used_by: "tests/tests/page.rs renders the dashboard",
-    },
+        "tests/tests/accuracy.rs builds a static 32-bit program",
+    )
+    .only_on("x86_64"),
+    Package::new(
+        "tmux",
+        Proof::OnPath(&["tmux"]),
+        "tests/tests/top.rs gives `top` a terminal",
+    ),
+    Package::new(
+        "systemd",
+        Proof::OnPath(&["systemd-analyze"]),
+        "tests/tests/packaging.rs verifies the unit",
+    ),
+    Package::new(
+        "util-linux",
+        Proof::OnPath(&["setpriv"]),
+        "tests/tests/daemon.rs, privileges.rs drop privileges",
+    ),
+    Package::new(
+        "prometheus",
+        Proof::OnPath(&["prometheus", "promtool"]),
+        "tests/tests/metrics.rs, deploy.rs scrape and check rules",
+    ),
+    // With its recommends: the fonts the page's text is rendered in.
+    Package::new(
+        "chromium",
+        Proof::OnPath(&["chromium"]),
+        "tests/tests/page.rs renders the dashboard",
+    )
+    .with_recommends(),
 ];
 
 /// As root: install what is missing, run the suite, return cargo's exit code.
