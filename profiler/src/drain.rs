@@ -675,7 +675,12 @@ impl Drain {
                 });
             }
         }
-        self.retiring = exited;
+        // `exited` was read before this drain's deletions: those it just retired are in it
+        // still, and must not reach the ledger a second time.
+        self.retiring = exited
+            .into_iter()
+            .filter(|key| !retiring.contains(key))
+            .collect();
         Ok(())
     }
 
