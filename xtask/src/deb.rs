@@ -79,7 +79,7 @@ fn on_path(program: &str, path: &OsStr) -> bool {
 }
 
 /// The first executable file named `program` in `path`'s directories.
-fn find(program: &str, path: &OsStr) -> Option<PathBuf> {
+pub fn find(program: &str, path: &OsStr) -> Option<PathBuf> {
     std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|p| {

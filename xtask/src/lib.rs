@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod deb;
 pub mod test;
+pub mod vm_test;
 
 use std::path::{Path, PathBuf};
 

@@ -37,6 +37,9 @@ enum Cmd {
     /// As root: install the Debian packages the tests use (only the missing ones), then run
     /// the whole suite (`cargo test --workspace --no-fail-fast`).
     Test,
+    /// As root: boot a Debian 12 guest (its 6.1 kernel, systemd as PID 1) with qemu, install
+    /// the release daemon there with packaging/install.sh and check the unit under systemd.
+    VmTest,
     /// A workload process of `bench` (the harness runs itself).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => done(bench::run(&root, args, &argv)),
         Cmd::BenchWorker(args) => done(bench::workload::worker_main(args)),
         Cmd::Test => xtask::test::run(&root),
+        Cmd::VmTest => done(xtask::vm_test::run(&root)),
     };
     match result {
         Ok(code) => code,
