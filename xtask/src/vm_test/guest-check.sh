@@ -189,7 +189,6 @@ check "systemctl restart" ctl restart
 check "the new run drains" wait_until 30 drains_over 0
 after=$(system_count getppid)
 echo "system-wide getppid: $before before the restart, $after after"
-echo "the workload's child $child in the new run's /stats: $(entry "$child" | jq -c '{pid, exited, count}')"
 check "counters continue across the restart (at least the workload's $getppids before it)" \
     test "$before" -ge $getppids -a "$after" -ge "$before"
 # Nothing else in this guest calls getppid (the count before the restart is the workload's
