@@ -287,7 +287,12 @@ impl Drain {
             self.live.retain(|slot| freed.binary_search(slot).is_err());
             self.hists.forget(&freed);
         }
-        self.retiring = exited;
+        // `exited` was read before this drain's deletions: those it just retired are in it
+        // still, and must not reach the ledger a second time.
+        self.retiring = exited
+            .into_iter()
+            .filter(|key| !retiring.contains(key))
+            .collect();
     }
 
     /// Adds to `live` the slots the kernel handed out since the last drain. At the first drain,
