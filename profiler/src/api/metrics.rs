@@ -35,6 +35,7 @@ use axum::body::Bytes;
 use super::AppState;
 use crate::{
     aggregates::OTHER,
+    cgroups::Pod,
     store::{Store, SyscallKey, SyscallTotals},
     syscalls,
 };
@@ -297,7 +298,7 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
                             "cgroup",
                             m.cgroup_labels
                                 .get(&p.cgroup_id)
-                                .map_or(crate::cgroups::UNKNOWN, |l| &**l),
+                                .map_or(crate::cgroups::UNKNOWN, |c| &*c.label),
                         ),
                     ],
                     *t,
@@ -315,6 +316,30 @@ fn encode_store(store: &Store, state: &AppState, enc: &mut DescriptorEncoder) ->
              promoted), all others under pid=\"other\"",
             &sets,
         )?;
+    }
+
+    // The pod is fixed by the cgroup, so pod labels on the syscall series would add no series
+    // but lengthen every one of them and every query: it is an info family to join on
+    // `cgroup` instead, one series per pod's container.
+    let mut pods: Vec<(&str, &Pod)> = m
+        .cgroup_labels
+        .values()
+        .filter_map(|c| Some((&*c.label, c.pod.as_deref()?)))
+        .collect();
+    pods.sort_unstable_by_key(|&(label, _)| label);
+    pods.dedup_by_key(|&mut (label, _)| label);
+    let mut family = enc.encode_descriptor(
+        "syscall_profiler_cgroup",
+        "The Kubernetes pod of a cgroup label: its UID (kube_pod_info's uid) and QoS class",
+        None,
+        MetricType::Info,
+    )?;
+    for (label, pod) in pods {
+        family.encode_info(&[
+            ("cgroup", label),
+            ("pod_uid", pod.uid.as_str()),
+            ("qos_class", pod.qos_class.name()),
+        ])?;
     }
 
     let k = &store.kernel;
