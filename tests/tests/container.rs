@@ -58,15 +58,19 @@ fn podman() -> Command {
     c
 }
 
-/// Removes the test's containers and images however the test ends.
-struct Cleanup(Vec<&'static str>);
+/// Removes the test's containers, images and pinned maps however the test ends.
+struct Cleanup {
+    containers: Vec<&'static str>,
+    pin_path: PathBuf,
+}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for name in &self.0 {
+        for name in &self.containers {
             let _ = podman().args(["rm", "-f", "-t", "5", name]).output();
         }
         let _ = podman().args(["rmi", IMAGE, BASE]).output();
+        let _ = std::fs::remove_dir_all(&self.pin_path);
     }
 }
 
@@ -137,8 +141,17 @@ fn wait_for(base: &str, label: &str, done: impl Fn(&[&Value]) -> bool) -> Value 
 #[test]
 fn the_image_runs_the_daemon_and_counts_a_container_exactly() {
     tests::require_root();
-    let daemon = "syscall-profiler-test-daemon";
-    let _cleanup = Cleanup(vec![daemon]);
+    let (daemon, least) = (
+        "syscall-profiler-test-daemon",
+        "syscall-profiler-test-least-privilege",
+    );
+    let cleanup = Cleanup {
+        containers: vec![daemon, least],
+        pin_path: PathBuf::from(format!(
+            "/sys/fs/bpf/syscall-profiler-test-{}",
+            std::process::id()
+        )),
+    };
     build_image();
 
     run(podman()
@@ -235,7 +248,63 @@ fn the_image_runs_the_daemon_and_counts_a_container_exactly() {
     assert_eq!(in_metrics, in_stats);
 
     // Stopped like any container: SIGTERM, a clean exit.
-    run(podman().args(["stop", "-t", "10", daemon]));
-    let code = run(podman().args(["inspect", "-f", "{{.State.ExitCode}}", daemon]));
-    assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0");
+    stop(daemon);
+    least_privilege(least, &cleanup.pin_path);
+}
+
+fn stop(name: &str) {
+    run(podman().args(["stop", "-t", "10", name]));
+    let code = run(podman().args(["inspect", "-f", "{{.State.ExitCode}}", name]));
+    assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0", "{name}");
+}
+
+/// The DaemonSet's securityContext (deploy/kubernetes) under a real runtime: CAP_BPF and
+/// CAP_PERFMON only, a read-only root, no privilege escalation, the maps pinned in the host's
+/// bpffs. The runtime's default seccomp profile allows bpf() only with CAP_SYS_ADMIN, which is
+/// why the DaemonSet asks for Unconfined: with it, the daemon attaches and serves.
+fn least_privilege(name: &str, pin_path: &Path) {
+    // Without --security-opt seccomp=…: podman's default profile, as RuntimeDefault would be.
+    let args = |seccomp: &[&str]| {
+        let mut c = podman();
+        c.args(["run", "--pull=never", "--pid=host", "--network=host"])
+            .args([
+                "--cap-drop=all",
+                "--cap-add=bpf,perfmon",
+                "--user=0",
+                "--read-only",
+            ])
+            .arg("--security-opt=no-new-privileges")
+            .args(seccomp)
+            .args([
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                "-v",
+                "/sys/fs/bpf:/sys/fs/bpf",
+            ])
+            .args(LIMITS);
+        c
+    };
+    let refused = args(&[])
+        .args(["--rm", IMAGE, "serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("Operation not permitted"),
+        "the default seccomp profile let bpf() through: {said}"
+    );
+
+    run(args(&["--security-opt=seccomp=unconfined"])
+        .args(["-d", "--name", name, IMAGE])
+        .args(["serve", "--listen", "127.0.0.1:0", "--pin-path"])
+        .arg(pin_path));
+    let base = serving_on(name);
+    let (status, _) = get_json(&ureq::agent(), &format!("{base}/healthz"), None);
+    assert_eq!(status, 200);
+    assert!(
+        pin_path.join("HISTS").exists(),
+        "maps pinned in {}",
+        pin_path.display()
+    );
+    stop(name);
 }
