@@ -132,7 +132,8 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Fatal {
     }
     if is_permission_error(e) {
         Fatal::Privileges(format!(
-            "{msg} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM denying bpf())"
+            "{msg} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM or seccomp profile \
+             denying bpf(): in a container, seccomp=unconfined, see docs/deploy.md)"
         ))
     } else {
         Fatal::Kernel(format!(
