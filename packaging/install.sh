@@ -36,6 +36,10 @@ doc_dir=$PREFIX/share/doc/syscall-profiler
 
 install -D -m 0755 "$BIN" "$DESTDIR$bin_path"
 install -D -m 0644 README.md "$DESTDIR$doc_dir/README.md"
+# The README links into docs/: keep the same layout so the links resolve.
+for doc in docs/*.md docs/*.png; do
+    install -D -m 0644 "$doc" "$DESTDIR$doc_dir/$doc"
+done
 
 unit=$(mktemp)
 trap 'rm -f "$unit"' EXIT

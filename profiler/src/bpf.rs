@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::{caps, config::Filter, fatal::Fatal, hist_arena::HistArena, kernel_btf, pin, syscalls};
 
-/// Built from profiler-ebpf by `cargo xtask build-ebpf`; see the README ("The embedded eBPF
-/// object") for why it is committed and how it is kept fresh.
+/// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
+/// eBPF object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/profiler.bpf.o");
 
 /// Attached in this order: the lifecycle programs first, so no thread that starts a syscall

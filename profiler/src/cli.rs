@@ -85,7 +85,7 @@ pub struct ServeArgs {
 
     /// Have the kernel time every BPF program run (BPF_ENABLE_STATS), so /metrics shows the
     /// profiler's own cost per event. It makes every BPF program on the host slower while on,
-    /// ours included (see README) [default: false].
+    /// ours included (see docs/metrics.md) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub bpf_stats: Option<String>,
 

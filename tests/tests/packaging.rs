@@ -1,6 +1,6 @@
 //! The systemd unit as installed by packaging/install.sh: `systemd-analyze verify` passes, its
-//! `systemd-analyze security` exposure stays at the figure the README states, and the daemon
-//! speaks the notify protocol (READY, WATCHDOG, RELOADING, STOPPING) the unit relies on.
+//! `systemd-analyze security` exposure stays at the figure docs/operations.md states, and the
+//! daemon speaks the notify protocol (READY, WATCHDOG, RELOADING, STOPPING) the unit relies on.
 
 use std::{
     os::unix::{fs::PermissionsExt, net::UnixDatagram},
@@ -11,8 +11,8 @@ use std::{
 
 use tests::Spawn;
 
-/// The exposure `systemd-analyze security --offline=true` gives the unit (README, "Run it as a
-/// service"). Raising it needs a reason in the README.
+/// The exposure `systemd-analyze security --offline=true` gives the unit (docs/operations.md,
+/// "Run it as a service"). Raising it needs a reason there.
 const EXPOSURE: f64 = 1.5;
 
 fn root() -> PathBuf {

@@ -1,6 +1,7 @@
 //! Build steps cargo cannot express, shared by the `xtask` binary and its tests.
 
 pub mod bench;
+pub mod bpfcost;
 
 use std::path::{Path, PathBuf};
 
@@ -17,11 +18,19 @@ pub const EBPF_SOURCES_DIGEST: &str = "profiler/bpf/profiler.bpf.o.sources-sha25
 /// object, so the one sources digest covers them too.
 pub const BENCH_FLOOR_OBJECT: &str = "profiler/bpf/bench-floor.bpf.o";
 pub const BENCH_LIMIT_OBJECT: &str = "profiler/bpf/bench-limit.bpf.o";
+/// Issue 17's experiment (`bench --task-storage`): the limit plus a syscall's start kept in a
+/// per-CPU slot parked at sched_switch, or in BPF task storage.
+pub const BENCH_SLOT_OBJECT: &str = "profiler/bpf/bench-slot.bpf.o";
+pub const BENCH_TASK_STORAGE_OBJECT: &str = "profiler/bpf/bench-task-storage.bpf.o";
+pub const BENCH_SLOT_TS_OBJECT: &str = "profiler/bpf/bench-slot-ts.bpf.o";
 /// Every object `build-ebpf` writes: (bin target of profiler-ebpf, committed path).
 pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("profiler", EBPF_OBJECT),
     ("bench-floor", BENCH_FLOOR_OBJECT),
     ("bench-limit", BENCH_LIMIT_OBJECT),
+    ("bench-slot", BENCH_SLOT_OBJECT),
+    ("bench-task-storage", BENCH_TASK_STORAGE_OBJECT),
+    ("bench-slot-ts", BENCH_SLOT_TS_OBJECT),
 ];
 
 /// Everything that determines the object's contents, relative to the workspace root.

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
     bench::{self, workload::WorkerArgs, BenchArgs},
-    check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS, EBPF_SOURCES_DIGEST,
+    bpfcost, check_ebpf_fresh, ebpf_sources_digest, workspace_root, EBPF_OBJECTS,
+    EBPF_SOURCES_DIGEST,
 };
 
 #[derive(Parser)]
@@ -34,6 +35,14 @@ enum Cmd {
     /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
     /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
     Bench(BenchArgs),
+    /// Count the BPF instructions and kernel calls of each program path of the daemon (loads
+    /// it in each configuration: as root, under the kernel lock) and write the table into
+    /// docs/performance.md; fails when a path is over its budget (xtask/src/bpfcost/mod.rs).
+    BpfCost {
+        /// The daemon binary [default: target/release/syscall-profiler, built first].
+        #[arg(long, value_name = "PATH")]
+        daemon_bin: Option<std::path::PathBuf>,
+    },
     /// A workload process of `bench` (the harness runs itself).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
         Cmd::CheckEbpf => check_ebpf_fresh(&root),
         Cmd::Bench(args) => bench::run(&root, args, &argv),
+        Cmd::BpfCost { daemon_bin } => bpf_cost(&root, daemon_bin),
         Cmd::BenchWorker(args) => bench::workload::worker_main(args),
     };
     match result {
@@ -119,5 +129,30 @@ fn build_ebpf(root: &Path, cargo: &str, rustc: &str) -> Result<()> {
         root.join(EBPF_SOURCES_DIGEST),
         ebpf_sources_digest(root)? + "\n",
     )?;
+    Ok(())
+}
+
+fn bpf_cost(root: &Path, daemon_bin: Option<std::path::PathBuf>) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bpf-cost loads the daemon's eBPF programs: run it as root");
+    }
+    check_ebpf_fresh(root)?;
+    let bin = match daemon_bin {
+        Some(p) => p,
+        None => bench::build_daemon(root)?,
+    };
+    let costs = bpfcost::measure(&bin)?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let tree = bench::machine::tree(root, &["docs/performance.md", "docs/benchmarks.md"]);
+    let table = bpfcost::render(&costs, &tree, kernel.trim());
+    println!("{table}");
+    let path = root.join("docs/performance.md");
+    let doc = std::fs::read_to_string(&path).context("reading docs/performance.md")?;
+    std::fs::write(&path, bpfcost::splice(&doc, &table))?;
+    println!("wrote {}", path.display());
+    let over = bpfcost::budget_violations(&costs);
+    if !over.is_empty() {
+        bail!("over budget:\n{}", over.join("\n"));
+    }
     Ok(())
 }

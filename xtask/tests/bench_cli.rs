@@ -33,22 +33,21 @@ fn bad_bench_flags_are_one_line_and_exit_2() {
 
 #[test]
 fn every_workload_reports_a_cost_per_syscall() {
-    for w in ["getppid", "getppid-all-cpus", "mixed-io"] {
-        let o = xtask(&[
-            "bench-worker",
-            "time",
-            "--workload",
-            w,
-            "--syscalls",
-            "1000",
-        ]);
+    for w in [
+        "getppid",
+        "getppid-all-cpus",
+        "mixed-io",
+        "pipe-ping-pong",
+        "futex-ping-pong",
+    ] {
+        let o = xtask(&["bench-worker", "time", "--workload", w, "--ops", "1000"]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
             "{w}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        for key in ["wall_ns_per_syscall=", "cpu_ns_per_syscall="] {
+        for key in ["wall_ns_per_op=", "cpu_ns_per_op="] {
             let ns: f64 = out
                 .lines()
                 .find_map(|l| l.strip_prefix(key))

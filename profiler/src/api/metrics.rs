@@ -1,8 +1,8 @@
 //! `GET /metrics`: the store's aggregates in the Prometheus text format (0.0.4), or OpenMetrics
 //! 1.0 when the scraper's `Accept` prefers it (as Prometheus itself does). Encoding, escaping and
 //! naming suffixes (`_seconds`, `_total`, `_info`) are prometheus-client's; this view only says
-//! which families exist and reads their values from the store. Every metric is documented in the
-//! README ("Prometheus metrics").
+//! which families exist and reads their values from the store. Every metric is documented in
+//! docs/metrics.md.
 
 use std::{
     fmt,

@@ -37,7 +37,7 @@ use crate::{
 #[command(after_help = "\
 Without --pid or COMMAND, records every process on the host. With COMMAND, records it and every \
 process it starts, until it exits, then exits with its exit code (128+N if killed by signal N); \
-record's own failures exit 1-5 before the command starts (see the README).")]
+record's own failures exit 1-5 before the command starts (docs/configuration.md lists them).")]
 pub struct RecordArgs {
     /// Stop after this long (e.g. 10s, 500ms). A COMMAND still running then gets SIGTERM.
     /// Without it: until COMMAND or --pid exits, or Ctrl-C.

@@ -10,10 +10,14 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{programs::RawTracePoint, Ebpf};
+use aya::{programs::Program, Btf, Ebpf, EbpfLoader};
 
 use super::workload::die_with_parent;
-use crate::{BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT};
+use crate::{
+    bpfcost::scenarios::{SLOT_PARKED_PROGRAMS, SLOT_TS_PROGRAMS, TASK_STORAGE_PROGRAMS},
+    BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_SLOT_TS_OBJECT,
+    BENCH_TASK_STORAGE_OBJECT,
+};
 
 /// A daemon configuration: the shipped daemon, or a cheaper mode of it selected by extra
 /// `serve` arguments.
@@ -60,6 +64,12 @@ pub enum ConfigKind {
     Nothing,
     Floor,
     Limit,
+    /// Issue 17's experiment (`--task-storage`): the limit plus a syscall's start kept the
+    /// daemon's way (per-CPU slot, parked at sched_switch) or in BPF task storage.
+    SlotParked,
+    TaskStorage,
+    /// The slot, parked in task storage instead of a hash.
+    SlotTaskStorage,
     Daemon(DaemonVariant),
     Bpftrace,
 }
@@ -91,6 +101,30 @@ impl Config {
             name: "limit".into(),
             what: "the floor + one bpf_ktime_get_ns() on each side".into(),
             kind: ConfigKind::Limit,
+        }
+    }
+    pub fn slot_parked() -> Config {
+        Config {
+            name: "slot-parked".into(),
+            what: "the limit + the start in a per-CPU slot, parked at sched_switch \
+                   (bench_slot.rs)"
+                .into(),
+            kind: ConfigKind::SlotParked,
+        }
+    }
+    pub fn task_storage() -> Config {
+        Config {
+            name: "task-storage".into(),
+            what: "the limit + the start in BPF task storage (bench_task_storage.rs)".into(),
+            kind: ConfigKind::TaskStorage,
+        }
+    }
+    pub fn slot_task_storage() -> Config {
+        Config {
+            name: "slot-ts".into(),
+            what: "slot-parked with the parked starts in BPF task storage (bench_slot_ts.rs)"
+                .into(),
+            kind: ConfigKind::SlotTaskStorage,
         }
     }
     pub fn daemon(v: DaemonVariant) -> Config {
@@ -145,8 +179,26 @@ impl Attached {
 pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
     Ok(match &config.kind {
         ConfigKind::Nothing => Attached::Nothing,
-        ConfigKind::Floor => Attached::Programs(load_pair(&env.root.join(BENCH_FLOOR_OBJECT))?),
-        ConfigKind::Limit => Attached::Programs(load_pair(&env.root.join(BENCH_LIMIT_OBJECT))?),
+        ConfigKind::Floor => Attached::Programs(load_programs(
+            &env.root.join(BENCH_FLOOR_OBJECT),
+            SYSCALL_PAIR,
+        )?),
+        ConfigKind::Limit => Attached::Programs(load_programs(
+            &env.root.join(BENCH_LIMIT_OBJECT),
+            SYSCALL_PAIR,
+        )?),
+        ConfigKind::SlotParked => Attached::Programs(load_programs(
+            &env.root.join(BENCH_SLOT_OBJECT),
+            SLOT_PARKED_PROGRAMS,
+        )?),
+        ConfigKind::TaskStorage => Attached::Programs(load_programs(
+            &env.root.join(BENCH_TASK_STORAGE_OBJECT),
+            TASK_STORAGE_PROGRAMS,
+        )?),
+        ConfigKind::SlotTaskStorage => Attached::Programs(load_programs(
+            &env.root.join(BENCH_SLOT_TS_OBJECT),
+            SLOT_TS_PROGRAMS,
+        )?),
         ConfigKind::Daemon(v) => Attached::Daemon(Daemon::start(&env.daemon_bin, &v.args)?),
         ConfigKind::Bpftrace => {
             let bin = env
@@ -158,21 +210,40 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
     })
 }
 
-/// Loads a reference object and attaches its `sys_enter` and `sys_exit` raw tracepoints.
-fn load_pair(object: &Path) -> Result<Ebpf> {
+/// The floor's and the limit's programs: (program, tracepoint).
+const SYSCALL_PAIR: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+
+/// Loads a reference object and attaches each (program, tracepoint), as a raw or a BTF
+/// tracepoint, whichever the object says the program is.
+pub fn load_programs(object: &Path, programs: &[(&str, &str)]) -> Result<Ebpf> {
     let bytes = std::fs::read(object)
         .with_context(|| format!("reading {}: run `cargo xtask build-ebpf`", object.display()))?;
-    let mut bpf = Ebpf::load(&bytes).with_context(|| format!("loading {}", object.display()))?;
-    for tp in ["sys_enter", "sys_exit"] {
-        let prog: &mut RawTracePoint = bpf
-            .program_mut(tp)
-            .with_context(|| format!("{} has no program {tp}", object.display()))?
-            .try_into()
-            .with_context(|| format!("{tp} in {} is not a raw tracepoint", object.display()))?;
-        prog.load()
-            .with_context(|| format!("the kernel refused {tp} of {}", object.display()))?;
-        prog.attach(tp)
-            .with_context(|| format!("attaching {tp} of {}", object.display()))?;
+    // aya has no user-space type for task storage; the programs need none.
+    let mut bpf = EbpfLoader::new()
+        .allow_unsupported_maps()
+        .load(&bytes)
+        .with_context(|| format!("loading {}", object.display()))?;
+    let mut btf = None;
+    for &(name, tp) in programs {
+        let refused = || format!("the kernel refused {name} of {}", object.display());
+        let attaching = || format!("attaching {name} of {}", object.display());
+        match bpf
+            .program_mut(name)
+            .with_context(|| format!("{} has no program {name}", object.display()))?
+        {
+            Program::RawTracePoint(p) => {
+                p.load().with_context(refused)?;
+                p.attach(tp).with_context(attaching)?;
+            }
+            Program::BtfTracePoint(p) => {
+                if btf.is_none() {
+                    btf = Some(Btf::from_sys_fs().context("reading the kernel's BTF")?);
+                }
+                p.load(tp, btf.as_ref().unwrap()).with_context(refused)?;
+                p.attach().with_context(attaching)?;
+            }
+            _ => bail!("{name} in {} is not a tracepoint program", object.display()),
+        }
     }
     Ok(bpf)
 }

@@ -5,6 +5,8 @@
 
 pub mod attach;
 pub mod load;
+pub mod machine;
+pub mod pingpong;
 pub mod report;
 pub mod stats;
 pub mod tracers;
@@ -23,21 +25,26 @@ use attach::{
     attach, find_on_path, parse_daemon_variant, Config, ConfigKind, Daemon, DaemonVariant, Env,
     Tracefs, DAEMON_VARIANTS, SYSCALL_ONLY_VARIANTS,
 };
-use report::{Clock, HttpRow, Machine, Report, SeriesRow, SyscallResults};
-use workload::{time_workload, PerSyscall, SeriesLoad, Workload};
+use machine::{loadavg, machine, merge_section};
+use report::{Clock, HttpRow, Report, SeriesRow, SyscallResults};
+use workload::{time_workload, Cost, SeriesLoad, Workload};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// About one minute instead of about five: fewer rounds, shorter loops and windows.
     #[arg(long)]
     pub quick: bool,
-    /// Alternated rounds of every configuration [default: 7; --quick: 3].
+    /// Alternated rounds of every configuration [default: 11; --quick: 3]. Many, because a
+    /// ping-pong round trip varies by about a microsecond from run to run.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: Option<u32>,
     /// Syscalls per timed run of a workload [default: 3000000; --quick: 1000000]. The mixed I/O
     /// workload makes a third as many (its syscalls are slower).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1000..=1_000_000_000))]
     pub iters: Option<u64>,
+    /// Round trips per timed run of a ping-pong workload [default: 200000; --quick: 50000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    pub round_trips: Option<u64>,
     /// Seconds over which the daemon's CPU is measured at each series count [default: 10;
     /// --quick: 3].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -55,6 +62,11 @@ pub struct BenchArgs {
     /// The daemon binary [default: target/release/syscall-profiler, built first].
     #[arg(long, value_name = "PATH")]
     pub daemon_bin: Option<PathBuf>,
+    /// Also measure issue 17's experiment: the limit plus a syscall's start kept in a per-CPU
+    /// slot parked at sched_switch (the daemon's way), in BPF task storage, and in the slot
+    /// parked in task storage.
+    #[arg(long)]
+    pub task_storage: bool,
     /// Leave out the bpftrace configuration even when bpftrace is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
@@ -78,6 +90,7 @@ pub struct BenchArgs {
 pub struct Settings {
     pub rounds: u32,
     pub iters: u64,
+    pub round_trips: u64,
     pub window: Duration,
     pub http: Duration,
     pub clients: usize,
@@ -86,14 +99,15 @@ pub struct Settings {
 
 impl BenchArgs {
     pub fn settings(&self) -> Settings {
-        let (rounds, iters, window, http, max_wait) = if self.quick {
-            (3, 1_000_000, 3, 3, 30)
+        let (rounds, iters, round_trips, window, http, max_wait) = if self.quick {
+            (3, 1_000_000, 50_000, 3, 3, 30)
         } else {
-            (7, 3_000_000, 10, 10, 120)
+            (11, 3_000_000, 200_000, 10, 10, 120)
         };
         Settings {
             rounds: self.rounds.unwrap_or(rounds),
             iters: self.iters.unwrap_or(iters),
+            round_trips: self.round_trips.unwrap_or(round_trips),
             window: Duration::from_secs(self.window.unwrap_or(window)),
             http: Duration::from_secs(self.http_secs.unwrap_or(http)),
             clients: self.clients as usize,
@@ -103,10 +117,12 @@ impl BenchArgs {
 }
 
 impl Settings {
-    fn syscalls(&self, w: Workload) -> u64 {
+    /// Operations per timed run of `w`: syscalls, or round trips for a ping-pong.
+    fn ops(&self, w: Workload) -> u64 {
         match w {
             Workload::MixedIo => (self.iters / 3).max(1),
-            _ => self.iters,
+            Workload::PipePingPong | Workload::FutexPingPong => self.round_trips,
+            Workload::Getppid | Workload::GetppidAllCpus => self.iters,
         }
     }
 }
@@ -134,7 +150,16 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             || SYSCALL_ONLY_VARIANTS
                 .iter()
                 .any(|(name, _)| *name == v.name)
-            || ["none", "floor", "limit", "bpftrace"].contains(&v.name.as_str())
+            || [
+                "none",
+                "floor",
+                "limit",
+                "slot-parked",
+                "task-storage",
+                "slot-ts",
+                "bpftrace",
+            ]
+            .contains(&v.name.as_str())
         {
             bail!("--daemon-variant: the name '{}' is taken", v.name);
         }
@@ -155,6 +180,13 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
 
     let mut notes = Vec::new();
     let mut configs = vec![Config::nothing(), Config::floor(), Config::limit()];
+    if args.task_storage {
+        configs.extend([
+            Config::slot_parked(),
+            Config::task_storage(),
+            Config::slot_task_storage(),
+        ]);
+    }
     configs.extend(variants.iter().cloned().map(Config::daemon));
     configs.extend(SYSCALL_ONLY_VARIANTS.iter().map(|(name, a)| {
         Config::daemon(DaemonVariant {
@@ -261,11 +293,13 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         settings: vec![
             format!(
                 "Settings: {} rounds; {} syscalls per timed getppid run (per thread on all \
-                 CPUs), {} per mixed I/O run; CPU window {} s; HTTP {} s per endpoint with {} \
-                 clients; up to {} s of waiting for other tracers to go",
+                 CPUs), {} per mixed I/O run, {} round trips per ping-pong run; CPU window {} \
+                 s; HTTP {} s per endpoint with {} clients; up to {} s of waiting for other \
+                 tracers to go",
                 settings.rounds,
                 settings.iters,
-                settings.syscalls(Workload::MixedIo),
+                settings.ops(Workload::MixedIo),
+                settings.round_trips,
                 settings.window.as_secs(),
                 settings.http.as_secs(),
                 settings.clients,
@@ -289,20 +323,23 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| root.join("docs/benchmarks.md"));
-    std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
+    // Other CPU kinds' sections stay: a missing file just has none.
+    let existing = std::fs::read_to_string(&out).unwrap_or_default();
+    let doc = merge_section(&existing, &report.machine.cpu.key(), &md);
+    std::fs::write(&out, doc).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
 }
 
 /// One round: every configuration in the round's order, every workload under each. Returns
-/// (configuration, workload, cost per syscall) triples. Prints wall/on-CPU ns per workload.
+/// (configuration, workload, cost per operation) triples. Prints wall/on-CPU ns per workload.
 fn run_round(
     results: &SyscallResults,
     env: &Env,
     exe: &Path,
     settings: &Settings,
     round: usize,
-) -> Result<Vec<(usize, usize, PerSyscall)>> {
+) -> Result<Vec<(usize, usize, Cost)>> {
     let t0 = Instant::now();
     let mut samples = Vec::new();
     let mut line = format!("round {}/{}:", round + 1, settings.rounds);
@@ -312,7 +349,7 @@ fn run_round(
             .with_context(|| format!("attaching configuration {}", config.name))?;
         let mut cells = Vec::new();
         for (w, &workload) in results.workloads.iter().enumerate() {
-            let ns = time_workload(exe, workload, settings.syscalls(workload))?;
+            let ns = time_workload(exe, workload, settings.ops(workload))?;
             cells.push(format!("{:.0}/{:.0}", ns.wall, ns.cpu));
             samples.push((c, w, ns));
         }
@@ -413,7 +450,7 @@ fn note(notes: &mut Vec<String>, text: &str) {
     notes.push(text.to_string());
 }
 
-fn build_daemon(root: &Path) -> Result<PathBuf> {
+pub fn build_daemon(root: &Path) -> Result<PathBuf> {
     println!("building the daemon (cargo build --release -p profiler)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
@@ -582,67 +619,6 @@ pub fn command_line(argv: &[String]) -> String {
     cmd
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine(root: &Path) -> Machine {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == "model name").then(|| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_default();
-    let output = |cmd: &mut Command| {
-        cmd.output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
-        .unwrap_or_else(|| "unknown date".into());
-    let commit =
-        output(
-            Command::new("git")
-                .current_dir(root)
-                .args(["rev-parse", "--short", "HEAD"]),
-        )
-        .unwrap_or_else(|| "unknown".into());
-    // The report itself is expected to differ from the committed one.
-    let dirty = output(Command::new("git").current_dir(root).args([
-        "status",
-        "--porcelain",
-        "--",
-        ".",
-        ":!docs/benchmarks.md",
-    ]))
-    .is_some_and(|s| !s.is_empty());
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        os,
-        date,
-        commit: if dirty {
-            format!("{commit} with uncommitted changes")
-        } else {
-            commit
-        },
-        load_before: loadavg(),
-        load_after: String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,15 +661,27 @@ mod tests {
     fn quick_and_explicit_flags_resolve() {
         let d = args(&[]).settings();
         assert_eq!(
-            (d.rounds, d.iters, d.window.as_secs(), d.clients),
-            (7, 3_000_000, 10, 50)
+            (
+                d.rounds,
+                d.iters,
+                d.round_trips,
+                d.window.as_secs(),
+                d.clients
+            ),
+            (11, 3_000_000, 200_000, 10, 50)
         );
         let q = args(&["--quick"]).settings();
-        assert_eq!((q.rounds, q.iters, q.http.as_secs()), (3, 1_000_000, 3));
+        assert_eq!(
+            (q.rounds, q.iters, q.round_trips, q.http.as_secs()),
+            (3, 1_000_000, 50_000, 3)
+        );
         let o = args(&["--quick", "--rounds", "5", "--iters", "2000"]).settings();
         assert_eq!((o.rounds, o.iters), (5, 2000));
-        assert_eq!(o.syscalls(Workload::MixedIo), 666);
-        assert_eq!(o.syscalls(Workload::Getppid), 2000);
+        assert_eq!(o.ops(Workload::MixedIo), 666);
+        assert_eq!(o.ops(Workload::Getppid), 2000);
+        assert_eq!(o.ops(Workload::PipePingPong), 50_000);
+        let r = args(&["--round-trips", "1000"]).settings();
+        assert_eq!(r.ops(Workload::FutexPingPong), 1000);
     }
 
     #[test]

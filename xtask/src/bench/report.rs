@@ -2,26 +2,16 @@
 
 use std::fmt::Write;
 
+pub use super::machine::Machine;
 use super::{
     attach::{Config, ConfigKind},
     load::{HttpResult, KernelMap},
+    machine::section_marker,
     stats::{median, min_max, overhead_ratio, percentile},
     workload::Workload,
 };
 
-#[derive(Clone, Debug, Default)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub kernel: String,
-    pub os: String,
-    pub date: String,
-    pub commit: String,
-    pub load_before: String,
-    pub load_after: String,
-}
-
-/// ns per syscall of every configuration, workload and round.
+/// ns per operation (syscall or round trip) of every configuration, workload and round.
 #[derive(Clone, Debug)]
 pub struct SyscallResults {
     pub configs: Vec<Config>,
@@ -49,7 +39,7 @@ impl SyscallResults {
     }
 }
 
-/// Which clock a set of results was read from (see workload::PerSyscall).
+/// Which clock a set of results was read from (see workload::Cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
     Wall,
@@ -147,20 +137,37 @@ fn ms(v: Option<f64>) -> String {
     )
 }
 
+/// This run's section of docs/benchmarks.md (see `machine::merge_section`).
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let m = &r.machine;
     let _ = writeln!(
         out,
-        "# Benchmarks\n\n\
-         Written by `cargo xtask bench` (xtask/src/bench/); re-run it to refresh this file rather \
-         than editing it.\n"
+        "{}\n## {} ({})\n",
+        section_marker(&m.cpu.key()),
+        m.cpu.model_name,
+        m.cpu.key()
     );
     let _ = writeln!(
         out,
         "- Machine: {}, {} cores, kernel {}, {}",
-        m.cpu, m.cores, m.kernel, m.os
+        m.cpu.model_name, m.cores, m.kernel, m.os
     );
+    let mitigations: Vec<String> = m
+        .mitigations
+        .iter()
+        .map(|(v, status)| format!("{v}: {status}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "- Mitigations that tax calls and returns: {}",
+        if mitigations.is_empty() {
+            "none reported".to_string()
+        } else {
+            mitigations.join("; ")
+        }
+    );
+    let _ = writeln!(out, "- Clocksource: {}", m.clocksource);
     let _ = writeln!(out, "- Date: {}; tree: {}", m.date, m.commit);
     let _ = writeln!(
         out,
@@ -180,6 +187,7 @@ pub fn render(r: &Report) -> String {
     }
     render_ratios(&mut out, &r.syscalls);
     render_load(&mut out, r);
+    let _ = writeln!(out, "\n{}", super::machine::SECTION_END);
     out
 }
 
@@ -191,8 +199,10 @@ fn render_costs(out: &mut String, clock: Clock, s: &SyscallResults, titled: bool
     };
     let _ = writeln!(
         out,
-        "\n## Cost per syscall{title}\n\n\
-         ns per syscall by {}. Each workload runs in a fresh child process. Each cell: the \
+        "\n### Cost per syscall{title}\n\n\
+         ns per syscall, or per round trip for the ping-pong workloads (two context switches \
+         and four syscalls each: see xtask/src/bench/pingpong.rs), by {}. Each workload runs \
+         in a fresh child process. Each cell: the \
          median over the rounds, its overhead over `none` in parentheses, then the \
          lowest–highest per-round value. Configurations were alternated within each round \
          (forward, then backward) so drift of the machine weighs on all alike.\n",
@@ -248,9 +258,9 @@ fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
     }
     let _ = writeln!(
         out,
-        "\n## Overhead ratios\n\n\
+        "\n### Overhead ratios\n\n\
          `a / b` is (a − none) / (b − none), from the medians above: how many times the cost \
-         that `b` adds to a syscall `a` adds. For bpftrace, the ratio of its lowest and highest \
+         that `b` adds to a syscall (or round trip) `a` adds. For bpftrace, the ratio of its lowest and highest \
          per-round value follows in parentheses (its cost here has been seen to be bimodal). \
          n/a: the reference adds no measurable cost.\n"
     );
@@ -302,6 +312,26 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
             if let Some(reference) = reference {
                 rows.push((format!("{name} / {label}{suffix}"), ratio_row(d, reference)));
             }
+        }
+    }
+    // Issue 17's experiment: each way of keeping the start against the limit, then the two
+    // against each other.
+    let slot = s.find(|k| *k == ConfigKind::SlotParked);
+    let task = s.find(|k| *k == ConfigKind::TaskStorage);
+    let slot_ts = s.find(|k| *k == ConfigKind::SlotTaskStorage);
+    let experiment = [
+        (slot, "slot-parked"),
+        (task, "task-storage"),
+        (slot_ts, "slot-ts"),
+    ];
+    for (e, name) in experiment {
+        if let (Some(e), Some(limit)) = (e, limit) {
+            rows.push((format!("{name} / limit{suffix}"), ratio_row(e, limit)));
+        }
+    }
+    for (e, name) in &experiment[1..] {
+        if let (Some(e), Some(slot)) = (e, slot) {
+            rows.push((format!("{name} / slot-parked{suffix}"), ratio_row(*e, slot)));
         }
     }
     let Some(bt) = bpftrace else {
@@ -365,13 +395,13 @@ fn render_load(out: &mut String, r: &Report) {
     if !r.series.is_empty() {
         let _ = writeln!(
             out,
-            "\n## The daemon draining live series\n\n\
+            "\n### The daemon draining live series\n\n\
              N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
              events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
              {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
              daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
-             in the README's map table, not allocated by the daemon). \"in kernel map\" \
+             in docs/kernel-maps.md, not allocated by the daemon). \"in kernel map\" \
              is the daemon's own `kernel_maps` (its series of every process on the host, so \
              above the target by whatever else runs; a full map drops the events of new \
              series).\n",
@@ -398,7 +428,7 @@ fn render_load(out: &mut String, r: &Report) {
     if !r.http.is_empty() || !r.http_notes.is_empty() {
         let _ = writeln!(
             out,
-            "\n## HTTP latency under concurrent clients\n\n\
+            "\n### HTTP latency under concurrent clients\n\n\
              Each client is a thread of the harness with its own keep-alive connection, sending \
              GETs back to back and reading each full body; latency is request to last byte. \
              Percentiles are nearest-rank.\n"
@@ -480,10 +510,20 @@ mod tests {
     fn report(with_bpftrace: bool) -> Report {
         Report {
             machine: Machine {
-                cpu: "Test CPU @ 1 GHz".into(),
+                cpu: super::super::machine::CpuKind {
+                    vendor: "GenuineIntel".into(),
+                    family: "6".into(),
+                    model: "167".into(),
+                    model_name: "Test CPU @ 1 GHz".into(),
+                },
                 cores: 2,
                 kernel: "6.18.0".into(),
                 os: "Debian GNU/Linux 12 (bookworm)".into(),
+                mitigations: vec![
+                    ("spectre_v2".into(), "Mitigation: Retpolines".into()),
+                    ("retbleed".into(), "Vulnerable".into()),
+                ],
+                clocksource: "tsc".into(),
                 date: "2026-01-02 03:04 UTC".into(),
                 commit: "abc1234".into(),
                 load_before: "0.10".into(),
@@ -529,7 +569,22 @@ mod tests {
     fn renders_machine_command_and_medians() {
         let md = render(&report(true));
         assert!(
+            md.starts_with(
+                "<!-- cpu-kind: GenuineIntel family 6 model 167 -->\n\
+                 ## Test CPU @ 1 GHz (GenuineIntel family 6 model 167)\n"
+            ),
+            "{md}"
+        );
+        assert!(md.trim_end().ends_with("<!-- /cpu-kind -->"), "{md}");
+        assert!(
             md.contains("- Machine: Test CPU @ 1 GHz, 2 cores, kernel 6.18.0"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- Mitigations that tax calls and returns: spectre_v2: Mitigation: \
+                 Retpolines; retbleed: Vulnerable\n- Clocksource: tsc\n"
+            ),
             "{md}"
         );
         assert!(
@@ -610,6 +665,24 @@ mod tests {
             "{md}"
         );
         assert_eq!(md.matches("## Overhead ratios").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn the_task_storage_experiment_gets_its_ratio_rows() {
+        let mut r = report(false);
+        let s = &mut r.syscalls[0].1;
+        s.configs.push(Config::slot_parked());
+        s.configs.push(Config::task_storage());
+        // slot-parked 195, task-storage 190 on getppid: (105 and 100) / the limit's 90.
+        s.samples.push(vec![vec![195.0], vec![]]);
+        s.samples.push(vec![vec![190.0], vec![]]);
+        let md = render(&r);
+        assert!(md.contains("| slot-parked / limit | 1.17 | – |"), "{md}");
+        assert!(md.contains("| task-storage / limit | 1.11 | – |"), "{md}");
+        assert!(
+            md.contains("| task-storage / slot-parked | 0.95 | – |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -25,13 +25,23 @@ pub enum Workload {
     GetppidAllCpus,
     /// Small pipe writes and reads, /dev/zero reads and writes, and an open() of a missing file.
     MixedIo,
+    /// Two processes on one CPU passing a byte back and forth through two pipes: per round trip
+    /// four syscalls (a write and a read on each side) and two context switches, each read
+    /// sleeping until the other side writes.
+    PipePingPong,
+    /// Two threads of one process on one CPU taking turns on a futex word: per round trip each
+    /// thread wakes the other and waits for its turn, so two context switches and three or four
+    /// futex calls (a wait whose turn already came is skipped).
+    FutexPingPong,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 3] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Getppid,
         Workload::GetppidAllCpus,
         Workload::MixedIo,
+        Workload::PipePingPong,
+        Workload::FutexPingPong,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,7 +49,24 @@ impl Workload {
             Workload::Getppid => "getppid, 1 thread",
             Workload::GetppidAllCpus => "getppid, all CPUs",
             Workload::MixedIo => "mixed I/O",
+            Workload::PipePingPong => "pipe ping-pong",
+            Workload::FutexPingPong => "futex ping-pong",
         }
+    }
+
+    /// What one measured operation is: the unit of the workload's figures.
+    pub fn unit(self) -> &'static str {
+        if self.is_ping_pong() {
+            "round trip"
+        } else {
+            "syscall"
+        }
+    }
+
+    /// Whether the workload measures context switches (round trips between two tasks on one
+    /// CPU) rather than syscalls of a thread that keeps its CPU.
+    pub fn is_ping_pong(self) -> bool {
+        matches!(self, Workload::PipePingPong | Workload::FutexPingPong)
     }
 
     fn arg(self) -> &'static str {
@@ -47,6 +74,8 @@ impl Workload {
             Workload::Getppid => "getppid",
             Workload::GetppidAllCpus => "getppid-all-cpus",
             Workload::MixedIo => "mixed-io",
+            Workload::PipePingPong => "pipe-ping-pong",
+            Workload::FutexPingPong => "futex-ping-pong",
         }
     }
 }
@@ -59,13 +88,14 @@ pub struct WorkerArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Job {
-    /// Run a workload and print `wall_ns_per_syscall=<float>` and `cpu_ns_per_syscall=<float>`.
+    /// Run a workload and print `wall_ns_per_op=<float>` and `cpu_ns_per_op=<float>`.
     Time {
         #[arg(long, value_enum)]
         workload: Workload,
-        /// Syscalls to time (per thread for getppid-all-cpus).
+        /// Operations to time: syscalls (per thread for getppid-all-cpus), or round trips for
+        /// the ping-pong workloads.
         #[arg(long)]
-        syscalls: u64,
+        ops: u64,
     },
     /// Keep `count` (process, syscall) series alive: call syscall numbers first_nr.. in turn,
     /// every `period_ms`, until `max_secs` pass or the harness kills this process.
@@ -84,18 +114,20 @@ pub enum Job {
 /// The child side of `bench-worker`.
 pub fn worker_main(args: WorkerArgs) -> Result<()> {
     match args.job {
-        Job::Time { workload, syscalls } => {
-            anyhow::ensure!(syscalls > 0, "--syscalls must be at least 1");
+        Job::Time { workload, ops } => {
+            anyhow::ensure!(ops > 0, "--ops must be at least 1");
             let ns = match workload {
-                Workload::Getppid => time_per_call(syscalls, |n| {
+                Workload::Getppid => time_per_call(ops, |n| {
                     getppid_loop(n);
                     Ok(())
                 })?,
-                Workload::GetppidAllCpus => getppid_all_cpus(syscalls)?,
-                Workload::MixedIo => mixed_io(syscalls)?,
+                Workload::GetppidAllCpus => getppid_all_cpus(ops)?,
+                Workload::MixedIo => mixed_io(ops)?,
+                Workload::PipePingPong => super::pingpong::pipe_ping_pong(ops)?,
+                Workload::FutexPingPong => super::pingpong::futex_ping_pong(ops)?,
             };
-            println!("wall_ns_per_syscall={}", ns.wall);
-            println!("cpu_ns_per_syscall={}", ns.cpu);
+            println!("wall_ns_per_op={}", ns.wall);
+            println!("cpu_ns_per_op={}", ns.cpu);
             Ok(())
         }
         Job::Series {
@@ -107,19 +139,20 @@ pub fn worker_main(args: WorkerArgs) -> Result<()> {
     }
 }
 
-/// The cost of one syscall by two clocks. `wall` is CLOCK_MONOTONIC (`Instant`, read through
+/// The cost of one operation (a syscall, or a round trip of a ping-pong workload) by two clocks.
+/// `wall` is CLOCK_MONOTONIC (`Instant`, read through
 /// the vDSO, so the clock adds no syscall of its own): what the program experiences, including
 /// any time the scheduler gave its CPU to someone else. `cpu` is CLOCK_THREAD_CPUTIME_ID: the
 /// time the thread was on a CPU, user and kernel (tracing programs run in the thread's own
-/// context, so they count). On an idle machine the two agree; on a shared one only `cpu` keeps
-/// other processes out of the figure.
+/// context, so they count; a ping-pong's is the sum over both of its tasks). On an idle machine
+/// the two agree; on a shared one only `cpu` keeps other processes out of the figure.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PerSyscall {
+pub struct Cost {
     pub wall: f64,
     pub cpu: f64,
 }
 
-fn thread_cpu_ns() -> Result<u128> {
+pub(super) fn thread_cpu_ns() -> Result<u128> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -133,14 +166,14 @@ fn thread_cpu_ns() -> Result<u128> {
     Ok(ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128)
 }
 
-/// Times `f(n)` on both clocks of [`PerSyscall`], after an untimed `f(n / 10)`: a thread's first
+/// Times `f(n)` on both clocks of [`Cost`], after an untimed `f(n / 10)`: a thread's first
 /// syscalls allocate tracer state, and caches warm.
-fn time_per_call(n: u64, f: impl Fn(u64) -> Result<()>) -> Result<PerSyscall> {
+fn time_per_call(n: u64, f: impl Fn(u64) -> Result<()>) -> Result<Cost> {
     f((n / 10).max(1))?;
     let (t0, c0) = (Instant::now(), thread_cpu_ns()?);
     f(n)?;
     let (c1, t1) = (thread_cpu_ns()?, Instant::now());
-    Ok(PerSyscall {
+    Ok(Cost {
         wall: (t1 - t0).as_nanos() as f64 / n as f64,
         cpu: (c1 - c0) as f64 / n as f64,
     })
@@ -152,10 +185,10 @@ fn getppid_loop(n: u64) {
     }
 }
 
-fn getppid_all_cpus(n: u64) -> Result<PerSyscall> {
+fn getppid_all_cpus(n: u64) -> Result<Cost> {
     let cpus = allowed_cpus()?;
     let barrier = Barrier::new(cpus.len());
-    let per_thread: Vec<Result<PerSyscall>> = std::thread::scope(|s| {
+    let per_thread: Vec<Result<Cost>> = std::thread::scope(|s| {
         let handles: Vec<_> = cpus
             .iter()
             .map(|&cpu| {
@@ -179,18 +212,16 @@ fn getppid_all_cpus(n: u64) -> Result<PerSyscall> {
             })
             .collect()
     });
-    let per_thread = per_thread
-        .into_iter()
-        .collect::<Result<Vec<PerSyscall>>>()?;
+    let per_thread = per_thread.into_iter().collect::<Result<Vec<Cost>>>()?;
     // The cost one syscall sees while all CPUs run the loop.
     let k = per_thread.len() as f64;
-    Ok(PerSyscall {
+    Ok(Cost {
         wall: per_thread.iter().map(|p| p.wall).sum::<f64>() / k,
         cpu: per_thread.iter().map(|p| p.cpu).sum::<f64>() / k,
     })
 }
 
-fn allowed_cpus() -> Result<Vec<usize>> {
+pub(super) fn allowed_cpus() -> Result<Vec<usize>> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
         bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
@@ -202,7 +233,7 @@ fn allowed_cpus() -> Result<Vec<usize>> {
     Ok(cpus)
 }
 
-fn pin_to(cpu: usize) -> Result<()> {
+pub(super) fn pin_to(cpu: usize) -> Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     unsafe { libc::CPU_SET(cpu, &mut set) };
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } != 0 {
@@ -217,7 +248,7 @@ fn pin_to(cpu: usize) -> Result<()> {
 /// Syscalls per iteration of the mixed workload.
 const MIXED_SYSCALLS: u64 = 5;
 
-fn mixed_io(syscalls: u64) -> Result<PerSyscall> {
+fn mixed_io(syscalls: u64) -> Result<Cost> {
     let mut fds = [0i32; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         bail!("pipe2: {}", std::io::Error::last_os_error());
@@ -298,11 +329,11 @@ pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
     }
 }
 
-/// Runs one workload in a child and returns its cost per syscall.
-pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<PerSyscall> {
+/// Runs one workload in a child and returns its cost per operation.
+pub fn time_workload(exe: &Path, workload: Workload, ops: u64) -> Result<Cost> {
     let out = worker_command(exe)
         .args(["time", "--workload", workload.arg()])
-        .args(["--syscalls", &syscalls.to_string()])
+        .args(["--ops", &ops.to_string()])
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running the {} workload", workload.label()))?;
@@ -324,7 +355,7 @@ pub fn time_workload(exe: &Path, workload: Workload, syscalls: u64) -> Result<Pe
     })
 }
 
-pub fn parse_worker_output(stdout: &str) -> Option<PerSyscall> {
+pub fn parse_worker_output(stdout: &str) -> Option<Cost> {
     let field = |key: &str| {
         stdout
             .lines()
@@ -332,9 +363,9 @@ pub fn parse_worker_output(stdout: &str) -> Option<PerSyscall> {
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v > 0.0)
     };
-    Some(PerSyscall {
-        wall: field("wall_ns_per_syscall")?,
-        cpu: field("cpu_ns_per_syscall")?,
+    Some(Cost {
+        wall: field("wall_ns_per_op")?,
+        cpu: field("cpu_ns_per_op")?,
     })
 }
 
@@ -405,22 +436,22 @@ mod tests {
 
     #[test]
     fn parses_the_worker_lines() {
-        let both = |w, c| Some(PerSyscall { wall: w, cpu: c });
+        let both = |w, c| Some(Cost { wall: w, cpu: c });
         assert_eq!(
-            parse_worker_output("wall_ns_per_syscall=87.5\ncpu_ns_per_syscall=86\n"),
+            parse_worker_output("wall_ns_per_op=87.5\ncpu_ns_per_op=86\n"),
             both(87.5, 86.0)
         );
         assert_eq!(
-            parse_worker_output("noise\ncpu_ns_per_syscall=1\nwall_ns_per_syscall=2\n"),
+            parse_worker_output("noise\ncpu_ns_per_op=1\nwall_ns_per_op=2\n"),
             both(2.0, 1.0)
         );
-        assert_eq!(parse_worker_output("wall_ns_per_syscall=87.5\n"), None);
+        assert_eq!(parse_worker_output("wall_ns_per_op=87.5\n"), None);
         assert_eq!(
-            parse_worker_output("wall_ns_per_syscall=NaN\ncpu_ns_per_syscall=1"),
+            parse_worker_output("wall_ns_per_op=NaN\ncpu_ns_per_op=1"),
             None
         );
         assert_eq!(
-            parse_worker_output("wall_ns_per_syscall=-3\ncpu_ns_per_syscall=1"),
+            parse_worker_output("wall_ns_per_op=-3\ncpu_ns_per_op=1"),
             None
         );
         assert_eq!(parse_worker_output(""), None);

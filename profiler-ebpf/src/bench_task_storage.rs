@@ -1,0 +1,107 @@
+//! Experiment of issue 17, other side: the limit (bench_limit.rs) plus a syscall's start kept
+//! in BPF task storage (`BPF_MAP_TYPE_TASK_STORAGE`, one value per thread, found through the
+//! task itself): nothing to do at `sched_switch`, a `bpf_task_storage_get` call on each side
+//! instead. Compared with bench_slot.rs, which does the same work the daemon's way, by
+//! `cargo xtask bench --task-storage`. Not part of the daemon.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        bindings::{
+            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, BPF_F_NO_PREALLOC,
+            BPF_LOCAL_STORAGE_GET_F_CREATE,
+        },
+        helpers::{
+            bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+            generated::bpf_task_storage_get,
+        },
+        macros::{btf_map, btf_tracepoint},
+        programs::BtfTracePointContext,
+    };
+
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    pub struct Start {
+        ts_ns: u64,
+        tgid: u32,
+        pad: u32,
+    }
+
+    /// A BTF map definition (task storage needs the key and value types in BTF), laid out as
+    /// aya-ebpf's `btf_maps` are: each field's pointee encodes one attribute.
+    #[repr(C)]
+    pub struct TaskStorage {
+        r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+        key: *const i32,
+        value: *const Start,
+        max_entries: *const [i32; 0],
+        map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    }
+
+    // Placeholders the loader reads from BTF; never dereferenced.
+    unsafe impl Sync for TaskStorage {}
+
+    #[btf_map]
+    static STARTS: TaskStorage = TaskStorage {
+        r#type: core::ptr::null(),
+        key: core::ptr::null(),
+        value: core::ptr::null(),
+        max_entries: core::ptr::null(),
+        map_flags: core::ptr::null(),
+    };
+
+    #[inline(always)]
+    fn current_start(create: bool) -> *mut Start {
+        let flags = if create {
+            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
+        } else {
+            0
+        };
+        let map = &STARTS as *const TaskStorage as *mut core::ffi::c_void;
+        unsafe {
+            let task = bpf_get_current_task_btf();
+            bpf_task_storage_get(map, task.cast(), core::ptr::null_mut(), flags).cast()
+        }
+    }
+
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter_btf(_ctx: BtfTracePointContext) -> i32 {
+        // The daemon needs the process at entry anyway (its filters).
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let ts_ns = unsafe { bpf_ktime_get_ns() };
+        let start = current_start(true);
+        if !start.is_null() {
+            unsafe {
+                (*start).ts_ns = ts_ns;
+                (*start).tgid = tgid;
+            }
+        }
+        0
+    }
+
+    #[btf_tracepoint(function = "sys_exit")]
+    pub fn sys_exit_btf(_ctx: BtfTracePointContext) -> i32 {
+        let start = current_start(false);
+        if start.is_null() || unsafe { (*start).ts_ns } == 0 {
+            return 0;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let begun = unsafe { *start };
+        unsafe { (*start).ts_ns = 0 };
+        // The latency and the process, as the histogram would take them.
+        core::hint::black_box((now.wrapping_sub(begun.ts_ns), begun.tgid));
+        0
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("bench-task-storage is built for the BPF target by `cargo xtask build-ebpf`");
+    std::process::exit(1);
+}
