@@ -89,9 +89,14 @@ fn https_with_basic_auth() {
     let (status, body) = get_json(&agent, &url, Some(&basic("alice", "correct horse")));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["schema_version"], 1);
-    // Auth covers every endpoint.
-    let (status, _) = get_json(&agent, &format!("{}/healthz", daemon.base), None);
-    assert_eq!(status, 401);
+    // Auth covers every endpoint but /healthz, which liveness probes reach without
+    // credentials.
+    for path in ["/metrics", "/", "/history", "/insights"] {
+        let (status, _) = get_json(&agent, &format!("{}{path}", daemon.base), None);
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, body) = get_json(&agent, &format!("{}/healthz", daemon.base), None);
+    assert_eq!((status, body.as_str()), (200, Some("ok\n")));
 
     let r = ureq::get(&url)
         .set("Authorization", &basic("alice", "wrong"))

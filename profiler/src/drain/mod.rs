@@ -20,7 +20,7 @@ mod retire;
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    sync::{Arc, RwLock},
+    sync::RwLock,
     time::{Instant, SystemTime},
 };
 
@@ -37,7 +37,7 @@ use keys::{proc_key, syscall_key};
 use readings::{HistReadings, Previous};
 
 use crate::{
-    host::cgroups::{self, Resolver},
+    host::cgroups::{self, Cgroup, Resolver},
     kernel::{
         batch::{self, Batch},
         bpf_stats, Maps,
@@ -91,7 +91,7 @@ struct Snapshot {
     in_flight: InFlightStarts,
     exited: FastSet<ProcKey>,
     counters: KernelCounters,
-    cgroup_labels: HashMap<u64, Arc<str>>,
+    cgroup_labels: HashMap<u64, Cgroup>,
 }
 
 impl Drain {
