@@ -23,6 +23,8 @@ pub struct Package {
     only_on: Option<&'static str>,
     /// From the release's backports suite (see `backports_apt_options`).
     from_backports: bool,
+    /// Not a Debian package: from PyPI, with `python3 -m pip install`.
+    from_pypi: bool,
 }
 
 impl Package {
@@ -34,6 +36,7 @@ impl Package {
             with_recommends: false,
             only_on: None,
             from_backports: false,
+            from_pypi: false,
         }
     }
 
@@ -51,6 +54,11 @@ impl Package {
         self.from_backports = true;
         self
     }
+
+    pub const fn from_pypi(mut self) -> Package {
+        self.from_pypi = true;
+        self
+    }
 }
 
 /// The check that proves a package is installed: what its user runs, not dpkg's word, so a
@@ -58,6 +66,8 @@ impl Package {
 pub enum Proof {
     /// Every one of these programs is on PATH.
     OnPath(&'static [&'static str]),
+    /// This file exists (a program packages keep off PATH).
+    File(&'static str),
     /// `cc` (from PATH) compiles and links an empty C program with these flags.
     Compiles {
         cc: &'static str,
@@ -69,6 +79,7 @@ impl Proof {
     pub fn holds(&self, path: &OsStr) -> bool {
         match self {
             Proof::OnPath(programs) => programs.iter().all(|p| on_path(p, path)),
+            Proof::File(file) => Path::new(file).exists(),
             Proof::Compiles { cc, flags } => compiles(cc, flags, path),
         }
     }
@@ -133,6 +144,20 @@ pub fn install_missing(who: &str, table: &[Package]) -> Result<()> {
         .map(|p| format!("{} ({})", p.name, p.used_by))
         .collect();
     println!("{who}: installing {}", described.join(", "));
+    let (pypi, lacking): (Vec<&Package>, Vec<&Package>) =
+        lacking.into_iter().partition(|p| p.from_pypi);
+    for p in pypi {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", p.name])
+            .status()
+            .context("running python3 -m pip")?;
+        if !status.success() {
+            bail!("python3 -m pip install {} failed ({status})", p.name);
+        }
+    }
+    if lacking.is_empty() {
+        return Ok(());
+    }
     if !Path::new("/usr/bin/apt-get").exists() {
         bail!(
             "no apt-get: install these Debian packages by hand: {}",

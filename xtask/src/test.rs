@@ -52,6 +52,34 @@ pub const TEST_PACKAGES: &[Package] = &[
         Proof::OnPath(&["prometheus", "promtool"]),
         "tests/tests/metrics.rs, deploy.rs scrape and check rules",
     ),
+    Package::new(
+        "podman",
+        Proof::OnPath(&["podman"]),
+        "tests/tests/container.rs builds the image and runs the daemon and a workload in containers",
+    ),
+    // runc: crun refuses hybrid cgroup hosts; netavark: the network backend the test was run
+    // with (a fresh install may otherwise pick the older one).
+    Package::new(
+        "runc",
+        Proof::OnPath(&["runc"]),
+        "tests/tests/container.rs on hybrid cgroup hosts",
+    ),
+    Package::new(
+        "netavark",
+        Proof::File("/usr/lib/podman/netavark"),
+        "tests/tests/container.rs (podman's network backend)",
+    ),
+    Package::new(
+        "mmdebstrap",
+        Proof::OnPath(&["mmdebstrap"]),
+        "tests/tests/container.rs builds the image's Debian base",
+    ),
+    Package::new(
+        "kubernetes-validate",
+        Proof::OnPath(&["kubernetes-validate"]),
+        "tests/tests/deploy.rs validates deploy/kubernetes --strict",
+    )
+    .from_pypi(),
     // With its recommends: the fonts the page's text is rendered in.
     Package::new(
         "chromium",
@@ -99,6 +127,7 @@ mod tests {
         for p in TEST_PACKAGES {
             match &p.proof {
                 Proof::OnPath(programs) => assert!(!programs.is_empty(), "{}", p.name),
+                Proof::File(file) => assert!(file.starts_with('/'), "{}", p.name),
                 Proof::Compiles { cc, .. } => assert!(!cc.is_empty(), "{}", p.name),
             }
         }
@@ -113,6 +142,7 @@ mod tests {
             .iter()
             .flat_map(|p| match &p.proof {
                 Proof::OnPath(programs) => programs.to_vec(),
+                Proof::File(_) => vec![],
                 Proof::Compiles { cc, .. } => vec![*cc],
             })
             .collect();
