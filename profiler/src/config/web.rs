@@ -23,7 +23,11 @@ use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
-use super::{sources::syntax_error, Error};
+use super::{
+    error::Error,
+    parse::clip,
+    sources::{read_capped, read_text, syntax_error},
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,11 +61,7 @@ impl WebConfig {
 
     pub fn load(path: &Path) -> Result<WebConfig, Error> {
         const WHAT: &str = "web config file";
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            what: WHAT,
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(WHAT, path)?;
         let raw: RawWebConfig =
             toml::from_str(&text).map_err(|e| syntax_error(WHAT, path, &text, &e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -69,24 +69,21 @@ impl WebConfig {
             .tls_server_config
             .map(|t| tls_config(path, &dir.join(&t.cert_file), &dir.join(&t.key_file)))
             .transpose()?;
-        for (user, hash) in &raw.basic_auth_users {
+        let users = raw.basic_auth_users;
+        for (user, hash) in &users {
             if user.is_empty() || user.contains(':') {
                 return Err(Error::UserName {
                     path: path.to_path_buf(),
-                    user: user.clone(),
+                    user: clip(user),
                 });
             }
-            hash.parse::<bcrypt::HashParts>()
-                .map_err(|source| Error::Hash {
-                    path: path.to_path_buf(),
-                    user: user.clone(),
-                    source,
-                })?;
+            hash.parse::<bcrypt::HashParts>().map_err(|e| Error::Hash {
+                path: path.to_path_buf(),
+                user: clip(user),
+                why: clip(&e.to_string()),
+            })?;
         }
-        Ok(WebConfig {
-            tls,
-            users: raw.basic_auth_users,
-        })
+        Ok(WebConfig { tls, users })
     }
 
     pub fn requires_auth(&self) -> bool {
@@ -103,24 +100,26 @@ impl WebConfig {
 fn tls_config(path: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
     let file_error = |field, file: &Path| {
         let (path, file) = (path.to_path_buf(), file.to_path_buf());
-        move |source| Error::TlsFile {
+        move |e: &dyn std::fmt::Display| Error::TlsFile {
             path,
             field,
             file,
-            source,
+            why: clip(&e.to_string()),
         }
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(file_error("cert_file", cert))?
+    let cert_pem = read_capped(cert).map_err(|e| file_error("cert_file", cert)(&e))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(file_error("cert_file", cert))?;
+        .map_err(|e| file_error("cert_file", cert)(&e))?;
     if certs.is_empty() {
         return Err(Error::NoCertificate {
             path: path.to_path_buf(),
             file: cert.to_path_buf(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(file_error("key_file", key))?;
+    let key_pem = read_capped(key).map_err(|e| file_error("key_file", key)(&e))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| file_error("key_file", key)(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
