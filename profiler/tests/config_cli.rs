@@ -111,6 +111,27 @@ fn serve_guarded(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 }
 
 #[test]
+fn a_log_level_that_would_silence_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "log_level = \"loud\"\n").unwrap();
+    let (code, err) = serve_guarded(&["--log-level", "wanr"], &[]);
+    assert_usage_error(code, &err, &["--log-level: 'wanr' is not a log filter"]);
+    let (code, err) = serve_guarded(&["--config", file.to_str().unwrap()], &[]);
+    assert_usage_error(
+        code,
+        &err,
+        &[
+            file.to_str().unwrap(),
+            "key 'log_level'",
+            "'loud' is not a log filter",
+        ],
+    );
+    let (code, err) = serve_guarded(&[], &[("SYSCALL_PROFILER_LOG_LEVEL", "info,wanr")]);
+    assert_usage_error(code, &err, &["SYSCALL_PROFILER_LOG_LEVEL", "'wanr'"]);
+}
+
+#[test]
 fn settings_files_must_be_regular_files_of_at_most_1_mib() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.toml");

@@ -87,10 +87,41 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or tracing directives whose every
+/// part names a level: `info,hyper=warn`. A bare word that is not a level would be taken by the
+/// filter as a target enabled at TRACE, silencing everything else; it is refused instead.
 pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let not_a_filter = |why: String| format!("{} is not a log filter: {why}", quote(s));
+    let directives: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(not_a_filter("it names no level".into()));
+    }
+    let single = directives.len() == 1;
+    for d in directives {
+        let level = d.rsplit_once('=').map_or(d, |(_, level)| level);
+        if level.is_empty()
+            || level
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            const LEVELS: &str = "error, warn, info, debug, trace, off";
+            return Err(not_a_filter(if single {
+                format!("use a level ({LEVELS}) or TARGET=LEVEL directives separated by commas")
+            } else {
+                format!(
+                    "{} is neither a level ({LEVELS}) nor TARGET=LEVEL",
+                    quote(d)
+                )
+            }));
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_string())
-        .map_err(|e| format!("{} is not a log filter: {e}", quote(s)))
+        .map(|_| s.trim().to_string())
+        .map_err(|e| not_a_filter(e.to_string()))
 }
 
 pub fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {

@@ -219,6 +219,55 @@ fn flag_error(key: &'static str, value: &str) -> Option<String> {
 }
 
 #[test]
+fn log_levels_are_levels_or_directives_naming_levels() {
+    for good in [
+        "info",
+        "WARN",
+        "off",
+        "3",
+        "info,hyper=warn",
+        "syscall_profiler::drain=debug",
+        " debug ",
+        "info,",
+    ] {
+        assert_eq!(flag_error("log_level", good), None, "{good}");
+    }
+    // Each would start a daemon that logs nothing: tracing takes a bare word for a target.
+    for bad in [
+        "wanr",
+        "loud",
+        "info,wanr",
+        "",
+        ",",
+        "hyper=",
+        "hyper=loud",
+        "hyper[{x=1}]",
+        "loud=[",
+    ] {
+        let e = flag_error("log_level", bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+        assert!(
+            e.starts_with("--log-level: ") && e.contains("not a log filter"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    let file = file_with("log_level = \"loud\"\n");
+    let e = printed(load(&with_config(file.path()), &env_of(&[])).unwrap_err());
+    assert!(e.contains("key 'log_level'") && e.contains("'loud'"), "{e}");
+    let e = printed(
+        load(
+            &flags(&[]),
+            &env_of(&[("SYSCALL_PROFILER_LOG_LEVEL", "wanr")]),
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("environment variable SYSCALL_PROFILER_LOG_LEVEL"),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_unknown_variable_with_our_prefix_is_an_error_like_an_unknown_key() {
     let e = printed(load(&flags(&[]), &env_of(&[("SYSCALL_PROFILER_LISTN", "x")])).unwrap_err());
     assert_eq!(
