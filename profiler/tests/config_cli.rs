@@ -132,6 +132,19 @@ fn a_log_level_that_would_silence_the_log_is_refused() {
 }
 
 #[test]
+fn an_empty_basic_auth_users_table_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.toml");
+    std::fs::write(&web, "[basic_auth_users]\n").unwrap();
+    let (code, err) = serve_guarded(&["--web-config", web.to_str().unwrap()], &[]);
+    assert_usage_error(
+        code,
+        &err,
+        &[web.to_str().unwrap(), "[basic_auth_users] is empty"],
+    );
+}
+
+#[test]
 fn settings_files_must_be_regular_files_of_at_most_1_mib() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.toml");

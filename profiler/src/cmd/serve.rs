@@ -339,6 +339,10 @@ fn apply(
     if let Err(e) = log.reload(new.log_filter) {
         error!("applying log_level: {e}");
     }
+    // Who may connect is worth a line of its own, whether or not web_config's path changed.
+    if let Some(change) = web.get().config.auth_change(&new.web) {
+        warn!("{change}");
+    }
     web.set(new.web);
     let changes = running.changes(&applied);
     info!(

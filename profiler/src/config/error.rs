@@ -97,6 +97,13 @@ pub enum Error {
         user: String,
         why: String,
     },
+    /// An empty table would switch authentication off, which must be said by leaving it out.
+    #[error(
+        "web config file {}: [basic_auth_users] is empty, which would turn authentication off \
+         (remove the table to serve without authentication)",
+        shown(path)
+    )]
+    NoUsers { path: PathBuf },
     /// `field` is `cert_file` or `key_file`; `why` is why the file was not read or the PEM
     /// reader's error, clipped.
     #[error(

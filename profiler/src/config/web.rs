@@ -33,8 +33,8 @@ use super::{
 #[serde(deny_unknown_fields)]
 struct RawWebConfig {
     tls_server_config: Option<RawTls>,
-    #[serde(default)]
-    basic_auth_users: BTreeMap<String, String>,
+    /// Absent and empty differ: absent serves without authentication, empty is refused.
+    basic_auth_users: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +69,15 @@ impl WebConfig {
             .tls_server_config
             .map(|t| tls_config(path, &dir.join(&t.cert_file), &dir.join(&t.key_file)))
             .transpose()?;
-        let users = raw.basic_auth_users;
+        let users = match raw.basic_auth_users {
+            None => BTreeMap::new(),
+            Some(users) if users.is_empty() => {
+                return Err(Error::NoUsers {
+                    path: path.to_path_buf(),
+                })
+            }
+            Some(users) => users,
+        };
         for (user, hash) in &users {
             if user.is_empty() || user.contains(':') {
                 return Err(Error::UserName {
@@ -93,6 +101,52 @@ impl WebConfig {
     /// The bcrypt hash of `user`'s password.
     pub fn hash_of(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(String::as_str)
+    }
+
+    /// What a reload from `self` to `new` changes in who may connect, for the log; `None` if
+    /// nothing. Names users, never hashes.
+    pub fn auth_change(&self, new: &WebConfig) -> Option<String> {
+        let names = |users: &BTreeMap<String, String>| {
+            users.keys().map(|u| clip(u)).collect::<Vec<_>>().join(", ")
+        };
+        match (self.requires_auth(), new.requires_auth()) {
+            (false, false) => None,
+            (true, false) => Some("basic auth turned off: every client is served".into()),
+            (false, true) => Some(format!("basic auth turned on: users {}", names(&new.users))),
+            (true, true) => {
+                let mut parts = Vec::new();
+                let list = |users: Vec<&String>| {
+                    users.iter().map(|u| clip(u)).collect::<Vec<_>>().join(", ")
+                };
+                let added: Vec<&String> = new
+                    .users
+                    .keys()
+                    .filter(|u| !self.users.contains_key(*u))
+                    .collect();
+                let removed: Vec<&String> = self
+                    .users
+                    .keys()
+                    .filter(|u| !new.users.contains_key(*u))
+                    .collect();
+                let rehashed: Vec<&String> = new
+                    .users
+                    .iter()
+                    .filter(|(u, h)| self.users.get(*u).is_some_and(|old| old != *h))
+                    .map(|(u, _)| u)
+                    .collect();
+                for (what, users) in [
+                    ("added", added),
+                    ("removed", removed),
+                    ("new password", rehashed),
+                ] {
+                    if !users.is_empty() {
+                        parts.push(format!("{what}: {}", list(users)));
+                    }
+                }
+                (!parts.is_empty())
+                    .then(|| format!("basic auth users changed: {}", parts.join("; ")))
+            }
+        }
     }
 }
 
@@ -193,5 +247,63 @@ mod tests {
         write(dir.path(), "k.pem", &other.signing_key.serialize_pem());
         let e = printed(WebConfig::load(&p).err().unwrap());
         assert!(e.contains("do not fit"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_users_table_is_refused_not_read_as_no_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in ["[basic_auth_users]\n", "basic_auth_users = {}\n"] {
+            let p = write(dir.path(), "web.toml", text);
+            let e = printed(WebConfig::load(&p).err().expect(text));
+            assert_eq!(
+                e,
+                format!(
+                    "web config file {}: [basic_auth_users] is empty, which would turn \
+                     authentication off (remove the table to serve without authentication)",
+                    p.display()
+                )
+            );
+        }
+        // Without the table: no authentication, as documented.
+        let p = write(dir.path(), "web.toml", "");
+        assert!(!WebConfig::load(&p).unwrap().requires_auth());
+    }
+
+    #[test]
+    fn a_change_of_who_may_connect_is_described() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = |pw| bcrypt::hash(pw, 4).unwrap();
+        let users = |pairs: &[(&str, &str)]| {
+            let mut text = String::from("[basic_auth_users]\n");
+            for (u, h) in pairs {
+                text.push_str(&format!("{u} = \"{h}\"\n"));
+            }
+            WebConfig::load(&write(dir.path(), "web.toml", &text)).unwrap()
+        };
+        let (a, b, c) = (hash("a"), hash("b"), hash("c"));
+        let open = WebConfig::open();
+        let alice = users(&[("alice", &a)]);
+        assert_eq!(open.auth_change(&WebConfig::open()), None);
+        assert_eq!(
+            open.auth_change(&alice).as_deref(),
+            Some("basic auth turned on: users alice")
+        );
+        assert_eq!(
+            alice.auth_change(&open).as_deref(),
+            Some("basic auth turned off: every client is served")
+        );
+        assert_eq!(alice.auth_change(&users(&[("alice", &a)])), None);
+        assert_eq!(
+            alice
+                .auth_change(&users(&[("alice", &c), ("bob", &b)]))
+                .as_deref(),
+            Some("basic auth users changed: added: bob; new password: alice")
+        );
+        assert_eq!(
+            users(&[("alice", &a), ("bob", &b)])
+                .auth_change(&users(&[("bob", &b)]))
+                .as_deref(),
+            Some("basic auth users changed: removed: alice")
+        );
     }
 }
