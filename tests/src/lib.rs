@@ -34,15 +34,17 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The daemon binary: $SYSCALL_PROFILER_BIN, or the one cargo built beside these tests.
+/// The daemon binary: $PROFILER_TEST_BIN, or the one cargo built beside these tests. (Not
+/// `SYSCALL_PROFILER_…`: the daemon refuses variables with its prefix that it does not know, and
+/// the daemons these tests start inherit their environment.)
 pub fn daemon_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SYSCALL_PROFILER_BIN") {
+    if let Some(p) = std::env::var_os("PROFILER_TEST_BIN") {
         return p.into();
     }
     let p = target_dir().join("syscall-profiler");
     assert!(
         p.exists(),
-        "{} is missing: `cargo test --workspace` builds it (or set SYSCALL_PROFILER_BIN)",
+        "{} is missing: `cargo test --workspace` builds it (or set PROFILER_TEST_BIN)",
         p.display()
     );
     p
