@@ -380,3 +380,27 @@ async fn shutdown_signal(mut term: Signal, mut int: Signal) {
         _ = term.recv() => info!("SIGTERM received"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{declare::Apply, table::DECLARED};
+
+    /// What `apply` puts into effect on SIGHUP. It must be exactly the table's `Reload` rows, so
+    /// a row marked `Reload` cannot be logged as reloaded while nothing applies it: a new one
+    /// needs its line in `apply` and its name here.
+    const APPLIED_ON_RELOAD: &[&str] = &["retention", "max_exited", "log_level", "web_config"];
+
+    #[test]
+    fn every_reloadable_setting_is_applied_on_sighup() {
+        let reloadable: Vec<&str> = DECLARED
+            .iter()
+            .filter(|d| d.apply == Apply::Reload)
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(
+            reloadable,
+            APPLIED_ON_RELOAD,
+            "a setting marked Reload in config/table.rs must be put into effect by serve's apply()"
+        );
+    }
+}
