@@ -15,6 +15,11 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+/// The request line and headers, buffered whole by hyper; a larger head gets 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Every endpoint is a GET: a body is never needed.
+pub const MAX_REQUEST_BODY: usize = 1024;
+
 /// Bounds on what one request may cost.
 #[derive(Clone, Debug)]
 pub struct Limits {

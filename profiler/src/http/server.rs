@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use super::auth::Shared;
+use super::{auth::Shared, limits::MAX_REQUEST_HEAD, stream::Guarded};
 
 /// Why the daemon cannot serve HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +132,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         // Query strings are short; this caps the buffered request head.
-        .max_buf_size(16 * 1024);
+        .max_buf_size(MAX_REQUEST_HEAD);
     let result = match acceptor {
         Some(acceptor) => {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -147,12 +147,12 @@ async fn connection(
                 }
             };
             watcher
-                .watch(builder.serve_connection(TokioIo::new(tls), service))
+                .watch(builder.serve_connection(TokioIo::new(Guarded::new(tls)), service))
                 .await
         }
         None => {
             watcher
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .watch(builder.serve_connection(TokioIo::new(Guarded::new(stream)), service))
                 .await
         }
     };
