@@ -196,10 +196,13 @@ fn serve_http(
     let app = http::router::router(ctx, &limits, web.clone());
     let opts = http::server::Options {
         max_connections: settings.max_connections,
-        header_timeout: settings.request_timeout,
+        request_timeout: settings.request_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Answers are rendered on blocking threads, one per render slot (http/limits.rs): the
+        // pool needs no more, and a flood of requests cannot multiply threads.
+        .max_blocking_threads(settings.max_concurrent_requests)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

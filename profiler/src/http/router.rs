@@ -1,6 +1,7 @@
 //! The routes, and what every request passes, outermost first: the JSON body for refusals
 //! (errors.rs), a deadline, basic auth (when the web config names users; auth.rs), a request
-//! body limit, and a cap on answers in flight together with their size (limits.rs).
+//! body limit, and, for the answers that are rendered, the caps on rendering and on unsent
+//! answers (limits.rs). /healthz and the static assets cost nothing and take no render slot.
 
 use std::sync::Arc;
 
@@ -25,20 +26,22 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
-    Router::new()
+    let rendered = Router::new()
         .route("/stats", get(stats::handler))
         .route("/metrics", get(scrape::handler))
-        .route("/healthz", get(healthz))
-        .route("/", get(page::index))
-        .route("/assets/app.js", get(page::app_js))
-        .route("/assets/style.css", get(page::style))
         .route("/history", get(page::history))
         .route("/insights", get(page::insights))
         .with_state(ctx)
         .layer(middleware::from_fn_with_state(
             ResponseLimits::new(limits),
             limit_response,
-        ))
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/style.css", get(page::style))
+        .merge(rendered)
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
         .layer(middleware::from_fn_with_state(web, authenticate))
         .layer(TimeoutLayer::with_status_code(
