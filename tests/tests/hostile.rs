@@ -1,5 +1,5 @@
 //! Hostile clients cannot starve the daemon (issue 11): connections that never read their
-//! answers, slowloris at max_connections. These assert liveness with
+//! answers, slowloris at max_connections, a flood of wrong passwords. These assert liveness with
 //! generous bounds, never speed: `cargo xtask bench` measures the latencies (docs/benchmarks.md).
 
 use std::{
@@ -13,8 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::Engine;
 use tests::{
-    raw_http::{addr_of, open_sockets, small_window_connection},
+    get_json,
+    raw_http::{addr_of, open_sockets, proc_status, small_window_connection},
     Daemon,
 };
 
@@ -203,4 +205,127 @@ fn slowloris_at_max_connections_does_not_keep_healthz_waiting() {
     stops_within(daemon, Duration::from_secs(3));
     drop(loris);
     eprintln!("slowloris connections reopened after the daemon closed them: {reopened}");
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {creds}")
+}
+
+/// A web config with user alice at bcrypt cost 10, `htpasswd -B`'s default: the cost a flood
+/// of wrong passwords turns against the daemon.
+fn web_config(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
+    let hash = bcrypt::hash(password, 10).unwrap();
+    let web = dir.join("web.toml");
+    std::fs::write(&web, format!("[basic_auth_users]\nalice = \"{hash}\"\n")).unwrap();
+    web
+}
+
+/// `clients` threads GET /metrics back to back with a wrong password until `until`: the same
+/// one, or a new one each time (which no cache of failures can answer). Returns the answers'
+/// status codes seen.
+fn wrong_password_flood(
+    base: &str,
+    clients: usize,
+    until: Instant,
+    distinct: bool,
+) -> thread::JoinHandle<Vec<u16>> {
+    let url = format!("{base}/metrics");
+    thread::spawn(move || {
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let url = url.clone();
+                thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(30))
+                        .build();
+                    let mut seen = Vec::new();
+                    let mut i = 0u64;
+                    while Instant::now() < until {
+                        i += 1;
+                        let password = if distinct {
+                            format!("wrong-{c}-{i}")
+                        } else {
+                            "wrong".to_string()
+                        };
+                        let auth = basic("alice", &password);
+                        // 0: no HTTP answer at all.
+                        let status = match agent.get(&url).set("Authorization", &auth).call() {
+                            Ok(r) => r.status(),
+                            Err(ureq::Error::Status(code, _)) => code,
+                            Err(ureq::Error::Transport(_)) => 0,
+                        };
+                        if !seen.contains(&status) {
+                            seen.push(status);
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut seen: Vec<u16> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    })
+}
+
+#[test]
+fn a_wrong_password_flood_neither_multiplies_threads_nor_delays_authorised_scrapes() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let web = web_config(dir.path(), "correct horse");
+    let daemon = Daemon::start(&["--interval", "200ms", "--web-config", web.to_str().unwrap()]);
+    let alice = basic("alice", "correct horse");
+    // The first success pays bcrypt; it is remembered from then on.
+    answers_promptly(&daemon, "/metrics", Some(&alice), "(first, uncached)");
+
+    for distinct in [false, true] {
+        let what = if distinct {
+            "during a flood of distinct wrong passwords"
+        } else {
+            "during a flood of one wrong password"
+        };
+        let until = Instant::now() + Duration::from_secs(6);
+        let flood = wrong_password_flood(&daemon.base, 100, until, distinct);
+        thread::sleep(Duration::from_secs(1));
+        let mut most_threads = 0;
+        while Instant::now() + Duration::from_millis(500) < until {
+            answers_promptly(&daemon, "/metrics", Some(&alice), what);
+            most_threads = most_threads.max(proc_status(daemon.pid(), "Threads").unwrap());
+            thread::sleep(Duration::from_millis(200));
+        }
+        let statuses = flood.join().unwrap();
+        assert!(
+            statuses.iter().all(|&s| s == 401 || s == 429),
+            "wrong passwords got {statuses:?}: only 401, or 429 when too many checks wait"
+        );
+        // The runtime's 2 workers, main, the drain, the password checker and a few of tokio's.
+        assert!(
+            most_threads <= 12,
+            "{most_threads} daemon threads {what}: password checks must run on a bounded pool"
+        );
+    }
+    answers_promptly(&daemon, "/metrics", Some(&alice), "after the flood");
+}
+
+#[test]
+fn passwords_past_bcrypts_72_bytes_are_refused_not_truncated() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let right = "x".repeat(72);
+    let web = web_config(dir.path(), &right);
+    let daemon = Daemon::start(&["--web-config", web.to_str().unwrap()]);
+    let agent = daemon.agent();
+    let url = format!("{}/healthz", daemon.base);
+    let (status, _) = get_json(&agent, &url, Some(&basic("alice", &right)));
+    assert_eq!(status, 200, "72 bytes is bcrypt's limit, and allowed");
+    // bcrypt would see the same 72 bytes and say yes.
+    let (status, body) = get_json(&agent, &url, Some(&basic("alice", &format!("{right}y"))));
+    assert_eq!(status, 401, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("72 bytes"), "the 401 says why: {body}");
 }

@@ -187,7 +187,7 @@ fn serve_http(
         scrape: Default::default(),
         insights: args.insights.clone(),
     });
-    let web = auth::Shared::new(web);
+    let web = auth::Shared::new(web).context("starting the password-checking thread")?;
     let limits = Limits {
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,

@@ -11,11 +11,17 @@ use axum::{
     extract::{Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
+    Json,
 };
 use serde_json::json;
 
 use super::limits::{MAX_REQUEST_BODY, MAX_REQUEST_HEAD};
+
+/// An answer with the JSON error body.
+pub fn json_error(status: StatusCode, error: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": error.into() }))).into_response()
+}
 
 /// What the refusals of routing name.
 #[derive(Clone)]
