@@ -4,7 +4,6 @@
 use std::{
     io::{self, Read, Write},
     net::{Shutdown, TcpStream},
-    os::fd::FromRawFd,
     time::{Duration, Instant},
 };
 
@@ -137,46 +136,8 @@ pub fn exchange(addr: &str, request: &[u8], timeout: Duration) -> io::Result<Opt
     Ok(parse_response(&got))
 }
 
-/// A connection whose receive buffer is as small as the kernel allows, so an answer it never
-/// reads stalls the server's writes after a few kilobytes.
-pub fn small_window_connection(addr: &str) -> io::Result<TcpStream> {
-    let target: std::net::SocketAddrV4 = addr
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Owned from here on: closed on every error path.
-        let stream = TcpStream::from_raw_fd(fd);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: target.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*target.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
+/// A connection whose receive buffer is as small as the kernel allows (the bench's).
+pub use xtask::bench::hostile::small_window_connection;
 
 /// A field of /proc/PID/status, as a number (`Threads`, …).
 pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
