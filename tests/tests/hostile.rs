@@ -122,9 +122,9 @@ fn clients_that_never_read_hold_no_slot_for_long_and_do_not_delay_the_stop() {
     }
     drop(stalled);
 
-    // Stalled at the stop: SIGTERM does not wait for them.
+    // Stalled at the stop (their socket buffers full by now): SIGTERM does not wait for them.
     let _stalled = stalled_readers(&addr, 20);
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(Duration::from_secs(3));
     stops_within(daemon, Duration::from_secs(3));
 }
 

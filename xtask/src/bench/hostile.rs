@@ -53,6 +53,8 @@ pub struct Row {
     /// Probes that got no 200 within [`PROBE_TIMEOUT`].
     pub failures: u64,
     pub daemon_cpu_percent: f64,
+    /// The share of it on the password-checking thread; None without one.
+    pub bcrypt_cpu_percent: Option<f64>,
     pub most_threads: u64,
     /// What else was seen: the flood's answers, the stop.
     pub notes: String,
@@ -94,79 +96,89 @@ pub fn run(root: &Path, args: HostileArgs) -> Result<()> {
 
 pub fn measure(bin: &Path, secs: Duration) -> Result<Vec<Row>> {
     let wrk = find_on_path("wrk").context("wrk is not installed (Debian: apt-get install wrk)")?;
-    let mut rows = Vec::new();
-    {
-        let daemon = Daemon::start(bin, &[])?;
-        rows.push(probed(&daemon, "idle", "/healthz", None, secs / 2));
-        let stalled = stalled_readers(&daemon.base, 100)?;
-        thread::sleep(Duration::from_secs(1));
-        rows.push(probed(
-            &daemon,
-            "100 clients never read",
-            "/healthz",
-            None,
-            secs,
-        ));
-        rows.push(probed(
-            &daemon,
-            "100 clients never read",
-            "/metrics",
-            None,
-            secs,
-        ));
-        let t0 = Instant::now();
-        daemon.stop()?;
-        let last = rows.last_mut().unwrap();
-        last.notes = format!(
-            "exit {:.1} s after SIGTERM with {} stalled",
-            t0.elapsed().as_secs_f64(),
-            stalled.len()
-        );
-    }
-    {
-        let daemon = Daemon::start(bin, &[])?;
-        let loris = Slowloris::start(addr_of(&daemon.base), 300);
-        thread::sleep(Duration::from_secs(3));
-        rows.push(probed(&daemon, "300 slowloris", "/healthz", None, secs));
-        drop(loris);
-        daemon.stop()?;
-    }
+    let mut rows = stalled_readers_scenario(bin, secs)?;
+    rows.push(slowloris_scenario(bin, secs)?);
     let dir = std::env::temp_dir().join(format!("bench-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let web = dir.join("web.toml");
-    let hash = bcrypt::hash(PASSWORD, 10)?;
-    std::fs::write(&web, format!("[basic_auth_users]\nalice = \"{hash}\"\n"))?;
     for distinct in [false, true] {
-        let daemon = Daemon::start(bin, &["--web-config".into(), web.display().to_string()])?;
-        let alice = basic("alice", PASSWORD);
-        // The scraper's first request pays bcrypt once, as in life.
-        let first = probe_agent()
-            .get(&format!("{}/metrics", daemon.base))
-            .set("Authorization", &alice)
-            .call();
-        anyhow::ensure!(
-            first.as_ref().is_ok_and(|r| r.status() == 200),
-            "an authorised /metrics failed before the flood: {first:?}"
-        );
-        let flood = Flood::start(
-            &wrk,
-            &dir,
-            &daemon.base,
-            distinct,
-            secs + Duration::from_secs(2),
-        )?;
-        thread::sleep(Duration::from_secs(1));
-        let scenario = match distinct {
-            false => "wrk -c100, one wrong password",
-            true => "wrk -c100, distinct wrong passwords",
-        };
-        let mut row = probed(&daemon, scenario, "/metrics", Some(&alice), secs);
-        row.notes = flood.finish()?;
-        rows.push(row);
-        daemon.stop()?;
+        rows.push(flood_scenario(bin, &wrk, &dir, distinct, secs)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+/// Idle, then 100 clients that never read; then SIGTERM a second after 100 more stall.
+fn stalled_readers_scenario(bin: &Path, secs: Duration) -> Result<Vec<Row>> {
+    let daemon = Daemon::start(bin, &[])?;
+    let mut rows = vec![probed(&daemon, "idle", "/healthz", None, secs / 2)];
+    let what = "100 clients never read";
+    let stalled = stalled_readers(&daemon.base, 100)?;
+    thread::sleep(Duration::from_secs(1));
+    rows.push(probed(&daemon, what, "/healthz", None, secs));
+    rows.push(probed(&daemon, what, "/metrics", None, secs));
+    // The first ones are closed by now (request_timeout): stop with newly stalled ones.
+    drop(stalled);
+    let stalled = stalled_readers(&daemon.base, 100)?;
+    // Long enough for their socket buffers to fill: stalled, not still being answered.
+    thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    daemon.stop()?;
+    rows.last_mut().unwrap().notes = format!(
+        "exit {:.1} s after SIGTERM, {} clients stalled",
+        t0.elapsed().as_secs_f64(),
+        stalled.len()
+    );
+    Ok(rows)
+}
+
+fn slowloris_scenario(bin: &Path, secs: Duration) -> Result<Row> {
+    let daemon = Daemon::start(bin, &[])?;
+    let loris = Slowloris::start(addr_of(&daemon.base), 300);
+    thread::sleep(Duration::from_secs(3));
+    let row = probed(&daemon, "300 slowloris", "/healthz", None, secs);
+    drop(loris);
+    daemon.stop()?;
+    Ok(row)
+}
+
+/// An authorised scraper during wrk's flood of wrong passwords (alice's, at bcrypt cost 10).
+fn flood_scenario(
+    bin: &Path,
+    wrk: &Path,
+    dir: &Path,
+    distinct: bool,
+    secs: Duration,
+) -> Result<Row> {
+    let web = dir.join("web.toml");
+    let hash = bcrypt::hash(PASSWORD, 10)?;
+    std::fs::write(&web, format!("[basic_auth_users]\nalice = \"{hash}\"\n"))?;
+    let daemon = Daemon::start(bin, &["--web-config".into(), web.display().to_string()])?;
+    let alice = basic("alice", PASSWORD);
+    // The scraper's first request pays bcrypt once, as in life.
+    let first = probe_agent()
+        .get(&format!("{}/metrics", daemon.base))
+        .set("Authorization", &alice)
+        .call();
+    anyhow::ensure!(
+        first.as_ref().is_ok_and(|r| r.status() == 200),
+        "an authorised /metrics failed before the flood: {first:?}"
+    );
+    let flood = Flood::start(
+        wrk,
+        dir,
+        &daemon.base,
+        distinct,
+        secs + Duration::from_secs(2),
+    )?;
+    thread::sleep(Duration::from_secs(1));
+    let scenario = match distinct {
+        false => "wrk -c100, one wrong password",
+        true => "wrk -c100, distinct wrong passwords",
+    };
+    let mut row = probed(&daemon, scenario, "/metrics", Some(&alice), secs);
+    row.notes = flood.finish()?;
+    daemon.stop()?;
+    Ok(row)
 }
 
 /// Probes `path` at [`PROBE_RATE`] for `secs` while sampling the daemon's CPU and threads:
@@ -177,6 +189,7 @@ fn probed(daemon: &Daemon, scenario: &str, path: &str, auth: Option<&str>, secs:
     let url = format!("{}{path}", daemon.base);
     let fresh = path == "/healthz";
     let ticks0 = load::cpu_ticks(pid).unwrap_or(0);
+    let bcrypt0 = bcrypt_ticks(pid);
     let t0 = Instant::now();
     let mut row = Row {
         scenario: scenario.into(),
@@ -205,12 +218,12 @@ fn probed(daemon: &Daemon, scenario: &str, path: &str, auth: Option<&str>, secs:
         let period = Duration::from_secs(1) / PROBE_RATE;
         thread::sleep(period.saturating_sub(started.elapsed()));
     }
+    let (hz, took) = (load::clock_ticks_per_sec(), t0.elapsed().as_secs_f64());
     let ticks = load::cpu_ticks(pid).unwrap_or(ticks0) - ticks0;
-    row.daemon_cpu_percent = load::percent_of_cpu(
-        ticks,
-        load::clock_ticks_per_sec(),
-        t0.elapsed().as_secs_f64(),
-    );
+    row.daemon_cpu_percent = load::percent_of_cpu(ticks, hz, took);
+    row.bcrypt_cpu_percent = bcrypt0
+        .zip(bcrypt_ticks(pid))
+        .map(|(a, b)| load::percent_of_cpu(b.saturating_sub(a), hz, took));
     println!(
         "{scenario}: {} p99 {:.1} ms, {} failed; daemon {:.0}% CPU, {} threads",
         row.probe,
@@ -224,6 +237,22 @@ fn probed(daemon: &Daemon, scenario: &str, path: &str, auth: Option<&str>, secs:
 
 fn probe_agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(PROBE_TIMEOUT).build()
+}
+
+/// CPU ticks of the daemon's password-checking threads, if it has any.
+fn bcrypt_ticks(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let ticks: Vec<u64> = tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("password-check"))
+        })
+        .filter_map(|t| {
+            load::parse_stat_cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).ok()?)
+        })
+        .collect();
+    (!ticks.is_empty()).then(|| ticks.iter().sum())
 }
 
 fn threads(pid: u32) -> u64 {
@@ -418,20 +447,22 @@ pub fn render(rows: &[Row], secs: u64) -> String {
          floods). A probe every {} ms for {secs} s (the idle row: half that): `/healthz` on a \
          fresh connection each time, `/metrics` on one kept alive, as a scraper does; a probe \
          without a 200 within {} s failed. Latency is request to last byte; percentiles are \
-         nearest-rank. Daemon CPU is over the probing window, in % of one core; threads is the \
-         most seen.\n",
+         nearest-rank. Daemon CPU is over the probing window, in % of one core, with the share \
+         of its password-checking thread (none before issue 11's fix); threads is the most \
+         seen.\n",
         1000 / PROBE_RATE,
         PROBE_TIMEOUT.as_secs()
     );
     md.push_str(
         "| scenario | probe | probes | failed | p50 ms | p99 ms | max ms | daemon CPU % | \
-         threads | notes |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+         of it bcrypt % | threads | notes |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | \
+         ---: | ---: | ---: | --- |\n",
     );
     let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r.scenario,
             r.probe,
             r.latencies_ms.len() as u64 + r.failures,
@@ -440,6 +471,8 @@ pub fn render(rows: &[Row], secs: u64) -> String {
             ms(stats::percentile(&r.latencies_ms, 99.0)),
             ms(stats::min_max(&r.latencies_ms).map(|m| m.1)),
             r.daemon_cpu_percent,
+            r.bcrypt_cpu_percent
+                .map_or("–".into(), |p| format!("{p:.0}")),
             r.most_threads,
             r.notes
         );
