@@ -125,7 +125,8 @@ fn clients_that_never_read_hold_no_slot_for_long_and_do_not_delay_the_stop() {
     // Stalled at the stop (their socket buffers full by now): SIGTERM does not wait for them.
     let _stalled = stalled_readers(&addr, 20);
     thread::sleep(Duration::from_secs(3));
-    stops_within(daemon, Duration::from_secs(3));
+    // Was 5 s (the drain's bound); now about 1 s (a second without progress), 2 s when loaded.
+    stops_within(daemon, Duration::from_secs(4));
 }
 
 /// Slowloris: `n` connections that send a request head a byte a second, reopened as the daemon
