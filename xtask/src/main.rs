@@ -6,7 +6,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
-    bench::{self, workload::WorkerArgs, BenchArgs},
+    bench::{self, hostile::HostileArgs, workload::WorkerArgs, BenchArgs},
     bpfcost, check_ebpf_fresh, ebpf_sources_digest, layers, workspace_root, EBPF_OBJECTS,
     EBPF_SOURCES_DIGEST,
 };
@@ -38,6 +38,10 @@ enum Cmd {
     /// Measure the profiler's cost per syscall against nothing, the floor, the limit and
     /// bpftrace, and the daemon's CPU, memory and HTTP latency; write docs/benchmarks.md. As root.
     Bench(BenchArgs),
+    /// Only the daemon under hostile clients (stalled readers, slowloris, a wrong-password
+    /// flood; about a minute; as root, under the kernel lock): put its table in
+    /// docs/benchmarks.md.
+    BenchHostile(HostileArgs),
     /// Count the BPF instructions and kernel calls of each program path of the daemon (loads
     /// it in each configuration: as root, under the kernel lock) and write the table into
     /// docs/performance.md; fails when a path is over its budget (xtask/src/bpfcost/mod.rs).
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::CheckEbpf => done(check_ebpf_fresh(&root)),
         Cmd::Layers => done(layers::run(&root)),
         Cmd::Bench(args) => done(bench::run(&root, args, &argv)),
+        Cmd::BenchHostile(args) => done(bench::hostile::run(&root, args)),
         Cmd::BpfCost { daemon_bin } => done(bpf_cost(&root, daemon_bin)),
         Cmd::BenchWorker(args) => done(bench::workload::worker_main(args)),
         Cmd::Test => xtask::test::run(&root),

@@ -197,7 +197,7 @@ fn serve_http(
         scrape: Default::default(),
         insights: settings.insights(),
     });
-    let web = auth::Shared::new(web);
+    let web = auth::Shared::new(web).context("starting the password-checking thread")?;
     let limits = Limits {
         request_timeout: settings.request_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
@@ -206,10 +206,13 @@ fn serve_http(
     let app = http::router::router(ctx, &limits, web.clone());
     let opts = http::server::Options {
         max_connections: settings.max_connections,
-        header_timeout: settings.request_timeout,
+        request_timeout: settings.request_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Answers are rendered on blocking threads, one per render slot (http/limits.rs): the
+        // pool needs no more, and a flood of requests cannot multiply threads.
+        .max_blocking_threads(settings.max_concurrent_requests)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -398,8 +401,7 @@ mod tests {
             .map(|d| d.key)
             .collect();
         assert_eq!(
-            reloadable,
-            APPLIED_ON_RELOAD,
+            reloadable, APPLIED_ON_RELOAD,
             "a setting marked Reload in config/table.rs must be put into effect by serve's apply()"
         );
     }

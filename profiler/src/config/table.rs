@@ -49,16 +49,19 @@ declare_settings! {
     pin_path: Option<PathBuf> = Unset("none"), Restart, "DIR", parse_path,
         see "[operations.md](operations.md#restarts-without-losing-data)";
 
-    /// Longest time one HTTP request may take, and a client may take to send its headers
-    /// (100ms to 10m).
+    /// Longest time one HTTP request may take, a client may take to send its headers, and each
+    /// write of an answer may go without progress before the connection is closed (100ms to
+    /// 10m).
     request_timeout: Duration = Value("10s"), Restart, "DURATION", |v, _| {
         parse_bounded_duration(v, Duration::from_millis(100), Duration::from_secs(600))
     };
 
-    /// Requests handled at once (1 to 4096); more wait their turn.
+    /// Answers rendered at once (1 to 4096); more wait their turn. Rendered answers not yet
+    /// sent share a budget of max_concurrent_requests × max_response_bytes.
     max_concurrent_requests: usize = Value("4"), Restart, "N", |v, _| parse_count(v, 1, 4096);
 
-    /// Open HTTP connections at once (1 to 65536); more wait to be accepted.
+    /// Open HTTP connections at once (1 to 65536); a newcomer beyond it takes the slot of the
+    /// connection that has waited longest for a request head.
     max_connections: usize = Value("256"), Restart, "N", |v, _| parse_count(v, 1, 65536);
 
     /// Largest response body (1KiB to 1GiB, in B, KiB, MiB or GiB); a bigger answer is refused

@@ -1,6 +1,8 @@
-//! The routes, and what every request passes, outermost first: a deadline, basic auth (when the
-//! web config names users; auth.rs), a request body limit, and a cap on answers in flight
-//! together with their size (limits.rs).
+//! The routes, and what every request passes, outermost first: the JSON body for refusals
+//! (errors.rs), a deadline, basic auth (when the web config names users; auth.rs), a request
+//! body limit, and, for the answers that are rendered, the caps on rendering and on unsent
+//! answers (limits.rs). /healthz and the static assets cost nothing and take no render slot;
+//! /healthz also needs no credentials.
 
 use std::sync::Arc;
 
@@ -9,27 +11,37 @@ use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use super::{
     auth::{authenticate, Shared},
-    limits::{limit_response, Limits, ResponseLimits},
+    errors::{json_error_bodies, Refusals},
+    limits::{limit_response, Limits, ResponseLimits, MAX_REQUEST_BODY},
 };
 use crate::views::{page, scrape, stats, Context};
 
-/// Every endpoint is a GET: a body is never needed.
-const MAX_REQUEST_BODY: usize = 1024;
+/// What a 404 lists.
+const ENDPOINTS: &[&str] = &[
+    "/stats",
+    "/metrics",
+    "/history",
+    "/insights",
+    "/healthz",
+    "/",
+];
 
 pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
-    Router::new()
+    let rendered = Router::new()
         .route("/stats", get(stats::handler))
         .route("/metrics", get(scrape::handler))
-        .route("/", get(page::index))
-        .route("/assets/app.js", get(page::app_js))
-        .route("/assets/style.css", get(page::style))
         .route("/history", get(page::history))
         .route("/insights", get(page::insights))
         .with_state(ctx)
         .layer(middleware::from_fn_with_state(
             ResponseLimits::new(limits),
             limit_response,
-        ))
+        ));
+    Router::new()
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/style.css", get(page::style))
+        .merge(rendered)
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
         .layer(middleware::from_fn_with_state(web, authenticate))
         // After the authentication layer, so outside it: liveness probes (kubelet's) and load
@@ -38,6 +50,13 @@ pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Refusals {
+                endpoints: ENDPOINTS,
+                request_timeout: limits.request_timeout,
+            },
+            json_error_bodies,
         ))
 }
 

@@ -1,8 +1,10 @@
-//! The HTTP(S) accept loop: a bounded number of connections, deadlines on the TLS handshake and
-//! on request headers (so idle or trickling clients cannot hold connections), and a graceful
-//! stop that lets requests in flight finish.
+//! The HTTP(S) accept loop: a bounded number of connections (conn.rs: a newcomer at the bound
+//! takes the slot of the connection that has waited longest for a request head), deadlines on
+//! the TLS handshake, on request heads and on write progress (stream.rs: so idle, trickling or
+//! non-reading clients cannot hold connections or answers), and a graceful stop that lets
+//! requests in flight finish but not those that have stalled.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper::{body::Incoming, Request};
@@ -12,13 +14,18 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use super::auth::Shared;
+use super::{
+    auth::Shared,
+    conn::{ConnState, GuardedBody, Slots},
+    limits::MAX_REQUEST_HEAD,
+    stream::Guarded,
+};
 
 /// Why the daemon cannot serve HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +53,17 @@ pub fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Err
 
 pub struct Options {
     pub max_connections: usize,
-    pub header_timeout: Duration,
+    /// The deadline for a request head, and for any write to make progress.
+    pub request_timeout: Duration,
 }
 
 /// Longest wait for a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the stop signal, how long requests in flight get to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the stop signal, a connection that has written nothing for this long is closed: its
+/// client is not reading, or its request still waits for a slot.
+const STOP_STALL: Duration = Duration::from_secs(1);
 
 pub async fn serve(
     listener: TcpListener,
@@ -63,16 +74,10 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let slots = Slots::new(opts.max_connections);
+    let (stopping, stop_seen) = watch::channel(false);
     tokio::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut stop => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -83,6 +88,11 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = &mut stop => break,
+        };
+        let conn = ConnState::new();
+        let slot = tokio::select! {
+            slot = slots.admit(&conn) => slot,
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
@@ -98,13 +108,29 @@ pub async fn serve(
         } else {
             None
         };
-        let (app, watcher) = (app.clone(), graceful.watcher());
-        let header_timeout = opts.header_timeout;
+        let serving = Serving {
+            app: app.clone(),
+            watcher: graceful.watcher(),
+            conn: conn.clone(),
+            slots: slots.clone(),
+            request_timeout: opts.request_timeout,
+        };
+        let stop_seen = stop_seen.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            connection(stream, peer, acceptor, app, watcher, header_timeout).await;
+            let _slot = slot;
+            tokio::select! {
+                () = serving.run(stream, peer, acceptor) => {}
+                () = conn.evicted() => {
+                    debug!("closed {peer}: every connection slot was taken and it had waited \
+                            longest for a request head");
+                }
+                () = stalled_after_stop(stop_seen, &conn) => {
+                    debug!("closed {peer} at the stop: its answer made no progress");
+                }
+            }
         });
     }
+    let _ = stopping.send(true);
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
@@ -114,49 +140,79 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection (after the TLS handshake, with `acceptor`) until it closes or the
-/// server stops.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+/// Resolves once the server is stopping and `conn` has written nothing for [`STOP_STALL`].
+async fn stalled_after_stop(mut stopping: watch::Receiver<bool>, conn: &ConnState) {
+    // An error: the sender is gone, so the server has stopped too.
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+    let poll = STOP_STALL / 10;
+    let (mut last, mut still) = (conn.written(), Duration::ZERO);
+    while still < STOP_STALL {
+        tokio::time::sleep(poll).await;
+        let now = conn.written();
+        if now == last {
+            still += poll;
+        } else {
+            (last, still) = (now, Duration::ZERO);
+        }
+    }
+}
+
+/// What serving one connection needs.
+struct Serving {
     app: Router,
     watcher: Watcher,
-    header_timeout: Duration,
-) {
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        app.clone().oneshot(req.map(axum::body::Body::new))
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        // Query strings are short; this caps the buffered request head.
-        .max_buf_size(16 * 1024);
-    let result = match acceptor {
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!("TLS handshake with {peer}: {e}");
-                    return;
-                }
-                Err(_) => {
-                    debug!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            watcher
-                .watch(builder.serve_connection(TokioIo::new(tls), service))
-                .await
+    conn: Arc<ConnState>,
+    slots: Arc<Slots>,
+    request_timeout: Duration,
+}
+
+impl Serving {
+    /// Serves one connection (after the TLS handshake, with `acceptor`) until it closes or the
+    /// server stops.
+    async fn run(self, stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>) {
+        let (app, conn, slots) = (self.app, self.conn.clone(), self.slots);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // Until its answer is sent, this connection is not evicted.
+            let answering = conn.answering(&slots);
+            let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(|body| GuardedBody::wrap(body, answering)))
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.request_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD);
+        let result = match acceptor {
+            Some(acceptor) => {
+                let tls =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            debug!("TLS handshake with {peer}: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!("TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    };
+                let io = TokioIo::new(Guarded::new(tls, self.request_timeout, self.conn));
+                self.watcher
+                    .watch(builder.serve_connection(io, service))
+                    .await
+            }
+            None => {
+                let io = TokioIo::new(Guarded::new(stream, self.request_timeout, self.conn));
+                self.watcher
+                    .watch(builder.serve_connection(io, service))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            debug!("connection from {peer}: {e}");
         }
-        None => {
-            watcher
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                .await
-        }
-    };
-    if let Err(e) = result {
-        debug!("connection from {peer}: {e}");
     }
 }

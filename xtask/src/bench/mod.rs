@@ -4,6 +4,7 @@
 //! about timings, and writes docs/benchmarks.md.
 
 pub mod attach;
+pub mod hostile;
 pub mod load;
 pub mod machine;
 pub mod pingpong;
@@ -317,7 +318,12 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         http: load.http,
         http_notes: load.http_notes,
     };
-    let md = report::render(&report);
+    let mut md = report::render(&report);
+    if !args.no_load {
+        let rows = hostile::measure(&env.daemon_bin, settings.http)?;
+        let table = hostile::render(&rows, settings.http.as_secs());
+        md = hostile::splice(&md, &report.machine.cpu.key(), &table);
+    }
     println!("\n{md}");
     let out = args
         .output
