@@ -182,8 +182,9 @@ fn sighup_refuses_an_empty_users_table_and_logs_who_may_connect() {
     std::fs::write(&web, users(&[("alice", "a")])).unwrap();
     let daemon = Daemon::start(&["--web-config", web.to_str().unwrap()]);
     let agent = daemon.agent();
-    let healthz = format!("{}/healthz", daemon.base);
-    let status = |auth: Option<&str>| get_json(&agent, &healthz, auth).0;
+    // Not /healthz: it needs no credentials.
+    let metrics = format!("{}/metrics", daemon.base);
+    let status = |auth: Option<&str>| get_json(&agent, &metrics, auth).0;
     assert_eq!(status(None), 401);
 
     // An empty table would be no authentication at all: refused, the users stay.
