@@ -24,7 +24,7 @@ use crate::{
     http::{self, auth, limits::Limits},
     kernel::{self as bpf, caps, Maps},
     store::{aggregates::MetricsConfig, Store, StoreConfig},
-    views,
+    views::{self, buckets::BucketSet, metrics::ScrapeStats},
 };
 
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -184,7 +184,11 @@ fn serve_http(
         store: store.clone(),
         host: HostInfo::read(),
         interval: settings.interval,
-        scrape: Default::default(),
+        scrape: ScrapeStats::new(if settings.metrics_fine_buckets {
+            BucketSet::Fine
+        } else {
+            BucketSet::PowersOfTwo
+        }),
         insights: args.insights.clone(),
     });
     let web = auth::Shared::new(web);

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub metrics_max_groups: Option<String>,
 
+    /// Histogram `le` bounds on /metrics at every kernel bucket edge around the values seen,
+    /// besides the powers of two every histogram has: quantiles within 12.5% instead of a
+    /// factor of two, for more series (see docs/metrics.md) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_fine_buckets: Option<String>,
+
     /// Have the kernel time every BPF program run (BPF_ENABLE_STATS), so /metrics shows the
     /// profiler's own cost per event. It makes every BPF program on the host slower while on,
     /// ours included (see docs/metrics.md) [default: false].

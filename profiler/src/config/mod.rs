@@ -35,6 +35,7 @@ pub struct Settings {
     pub metrics_per_pid: bool,
     pub metrics_top_pids: usize,
     pub metrics_max_groups: usize,
+    pub metrics_fine_buckets: bool,
     pub bpf_stats: bool,
     pub filter: Filter,
     pub counts_only: bool,
@@ -66,6 +67,7 @@ impl Default for Settings {
             metrics_per_pid: false,
             metrics_top_pids: 20,
             metrics_max_groups: 1000,
+            metrics_fine_buckets: false,
             bpf_stats: false,
             filter: Filter::default(),
             counts_only: false,
@@ -89,6 +91,7 @@ pub const KEYS: &[&str] = &[
     "metrics_per_pid",
     "metrics_top_pids",
     "metrics_max_groups",
+    "metrics_fine_buckets",
     "bpf_stats",
     "filter_pids",
     "filter_cgroup",
@@ -218,10 +221,12 @@ impl Settings {
             self.metrics_per_pid,
             self.metrics_top_pids,
             self.metrics_max_groups,
+            self.metrics_fine_buckets,
         ) != (
             new.metrics_per_pid,
             new.metrics_top_pids,
             new.metrics_max_groups,
+            new.metrics_fine_buckets,
         ) {
             changed.push("metrics_*");
         }

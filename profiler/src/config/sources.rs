@@ -263,6 +263,14 @@ impl Sources<'_> {
                 |v, _| parse_count(v, 1, 100_000),
             )?
             .unwrap_or(s.metrics_max_groups);
+        s.metrics_fine_buckets = self
+            .get(
+                "metrics_fine_buckets",
+                f.metrics_fine_buckets.as_ref(),
+                false,
+                |v, _| parse_bool(v),
+            )?
+            .unwrap_or(s.metrics_fine_buckets);
         s.bpf_stats = self
             .get("bpf_stats", f.bpf_stats.as_ref(), false, |v, _| {
                 parse_bool(v)
@@ -531,6 +539,7 @@ mod tests {
                     "metrics_per_pid" => &mut args.metrics_per_pid,
                     "metrics_top_pids" => &mut args.metrics_top_pids,
                     "metrics_max_groups" => &mut args.metrics_max_groups,
+                    "metrics_fine_buckets" => &mut args.metrics_fine_buckets,
                     "bpf_stats" => &mut args.bpf_stats,
                     "filter_pids" => &mut args.filter_pids,
                     "filter_cgroup" => &mut args.filter_cgroup,
