@@ -266,7 +266,7 @@ pub static FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         unit: Some(Unit::Seconds),
         labels: &["program"],
-        help: "Time the profiler's own BPF programs ran, as the kernel measures it, by tracepoint (sys_enter, sys_exit, sched_process_exit, sched_process_exec); only grows while bpf_stats_enabled is 1. Divided by bpf_program_runs_total it is the cost per event",
+        help: "Time the profiler's own BPF programs ran, as the kernel measures it, each named by its tracepoint (sys_enter, sys_exit, sched_switch, ...); only grows while bpf_stats_enabled is 1. Divided by bpf_program_runs_total it is the cost per event",
         shown: Shown::Always,
         series: |s, out| {
             for p in &s.store.metrics().telemetry.bpf_programs {
