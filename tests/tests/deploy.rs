@@ -58,21 +58,82 @@ fn names(expr: &str) -> (Vec<String>, Vec<String>) {
     (metrics, rules)
 }
 
-/// Every metric the expressions query has its row in docs/metrics.md's table of every metric.
+/// The label names a row of docs/metrics.md's table of every metric gives its metric.
+fn row_labels(row: &str) -> Vec<String> {
+    // | `name` | type | unit | labels | meaning |
+    let labels = row.split('|').nth(4).unwrap_or("");
+    labels
+        .split(',')
+        .filter_map(|l| Some(l.trim().strip_prefix('`')?.strip_suffix('`')?.to_string()))
+        .collect()
+}
+
+/// (metric, label) for every label matcher written on a metric, as in `metric{a="x", b=~"y"}`.
+fn matchers(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in expr.match_indices('{') {
+        let before = &expr[..i];
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |j| j + 1);
+        let metric = &before[start..];
+        if metric.is_empty() || metric.contains(':') {
+            continue;
+        }
+        let inside = &expr[i + 1..i + expr[i..].find('}').unwrap()];
+        for matcher in inside.split(',') {
+            let label = matcher.split(['=', '!', '~']).next().unwrap().trim();
+            if !label.is_empty() {
+                out.push((metric.to_string(), label.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Every metric the expressions query has its row in docs/metrics.md's table of every metric
+/// (which a unit test keeps equal to the daemon's table of families), and every label they
+/// match it on is one of its row's labels (or Prometheus's own `job` and `instance`).
 fn assert_documented(exprs: &[String], source: &str) {
     let reference = read("docs/metrics.md");
+    let row_of = |name: &str| {
+        let row = format!("| `{name}` |");
+        reference
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .map(str::to_string)
+    };
     let mut n = 0;
     for expr in exprs {
         for name in names(expr).0 {
-            let row = format!("| `{name}` |");
             assert!(
-                reference.lines().any(|l| l.starts_with(&row)),
+                row_of(&name).is_some(),
                 "{source} queries {name}, which docs/metrics.md's table of every metric lacks"
             );
             n += 1;
         }
+        for (metric, label) in matchers(expr) {
+            let (name, _) = names(&metric);
+            let Some(name) = name.first() else { continue };
+            let labels = row_labels(&row_of(name).unwrap());
+            assert!(
+                ["job", "instance"].contains(&label.as_str()) || labels.contains(&label),
+                "{source} matches {metric} on {label}, which is not among its labels {labels:?}"
+            );
+        }
     }
     assert!(n > 0, "{source} queries no syscall_profiler metric");
+}
+
+#[test]
+fn label_matchers_are_read_from_the_query() {
+    assert_eq!(
+        matchers("sum(rate(x_bucket{a=\"1\", b=~\"$b\",c!=\"\"}[1m])) / y:z{d=\"\"}"),
+        [("x_bucket", "a"), ("x_bucket", "b"), ("x_bucket", "c")]
+            .map(|(m, l)| (m.to_string(), l.to_string()))
+    );
+    let row = "| `m` | histogram | seconds | `comm`, `le` | what |";
+    assert_eq!(row_labels(row), ["comm", "le"]);
 }
 
 /// rules.yml's rules: (recording rule names, every expression).

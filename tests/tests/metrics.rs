@@ -1,25 +1,33 @@
 //! `/metrics` against the live kernel, checked by Prometheus's own tools: `promtool check
-//! metrics` on a real scrape, and a real Prometheus server (loopback only, temporary data dir)
-//! that scrapes the daemon while a workload with a known profile runs, then answers PromQL.
+//! metrics` on a real scrape (plain, and gzipped to curl), and a real Prometheus server
+//! (loopback only, temporary data dir) that scrapes two daemons, one with the default
+//! power-of-two `le` bounds and one with the fine ones, while a workload with a known profile
+//! runs, then answers PromQL, the dashboard's quantile among it.
 //!
 //! The workload's series are isolated by pid (`--metrics-per-pid`): its comm, `workload`, may
 //! be shared by other test runs on the same host, a pid is not.
 
 use std::{
     io::Write,
-    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use serde_json::Value;
-use tests::{pid_of, require_root, workload, Daemon};
+use tests::{pid_of, require_root, workload_bin, Daemon};
+
+/// The real Prometheus server's test.
+#[path = "metrics/prometheus.rs"]
+mod prometheus;
 
 /// Prometheus interpolates linearly inside a bucket, so its quantile is within the bucket:
 /// at most 1/8 of the bucket's lower bound away (docs/design.md), i.e. 12.5%.
 const INTERPOLATION_ERROR: f64 = 0.125;
+
+/// The default `le` just below the 2 ms sleeps' power-of-two band, [2^20, 2^21) ns: 2^20 − 1
+/// ns, under which no sleep can be.
+const BELOW_SLEEPS: &str = "0.001048575";
 
 fn per_pid_daemon() -> Daemon {
     Daemon::start(&[
@@ -78,19 +86,63 @@ fn which(bin: &str) -> PathBuf {
 struct Workload {
     child_pid: u32,
     sleep_median_ns: u64,
+    /// Measured around the call in user space: the kernel's time, entry to return, is less.
+    sleep_max_ns: u64,
 }
 
-fn run_workload(getppid: u32, enoent: u32, sleep: u32) -> Workload {
-    let lines = workload(&[
-        "calls",
-        &format!("getppid={getppid}"),
-        &format!("enoent={enoent}"),
-        &format!("sleep={sleep}"),
-    ]);
+/// `workload calls` run from `bin`, making each (kind, count) of calls; a copy of the workload
+/// under another name runs with that comm.
+fn run_workload_as(bin: &Path, calls: &[(&str, u32)]) -> Workload {
+    let out = Command::new(bin)
+        .arg("calls")
+        .args(calls.iter().map(|(kind, n)| format!("{kind}={n}")))
+        .output()
+        .expect("running the workload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("workload prints JSON lines"))
+        .collect();
     Workload {
         child_pid: pid_of(&lines[0], "child_pid"),
         sleep_median_ns: lines[1]["sleep_median_ns"].as_u64().unwrap(),
+        sleep_max_ns: lines[1]["sleep_max_ns"].as_u64().unwrap(),
     }
+}
+
+fn run_workload(getppid: u32, enoent: u32, sleep: u32) -> Workload {
+    run_workload_as(
+        &workload_bin(),
+        &[("getppid", getppid), ("enoent", enoent), ("sleep", sleep)],
+    )
+}
+
+/// The smallest default `le` (2^k − 1 ns) at or above `ns`.
+fn power_of_two_le_above(ns: u64) -> f64 {
+    let k = (ns + 1).next_power_of_two();
+    (k - 1) as f64 / 1e9
+}
+
+/// (le, cumulative count) of one histogram series in a scrape.
+fn buckets_of(body: &str, family: &str, labels: &[&str]) -> Vec<(f64, f64)> {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(&format!("{family}_bucket{{")) && labels.iter().all(|w| l.contains(w))
+        })
+        .map(|l| {
+            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect()
 }
 
 #[test]
@@ -102,29 +154,7 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
 
     let (ct, body) = scrape(&daemon, "text/plain");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    let mut check = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}"
-    );
+    promtool_check(&body);
 
     let pid = format!("pid=\"{}\"", run.child_pid);
     let fam = "syscall_profiler_process_syscall";
@@ -152,31 +182,37 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
         .count();
     assert_eq!(errno_series, 1, "only ENOENT failed");
 
-    // Buckets are cumulative and end at the count: every nanosleep is under its last finite
-    // le, and the le bounds ascend.
-    let buckets: Vec<(f64, f64)> = body
-        .lines()
-        .filter(|l| {
-            l.starts_with(&format!("{fam}_duration_seconds_bucket{{"))
-                && l.contains(&pid)
-                && l.contains("syscall=\"nanosleep\"")
-        })
-        .map(|l| {
-            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap()
-            };
-            (le, l.rsplit(' ').next().unwrap().parse().unwrap())
-        })
+    // The default bounds: the same 30 powers of two and +Inf for every histogram, cumulative,
+    // and exact: no 2 ms sleep is at or below 2^20 − 1 ns, every one at or below the first
+    // bound above the longest (2^21 − 1 ns unless the VM delayed one past 2.097 ms).
+    let buckets = buckets_of(
+        &body,
+        &format!("{fam}_duration_seconds"),
+        &[&pid, "syscall=\"nanosleep\""],
+    );
+    let bounds: Vec<f64> = (7..=36)
+        .map(|k| ((1u64 << k) - 1) as f64 / 1e9)
+        .chain([f64::INFINITY])
         .collect();
-    assert!(buckets.len() >= 3, "{buckets:?}");
-    assert!(buckets
-        .windows(2)
-        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
-    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, 20.0));
-    assert_eq!(buckets[buckets.len() - 2].1, 20.0);
+    assert_eq!(
+        buckets.iter().map(|b| b.0).collect::<Vec<_>>(),
+        bounds,
+        "{buckets:?}"
+    );
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));
+    let at = |le: f64| buckets.iter().find(|b| b.0 == le).unwrap().1;
+    assert_eq!(at(BELOW_SLEEPS.parse().unwrap()), 0.0, "{buckets:?}");
+    assert_eq!(
+        at(power_of_two_le_above(run.sleep_max_ns)),
+        20.0,
+        "{buckets:?}"
+    );
+    assert_eq!(at(f64::INFINITY), 20.0);
+    let distinct_les: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(distinct_les.len(), 31, "{distinct_les:?}");
 
     // The (comm, cgroup) aggregate has the workload's calls (other runs may add to it).
     let group_openat = sample(
@@ -242,189 +278,102 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
             "{name}"
         );
     }
-}
 
-/// A Prometheus server on a free loopback port, scraping only the daemon every second and
-/// evaluating deploy/prometheus/rules.yml every second.
-struct Prometheus {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("metrics-e2e-prometheus-{}", port));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  \
-                 evaluation_interval: 1s\nrule_files: ['{}']\n\
-                 scrape_configs:\n  - job_name: syscall-profiler\n    static_configs:\n      \
-                 - targets: ['{target}']\n",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../deploy/prometheus/rules.yml")
-                    .display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(which("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("starting prometheus");
-        let p = Prometheus {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        p.wait_until("Prometheus ready", Duration::from_secs(60), || {
-            ureq::get(&format!("{}/-/ready", p.base)).call().is_ok()
-        });
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, timeout: Duration, ok: impl Fn() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !ok() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; prometheus log:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// An instant query: the result vector.
-    fn query(&self, q: &str) -> Vec<Value> {
-        let r: Value = ureq::get(&format!("{}/api/v1/query", self.base))
-            .query("query", q)
-            .timeout(Duration::from_secs(10))
-            .call()
-            .unwrap_or_else(|e| panic!("query {q}: {e}"))
-            .into_json()
-            .unwrap();
-        assert_eq!(r["status"], "success", "{q}: {r}");
-        r["data"]["result"].as_array().unwrap().clone()
-    }
-
-    /// The value of a query that must give exactly one series.
-    fn scalar(&self, q: &str) -> Option<f64> {
-        let v = self.query(q);
-        assert!(v.len() <= 1, "{q} gives several series: {v:?}");
-        v.first()
-            .map(|s| s["value"][1].as_str().unwrap().parse().unwrap())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[test]
-fn a_real_prometheus_scrapes_the_daemon_and_answers_promql() {
-    require_root();
-    let daemon = per_pid_daemon();
-    let target = daemon.base.trim_start_matches("http://").to_string();
-    let prom = Prometheus::start(&target);
-    prom.wait_until("the daemon target up", Duration::from_secs(30), || {
-        prom.scalar("up{job=\"syscall-profiler\"}") == Some(1.0)
-    });
-
-    let run = run_workload(200, 100, 50);
-    daemon.final_stats(run.child_pid);
-    let pid = run.child_pid;
-    let sleep_count = format!(
-        "syscall_profiler_process_syscall_duration_seconds_count{{pid=\"{pid}\",syscall=\"nanosleep\"}}"
-    );
-    prom.wait_until(
-        "the workload's series in Prometheus",
-        Duration::from_secs(30),
-        || prom.scalar(&sleep_count) == Some(50.0),
-    );
-
-    // Errors by errno, exactly.
-    let by_errno = prom.query(&format!(
-        "sum by (errno) (syscall_profiler_process_syscall_errors_total{{pid=\"{pid}\"}})"
-    ));
-    assert_eq!(by_errno.len(), 1, "{by_errno:?}");
-    assert_eq!(by_errno[0]["metric"]["errno"], "ENOENT");
-    assert_eq!(by_errno[0]["value"][1], "100");
-    assert_eq!(
-        prom.scalar(&format!(
-            "syscall_profiler_process_syscall_duration_seconds_count{{pid=\"{pid}\",syscall=\"getppid\"}}"
-        )),
-        Some(200.0)
-    );
-
-    // The median 2 ms sleep, interpolated by Prometheus inside the kernel bucket.
-    let p50 = prom
-        .scalar(&format!(
-            "histogram_quantile(0.5, syscall_profiler_process_syscall_duration_seconds_bucket{{pid=\"{pid}\",syscall=\"nanosleep\"}})"
-        ))
-        .expect("a quantile");
-    let truth = run.sleep_median_ns as f64 / 1e9;
+    // The daemon's own process, under the standard names.
+    let pid_start = sample(&later, "process_start_time_seconds", &[]).unwrap();
+    let daemon_start = sample(&later, "syscall_profiler_start_time_seconds", &[]).unwrap();
     assert!(
-        (p50 - truth).abs() / truth <= INTERPOLATION_ERROR,
-        "histogram_quantile(0.5) = {p50} s vs measured median {truth} s"
+        (pid_start - daemon_start).abs() < 5.0,
+        "{pid_start} vs {daemon_start}"
     );
-    assert!(p50 >= 0.002 * (1.0 - INTERPOLATION_ERROR), "{p50}");
-
-    // The default (comm, cgroup) series exist for the workload, and self-telemetry is there.
-    assert!(!prom
-        .query("syscall_profiler_syscall_duration_seconds_count{comm=\"workload\",syscall=\"nanosleep\"}")
-        .is_empty());
-    assert!(prom
-        .scalar("sum(syscall_profiler_bpf_program_runs_total{program=\"sys_exit\"})")
-        .is_some_and(|n| n > 0.0));
-    assert_eq!(prom.scalar("syscall_profiler_build_info"), Some(1.0));
-
-    // The dashboard's recording rules evaluate on the real series (--bpf-stats is on, so the
-    // overhead per run exists too), and a healthy daemon fires no alert. A rate needs the
-    // series to grow after its first sample: a second run.
-    let again = run_workload(10, 10, 1);
-    daemon.final_stats(again.child_pid);
-    for rule in [
-        "instance_comm_cgroup:syscall_profiler_syscall_duration_seconds_sum:rate5m{comm=\"workload\"}",
-        "instance_comm_cgroup:syscall_profiler_syscall_duration_seconds_count:rate5m{comm=\"workload\"}",
-        "instance_comm_cgroup_errno:syscall_profiler_syscall_errors:rate5m{comm=\"workload\",errno=\"ENOENT\"}",
-        "instance_program:syscall_profiler_bpf_program_run_duration_ns_per_run:rate5m{program=\"sys_exit\"}",
-    ] {
-        prom.wait_until(rule, Duration::from_secs(30), || {
-            prom.scalar(rule).is_some_and(|v| v > 0.0)
-        });
-    }
-    let occupancy = prom.query("instance_map:syscall_profiler_kernel_map_occupancy:ratio");
-    assert_eq!(
-        occupancy.len(),
-        4,
-        "one ratio per kernel map: {occupancy:?}"
+    assert!(sample(&later, "process_cpu_seconds_total", &[]).unwrap() > 0.0);
+    assert!(sample(&later, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    let (open, max) = (
+        sample(&later, "process_open_fds", &[]).unwrap(),
+        sample(&later, "process_max_fds", &[]).unwrap(),
     );
-    assert_eq!(
-        prom.query("ALERTS{alertstate=\"firing\"}"),
-        Vec::<Value>::new()
+    assert!(
+        open > 10.0 && max >= open,
+        "{open} of {max} fds (BPF maps and programs hold fds)"
+    );
+
+    gzip_to_curl(&daemon);
+
+    // No parameters: a scrape config's `params` would be silently ignored otherwise.
+    let (status, err) = daemon.get("/metrics?le=fine");
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["param"], "le", "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("no query parameters"),
+        "{err}"
+    );
+}
+
+/// A real client that asks for gzip (curl --compressed) gets it, and what it unpacks passes
+/// promtool.
+fn gzip_to_curl(daemon: &Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, headers) = (dir.path().join("body"), dir.path().join("headers"));
+    let out = Command::new("curl")
+        .args(["-sS", "--compressed", "-w", "%{size_download}", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .arg(format!("{}/metrics", daemon.base))
+        .output()
+        .expect("curl is not installed: `apt-get install -y curl`");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers = std::fs::read_to_string(headers)
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        headers.contains("\r\ncontent-encoding: gzip\r\n"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("\r\nvary: accept, accept-encoding\r\n"),
+        "{headers}"
+    );
+    let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let body = std::fs::read_to_string(body).unwrap();
+    assert!(body.contains("\nsyscall_profiler_drains_total "));
+    assert!(
+        sent * 4 < body.len() as u64,
+        "{sent} bytes sent for a body of {}",
+        body.len()
+    );
+    promtool_check(&body);
+}
+
+fn promtool_check(body: &str) {
+    let mut check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
     );
 }

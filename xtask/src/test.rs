@@ -53,6 +53,11 @@ pub const TEST_PACKAGES: &[Package] = &[
         "tests/tests/metrics.rs, deploy.rs scrape and check rules",
     ),
     Package::new(
+        "curl",
+        Proof::OnPath(&["curl"]),
+        "tests/tests/metrics.rs scrapes /metrics gzipped as a real client",
+    ),
+    Package::new(
         "podman",
         Proof::OnPath(&["podman"]),
         "tests/tests/container.rs builds the image and runs the daemon and a workload in containers",
@@ -147,8 +152,21 @@ mod tests {
             })
             .collect();
         let mut started = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        // Test files, and the modules of a test in a folder (tests/tests/metrics/).
+        let mut files = Vec::new();
+        let mut dirs = vec![dir];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        for path in files {
+            let text = std::fs::read_to_string(path).unwrap();
             for call in ["Command::new(\"", "which(\""] {
                 started.extend(
                     text.split(call)

@@ -29,7 +29,7 @@ use crate::{
     http::{self, auth, limits::Limits},
     kernel::{self as bpf, caps, Maps},
     store::{aggregates::MetricsConfig, Store, StoreConfig},
-    views,
+    views::{self, buckets::BucketSet, metrics::ScrapeStats},
 };
 
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -194,7 +194,11 @@ fn serve_http(
         store: store.clone(),
         host: HostInfo::read(),
         interval: settings.interval,
-        scrape: Default::default(),
+        scrape: ScrapeStats::new(if settings.metrics_fine_buckets {
+            BucketSet::Fine
+        } else {
+            BucketSet::PowersOfTwo
+        }),
         insights: settings.insights(),
     });
     let web = auth::Shared::new(web).context("starting the password-checking thread")?;

@@ -92,6 +92,11 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 /// filter as a target enabled at TRACE, silencing everything else; it is refused instead.
 pub fn parse_log_level(s: &str) -> Result<String, String> {
     let not_a_filter = |why: String| format!("{} is not a log filter: {why}", quote(s));
+    // tracing-subscriber's directive parser panics on some non-ASCII text (it slices a string
+    // inside a character), and targets, levels and field names are ASCII anyway.
+    if !s.is_ascii() {
+        return Err(not_a_filter("only ASCII is allowed".into()));
+    }
     let directives: Vec<&str> = s
         .split(',')
         .map(str::trim)
@@ -278,6 +283,15 @@ mod tests {
         assert_eq!(parse_size("4 KiB", 1, usize::MAX), Ok(4096));
         assert!(parse_size("1MB", 1, usize::MAX).is_err());
         assert!(parse_size("99999999999999999999GiB", 1, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn log_filters() {
+        assert_eq!(parse_log_level("debug"), Ok("debug".to_string()));
+        assert!(parse_log_level("syscall_profiler=trace,warn").is_ok());
+        // Once a panic inside tracing-subscriber (found by sources.rs's property test).
+        assert!(parse_log_level("a\u{3c4d3}=Bu*").is_err());
+        assert!(parse_log_level("\u{b}a\u{a1}=").is_err());
     }
 
     mod properties {

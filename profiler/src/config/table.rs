@@ -81,6 +81,12 @@ declare_settings! {
     /// groups count under comm="other", cgroup="other".
     metrics_max_groups: usize = Value("1000"), Restart, "N", |v, _| parse_count(v, 1, 100_000);
 
+    /// Histogram le bounds on /metrics at every kernel bucket edge around the values seen,
+    /// besides the powers of two every histogram has: quantiles within 12.5% instead of a
+    /// factor of two, for more series.
+    metrics_fine_buckets: bool = Value("false"), Restart, "BOOL", |v, _| parse_bool(v),
+        see "[metrics.md](metrics.md#histogram-buckets-exact-le-bounds)";
+
     /// Have the kernel time every BPF program run (BPF_ENABLE_STATS), so /metrics shows the
     /// profiler's own cost per event. It makes every BPF program on the host slower while on,
     /// ours included.

@@ -1,3 +1,4 @@
 pub mod cgroups;
 pub mod info;
 pub mod procfs;
+pub mod procself;

@@ -142,44 +142,6 @@ impl Histogram {
     }
 }
 
-/// The Prometheus `le` bound (seconds, inclusive) of bucket `i`. Kernel buckets are half-open
-/// in integer ns, [lo, hi), so the bucket holds exactly the values <= hi - 1 ns: `le` is
-/// (hi - 1) / 1e9 and every count under it is exact, not an estimate. `None` for the overflow
-/// bucket, whose values only `+Inf` bounds.
-pub fn le_seconds(i: usize) -> Option<f64> {
-    (i < OVERFLOW_BUCKET).then(|| (bucket_upper_ns(i) - 1) as f64 / 1e9)
-}
-
-impl Histogram {
-    /// The histogram as Prometheus buckets: (`le` in seconds, events in (previous le, le]),
-    /// ascending; the cumulative sum at each `le` is exact. Only the edges of non-empty buckets
-    /// are listed (the bound just below each and its own), so a histogram costs a few series,
-    /// not 273, and interpolation never spans more than one kernel bucket. Once listed, an
-    /// edge stays listed (counts never shrink), so each `le` series lives as long as the
-    /// histogram. The last entry is always `+Inf` (with the overflow bucket's events), so the
-    /// cumulative sum ends at `count` in every exposition format.
-    pub fn le_buckets(&self) -> Vec<(f64, u64)> {
-        let mut out: Vec<(f64, u64)> = Vec::with_capacity(self.buckets.len() * 2);
-        let mut last: Option<usize> = None;
-        let mut overflow = 0;
-        for &(i, n) in &self.buckets {
-            let i = i as usize;
-            if i > 0 && last != Some(i - 1) {
-                if let Some(le) = le_seconds(i - 1) {
-                    out.push((le, 0));
-                }
-            }
-            match le_seconds(i) {
-                Some(le) => out.push((le, n)),
-                None => overflow += n,
-            }
-            last = Some(i);
-        }
-        out.push((f64::INFINITY, overflow));
-        out
-    }
-}
-
 fn bucket_estimate(i: usize) -> u64 {
     let lo = bucket_lower_ns(i);
     if i >= OVERFLOW_BUCKET {
@@ -279,60 +241,6 @@ mod tests {
         assert_eq!(b.iter().map(|&(_, n)| n).sum::<u64>(), 6);
         assert_eq!(b[0], (7, 1));
         assert_eq!(b[1].1, 2);
-    }
-
-    #[test]
-    fn le_bounds_are_exact_at_bucket_edges() {
-        // Bucket [1966080, 2097152): 2097151 ns is its last value, 2097152 ns the next one's
-        // first.
-        let i = bucket_index(2_097_151);
-        assert_eq!(bucket_upper_ns(i), 2_097_152);
-        assert_eq!(le_seconds(i), Some(0.002097151));
-        assert_eq!(bucket_index(2_097_152), i + 1);
-        // Single-value buckets: 0 ns and 7 ns.
-        assert_eq!(le_seconds(0), Some(0.0));
-        assert_eq!(le_seconds(7), Some(7e-9));
-        // The last finite bucket ends one below 2^36 ns; the overflow bucket has no finite le.
-        assert_eq!(
-            le_seconds(OVERFLOW_BUCKET - 1),
-            Some(((1u64 << 36) - 1) as f64 / 1e9)
-        );
-        assert_eq!(le_seconds(OVERFLOW_BUCKET), None);
-        // Every value v ns lands under le iff v <= le, for values on and around each edge.
-        for i in 0..OVERFLOW_BUCKET {
-            let le = le_seconds(i).unwrap();
-            let hi = bucket_upper_ns(i);
-            assert!(
-                (hi - 1) as f64 / 1e9 <= le && (hi as f64 / 1e9) > le,
-                "bucket {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn le_buckets_add_up_to_exact_cumulative_counts() {
-        // Values exactly on boundaries: 2097151 belongs under le=0.002097151, 2097152 does not.
-        let values = [0, 7, 8, 100, 2_097_151, 2_097_152, 2_097_152, 1 << 40];
-        let h = from_values(&values);
-        let b = h.le_buckets();
-        assert!(b.windows(2).all(|w| w[0].0 < w[1].0), "ascending: {b:?}");
-        let mut cumulative = 0;
-        for &(le, n) in &b {
-            cumulative += n;
-            let truth = values.iter().filter(|&&v| v as f64 / 1e9 <= le).count() as u64;
-            assert_eq!(cumulative, truth, "at le={le}");
-        }
-        // The 2^40 ns value is only under +Inf, where the sum reaches the count.
-        assert_eq!(b.last(), Some(&(f64::INFINITY, 1)));
-        assert_eq!(cumulative, 8);
-        assert_eq!(h.count, 8);
-        // Each non-empty bucket brings its lower edge (unless the previous bucket is listed)
-        // and its own: [0] [6 7 8] [35 36] [i-1 i i+1] [the overflow's lower edge] [+Inf].
-        let les: Vec<f64> = b.iter().map(|&(le, _)| le).collect();
-        assert!(les.contains(&0.002097151));
-        assert!(les.contains(&(2_359_295.0 / 1e9)));
-        assert_eq!(b.len(), 1 + 3 + 2 + 3 + 1 + 1);
-        assert_eq!(Histogram::default().le_buckets(), vec![(f64::INFINITY, 0)]);
     }
 
     #[test]

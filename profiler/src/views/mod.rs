@@ -1,14 +1,18 @@
 //! What the daemon answers, read from the store: `/stats` (stats.rs; its query in query.rs),
-//! `/metrics` (scrape.rs answers, metrics.rs renders), the dashboard and `/history` (page.rs),
+//! `/metrics` (scrape.rs answers, metrics.rs renders families.rs's table), the dashboard and `/history` (page.rs),
 //! `/insights` (insights.rs). Each handler takes a read lock, renders, and lets go; a bad query
 //! is a 400 naming the parameter (error.rs).
 
+pub mod buckets;
 pub mod error;
+pub mod exposition;
+pub mod families;
 pub mod insights;
 pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod scrape;
+pub mod snapshot;
 pub mod stats;
 
 use std::{
