@@ -77,13 +77,11 @@ pub async fn handler(
         Format::Text
     };
     let gzip = accepts_gzip(get(header::ACCEPT_ENCODING));
-    let render = ctx.clone();
-    // Rendering walks every series under the store's read lock: off the async workers.
-    let body = tokio::task::spawn_blocking(move || render.scrape.body(&render.store, format, gzip))
-        .await
-        .ok()
-        .flatten();
-    let Some(body) = body else {
+    // Rendering walks every series under the store's read lock. The HTTP layer already runs
+    // every rendered answer on one of its bounded blocking threads (http/limits.rs), so this
+    // renders in place: a second spawn_blocking from there would wait for a thread of the same
+    // pool, which the renders waiting on it hold.
+    let Some(body) = ctx.scrape.body(&ctx.store, format, gzip) else {
         // Writing to memory cannot fail; an error here is an encoder bug, not bad input.
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
