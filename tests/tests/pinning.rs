@@ -2,6 +2,7 @@
 //! refused, and a killed daemon leaves no programs attached.
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
@@ -10,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{daemon_bin, require_root, run_workload, syscall, Daemon};
+use tests::{daemon_bin, require_root, run_workload, syscall, Daemon, RunningWorkload};
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -211,4 +212,220 @@ fn a_pin_path_off_bpffs_is_refused() {
     assert_eq!(code, Some(6), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("not on a bpf filesystem"), "{stderr}");
+}
+
+/// `workload restarts`' syscalls (tests/src/bin/workload.rs): unallocated numbers, so nothing
+/// else on the host makes them and every system-wide figure of them is the workload's.
+const EXITING: &str = "syscall_1401";
+const HELD: &str = "syscall_1402";
+const LIVE: &str = "syscall_1403";
+
+/// The `restarts` controller and how many calls of each kind its processes have made while a
+/// daemon was attached (no program sees a call made while none runs).
+struct Controller {
+    workload: RunningWorkload,
+    comm: String,
+    made: BTreeMap<&'static str, u64>,
+    attached: bool,
+    /// Children holding (alive, waiting for `release`).
+    held: usize,
+}
+
+impl Controller {
+    fn start() -> Controller {
+        let mut workload = RunningWorkload::start(&["restarts"]);
+        let first = workload.next_line();
+        Controller {
+            workload,
+            comm: first["comm"].as_str().unwrap().to_string(),
+            made: [(EXITING, 0), (HELD, 0), (LIVE, 0)].into(),
+            attached: false,
+            held: 0,
+        }
+    }
+
+    /// Runs one command (see the workload) and returns once its calls are made.
+    fn run(&mut self, command: &str) {
+        self.workload.send(command);
+        assert_eq!(self.workload.next_line()["done"], command);
+        let n = |i: usize| -> u64 { command.split_whitespace().nth(i).unwrap().parse().unwrap() };
+        let seen = u64::from(self.attached);
+        match command.split_whitespace().next() {
+            Some("exit") => *self.made.get_mut(EXITING).unwrap() += seen * n(1) * n(2),
+            Some("hold") => {
+                *self.made.get_mut(HELD).unwrap() += seen * n(1);
+                self.held += 1;
+            }
+            Some("live") => *self.made.get_mut(LIVE).unwrap() += seen * n(1),
+            Some("release") => self.held = 0,
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.workload.child.stdin.take());
+        self.workload.wait_success();
+    }
+}
+
+/// The /metrics samples of the workload's syscalls, by series: its comm's group, and the
+/// `pid="other"` fold. Every one is a counter (histogram buckets, counts and sums, errors).
+fn workload_series(body: &str, comm: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && l.contains("syscall=\"syscall_140"))
+        .filter(|l| l.contains(&format!("comm=\"{comm}\"")) || l.contains("pid=\"other\""))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Sum of the samples of `name` in `series` whose labels include every one of `labels`.
+fn total(series: &BTreeMap<String, f64>, name: &str, labels: &[String]) -> u64 {
+    series
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{name}{{")))
+        .filter(|(s, _)| labels.iter().all(|l| s.contains(l.as_str())))
+        .map(|(_, &v)| v as u64)
+        .sum()
+}
+
+/// /stats' system-wide figures and /metrics' figures of the workload's comm, each equal to what
+/// the workload made; the held children still running, and no other, as running;
+/// and no /metrics counter below its value in the previous scrape (`seen`, updated), restarts
+/// included.
+fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64>, when: &str) {
+    let stats = daemon.stats(&format!("?comm={}", c.comm));
+    let body = ureq::get(&format!("{}/metrics", daemon.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let series = workload_series(&body, &c.comm);
+    for (&name, &made) in &c.made {
+        let s = syscall(&stats["syscalls"], name);
+        let got = |field: &str| s.map_or(0, |s| s[field].as_u64().unwrap());
+        let enosys = s.map_or(0, |s| s["errnos"]["ENOSYS"].as_u64().unwrap_or(0));
+        assert_eq!(
+            (got("count"), got("errors"), enosys),
+            (made, made, made),
+            "{when}: system-wide {name} (count, errors, ENOSYS) should all be what the \
+             workload made"
+        );
+        let group = |extra: &str| {
+            vec![
+                format!("comm=\"{}\"", c.comm),
+                format!("syscall=\"{name}\""),
+                extra.to_string(),
+            ]
+        };
+        let count = total(
+            &series,
+            "syscall_profiler_syscall_duration_seconds_count",
+            &group(""),
+        );
+        let errors = total(
+            &series,
+            "syscall_profiler_syscall_errors_total",
+            &group("errno=\"ENOSYS\""),
+        );
+        assert_eq!(
+            (count, errors),
+            (made, made),
+            "{when}: /metrics (calls, ENOSYS failures) of {name} for comm {}",
+            c.comm
+        );
+    }
+    let holding = stats["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["exited"] == false && syscall(&p["syscalls"], HELD).is_some())
+        .count();
+    assert_eq!(
+        holding, c.held,
+        "{when}: running processes named {} that made {HELD}: {:#}",
+        c.comm, stats["processes"]
+    );
+    for (s, &before) in seen.iter() {
+        let now = series.get(s).copied();
+        assert!(
+            now.is_some_and(|v| v >= before),
+            "{when}: /metrics counter went backwards or vanished: {s} {before} -> {now:?}"
+        );
+    }
+    *seen = series;
+}
+
+/// Waits until `daemon` has drained `n` more times than when called.
+fn wait_drains(daemon: &Daemon, n: u64) {
+    let drains = |s: &Value| s["host"]["drains"].as_u64().unwrap();
+    let from = drains(&daemon.stats("?top=1"));
+    daemon.wait_for("?top=1", Duration::from_secs(30), |s| drains(s) >= from + n);
+}
+
+/// Issue 11, defect 1: counters of processes that exited were resumed twice. Five restarts,
+/// alternately kill -9 and SIGTERM, with processes that exit before a restart, while no daemon
+/// runs and right before a kill -9, and a live process that keeps calling: after each restart
+/// every count is exactly what the workload made while a daemon was attached, and no /metrics
+/// counter goes backwards.
+#[test]
+fn restarts_resume_every_counter_exactly() {
+    let pin = PinDir::new("restarts");
+    let args = [
+        "--interval",
+        "100ms",
+        "--pin-path",
+        &pin.arg(),
+        "--metrics-per-pid",
+    ];
+    let mut c = Controller::start();
+    let mut seen = BTreeMap::new();
+    for cycle in 0..5 {
+        let daemon = Daemon::start(&args);
+        c.attached = true;
+        wait_drains(&daemon, 2);
+        assert_exact(&daemon, &c, &mut seen, &format!("start {cycle}"));
+        c.run("exit 20 50");
+        c.run("hold 30");
+        c.run("hold 40");
+        c.run("live 100");
+        // Long enough for the exited processes to be retired from the kernel maps.
+        wait_drains(&daemon, 4);
+        assert_exact(&daemon, &c, &mut seen, &format!("before stop {cycle}"));
+        match cycle {
+            0 => {
+                // In the middle of answering a scrape.
+                let base = daemon.base.clone();
+                let scrape =
+                    std::thread::spawn(move || ureq::get(&format!("{base}/stats")).call().is_ok());
+                std::thread::sleep(Duration::from_millis(5));
+                kill9(daemon);
+                let _ = scrape.join();
+            }
+            2 => {
+                // Right after a burst of exits, before any drain could retire them.
+                c.run("exit 300 1");
+                kill9(daemon);
+            }
+            4 => kill9(daemon),
+            _ => assert_eq!(daemon.terminate(), Some(0), "SIGTERM"),
+        }
+        c.attached = false;
+        // While no daemon runs (no program sees these calls): held processes exit unseen, others
+        // come and go, the live one calls on.
+        c.run("release");
+        c.run("exit 10 20");
+        c.run("live 50");
+    }
+    let daemon = Daemon::start(&args);
+    c.attached = true;
+    wait_drains(&daemon, 2);
+    assert_exact(&daemon, &c, &mut seen, "last start");
+    c.run("exit 5 5");
+    c.run("live 10");
+    wait_drains(&daemon, 4);
+    assert_exact(&daemon, &c, &mut seen, "end");
+    c.finish();
 }

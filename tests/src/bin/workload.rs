@@ -28,6 +28,15 @@
 //!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
 //!       only; nothing else on a host makes these, so system-wide figures are exact).
 //!       Prints {"pid", "child_pid"}.
+//!   restarts          a controller, named `rst<pid>` (its children inherit the name), driven
+//!       by commands on stdin, one per line, each answered with {"done": "<command>"} once its
+//!       calls are made. Every call is an unallocated syscall number (ENOSYS), so system-wide
+//!       figures of these numbers are exactly the controller's:
+//!         exit K N     K children, one after another, each make N syscall(EXITING_NR) and exit
+//!         hold N       a child makes N syscall(HELD_NR), then waits for `release`
+//!         release      every held child exits
+//!         live N       the one long-lived child makes N more syscall(LIVE_NR)
+//!       At EOF the live child exits. Prints {"pid", "comm", "live_pid"} first.
 
 use std::{
     ffi::CString,
@@ -365,6 +374,105 @@ fn series(count: usize, nrs: usize, pause_ms: usize) {
     ));
 }
 
+/// `restarts`' syscall numbers: unallocated on every ABI, so only the controller makes them.
+const EXITING_NR: libc::c_long = 1401;
+const HELD_NR: libc::c_long = 1402;
+const LIVE_NR: libc::c_long = 1403;
+
+fn raw_calls(nr: libc::c_long, n: usize) {
+    for _ in 0..n {
+        unsafe { libc::syscall(nr) };
+    }
+}
+
+/// A pipe's (read, write) ends.
+fn pipe() -> (libc::c_int, libc::c_int) {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe failed");
+    (fds[0], fds[1])
+}
+
+fn read_u32(fd: libc::c_int) -> Option<u32> {
+    let mut b = [0u8; 4];
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 4) };
+    (n == 4).then(|| u32::from_ne_bytes(b))
+}
+
+fn write_u32(fd: libc::c_int, v: u32) {
+    let n = unsafe { libc::write(fd, v.to_ne_bytes().as_ptr().cast(), 4) };
+    assert_eq!(n, 4, "pipe write failed");
+}
+
+fn restarts() {
+    let comm = format!("rst{}", std::process::id() % 1_000_000);
+    let c = CString::new(comm.clone()).unwrap();
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    // The live child: told how many calls to make, says when it has.
+    let (todo_r, todo_w) = pipe();
+    let (done_r, done_w) = pipe();
+    let live = spawn(|| {
+        // Its own copy of the write end would keep it from ever seeing EOF.
+        unsafe { libc::close(todo_w) };
+        while let Some(n) = read_u32(todo_r) {
+            raw_calls(LIVE_NR, n as usize);
+            write_u32(done_w, n);
+        }
+    });
+    // Held children: each says it made its calls, then waits for a byte to exit.
+    let (held_r, held_w) = pipe();
+    let (release_r, release_w) = pipe();
+    let mut held = Vec::new();
+    say(format!(
+        "{{\"pid\": {}, \"comm\": \"{comm}\", \"live_pid\": {live}}}",
+        std::process::id()
+    ));
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let arg = |i: usize| -> usize {
+            words
+                .get(i)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| usage(&format!("bad command {line}")))
+        };
+        match words.first().copied() {
+            Some("exit") => {
+                for _ in 0..arg(1) {
+                    let n = arg(2);
+                    reap(spawn(|| raw_calls(EXITING_NR, n)));
+                }
+            }
+            Some("hold") => {
+                let n = arg(1);
+                held.push(spawn(|| {
+                    raw_calls(HELD_NR, n);
+                    write_u32(held_w, 1);
+                    read_u32(release_r);
+                }));
+                read_u32(held_r);
+            }
+            Some("release") => {
+                for _ in &held {
+                    write_u32(release_w, 1);
+                }
+                held.drain(..).for_each(reap);
+            }
+            Some("live") => {
+                write_u32(todo_w, arg(1) as u32);
+                read_u32(done_r);
+            }
+            _ => usage(&format!("unknown command {line}")),
+        }
+        say(format!("{{\"done\": \"{line}\"}}"));
+    }
+    for _ in &held {
+        write_u32(release_w, 1);
+    }
+    held.into_iter().for_each(reap);
+    unsafe { libc::close(todo_w) };
+    reap(live);
+}
+
 fn reuse_pid(pid: usize, n: usize) {
     // ns_last_pid names the pid handed out before the next one; another process forking in
     // between takes it, so try a few times.
@@ -455,6 +563,7 @@ fn main() {
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
+        Some("restarts") => restarts(),
         _ => usage("unknown mode"),
     }
 }
