@@ -2,10 +2,11 @@
 //! estimates every view reports (so no view derives its own).
 
 use profiler_common::{bucket_lower_ns, bucket_upper_ns, OVERFLOW_BUCKET};
+use serde::{Deserialize, Serialize};
 
 /// Sparse: a syscall's latencies usually fill a handful of the 273 buckets, and the daemon keeps
 /// one histogram per (process, syscall) for every live and recently exited process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Histogram {
     pub count: u64,
     pub errors: u64,

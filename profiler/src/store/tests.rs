@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::*;
-use crate::syscalls::{Abi, Category};
+use crate::syscalls::{self, Abi, Category};
 
 const P1: ProcKey = ProcKey {
     pid: 1,

@@ -6,13 +6,15 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::{
     histogram::{DeltaRef, Histogram},
     keys::{ProcKey, SyscallKey},
 };
-use crate::syscalls::Category;
+use crate::syscalls::{self, Category};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyscallTotals {
     pub hist: Histogram,
     /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
@@ -84,6 +86,24 @@ impl Process {
             in_flight: Vec::new(),
             syscall_time_share: 0.0,
             interval_ns: 0,
+        }
+    }
+
+    /// Adds calls and failures by errno of syscall `sc` to the process's totals.
+    pub(super) fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        let t = self.syscalls.entry(sc).or_default();
+        if !delta.is_empty() {
+            t.hist.add_ref(delta);
+            let count = delta.count();
+            let cat = syscalls::category(sc.abi, sc.nr);
+            for t in [self.categories.entry(cat).or_default(), &mut self.total] {
+                t.count += count;
+                t.errors += delta.errors;
+                t.total_ns += delta.total_ns;
+            }
+        }
+        for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+            *t.errnos.entry(errno).or_default() += n;
         }
     }
 
