@@ -147,7 +147,9 @@ fn counters_continue_after_kill_9_with_pinned_maps() {
         .unwrap();
     assert!(enoent >= 20, "{after:#}");
     assert!(
-        second.stderr().contains("resumed the totals of"),
+        second
+            .stderr()
+            .contains("resumed the counters from checkpoint"),
         "{}",
         second.stderr()
     );
@@ -270,10 +272,14 @@ impl Controller {
 
 /// The /metrics samples of the workload's syscalls, by series: its comm's group, and the
 /// `pid="other"` fold. Every one is a counter (histogram buckets, counts and sums, errors).
+/// (A process's own series ends when it drops out of the top processes, restart or not.)
 fn workload_series(body: &str, comm: &str) -> BTreeMap<String, f64> {
+    let group = |l: &&str| {
+        l.starts_with("syscall_profiler_syscall_") && l.contains(&format!("comm=\"{comm}\""))
+    };
     body.lines()
         .filter(|l| !l.starts_with('#') && l.contains("syscall=\"syscall_140"))
-        .filter(|l| l.contains(&format!("comm=\"{comm}\"")) || l.contains("pid=\"other\""))
+        .filter(|l| group(l) || l.contains("pid=\"other\""))
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').unwrap();
             (series.to_string(), value.parse().unwrap())
@@ -330,10 +336,16 @@ fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64
             "syscall_profiler_syscall_errors_total",
             &group("errno=\"ENOSYS\""),
         );
+        let elsewhere: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("syscall_profiler_syscall_duration_seconds_count{"))
+            .filter(|l| l.contains(&format!("syscall=\"{name}\"")))
+            .collect();
         assert_eq!(
             (count, errors),
             (made, made),
-            "{when}: /metrics (calls, ENOSYS failures) of {name} for comm {}",
+            "{when}: /metrics (calls, ENOSYS failures) of {name} for comm {}; every group's: \
+             {elsewhere:#?}",
             c.comm
         );
     }
