@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{daemon_bin, require_root, run_workload, syscall, Daemon, RunningWorkload};
+use tests::{daemon_bin, require_root, run_workload, syscall, Daemon, RunningWorkload, Spawn};
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -440,4 +440,77 @@ fn restarts_resume_every_counter_exactly() {
     wait_drains(&daemon, 4);
     assert_exact(&daemon, &c, &mut seen, "end");
     c.finish();
+}
+
+/// The two instants where a kill -9 could cost exactness: after a checkpoint's chunks are
+/// written but before META names them, and after that but before the deletes the checkpoint
+/// announced. The daemon kills itself there (`SYSCALL_PROFILER_CRASH_AT`, in the first commit
+/// that retires processes); the next one resumes with every count exact.
+#[test]
+fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
+    for at in ["before-flip", "before-deletes"] {
+        let pin = PinDir::new(at);
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            "--interval",
+            "100ms",
+            "--pin-path",
+            &pin.arg(),
+        ];
+        let mut c = Controller::start();
+        let mut seen = BTreeMap::new();
+        let mut crashing = Spawn::new(&args)
+            .env("SYSCALL_PROFILER_CRASH_AT", at)
+            .start();
+        c.attached = true;
+        c.run("hold 10");
+        c.run("exit 20 50");
+        c.run("live 10");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = crashing.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{at}: the daemon never crashed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{at}: {status}"
+        );
+        drop(crashing);
+        c.attached = false;
+        c.run("release");
+
+        let daemon = Spawn::new(&args).start();
+        c.attached = true;
+        wait_drains(&daemon, 2);
+        assert_exact(&daemon, &c, &mut seen, &format!("after a crash {at}"));
+        let log = daemon.stderr();
+        let resumed = log
+            .lines()
+            .find(|l| l.contains("resumed the counters from checkpoint"))
+            .unwrap_or_else(|| panic!("{at}: no resume in the log:\n{log}"));
+        let finished: u64 = resumed
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" retired processes' deletes finished)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{at}: {resumed}"));
+        // Before the flip, the checkpoint in force is the one before, which retired nothing.
+        assert_eq!(finished > 0, at == "before-deletes", "{at}: {resumed}");
+        c.run("exit 5 5");
+        wait_drains(&daemon, 4);
+        assert_exact(
+            &daemon,
+            &c,
+            &mut seen,
+            &format!("later, after a crash {at}"),
+        );
+        c.finish();
+    }
 }

@@ -91,3 +91,79 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     }
     postcard::from_bytes(bytes).map_err(|e| format!("decoding it: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use profiler_common::{HistKey, ABI_NATIVE};
+
+    use super::*;
+    use crate::drain::deltas::Deltas;
+    use crate::store::Store;
+
+    fn head(tgid: u32, nr: u16, total_ns: u64) -> HistHead {
+        HistHead {
+            key: HistKey {
+                tgid,
+                incarnation: 3,
+                nr,
+                abi: ABI_NATIVE,
+                shard: 0,
+            },
+            errors: 2,
+            total_ns,
+            touched: 1,
+            errno_counts: [2, 0, 0, 0],
+            errnos: [13, 0, 0, 0],
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_decodes_to_what_was_encoded() {
+        let slots = [
+            (4, head(10, 1, 900), vec![(3u16, 7u32), (9, 1)]),
+            (9, head(11, 2, 50), vec![(0, 2)]),
+        ];
+        let mut readings = HistReadings::default();
+        let mut deltas = Deltas::default();
+        readings.begin();
+        let mut next = 0;
+        for (slot, h, buckets) in &slots {
+            let read = |into: &mut Vec<_>| into.extend_from_slice(buckets);
+            readings.read(&mut next, *slot, h, read, &mut deltas);
+        }
+        readings.commit();
+        let errnos = [(
+            ErrnoKey {
+                hist: head(10, 1, 0).key,
+                errno: 2,
+            },
+            5u32,
+        )];
+        let retiring = vec![ProcKey {
+            pid: 11,
+            incarnation: 3,
+        }];
+        let store = Store::for_test(Duration::from_secs(60), 10);
+        let mut bytes = Vec::new();
+        let c = CheckpointRef {
+            format: format(),
+            exported: store.exported(Instant::now()),
+            readings: ReadingsRef(&readings),
+            errnos: &errnos,
+            retiring: retiring.clone(),
+        };
+        encode(&c, &mut bytes).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.readings, slots.to_vec());
+        assert_eq!(back.errnos, errnos.to_vec());
+        assert_eq!(back.retiring, retiring);
+        assert_eq!(back.exported, Exported::default());
+
+        // Another encoding's checkpoint is refused, not misread.
+        bytes[0] ^= 1;
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.contains("another encoding"), "{err}");
+    }
+}

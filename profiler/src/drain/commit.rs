@@ -98,9 +98,13 @@ impl<C: Chunks> Committer<C> {
     }
 
     /// Commits `bytes` (padded with zeros to whole chunks on return): writes them to the half
-    /// META does not name, then names it. On error the committed checkpoint is the previous
-    /// one, intact.
-    pub fn commit(&mut self, bytes: &mut Vec<u8>) -> Result<(), CommitError> {
+    /// META does not name, then names it (`before_flip` runs in between). On error the committed
+    /// checkpoint is the previous one, intact.
+    pub fn commit(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        before_flip: impl FnOnce(),
+    ) -> Result<(), CommitError> {
         let max = CHECKPOINT_CHUNKS_PER_HALF as usize * CHECKPOINT_CHUNK;
         if bytes.len() > max {
             return Err(CommitError::TooLarge {
@@ -121,6 +125,7 @@ impl<C: Chunks> Committer<C> {
                 .put(key(half, i as u32), chunk)
                 .map_err(CommitError::Write)?;
         }
+        before_flip();
         let committed = Meta {
             generation: meta.generation + 1,
             len: len as u64,
@@ -244,7 +249,7 @@ mod tests {
     }
 
     fn commit(fake: &mut Fake, bytes: &[u8]) -> Result<(), CommitError> {
-        Committer::new(fake).commit(&mut bytes.to_vec())
+        Committer::new(fake).commit(&mut bytes.to_vec(), || {})
     }
 
     fn load(fake: &mut Fake) -> Option<Vec<u8>> {
@@ -303,7 +308,7 @@ mod tests {
         for i in 0..4u8 {
             let mut bytes = checkpoint(i, 2 * CHECKPOINT_CHUNK);
             let before = committer.chunks.meta;
-            committer.commit(&mut bytes).unwrap();
+            committer.commit(&mut bytes, || {}).unwrap();
             let after = committer.chunks.meta;
             assert_ne!(before.half, after.half);
             assert_eq!(after.generation, before.generation + 1);

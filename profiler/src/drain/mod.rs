@@ -83,6 +83,36 @@ struct Checkpointing {
     bytes: Vec<u8>,
     /// Since when commits fail (logged once per episode).
     failing_since: Option<u64>,
+    crash_at: Option<CrashAt>,
+}
+
+/// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
+/// instant of the first commit that retires processes, as a `kill -9` landing there would.
+pub const CRASH_AT_ENV: &str = "SYSCALL_PROFILER_CRASH_AT";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CrashAt {
+    BeforeFlip,
+    BeforeDeletes,
+}
+
+fn crash_at() -> Option<CrashAt> {
+    match std::env::var(CRASH_AT_ENV).ok()?.as_str() {
+        "before-flip" => Some(CrashAt::BeforeFlip),
+        "before-deletes" => Some(CrashAt::BeforeDeletes),
+        other => {
+            warn!("{CRASH_AT_ENV}={other} means nothing (before-flip, before-deletes)");
+            None
+        }
+    }
+}
+
+/// Dies as by `kill -9`: no destructor, no flush, no exit code.
+fn crash(at: CrashAt, crash_at: Option<CrashAt>, retiring: bool) {
+    if crash_at == Some(at) && retiring {
+        // SAFETY: kill has no preconditions; SIGKILL cannot be caught.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
 }
 
 /// How many slots ahead of the one being read the drain starts fetching: the slots are
@@ -115,6 +145,7 @@ impl Drain {
             committer: Committer::new(chunks),
             bytes: Vec::new(),
             failing_since: None,
+            crash_at: crash_at(),
         });
         Self {
             checkpoint,
@@ -179,11 +210,18 @@ impl Drain {
             checkpoint::encode(&c, &mut cp.bytes)
         };
         let bytes = cp.bytes.len() as u64;
+        let retires = !self.retiring.is_empty();
+        let crash_at = cp.crash_at;
         let outcome = match encoded {
-            Ok(()) => cp.committer.commit(&mut cp.bytes),
+            Ok(()) => cp.committer.commit(&mut cp.bytes, || {
+                crash(CrashAt::BeforeFlip, crash_at, retires)
+            }),
             Err(e) => Err(CommitError::Encode(e)),
         };
         let committed = outcome.is_ok();
+        if committed {
+            crash(CrashAt::BeforeDeletes, crash_at, retires);
+        }
         match (outcome, cp.failing_since) {
             (Ok(()), Some(_)) => {
                 info!("checkpoint committed again");
