@@ -216,31 +216,36 @@ fn a_pin_path_off_bpffs_is_refused() {
     assert!(stderr.contains("not on a bpf filesystem"), "{stderr}");
 }
 
-/// `workload restarts`' syscalls (tests/src/bin/workload.rs): unallocated numbers, so nothing
-/// else on the host makes them and every system-wide figure of them is the workload's.
-const EXITING: &str = "syscall_1401";
-const HELD: &str = "syscall_1402";
-const LIVE: &str = "syscall_1403";
-
-/// The `restarts` controller and how many calls of each kind its processes have made while a
-/// daemon was attached (no program sees a call made while none runs).
+/// The `restarts` controller (tests/src/bin/workload.rs) and how many calls of each kind its
+/// processes have made while a daemon was attached (no program sees a call made while none
+/// runs). Its syscalls are unallocated numbers of its own (each test uses others, as tests run
+/// at once), so nothing else on the host makes them and every system-wide figure of them is the
+/// workload's.
 struct Controller {
     workload: RunningWorkload,
     comm: String,
-    made: BTreeMap<&'static str, u64>,
+    /// Syscall names: made by processes that exit, held ones and the live one.
+    exiting: String,
+    held_name: String,
+    live: String,
+    made: BTreeMap<String, u64>,
     attached: bool,
     /// Children holding (alive, waiting for `release`).
     held: usize,
 }
 
 impl Controller {
-    fn start() -> Controller {
-        let mut workload = RunningWorkload::start(&["restarts"]);
+    fn start(nr: u32) -> Controller {
+        let mut workload = RunningWorkload::start(&["restarts", &nr.to_string()]);
         let first = workload.next_line();
+        let name = |i: u32| format!("syscall_{}", nr + i);
         Controller {
             workload,
             comm: first["comm"].as_str().unwrap().to_string(),
-            made: [(EXITING, 0), (HELD, 0), (LIVE, 0)].into(),
+            made: (0..3).map(|i| (name(i), 0)).collect(),
+            exiting: name(0),
+            held_name: name(1),
+            live: name(2),
             attached: false,
             held: 0,
         }
@@ -253,12 +258,12 @@ impl Controller {
         let n = |i: usize| -> u64 { command.split_whitespace().nth(i).unwrap().parse().unwrap() };
         let seen = u64::from(self.attached);
         match command.split_whitespace().next() {
-            Some("exit") => *self.made.get_mut(EXITING).unwrap() += seen * n(1) * n(2),
+            Some("exit") => *self.made.get_mut(&self.exiting).unwrap() += seen * n(1) * n(2),
             Some("hold") => {
-                *self.made.get_mut(HELD).unwrap() += seen * n(1);
+                *self.made.get_mut(&self.held_name).unwrap() += seen * n(1);
                 self.held += 1;
             }
-            Some("live") => *self.made.get_mut(LIVE).unwrap() += seen * n(1),
+            Some("live") => *self.made.get_mut(&self.live).unwrap() += seen * n(1),
             Some("release") => self.held = 0,
             _ => {}
         }
@@ -273,12 +278,17 @@ impl Controller {
 /// The /metrics samples of the workload's syscalls, by series: its comm's group, and the
 /// `pid="other"` fold. Every one is a counter (histogram buckets, counts and sums, errors).
 /// (A process's own series ends when it drops out of the top processes, restart or not.)
-fn workload_series(body: &str, comm: &str) -> BTreeMap<String, f64> {
+fn workload_series(body: &str, c: &Controller) -> BTreeMap<String, f64> {
     let group = |l: &&str| {
-        l.starts_with("syscall_profiler_syscall_") && l.contains(&format!("comm=\"{comm}\""))
+        l.starts_with("syscall_profiler_syscall_") && l.contains(&format!("comm=\"{}\"", c.comm))
+    };
+    let ours = |l: &&str| {
+        c.made
+            .keys()
+            .any(|name| l.contains(&format!("syscall=\"{name}\"")))
     };
     body.lines()
-        .filter(|l| !l.starts_with('#') && l.contains("syscall=\"syscall_140"))
+        .filter(|l| !l.starts_with('#') && ours(l))
         .filter(|l| group(l) || l.contains("pid=\"other\""))
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').unwrap();
@@ -308,8 +318,13 @@ fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64
         .unwrap()
         .into_string()
         .unwrap();
-    let series = workload_series(&body, &c.comm);
-    for (&name, &made) in &c.made {
+    let series = workload_series(&body, c);
+    let checkpoints = &stats["store"]["checkpoint"];
+    assert!(
+        checkpoints["committed"].as_u64() > Some(0) && checkpoints["skipped"] == 0,
+        "{when}: {checkpoints}"
+    );
+    for (name, &made) in &c.made {
         let s = syscall(&stats["syscalls"], name);
         let got = |field: &str| s.map_or(0, |s| s[field].as_u64().unwrap());
         let enosys = s.map_or(0, |s| s["errnos"]["ENOSYS"].as_u64().unwrap_or(0));
@@ -353,12 +368,12 @@ fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["exited"] == false && syscall(&p["syscalls"], HELD).is_some())
+        .filter(|p| p["exited"] == false && syscall(&p["syscalls"], &c.held_name).is_some())
         .count();
     assert_eq!(
         holding, c.held,
-        "{when}: running processes named {} that made {HELD}: {:#}",
-        c.comm, stats["processes"]
+        "{when}: running processes named {} that made {}: {:#}",
+        c.comm, c.held_name, stats["processes"]
     );
     for (s, &before) in seen.iter() {
         let now = series.get(s).copied();
@@ -392,7 +407,7 @@ fn restarts_resume_every_counter_exactly() {
         &pin.arg(),
         "--metrics-per-pid",
     ];
-    let mut c = Controller::start();
+    let mut c = Controller::start(1401);
     let mut seen = BTreeMap::new();
     for cycle in 0..5 {
         let daemon = Daemon::start(&args);
@@ -448,7 +463,7 @@ fn restarts_resume_every_counter_exactly() {
 /// that retires processes); the next one resumes with every count exact.
 #[test]
 fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
-    for at in ["before-flip", "before-deletes"] {
+    for (at, nr) in [("before-flip", 1411), ("before-deletes", 1421)] {
         let pin = PinDir::new(at);
         let args = [
             "serve",
@@ -461,7 +476,7 @@ fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
             "--pin-path",
             &pin.arg(),
         ];
-        let mut c = Controller::start();
+        let mut c = Controller::start(nr);
         let mut seen = BTreeMap::new();
         let mut crashing = Spawn::new(&args)
             .env("SYSCALL_PROFILER_CRASH_AT", at)

@@ -113,6 +113,7 @@ impl Collector for StoreCollector {
         }
         encode_kernel(&store, enc)?;
         encode_own_cost(&store, self.scrapes, enc)?;
+        encode_checkpoint(&store, enc)?;
         encode_modes(&store, enc)?;
         encode_store_state(&store, enc)
     }
@@ -387,6 +388,46 @@ fn encode_own_cost(
         "Time the previous /metrics request took to answer",
         Some(&Unit::Seconds),
         &[(NoLabels, scrape_last)],
+    )
+}
+
+/// With `pin_path`: the checkpoints the drain committed and skipped, and the last one's size
+/// and cost.
+fn encode_checkpoint(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let Some(c) = &store.metrics().telemetry.checkpoint else {
+        return Ok(());
+    };
+    counter(
+        enc,
+        "syscall_profiler_checkpoints",
+        "Checkpoints for a restarted daemon to resume from: committed, or skipped (too large or a \
+         failed write; a restart then resumes from the last committed one)",
+        None,
+        &[
+            ([("outcome", "committed")], c.committed),
+            ([("outcome", "skipped")], c.skipped),
+        ],
+    )?;
+    gauge(
+        enc,
+        "syscall_profiler_last_checkpoint",
+        "Size of the last checkpoint",
+        Some(&Unit::Bytes),
+        &[(NoLabels, c.last_bytes)],
+    )?;
+    gauge(
+        enc,
+        "syscall_profiler_last_checkpoint_duration",
+        "Time the last checkpoint took to encode and write",
+        Some(&Unit::Seconds),
+        &[(NoLabels, c.last_seconds)],
+    )?;
+    counter(
+        enc,
+        "syscall_profiler_checkpoint_duration",
+        "Time spent encoding and writing checkpoints",
+        Some(&Unit::Seconds),
+        &[(NoLabels, c.seconds_total)],
     )
 }
 

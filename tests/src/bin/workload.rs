@@ -28,14 +28,14 @@
 //!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
 //!       only; nothing else on a host makes these, so system-wide figures are exact).
 //!       Prints {"pid", "child_pid"}.
-//!   restarts          a controller, named `rst<pid>` (its children inherit the name), driven
+//!   restarts NR       a controller, named `rst<pid>` (its children inherit the name), driven
 //!       by commands on stdin, one per line, each answered with {"done": "<command>"} once its
-//!       calls are made. Every call is an unallocated syscall number (ENOSYS), so system-wide
-//!       figures of these numbers are exactly the controller's:
-//!         exit K N     K children, one after another, each make N syscall(EXITING_NR) and exit
-//!         hold N       a child makes N syscall(HELD_NR), then waits for `release`
+//!       calls are made. Every call is of an unallocated syscall number, NR, NR + 1 or NR + 2
+//!       (ENOSYS), so system-wide figures of these numbers are exactly the controller's:
+//!         exit K N     K children, one after another, each make N syscall(NR) and exit
+//!         hold N       a child makes N syscall(NR + 1), then waits for `release`
 //!         release      every held child exits
-//!         live N       the one long-lived child makes N more syscall(LIVE_NR)
+//!         live N       the one long-lived child makes N more syscall(NR + 2)
 //!       At EOF the live child exits. Prints {"pid", "comm", "live_pid"} first.
 
 use std::{
@@ -374,11 +374,6 @@ fn series(count: usize, nrs: usize, pause_ms: usize) {
     ));
 }
 
-/// `restarts`' syscall numbers: unallocated on every ABI, so only the controller makes them.
-const EXITING_NR: libc::c_long = 1401;
-const HELD_NR: libc::c_long = 1402;
-const LIVE_NR: libc::c_long = 1403;
-
 fn raw_calls(nr: libc::c_long, n: usize) {
     for _ in 0..n {
         unsafe { libc::syscall(nr) };
@@ -403,7 +398,8 @@ fn write_u32(fd: libc::c_int, v: u32) {
     assert_eq!(n, 4, "pipe write failed");
 }
 
-fn restarts() {
+fn restarts(exiting_nr: libc::c_long) {
+    let (held_nr, live_nr) = (exiting_nr + 1, exiting_nr + 2);
     let comm = format!("rst{}", std::process::id() % 1_000_000);
     let c = CString::new(comm.clone()).unwrap();
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
@@ -414,7 +410,7 @@ fn restarts() {
         // Its own copy of the write end would keep it from ever seeing EOF.
         unsafe { libc::close(todo_w) };
         while let Some(n) = read_u32(todo_r) {
-            raw_calls(LIVE_NR, n as usize);
+            raw_calls(live_nr, n as usize);
             write_u32(done_w, n);
         }
     });
@@ -439,13 +435,13 @@ fn restarts() {
             Some("exit") => {
                 for _ in 0..arg(1) {
                     let n = arg(2);
-                    reap(spawn(|| raw_calls(EXITING_NR, n)));
+                    reap(spawn(|| raw_calls(exiting_nr, n)));
                 }
             }
             Some("hold") => {
                 let n = arg(1);
                 held.push(spawn(|| {
-                    raw_calls(HELD_NR, n);
+                    raw_calls(held_nr, n);
                     write_u32(held_w, 1);
                     read_u32(release_r);
                 }));
@@ -563,7 +559,7 @@ fn main() {
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
-        Some("restarts") => restarts(),
+        Some("restarts") => restarts(num(args.get(2)) as libc::c_long),
         _ => usage("unknown mode"),
     }
 }
