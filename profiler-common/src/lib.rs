@@ -162,10 +162,16 @@ pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 /// [`META_MAP`]'s record to it in one update: a restarted daemon — also after `kill -9` —
 /// resumes from the last complete checkpoint. Without `--pin-path` the daemon sizes it to one
 /// entry at load and never writes it. A checkpoint larger than a half is not committed (counted).
+///
+/// A chunk is a page less the kernel's own header for the element (a few dozen bytes; 128 is
+/// room to spare), so each takes one 4 KiB allocation. The kernel's allocator for such maps
+/// keeps a spare element on every CPU from the start, and up to 6 of this size (3 of 16 KiB
+/// and more) on a CPU that freed some: 4 KiB and 24 KiB a CPU, where 64 KiB chunks would cost
+/// 64 KiB and 192 KiB (and a chunk just over 64 KiB a 128 KiB allocation each).
 pub const CHECKPOINT_MAP: &str = "CHECKPOINT";
-pub const CHECKPOINT_CHUNK: usize = 65_536;
+pub const CHECKPOINT_CHUNK: usize = 4096 - 128;
 /// 16 MiB a half.
-pub const CHECKPOINT_CHUNKS_PER_HALF: u32 = 256;
+pub const CHECKPOINT_CHUNKS_PER_HALF: u32 = (16 << 20) / CHECKPOINT_CHUNK as u32;
 pub const CHECKPOINT_MAX_ENTRIES: u32 = 2 * CHECKPOINT_CHUNKS_PER_HALF;
 
 /// One record at index 0, [`Meta`]: the layout fingerprint of the pinned maps (see

@@ -1,23 +1,26 @@
 //! Committing a checkpoint so that a daemon killed at any instant leaves a whole one behind: the
-//! bytes go to the inactive half of CHECKPOINT, chunk by chunk, and only then does one update of
-//! META's record make that half the committed one. A single bpf(MAP_UPDATE_ELEM) completes or
+//! bytes go to the inactive half of CHECKPOINT (its chunks in one batch update), and only then
+//! does one update of META's record make that half the committed one. A single bpf(MAP_UPDATE_ELEM) completes or
 //! does not happen (a signal cannot land inside it), so a reader finds the previous checkpoint
 //! or the new one, whole (its length and CRC-32 are in the record), never a mix.
 
-use aya::maps::MapError;
+use aya::{maps::MapError, sys::SyscallError};
 use profiler_common::{Meta, CHECKPOINT_CHUNK, CHECKPOINT_CHUNKS_PER_HALF};
 
 use crate::kernel::CheckpointMaps;
 
-/// Where a checkpoint's chunks and META's record live: the pinned maps, or a test's fake.
+/// Where a checkpoint's chunks and META's record live: the pinned maps, or a test's fake. The
+/// chunks of a half are always written from its first, so those a half holds are contiguous.
 pub(super) trait Chunks {
     fn meta(&self) -> Result<Meta, MapError>;
     fn set_meta(&mut self, meta: Meta) -> Result<(), MapError>;
-    fn put(&mut self, key: u32, chunk: &[u8; CHECKPOINT_CHUNK]) -> Result<(), MapError>;
+    /// Writes chunks `keys` from `bytes` (`CHECKPOINT_CHUNK` each, in order); on error, some
+    /// of them may be written.
+    fn put(&mut self, keys: &[u32], bytes: &[u8]) -> Result<(), MapError>;
     /// Appends chunk `key` to `into`; false when there is none.
     fn read(&self, key: u32, into: &mut Vec<u8>) -> Result<bool, MapError>;
-    /// Deletes chunk `key`, if there is one.
-    fn delete(&mut self, key: u32) -> Result<(), MapError>;
+    /// Deletes chunk `key`; false when there was none.
+    fn delete(&mut self, key: u32) -> Result<bool, MapError>;
 }
 
 fn key(half: u32, chunk: u32) -> u32 {
@@ -39,9 +42,8 @@ pub(super) struct Committer<C> {
     chunks: C,
     /// META's record as last read or written.
     meta: Option<Meta>,
-    /// Chunks each half may hold: stale ones past a shorter checkpoint are deleted after it is
-    /// committed. Unknown at start, so every possible one is tried once.
-    held: [u32; 2],
+    /// The keys of a half's chunks, kept from commit to commit.
+    keys: Vec<u32>,
 }
 
 impl<C: Chunks> Committer<C> {
@@ -49,7 +51,7 @@ impl<C: Chunks> Committer<C> {
         Self {
             chunks,
             meta: None,
-            held: [CHECKPOINT_CHUNKS_PER_HALF; 2],
+            keys: Vec::new(),
         }
     }
 
@@ -116,15 +118,13 @@ impl<C: Chunks> Committer<C> {
         let half = meta.half ^ 1;
         let len = bytes.len();
         let checksum = crc32fast::hash(bytes);
-        let chunks = len.div_ceil(CHECKPOINT_CHUNK);
-        bytes.resize(chunks * CHECKPOINT_CHUNK, 0);
-        self.held[half as usize] = self.held[half as usize].max(chunks as u32);
-        for (i, chunk) in bytes.chunks_exact(CHECKPOINT_CHUNK).enumerate() {
-            let chunk = chunk.try_into().expect("whole chunks");
-            self.chunks
-                .put(key(half, i as u32), chunk)
-                .map_err(CommitError::Write)?;
-        }
+        let chunks = len.div_ceil(CHECKPOINT_CHUNK) as u32;
+        bytes.resize(chunks as usize * CHECKPOINT_CHUNK, 0);
+        self.keys.clear();
+        self.keys.extend((0..chunks).map(|chunk| key(half, chunk)));
+        self.chunks
+            .put(&self.keys, bytes)
+            .map_err(CommitError::Write)?;
         before_flip();
         let committed = Meta {
             generation: meta.generation + 1,
@@ -137,14 +137,13 @@ impl<C: Chunks> Committer<C> {
             .set_meta(committed)
             .map_err(CommitError::Write)?;
         self.meta = Some(committed);
-        // Committed. What is left of a longer checkpoint in this half is garbage now; should
-        // this fail, the next commit to this half tries again.
-        for chunk in chunks as u32..self.held[half as usize] {
-            if self.chunks.delete(key(half, chunk)).is_err() {
-                return Ok(());
+        // Committed. What is left of a longer checkpoint in this half is garbage now (should a
+        // delete fail, the next commit to this half tries again).
+        for chunk in chunks..CHECKPOINT_CHUNKS_PER_HALF {
+            if !matches!(self.chunks.delete(key(half, chunk)), Ok(true)) {
+                break;
             }
         }
-        self.held[half as usize] = chunks as u32;
         Ok(())
     }
 }
@@ -166,8 +165,13 @@ impl Chunks for CheckpointMaps {
         self.meta.set(0, meta, 0)
     }
 
-    fn put(&mut self, key: u32, chunk: &[u8; CHECKPOINT_CHUNK]) -> Result<(), MapError> {
-        self.chunks.insert(key, chunk, 0)
+    fn put(&mut self, keys: &[u32], bytes: &[u8]) -> Result<(), MapError> {
+        self.put_chunks(keys, bytes).map_err(|io_error| {
+            MapError::SyscallError(SyscallError {
+                call: "bpf_map_update_batch",
+                io_error,
+            })
+        })
     }
 
     fn read(&self, key: u32, into: &mut Vec<u8>) -> Result<bool, MapError> {
@@ -181,9 +185,10 @@ impl Chunks for CheckpointMaps {
         }
     }
 
-    fn delete(&mut self, key: u32) -> Result<(), MapError> {
+    fn delete(&mut self, key: u32) -> Result<bool, MapError> {
         match self.chunks.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -224,9 +229,12 @@ mod tests {
             self.meta = meta;
             Ok(())
         }
-        fn put(&mut self, key: u32, chunk: &[u8; CHECKPOINT_CHUNK]) -> Result<(), MapError> {
-            self.write()?;
-            self.chunks.insert(key, Box::new(*chunk));
+        fn put(&mut self, keys: &[u32], bytes: &[u8]) -> Result<(), MapError> {
+            // Chunk by chunk, as the kernel's batch update does: cut short, it leaves the first.
+            for (&key, chunk) in keys.iter().zip(bytes.chunks_exact(CHECKPOINT_CHUNK)) {
+                self.write()?;
+                self.chunks.insert(key, Box::new(chunk.try_into().unwrap()));
+            }
             Ok(())
         }
         fn read(&self, key: u32, into: &mut Vec<u8>) -> Result<bool, MapError> {
@@ -236,10 +244,9 @@ mod tests {
                 .map(|c| into.extend_from_slice(&c[..]))
                 .is_some())
         }
-        fn delete(&mut self, key: u32) -> Result<(), MapError> {
+        fn delete(&mut self, key: u32) -> Result<bool, MapError> {
             self.write()?;
-            self.chunks.remove(&key);
-            Ok(())
+            Ok(self.chunks.remove(&key).is_some())
         }
     }
 
@@ -314,6 +321,11 @@ mod tests {
             assert_eq!(after.generation, before.generation + 1);
         }
         assert_eq!(fake.chunks.len(), 4, "two halves of two chunks");
+        // Shorter checkpoints leave no chunk of the longer ones behind.
+        for i in 0..2 {
+            commit(&mut fake, &checkpoint(i, 10)).unwrap();
+        }
+        assert_eq!(fake.chunks.len(), 2, "two halves of one chunk");
     }
 
     #[test]

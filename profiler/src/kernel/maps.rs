@@ -1,7 +1,9 @@
 //! The maps the drain reads, taken from the loaded object.
 
+use std::os::fd::AsFd;
+
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, Queue},
+    maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, Queue},
     Ebpf,
 };
 use profiler_common::{
@@ -9,7 +11,7 @@ use profiler_common::{
     ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, error::Error};
+use super::{arena::HistArena, batch, error::Error};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -30,6 +32,16 @@ pub struct Maps {
 pub struct CheckpointMaps {
     pub chunks: HashMap<MapData, u32, [u8; CHECKPOINT_CHUNK]>,
     pub meta: Array<MapData, Meta>,
+}
+
+impl CheckpointMaps {
+    /// Writes chunks `keys` from `bytes` (`CHECKPOINT_CHUNK` bytes each, in order), in one call.
+    pub fn put_chunks(&mut self, keys: &[u32], bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.len() != keys.len() * CHECKPOINT_CHUNK {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        batch::update_all(self.chunks.map().fd().as_fd(), keys, bytes)
+    }
 }
 
 /// The drain's maps, once the programs are attached: `free_slots` and `checkpoint` were taken
