@@ -70,7 +70,12 @@ impl Histogram {
         for &(i, n) in d.buckets {
             match self.buckets.binary_search_by_key(&(i as u16), |&(b, _)| b) {
                 Ok(at) => self.buckets[at].1 += n,
-                Err(at) => self.buckets.insert(at, (i as u16, n)),
+                Err(at) => {
+                    // No spare room: a histogram gains new buckets rarely, and the store holds
+                    // one per (process, syscall).
+                    self.buckets.reserve_exact(1);
+                    self.buckets.insert(at, (i as u16, n))
+                }
             }
             self.count += n;
         }

@@ -7,9 +7,11 @@
 //! does not shrink them.
 
 pub mod aggregates;
+pub mod compact;
 pub mod histogram;
 pub mod history;
 pub mod keys;
+mod memory;
 pub mod persist;
 pub mod telemetry;
 pub mod totals;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     aggregates::{Group, GroupKey},
+    compact::SortedMap,
     histogram::Delta,
     keys::{FastSet, ProcKey, SyscallKey},
     totals::{Gain, Process, SyscallTotals},
@@ -50,7 +51,7 @@ struct ProcessRef<'a> {
     first_seen_unix_ns: u64,
     /// (how long ago, Unix time), in ns.
     exited: Option<(u64, u64)>,
-    syscalls: &'a Totals,
+    syscalls: &'a SortedMap<SyscallKey, SyscallTotals>,
 }
 
 #[derive(Serialize)]
@@ -86,7 +87,7 @@ struct ProcessState {
     cgroup: Option<String>,
     first_seen_unix_ns: u64,
     exited: Option<(u64, u64)>,
-    syscalls: Totals,
+    syscalls: SortedMap<SyscallKey, SyscallTotals>,
 }
 
 #[derive(Debug, PartialEq, Eq, Deserialize)]

@@ -9,6 +9,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    compact::SortedMap,
     histogram::{DeltaRef, Histogram},
     keys::{ProcKey, SyscallKey},
 };
@@ -19,7 +20,7 @@ pub struct SyscallTotals {
     pub hist: Histogram,
     /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
     /// full (see `drops.errnos_full`).
-    pub errnos: BTreeMap<u32, u64>,
+    pub errnos: SortedMap<u32, u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub struct Process {
     pub first_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
-    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
     pub categories: BTreeMap<Category, CategoryTotals>,
     pub total: CategoryTotals,
     pub in_flight: Vec<InFlight>,
@@ -80,7 +81,7 @@ impl Process {
             cgroup_id: 0,
             first_seen: SystemTime::now(),
             exited: None,
-            syscalls: BTreeMap::new(),
+            syscalls: SortedMap::default(),
             categories: BTreeMap::new(),
             total: CategoryTotals::default(),
             in_flight: Vec::new(),

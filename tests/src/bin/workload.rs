@@ -28,6 +28,9 @@
 //!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
 //!       only; nothing else on a host makes these, so system-wide figures are exact).
 //!       Prints {"pid", "child_pid"}.
+//!   live-series P N   P children, each calling N distinct unallocated syscall numbers (1100,
+//!       1101, …: ENOSYS) every 100 ms: P × N live (process, syscall) series, until stdin closes.
+//!       Prints {"pid", "children"} once all have made their first round.
 //!   restarts NR       a controller, named `rst<pid>` (its children inherit the name), driven
 //!       by commands on stdin, one per line, each answered with {"done": "<command>"} once its
 //!       calls are made. Every call is of an unallocated syscall number, NR, NR + 1 or NR + 2
@@ -360,12 +363,7 @@ fn series(count: usize, nrs: usize, pause_ms: usize) {
     let c = CString::new(comm.clone()).unwrap();
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
     for _ in 0..count {
-        let child = spawn(|| {
-            for nr in 0..nrs {
-                unsafe { libc::syscall(1000 + nr as libc::c_long) };
-            }
-        });
-        reap(child);
+        reap(spawn(|| raw_calls_each(1000, nrs)));
         std::thread::sleep(std::time::Duration::from_millis(pause_ms as u64));
     }
     say(format!(
@@ -469,6 +467,48 @@ fn restarts(exiting_nr: libc::c_long) {
     reap(live);
 }
 
+fn live_series(children: usize, nrs: usize) {
+    let stop = shared::<AtomicU32>(1);
+    let started = shared::<AtomicU32>(1);
+    let (stop_ref, started_ref) = unsafe { (&*stop, &*started) };
+    let pids: Vec<libc::pid_t> = (0..children)
+        .map(|_| {
+            spawn(|| {
+                let mut first = true;
+                while stop_ref.load(Ordering::Acquire) == 0 {
+                    raw_calls_each(1100, nrs);
+                    if std::mem::take(&mut first) {
+                        started_ref.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let pause = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 100_000_000,
+                    };
+                    unsafe { libc::nanosleep(&pause, ptr::null_mut()) };
+                }
+            })
+        })
+        .collect();
+    while started_ref.load(Ordering::Acquire) < children as u32 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    say(format!(
+        "{{\"pid\": {}, \"children\": {children}}}",
+        std::process::id()
+    ));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+    stop_ref.store(1, Ordering::Release);
+    pids.into_iter().for_each(reap);
+}
+
+/// One call of each of `n` syscall numbers from `first`.
+fn raw_calls_each(first: libc::c_long, n: usize) {
+    for nr in first..first + n as libc::c_long {
+        unsafe { libc::syscall(nr) };
+    }
+}
+
 fn reuse_pid(pid: usize, n: usize) {
     // ns_last_pid names the pid handed out before the next one; another process forking in
     // between takes it, so try a few times.
@@ -559,6 +599,7 @@ fn main() {
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
+        Some("live-series") => live_series(num(args.get(2)), num(args.get(3))),
         Some("restarts") => restarts(num(args.get(2)) as libc::c_long),
         _ => usage("unknown mode"),
     }
