@@ -155,21 +155,45 @@ pub const PROCS_MAP: &str = "PROCS";
 /// Entries of both LIVE and PROCS.
 pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 
-/// Written only by the daemon, and only with `--pin-path`: the totals of kernel entries it has
-/// retired (exited processes), per syscall ([`LedgerKey`] → [`LedgerTotals`]) and per errno
-/// ([`LedgerErrnoKey`] → `u64`). Pinned with the other maps, they let a restarted daemon resume
-/// its system-wide totals: ledger + what the live entries hold = everything since first start.
-/// When full (more syscalls than exist), the daemon logs the retired totals it could not keep.
-pub const LEDGER_MAP: &str = "LEDGER";
-pub const LEDGER_ERRNOS_MAP: &str = "LEDGER_ERRNOS";
-pub const LEDGER_MAX_ENTRIES: u32 = 2_048;
-pub const LEDGER_ERRNOS_MAX_ENTRIES: u32 = 8_192;
+/// Written only by the daemon, and only with `--pin-path` (no program touches it): the
+/// daemon's checkpoint, in two halves of up to `CHECKPOINT_CHUNKS_PER_HALF` chunks of
+/// `CHECKPOINT_CHUNK` bytes, hash `u32` (`half << 16 | chunk`) → `[u8; CHECKPOINT_CHUNK]`,
+/// allocated as used (`BPF_F_NO_PREALLOC`). Each drain writes the inactive half, then flips
+/// [`META_MAP`]'s record to it in one update: a restarted daemon — also after `kill -9` —
+/// resumes from the last complete checkpoint. Without `--pin-path` the daemon sizes it to one
+/// entry at load and never writes it. A checkpoint larger than a half is not committed (counted).
+///
+/// A chunk is a page less the kernel's own header for the element (a few dozen bytes; 128 is
+/// room to spare), so each takes one 4 KiB allocation. The kernel's allocator for such maps
+/// keeps a spare element on every CPU from the start, and up to 6 of this size (3 of 16 KiB
+/// and more) on a CPU that freed some: 4 KiB and 24 KiB a CPU, where 64 KiB chunks would cost
+/// 64 KiB and 192 KiB (and a chunk just over 64 KiB a 128 KiB allocation each).
+pub const CHECKPOINT_MAP: &str = "CHECKPOINT";
+pub const CHECKPOINT_CHUNK: usize = 4096 - 128;
+/// 16 MiB a half.
+pub const CHECKPOINT_CHUNKS_PER_HALF: u32 = (16 << 20) / CHECKPOINT_CHUNK as u32;
+pub const CHECKPOINT_MAX_ENTRIES: u32 = 2 * CHECKPOINT_CHUNKS_PER_HALF;
 
-/// One `u64` at index 0: the layout fingerprint of the pinned maps (see `LAYOUT_VERSION`), so a
-/// daemon never reads maps pinned by an incompatible build.
+/// One record at index 0, [`Meta`]: the layout fingerprint of the pinned maps (see
+/// `LAYOUT_VERSION`), so a daemon never reads maps pinned by an incompatible build, and which
+/// half of [`CHECKPOINT_MAP`] holds the committed checkpoint.
 pub const META_MAP: &str = "META";
-/// Bumped whenever a record's layout or a map's meaning changes.
-pub const LAYOUT_VERSION: u64 = 3;
+/// Bumped whenever a record's layout or a map's meaning changes, and whenever a type the
+/// checkpoint serializes changes (the daemon's store totals too).
+pub const LAYOUT_VERSION: u64 = 4;
+
+/// [`META_MAP`]'s record. `fingerprint` first and 0 until the daemon has prepared new maps.
+/// `generation` counts commits (0: no checkpoint yet); the committed checkpoint is `len` bytes in
+/// `half`, whose CRC-32 is `checksum`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub fingerprint: u64,
+    pub generation: u64,
+    pub len: u64,
+    pub half: u32,
+    pub checksum: u32,
+}
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
@@ -182,8 +206,7 @@ pub const PINNED_MAPS: &[&str] = &[
     LIVE_MAP,
     PROCS_MAP,
     COUNTERS_MAP,
-    LEDGER_MAP,
-    LEDGER_ERRNOS_MAP,
+    CHECKPOINT_MAP,
     META_MAP,
 ];
 
@@ -272,6 +295,7 @@ pub struct Start {
 /// still pass any number to syscall(2)) are counted as `NR_UNKNOWN`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistKey {
     pub tgid: u32,
     pub incarnation: u32,
@@ -289,6 +313,7 @@ pub const HIST_SHARDS: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct ErrnoKey {
     pub hist: HistKey,
     /// Positive errno (ENOENT = 2).
@@ -318,6 +343,7 @@ pub struct Hist {
 /// single-writer shard (an `errnos` entry of 0 is unused); other failures go to ERRNOS.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistHead {
     pub key: HistKey,
     pub errors: u32,
@@ -353,29 +379,6 @@ pub struct ProcInfo {
     pub exit_ns: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LedgerKey {
-    pub nr: u32,
-    pub abi: u8,
-    pub _pad: [u8; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LedgerErrnoKey {
-    pub syscall: LedgerKey,
-    pub errno: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct LedgerTotals {
-    pub errors: u64,
-    pub total_ns: u64,
-    pub buckets: [u64; BUCKETS],
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays with explicit padding fields.
@@ -384,9 +387,7 @@ mod pod {
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}
     unsafe impl aya::Pod for super::ProcKey {}
-    unsafe impl aya::Pod for super::LedgerKey {}
-    unsafe impl aya::Pod for super::LedgerErrnoKey {}
-    unsafe impl aya::Pod for super::LedgerTotals {}
+    unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::ErrnoKey {}
 }
 

@@ -24,13 +24,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    bucket_index, ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo,
-    ProcKey, Start, ABI_COMPAT, ABI_NATIVE, BUCKETS, CLONE_NRS_LEN, COMPAT_DISABLED, COUNTERS_LEN,
-    COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL,
-    COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES, ERRNO_SLOTS,
-    FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI, HISTS_MAX_ENTRIES, HIST_SHARDS,
-    LEDGER_ERRNOS_MAX_ENTRIES, LEDGER_MAX_ENTRIES, NR_UNKNOWN, PROCS_MAX_ENTRIES, SLOT_CACHE_LEN,
-    STARTS_MAX_ENTRIES, TOUCHED_ALL, TOUCH_BLOCK,
+    bucket_index, ErrnoKey, Hist, HistKey, Meta, ProcInfo, ProcKey, Start, ABI_COMPAT, ABI_NATIVE,
+    BUCKETS, CHECKPOINT_CHUNK, CHECKPOINT_MAX_ENTRIES, CLONE_NRS_LEN, COMPAT_DISABLED,
+    COUNTERS_LEN, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, ERRNOS_MAX_ENTRIES,
+    ERRNO_SLOTS, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI, HISTS_MAX_ENTRIES, HIST_SHARDS,
+    NR_UNKNOWN, PROCS_MAX_ENTRIES, SLOT_CACHE_LEN, STARTS_MAX_ENTRIES, TOUCHED_ALL, TOUCH_BLOCK,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_*). They live in .rodata, which the loader
@@ -100,15 +99,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 
 // Maps of the daemon's own, declared here so they are created (and pinned) with the others;
 // no program touches them.
 #[map]
-static LEDGER: HashMap<LedgerKey, LedgerTotals> =
-    HashMap::with_max_entries(LEDGER_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static CHECKPOINT: HashMap<u32, [u8; CHECKPOINT_CHUNK]> =
+    HashMap::with_max_entries(CHECKPOINT_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
-static LEDGER_ERRNOS: HashMap<LedgerErrnoKey, u64> =
-    HashMap::with_max_entries(LEDGER_ERRNOS_MAX_ENTRIES, 0);
-
-#[map]
-static META: Array<u64> = Array::with_max_entries(1, 0);
+static META: Array<Meta> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn global(v: &u32) -> u32 {

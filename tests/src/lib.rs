@@ -342,9 +342,14 @@ impl RunningWorkload {
 
     /// Sends a line to its stdin (the go signal of `calls --wait-go`).
     pub fn send_line(&mut self) {
+        self.send("go");
+    }
+
+    /// Sends `line` and a newline to its stdin.
+    pub fn send(&mut self, line: &str) {
         use std::io::Write;
         let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(b"go\n").unwrap();
+        writeln!(stdin, "{line}").unwrap();
         stdin.flush().unwrap();
     }
 

@@ -2,6 +2,7 @@
 //! refused, and a killed daemon leaves no programs attached.
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
@@ -10,7 +11,10 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{daemon_bin, pid_of, require_root, run_workload, syscall, workload, Daemon};
+use tests::{
+    daemon_bin, pid_of, require_root, run_workload, syscall, workload, Daemon, RunningWorkload,
+    Spawn,
+};
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -146,7 +150,9 @@ fn counters_continue_after_kill_9_with_pinned_maps() {
         .unwrap();
     assert!(enoent >= 20, "{after:#}");
     assert!(
-        second.stderr().contains("resumed the totals of"),
+        second
+            .stderr()
+            .contains("resumed the counters from checkpoint"),
         "{}",
         second.stderr()
     );
@@ -244,4 +250,318 @@ fn a_pin_path_off_bpffs_is_refused() {
     assert_eq!(code, Some(6), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("not on a bpf filesystem"), "{stderr}");
+}
+
+/// The `restarts` controller (tests/src/bin/workload.rs) and how many calls of each kind its
+/// processes have made while a daemon was attached (no program sees a call made while none
+/// runs). Its syscalls are unallocated numbers of its own (each test uses others, as tests run
+/// at once), so nothing else on the host makes them and every system-wide figure of them is the
+/// workload's.
+struct Controller {
+    workload: RunningWorkload,
+    comm: String,
+    /// Syscall names: made by processes that exit, held ones and the live one.
+    exiting: String,
+    held_name: String,
+    live: String,
+    made: BTreeMap<String, u64>,
+    attached: bool,
+    /// Children holding (alive, waiting for `release`).
+    held: usize,
+}
+
+impl Controller {
+    fn start(nr: u32) -> Controller {
+        let mut workload = RunningWorkload::start(&["restarts", &nr.to_string()]);
+        let first = workload.next_line();
+        let name = |i: u32| format!("syscall_{}", nr + i);
+        Controller {
+            workload,
+            comm: first["comm"].as_str().unwrap().to_string(),
+            made: (0..3).map(|i| (name(i), 0)).collect(),
+            exiting: name(0),
+            held_name: name(1),
+            live: name(2),
+            attached: false,
+            held: 0,
+        }
+    }
+
+    /// Runs one command (see the workload) and returns once its calls are made.
+    fn run(&mut self, command: &str) {
+        self.workload.send(command);
+        assert_eq!(self.workload.next_line()["done"], command);
+        let n = |i: usize| -> u64 { command.split_whitespace().nth(i).unwrap().parse().unwrap() };
+        let seen = u64::from(self.attached);
+        match command.split_whitespace().next() {
+            Some("exit") => *self.made.get_mut(&self.exiting).unwrap() += seen * n(1) * n(2),
+            Some("hold") => {
+                *self.made.get_mut(&self.held_name).unwrap() += seen * n(1);
+                self.held += 1;
+            }
+            Some("live") => *self.made.get_mut(&self.live).unwrap() += seen * n(1),
+            Some("release") => self.held = 0,
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.workload.child.stdin.take());
+        self.workload.wait_success();
+    }
+}
+
+/// The /metrics samples of the workload's syscalls, by series: its comm's group, and the
+/// `pid="other"` fold. Every one is a counter (histogram buckets, counts and sums, errors).
+/// (A process's own series ends when it drops out of the top processes, restart or not.)
+fn workload_series(body: &str, c: &Controller) -> BTreeMap<String, f64> {
+    let group = |l: &&str| {
+        l.starts_with("syscall_profiler_syscall_") && l.contains(&format!("comm=\"{}\"", c.comm))
+    };
+    let ours = |l: &&str| {
+        c.made
+            .keys()
+            .any(|name| l.contains(&format!("syscall=\"{name}\"")))
+    };
+    body.lines()
+        .filter(|l| !l.starts_with('#') && ours(l))
+        .filter(|l| group(l) || l.contains("pid=\"other\""))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Sum of the samples of `name` in `series` whose labels include every one of `labels`.
+fn total(series: &BTreeMap<String, f64>, name: &str, labels: &[String]) -> u64 {
+    series
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{name}{{")))
+        .filter(|(s, _)| labels.iter().all(|l| s.contains(l.as_str())))
+        .map(|(_, &v)| v as u64)
+        .sum()
+}
+
+/// /stats' system-wide figures and /metrics' figures of the workload's comm, each equal to what
+/// the workload made; the held children still running, and no other, as running;
+/// and no /metrics counter below its value in the previous scrape (`seen`, updated), restarts
+/// included.
+fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64>, when: &str) {
+    let stats = daemon.stats(&format!("?comm={}", c.comm));
+    let body = ureq::get(&format!("{}/metrics", daemon.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let series = workload_series(&body, c);
+    for (name, &made) in &c.made {
+        let s = syscall(&stats["syscalls"], name);
+        let got = |field: &str| s.map_or(0, |s| s[field].as_u64().unwrap());
+        let enosys = s.map_or(0, |s| s["errnos"]["ENOSYS"].as_u64().unwrap_or(0));
+        assert_eq!(
+            (got("count"), got("errors"), enosys),
+            (made, made, made),
+            "{when}: system-wide {name} (count, errors, ENOSYS) should all be what the \
+             workload made"
+        );
+        let group = |extra: &str| {
+            vec![
+                format!("comm=\"{}\"", c.comm),
+                format!("syscall=\"{name}\""),
+                extra.to_string(),
+            ]
+        };
+        let count = total(
+            &series,
+            "syscall_profiler_syscall_duration_seconds_count",
+            &group(""),
+        );
+        let errors = total(
+            &series,
+            "syscall_profiler_syscall_errors_total",
+            &group("errno=\"ENOSYS\""),
+        );
+        let elsewhere: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("syscall_profiler_syscall_duration_seconds_count{"))
+            .filter(|l| l.contains(&format!("syscall=\"{name}\"")))
+            .collect();
+        assert_eq!(
+            (count, errors),
+            (made, made),
+            "{when}: /metrics (calls, ENOSYS failures) of {name} for comm {}; every group's: \
+             {elsewhere:#?}",
+            c.comm
+        );
+    }
+    let holding = stats["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["exited"] == false && syscall(&p["syscalls"], &c.held_name).is_some())
+        .count();
+    assert_eq!(
+        holding, c.held,
+        "{when}: running processes named {} that made {}: {:#}",
+        c.comm, c.held_name, stats["processes"]
+    );
+    for (s, &before) in seen.iter() {
+        let now = series.get(s).copied();
+        assert!(
+            now.is_some_and(|v| v >= before),
+            "{when}: /metrics counter went backwards or vanished: {s} {before} -> {now:?}"
+        );
+    }
+    *seen = series;
+}
+
+/// Waits until `daemon` has drained `n` more times than when called.
+fn wait_drains(daemon: &Daemon, n: u64) {
+    let drains = |s: &Value| s["host"]["drains"].as_u64().unwrap();
+    let from = drains(&daemon.stats("?top=1"));
+    daemon.wait_for("?top=1", Duration::from_secs(30), |s| drains(s) >= from + n);
+}
+
+/// Issue 11, defect 1: counters of processes that exited were resumed twice. Five restarts,
+/// alternately kill -9 and SIGTERM, with processes that exit before a restart, while no daemon
+/// runs and right before a kill -9, and a live process that keeps calling: after each restart
+/// every count is exactly what the workload made while a daemon was attached, and no /metrics
+/// counter goes backwards.
+#[test]
+fn restarts_resume_every_counter_exactly() {
+    let pin = PinDir::new("restarts");
+    let args = [
+        "--interval",
+        "100ms",
+        "--pin-path",
+        &pin.arg(),
+        "--metrics-per-pid",
+    ];
+    let mut c = Controller::start(1401);
+    let mut seen = BTreeMap::new();
+    for cycle in 0..5 {
+        let daemon = Daemon::start(&args);
+        c.attached = true;
+        wait_drains(&daemon, 2);
+        assert_exact(&daemon, &c, &mut seen, &format!("start {cycle}"));
+        c.run("exit 20 50");
+        c.run("hold 30");
+        c.run("hold 40");
+        c.run("live 100");
+        // Long enough for the exited processes to be retired from the kernel maps.
+        wait_drains(&daemon, 4);
+        assert_exact(&daemon, &c, &mut seen, &format!("before stop {cycle}"));
+        match cycle {
+            0 => {
+                // In the middle of answering a scrape.
+                let base = daemon.base.clone();
+                let scrape =
+                    std::thread::spawn(move || ureq::get(&format!("{base}/stats")).call().is_ok());
+                std::thread::sleep(Duration::from_millis(5));
+                kill9(daemon);
+                let _ = scrape.join();
+            }
+            2 => {
+                // Right after a burst of exits, before any drain could retire them.
+                c.run("exit 300 1");
+                kill9(daemon);
+            }
+            4 => kill9(daemon),
+            _ => assert_eq!(daemon.terminate(), Some(0), "SIGTERM"),
+        }
+        c.attached = false;
+        // While no daemon runs (no program sees these calls): held processes exit unseen, others
+        // come and go, the live one calls on.
+        c.run("release");
+        c.run("exit 10 20");
+        c.run("live 50");
+    }
+    let daemon = Daemon::start(&args);
+    c.attached = true;
+    wait_drains(&daemon, 2);
+    assert_exact(&daemon, &c, &mut seen, "last start");
+    c.run("exit 5 5");
+    c.run("live 10");
+    wait_drains(&daemon, 4);
+    assert_exact(&daemon, &c, &mut seen, "end");
+    let checkpoints = &daemon.stats("?pid=1")["store"]["checkpoint"];
+    assert!(
+        checkpoints["committed"].as_u64() > Some(0) && checkpoints["skipped"] == 0,
+        "{checkpoints}"
+    );
+    c.finish();
+}
+
+/// The two instants where a kill -9 could cost exactness: after a checkpoint's chunks are
+/// written but before META names them, and after that but before the deletes the checkpoint
+/// announced. The daemon kills itself there (`SYSCALL_PROFILER_CRASH_AT`, in the first commit
+/// that retires processes); the next one resumes with every count exact.
+#[test]
+fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
+    for (at, nr) in [("before-flip", 1411), ("before-deletes", 1421)] {
+        let pin = PinDir::new(at);
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            "--interval",
+            "100ms",
+            "--pin-path",
+            &pin.arg(),
+        ];
+        let mut c = Controller::start(nr);
+        let mut seen = BTreeMap::new();
+        let mut crashing = Spawn::new(&args)
+            .env("SYSCALL_PROFILER_CRASH_AT", at)
+            .start();
+        c.attached = true;
+        c.run("hold 10");
+        c.run("exit 20 50");
+        c.run("live 10");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = crashing.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{at}: the daemon never crashed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{at}: {status}"
+        );
+        drop(crashing);
+        c.attached = false;
+        c.run("release");
+
+        let daemon = Spawn::new(&args).start();
+        c.attached = true;
+        wait_drains(&daemon, 2);
+        assert_exact(&daemon, &c, &mut seen, &format!("after a crash {at}"));
+        let log = daemon.stderr();
+        let resumed = log
+            .lines()
+            .find(|l| l.contains("resumed the counters from checkpoint"))
+            .unwrap_or_else(|| panic!("{at}: no resume in the log:\n{log}"));
+        let finished: u64 = resumed
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" retired processes' deletes finished)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{at}: {resumed}"));
+        // Before the flip, the checkpoint in force is the one before, which retired nothing.
+        assert_eq!(finished > 0, at == "before-deletes", "{at}: {resumed}");
+        c.run("exit 5 5");
+        wait_drains(&daemon, 4);
+        assert_exact(
+            &daemon,
+            &c,
+            &mut seen,
+            &format!("later, after a crash {at}"),
+        );
+        c.finish();
+    }
 }

@@ -155,8 +155,8 @@ fn new_store(settings: &Settings, bpf_stats_enabled: bool) -> Store {
     })
 }
 
-/// Resumes from the pinned maps' ledger, if any, and starts the drain thread; sending on the
-/// returned channel stops it.
+/// Resumes from the pinned maps' checkpoint, if any, and starts the drain thread; sending on
+/// the returned channel stops it.
 fn start_drain(
     maps: Maps,
     store: &Arc<RwLock<Store>>,
@@ -164,11 +164,21 @@ fn start_drain(
     watchdog: Option<Duration>,
 ) -> Result<(mpsc::Sender<()>, thread::JoinHandle<()>), Fatal> {
     let (stop_drain, stopped) = mpsc::channel::<()>();
-    let drain = Drain::new(maps);
-    match (&settings.pin_path, drain.resume(store)) {
-        (_, Err(e)) => return Err(e.context("resuming from the pinned maps").into()),
+    let mut drain = Drain::new(maps);
+    match (&settings.pin_path, drain.resume(store)?) {
         (None, _) => info!("no pin_path: counters start at zero and do not survive a restart"),
-        (Some(_), Ok(n)) => info!("resumed the totals of {n} syscalls retired by earlier runs"),
+        (Some(_), None) => info!("no checkpoint in the pinned maps yet: counters start at zero"),
+        (Some(_), Some(r)) => {
+            info!(
+                "resumed the counters from checkpoint {} ({} bytes, {} histogram readings, {} \
+                 retired processes' deletes finished)",
+                r.generation, r.bytes, r.slots, r.retired
+            );
+            // At once, so the first answers already name and count the processes.
+            if let Err(e) = drain.run_once(store) {
+                warn!("drain failed: {e:#}");
+            }
+        }
     }
     let store = store.clone();
     let interval = settings.interval;

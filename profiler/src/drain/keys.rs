@@ -1,6 +1,6 @@
 //! The kernel's records' keys as the store's.
 
-use profiler_common::{HistKey, ABI_COMPAT, ABI_NATIVE};
+use profiler_common::HistKey;
 
 use crate::{
     store::{ProcKey, SyscallKey},
@@ -11,13 +11,6 @@ pub(super) fn proc_key(k: &HistKey) -> ProcKey {
     ProcKey {
         pid: k.tgid,
         incarnation: k.incarnation,
-    }
-}
-
-pub(super) fn abi_byte(abi: Abi) -> u8 {
-    match abi {
-        Abi::Native => ABI_NATIVE,
-        Abi::Compat => ABI_COMPAT,
     }
 }
 

@@ -1,20 +1,25 @@
 //! The only code that touches the kernel maps: on every interval it reads them, turns what
 //! changed into deltas and applies them to the store.
 //!
-//! A drain is a sequence of phases (`Drain::run_once`): read PROCS, the histogram slots and
-//! ERRNOS (readings.rs compares them with the previous drain's and gathers deltas.rs' deltas),
-//! then the syscalls in flight, exits and the kernel's own counters; apply it all to the store
-//! under one write lock (identify.rs names the processes first); commit the readings; retire
-//! what the previous drain saw exit (retire.rs).
+//! A drain is a sequence of phases (`Drain::run_once`): read the histogram slots and ERRNOS
+//! (readings.rs compares them with the previous drain's and gathers deltas.rs' deltas), then
+//! PROCS, the syscalls in flight, exits and the kernel's own counters; apply it all to the store
+//! under one write lock (identify.rs names the processes first); make the readings the ones
+//! the next drain compares with; with pinned maps, commit a checkpoint of the store's exported
+//! totals and those readings (checkpoint.rs, commit.rs); retire what the previous drain saw
+//! exit (retire.rs). A restarted daemon resumes from the checkpoint (resume.rs).
 //!
 //! Processes are retired in two steps so no event is lost between the last read and the delete:
 //! the drain that first sees a process's exit reads it and marks it exited; the next drain reads
-//! it once more and only then deletes its entries from the kernel maps.
+//! it once more, commits, and only then deletes its entries from the kernel maps.
 
+mod checkpoint;
+mod commit;
 mod deltas;
 mod identify;
 mod keys;
 mod readings;
+mod resume;
 mod retire;
 
 use std::{
@@ -26,11 +31,13 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{maps::IterableMap, Pod};
+use checkpoint::{CheckpointRef, ReadingsRef};
+use commit::{CommitError, Committer};
 use profiler_common::{
     ErrnoKey, HistHead, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
     COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use deltas::Deltas;
 use keys::{proc_key, syscall_key};
@@ -38,13 +45,10 @@ use readings::{HistReadings, Previous};
 
 use crate::{
     host::cgroups::{self, Cgroup, Resolver},
-    kernel::{
-        batch::{self, Batch},
-        bpf_stats, Maps,
-    },
+    kernel::{batch::Batch, bpf_stats, CheckpointMaps, Maps},
     store::{
-        histogram::Delta, telemetry::BpfProgram, FastMap, FastSet, KernelCounters, ProcKey, Store,
-        SyscallKey, SyscallTotals,
+        telemetry::{BpfProgram, CheckpointCost},
+        FastMap, FastSet, KernelCounters, ProcKey, Store,
     },
 };
 
@@ -60,6 +64,8 @@ pub struct Drain {
     errnos: Previous<ErrnoKey, u32>,
     /// Processes seen exited by the previous drain: deleted from the maps after this read.
     retiring: FastSet<ProcKey>,
+    /// With pinned maps.
+    checkpoint: Option<Checkpointing>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
     heads: Vec<HistHead>,
@@ -68,6 +74,45 @@ pub struct Drain {
     starts_read: Batch<u32, Start>,
     errnos_now: Vec<(ErrnoKey, u32)>,
     deltas: Deltas,
+}
+
+/// Where and how the drain commits its checkpoint.
+struct Checkpointing {
+    committer: Committer<CheckpointMaps>,
+    /// The encoded checkpoint, kept from drain to drain.
+    bytes: Vec<u8>,
+    /// Since when commits fail (logged once per episode).
+    failing_since: Option<u64>,
+    crash_at: Option<CrashAt>,
+}
+
+/// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
+/// instant of the first commit that retires processes, as a `kill -9` landing there would.
+pub const CRASH_AT_ENV: &str = "SYSCALL_PROFILER_CRASH_AT";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CrashAt {
+    BeforeFlip,
+    BeforeDeletes,
+}
+
+fn crash_at() -> Option<CrashAt> {
+    match std::env::var(CRASH_AT_ENV).ok()?.as_str() {
+        "before-flip" => Some(CrashAt::BeforeFlip),
+        "before-deletes" => Some(CrashAt::BeforeDeletes),
+        other => {
+            warn!("{CRASH_AT_ENV}={other} means nothing (before-flip, before-deletes)");
+            None
+        }
+    }
+}
+
+/// Dies as by `kill -9`: no destructor, no flush, no exit code.
+fn crash(at: CrashAt, crash_at: Option<CrashAt>, retiring: bool) {
+    if crash_at == Some(at) && retiring {
+        // SAFETY: kill has no preconditions; SIGKILL cannot be caught.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
 }
 
 /// How many slots ahead of the one being read the drain starts fetching: the slots are
@@ -95,8 +140,15 @@ struct Snapshot {
 }
 
 impl Drain {
-    pub fn new(maps: Maps) -> Self {
+    pub fn new(mut maps: Maps) -> Self {
+        let checkpoint = maps.checkpoint.take().map(|chunks| Checkpointing {
+            committer: Committer::new(chunks),
+            bytes: Vec::new(),
+            failing_since: None,
+            crash_at: crash_at(),
+        });
         Self {
+            checkpoint,
             maps,
             live: Vec::new(),
             new_slots_full: None,
@@ -117,19 +169,81 @@ impl Drain {
     /// next drain picks up where this one failed.
     pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
         let started = Instant::now();
-        let procs = self.read_procs()?;
         self.read_slots()?;
         self.read_errnos()?;
+        // After the slots: the kernel records a process before it counts its first call, so
+        // every process with data has a name, even one born and gone since the slots were read.
+        let procs = self.read_procs()?;
         let in_flight = self.read_in_flight()?;
         let snapshot = self.read_exits_and_counters(procs, in_flight)?;
-        let (retired, exited) = self.apply(store, snapshot);
+        let exited = self.apply(store, snapshot);
         // The store has this drain's deltas: these readings are now what the next one compares
         // with.
         self.hists.commit();
         self.errnos.replace(&mut self.errnos_now);
-        self.retire(&retired, exited);
-        record_cost(store, started);
+        // Before the deletes: a checkpoint always holds the last reading of what they delete.
+        let checkpoint = self.commit_checkpoint(store);
+        self.retire(exited);
+        record_cost(store, started, checkpoint);
         Ok(())
+    }
+
+    /// Commits a checkpoint of the store's exported totals and the readings they rest on. A
+    /// checkpoint that fails or does not fit is skipped (counted, logged once per episode): a
+    /// restart would then resume from the last one committed, and lose the calls of processes
+    /// retired since (never count any twice).
+    fn commit_checkpoint(&mut self, store: &RwLock<Store>) -> Option<CheckpointCost> {
+        let cp = self.checkpoint.as_mut()?;
+        let started = Instant::now();
+        let mut retiring: Vec<ProcKey> = self.retiring.iter().copied().collect();
+        retiring.sort_unstable();
+        cp.bytes.clear();
+        let encoded = {
+            let store = store.read().unwrap_or_else(|e| e.into_inner());
+            let c = CheckpointRef {
+                format: checkpoint::format(),
+                exported: store.exported(started),
+                readings: ReadingsRef(&self.hists),
+                errnos: self.errnos.entries(),
+                retiring,
+            };
+            checkpoint::encode(&c, &mut cp.bytes)
+        };
+        let bytes = cp.bytes.len() as u64;
+        let retires = !self.retiring.is_empty();
+        let crash_at = cp.crash_at;
+        let outcome = match encoded {
+            Ok(()) => cp.committer.commit(&mut cp.bytes, || {
+                crash(CrashAt::BeforeFlip, crash_at, retires)
+            }),
+            Err(e) => Err(CommitError::Encode(e)),
+        };
+        let committed = outcome.is_ok();
+        if committed {
+            crash(CrashAt::BeforeDeletes, crash_at, retires);
+        }
+        match (outcome, cp.failing_since) {
+            (Ok(()), Some(_)) => {
+                info!("checkpoint committed again");
+                cp.failing_since = None;
+            }
+            (Ok(()), None) => {}
+            (Err(e), None) => {
+                warn!(
+                    "checkpoint not committed, and will not be until this is logged as over: a \
+                     restart would resume from the last one, losing the calls of processes \
+                     retired since: {:#}",
+                    anyhow::Error::from(e)
+                );
+                cp.failing_since = Some(bytes);
+            }
+            (Err(_), Some(_)) => {}
+        }
+        Some(CheckpointCost {
+            committed,
+            bytes,
+            took: started.elapsed(),
+        })
     }
 
     fn read_procs(&mut self) -> Result<FastMap<ProcKey, ProcInfo>> {
@@ -239,15 +353,9 @@ impl Drain {
         })
     }
 
-    /// Every store write of this drain, under one lock. Returns what the processes retired now
-    /// contributed (read before the store can expire them) and the processes seen exiting.
-    fn apply(
-        &self,
-        store: &RwLock<Store>,
-        s: Snapshot,
-    ) -> (HashMap<SyscallKey, SyscallTotals>, FastSet<ProcKey>) {
+    /// Every store write of this drain, under one lock. Returns the processes seen exiting.
+    fn apply(&self, store: &RwLock<Store>, s: Snapshot) -> FastSet<ProcKey> {
         let now = (Instant::now(), SystemTime::now());
-        let mut retired = HashMap::new();
         let mut store = store.write().unwrap_or_else(|e| e.into_inner());
         store.add_cgroup_labels(s.cgroup_labels);
         // Named first, so a new process's calls count under its name in /metrics.
@@ -264,21 +372,13 @@ impl Drain {
             store.mark_exited(*key, now);
         }
         store.set_kernel_counters(s.counters);
-        if self.maps.ledger.is_some() {
-            retired = retire::retired_totals(&store, &self.retiring);
-        }
         store.finish_drain(now);
-        (retired, s.exited)
+        s.exited
     }
 
-    /// Deletes the kernel entries of the processes the previous drain saw exit, once the ledger
-    /// has their totals; the ones seen exiting now are next.
-    fn retire(&mut self, retired: &HashMap<SyscallKey, SyscallTotals>, exited: FastSet<ProcKey>) {
-        if let Some(ledger) = &mut self.maps.ledger {
-            // Before the delete: a kill -9 between the two counts these processes twice at the
-            // next start rather than not at all.
-            retire::keep_in_ledger(ledger, retired);
-        }
+    /// Deletes the kernel entries of the processes the previous drain saw exit; the ones seen
+    /// exiting now are next, but for those deleted now: this drain read PROCS before deleting.
+    fn retire(&mut self, exited: FastSet<ProcKey>) {
         let retiring = std::mem::take(&mut self.retiring);
         if !retiring.is_empty() {
             let slots = self.hists.previous_keys();
@@ -287,8 +387,6 @@ impl Drain {
             self.live.retain(|slot| freed.binary_search(slot).is_err());
             self.hists.forget(&freed);
         }
-        // `exited` was read before this drain's deletions: those it just retired are in it
-        // still, and must not reach the ledger a second time.
         self.retiring = exited
             .into_iter()
             .filter(|key| !retiring.contains(key))
@@ -322,35 +420,6 @@ impl Drain {
         Ok(())
     }
 
-    /// With pinned maps, starts the system-wide totals from what previous daemons retired; the
-    /// first drain then adds everything the live kernel entries hold.
-    pub fn resume(&self, store: &RwLock<Store>) -> Result<usize> {
-        let Some(ledger) = &self.maps.ledger else {
-            return Ok(0);
-        };
-        let totals = read_all(&ledger.totals, "LEDGER")?;
-        let errnos = read_all(&ledger.errnos, "LEDGER_ERRNOS")?;
-        let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-        for (k, t) in &totals {
-            let delta = Delta {
-                errors: t.errors,
-                total_ns: t.total_ns,
-                buckets: t
-                    .buckets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &n)| n > 0)
-                    .map(|(i, &n)| (i, n))
-                    .collect(),
-            };
-            store.add_system(syscall_key(k.abi, k.nr), &delta);
-        }
-        for (k, n) in &errnos {
-            store.add_system_errno(syscall_key(k.syscall.abi, k.syscall.nr), k.errno, *n);
-        }
-        Ok(totals.len())
-    }
-
     /// A COUNTERS entry, summed over the CPUs.
     fn counter(&self, i: u32) -> Result<u64> {
         let per_cpu = self.maps.counters.get(&i, 0).context("reading COUNTERS")?;
@@ -370,8 +439,9 @@ impl Drain {
     }
 }
 
-/// The drain's own cost, and the kernel's accounting of our programs, for /metrics.
-fn record_cost(store: &RwLock<Store>, started: Instant) {
+/// The drain's own cost (its checkpoint's too), and the kernel's accounting of our programs,
+/// for /metrics.
+fn record_cost(store: &RwLock<Store>, started: Instant, checkpoint: Option<CheckpointCost>) {
     let programs = bpf_stats::read_own()
         .into_iter()
         .map(|p| BpfProgram {
@@ -382,6 +452,9 @@ fn record_cost(store: &RwLock<Store>, started: Instant) {
         .collect();
     let mut store = store.write().unwrap_or_else(|e| e.into_inner());
     store.record_drain(started.elapsed(), programs);
+    if let Some(c) = checkpoint {
+        store.record_checkpoint(c);
+    }
 }
 
 fn read_into<K: Pod, V: Pod>(
@@ -392,8 +465,4 @@ fn read_into<K: Pod, V: Pod>(
     batch
         .read(map.map().fd().as_fd())
         .with_context(|| format!("reading {name}"))
-}
-
-fn read_all<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, name: &str) -> Result<Vec<(K, V)>> {
-    batch::lookup_all(map.map().fd().as_fd()).with_context(|| format!("reading {name}"))
 }

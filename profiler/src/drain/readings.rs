@@ -68,6 +68,11 @@ impl<K: Copy + Eq + Hash, V> Previous<K, V> {
         }
     }
 
+    /// The previous reading, in the kernel's order.
+    pub(super) fn entries(&self) -> &[(K, V)] {
+        &self.entries
+    }
+
     /// Makes `now` the previous reading; `now` is left empty, with the old one's capacity.
     pub(super) fn replace(&mut self, now: &mut Vec<(K, V)>) {
         std::mem::swap(&mut self.entries, now);
@@ -197,6 +202,14 @@ impl HistReadings {
     /// The previous readings' slots and keys, ascending.
     pub(super) fn previous_keys(&self) -> impl Iterator<Item = (u32, &HistKey)> {
         self.prev.iter().map(|(slot, r)| (*slot, &r.head.key))
+    }
+
+    /// The previous readings, by slot: (slot, header, non-zero buckets by bucket).
+    pub(super) fn committed(&self) -> impl Iterator<Item = (u32, &HistHead, &[(u16, u32)])> {
+        self.prev.iter().map(|(slot, r)| {
+            let buckets = &self.prev_buckets[r.start as usize..][..r.len as usize];
+            (*slot, &r.head, buckets)
+        })
     }
 
     /// Forgets the previous readings of the `freed` slots (ascending): their keys are gone.

@@ -1,75 +1,14 @@
-//! Retiring processes: what the store says they contributed goes to the ledger (with pinned
-//! maps), and their kernel entries are deleted, one drain after their exit was seen.
+//! Retiring processes: their kernel entries are deleted one drain after their exit was seen,
+//! and (with pinned maps) only once a checkpoint holding their last reading is committed.
 
-use std::collections::HashMap;
+use profiler_common::{ErrnoKey, HistKey, ProcInfo};
 
-use profiler_common::{
-    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, BUCKETS,
-};
-use tracing::warn;
-
-use super::{
-    keys::{abi_byte, proc_key},
-    readings::Previous,
-};
+use super::{keys::proc_key, readings::Previous};
 use crate::{
     host::procfs,
-    kernel::{Ledger, Maps},
-    store::{FastMap, FastSet, ProcKey, Store, SyscallKey, SyscallTotals},
+    kernel::Maps,
+    store::{FastMap, FastSet, ProcKey},
 };
-
-/// What the processes about to be retired contributed, per syscall, from the store's 64-bit
-/// totals (exact even where the kernel's 32-bit counts wrapped).
-pub(super) fn retired_totals(
-    store: &Store,
-    retiring: &FastSet<ProcKey>,
-) -> HashMap<SyscallKey, SyscallTotals> {
-    let mut sum: HashMap<SyscallKey, SyscallTotals> = HashMap::new();
-    for p in retiring.iter().filter_map(|k| store.processes().get(k)) {
-        for (sc, t) in &p.syscalls {
-            let into = sum.entry(*sc).or_default();
-            into.hist.merge(&t.hist);
-            for (&e, &n) in &t.errnos {
-                *into.errnos.entry(e).or_default() += n;
-            }
-        }
-    }
-    sum
-}
-
-/// Adds what retired processes contributed to the ledger, for the next daemon to start from.
-pub(super) fn keep_in_ledger(ledger: &mut Ledger, retired: &HashMap<SyscallKey, SyscallTotals>) {
-    for (sc, t) in retired {
-        let key = LedgerKey {
-            nr: sc.nr,
-            abi: abi_byte(sc.abi),
-            _pad: [0; 3],
-        };
-        let mut v = ledger.totals.get(&key, 0).unwrap_or(LedgerTotals {
-            errors: 0,
-            total_ns: 0,
-            buckets: [0; BUCKETS],
-        });
-        v.errors += t.hist.errors;
-        v.total_ns += t.hist.total_ns;
-        for (i, n) in t.hist.bucket_counts() {
-            v.buckets[i] += n;
-        }
-        if let Err(e) = ledger.totals.insert(key, v, 0) {
-            warn!("ledger full, retired totals of {sc:?} not kept for the next start: {e}");
-        }
-        for (&errno, &n) in &t.errnos {
-            let ekey = LedgerErrnoKey {
-                syscall: key,
-                errno,
-            };
-            let before = ledger.errnos.get(&ekey, 0).unwrap_or(0);
-            if let Err(e) = ledger.errnos.insert(ekey, before + n, 0) {
-                warn!("ledger full, retired errno {errno} of {sc:?} not kept: {e}");
-            }
-        }
-    }
-}
 
 /// The process incarnations that have exited: every one the kernel stamped, and any with data
 /// but no PROCS entry (full map) that /proc no longer has.

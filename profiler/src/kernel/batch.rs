@@ -14,6 +14,7 @@ use std::{
 use aya::Pod;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -127,6 +128,33 @@ impl<K: Pod, V: Pod> Batch<K, V> {
             return Ok(errno == Some(libc::ENOENT));
         }
     }
+}
+
+/// Writes `keys` and their values, `values` (as many of the map's values, back to back), in one
+/// call (BPF_MAP_UPDATE_BATCH, Linux ≥ 5.6). Not atomic: on error, some may be written.
+pub fn update_all<K: Pod>(map: BorrowedFd<'_>, keys: &[K], values: &[u8]) -> io::Result<()> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: u32::try_from(keys.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: `keys` holds `count` keys and `values` as many values of the map's sizes (checked
+    // by the caller against the typed map), and `attr` outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Every (key, value) of a BPF hash map, in batches, into fresh buffers: for maps read once.

@@ -10,10 +10,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
-    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    Meta, CHECKPOINT_MAP, CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
+    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
+    HIST_SHARDS, META_MAP, PINNED_MAPS,
 };
 use tracing::{info, warn};
 
@@ -21,7 +21,7 @@ use super::{
     btf as kernel_btf, caps,
     error::{is_permission_error, BoxError, Error},
     filters,
-    maps::{self, Ledger, Maps},
+    maps::{self, CheckpointMaps, Maps},
     pin,
 };
 use crate::config::Filter;
@@ -123,8 +123,16 @@ pub fn load_and_attach(
         .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
         .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
         .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
-    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
-        loader.map_pin_path(name, pin_dir.unwrap().join(name));
+    match pin_dir {
+        Some(dir) => {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        // Never written: one entry costs nothing.
+        None => {
+            loader.map_max_entries(CHECKPOINT_MAP, 1);
+        }
     }
     let mut ebpf = loader
         .load(OBJECT)
@@ -134,7 +142,10 @@ pub fn load_and_attach(
     // and an empty free-slot queue would drop every new histogram.
     filters::fill(&mut ebpf, filter)?;
     let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
-    if pin_dir.is_none() || unstamped(&ebpf)? {
+    let reused = pin_dir.is_some() && !unstamped(&ebpf)?;
+    if reused {
+        pin::forget_unseen_exits(&mut ebpf)?;
+    } else {
         maps::fill_free_slots(&mut free_slots)?;
     }
     attach_all(
@@ -146,22 +157,24 @@ pub fn load_and_attach(
         },
     )?;
 
-    let ledger = match pin_dir {
+    let checkpoint = match pin_dir {
         None => None,
         Some(dir) => {
             let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
-            pin::stamp(&mut meta)?;
+            if !reused {
+                pin::stamp(&mut meta)?;
+            }
             info!(
                 "maps pinned at {}: counters resume across restarts",
                 dir.display()
             );
-            Some(Ledger {
-                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
-                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+            Some(CheckpointMaps {
+                chunks: maps::take_map(&mut ebpf, CHECKPOINT_MAP)?,
+                meta,
             })
         }
     };
-    let maps = maps::take(&mut ebpf, free_slots, ledger)?;
+    let maps = maps::take(&mut ebpf, free_slots, checkpoint)?;
     Ok((Probes { _ebpf: ebpf }, maps))
 }
 
@@ -260,12 +273,12 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     let meta = ebpf
         .map(META_MAP)
         .ok_or_else(|| Error::MissingMap(META_MAP.to_string()))?;
-    let meta: Array<&MapData, u64> = Array::try_from(meta).map_err(|source| Error::Map {
+    let meta: Array<&MapData, Meta> = Array::try_from(meta).map_err(|source| Error::Map {
         name: META_MAP.to_string(),
         source,
     })?;
-    let stamp = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
-    Ok(stamp == 0)
+    let record = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
+    Ok(record.fingerprint == 0)
 }
 
 /// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's

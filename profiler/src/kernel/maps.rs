@@ -1,16 +1,17 @@
 //! The maps the drain reads, taken from the loaded object.
 
+use std::os::fd::AsFd;
+
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, Queue},
+    maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, Queue},
     Ebpf,
 };
 use profiler_common::{
-    ErrnoKey, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, Start, COUNTERS_MAP,
-    CPU_SLOT_MAP, ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP,
-    PROCS_MAP, STARTS_MAP,
+    ErrnoKey, HistKey, Meta, ProcInfo, Start, CHECKPOINT_CHUNK, COUNTERS_MAP, CPU_SLOT_MAP,
+    ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, error::Error};
+use super::{arena::HistArena, batch, error::Error};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -24,21 +25,31 @@ pub struct Maps {
     pub cpu_slot: PerCpuArray<MapData, Start>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Only with `--pin-path`.
-    pub ledger: Option<Ledger>,
+    pub checkpoint: Option<CheckpointMaps>,
 }
 
-/// The totals of retired kernel entries, kept for the next daemon (see profiler_common).
-pub struct Ledger {
-    pub totals: HashMap<MapData, LedgerKey, LedgerTotals>,
-    pub errnos: HashMap<MapData, LedgerErrnoKey, u64>,
+/// Where the drain commits its checkpoint (see profiler_common's CHECKPOINT_MAP and META_MAP).
+pub struct CheckpointMaps {
+    pub chunks: HashMap<MapData, u32, [u8; CHECKPOINT_CHUNK]>,
+    pub meta: Array<MapData, Meta>,
 }
 
-/// The drain's maps, once the programs are attached: `free_slots` and `ledger` were taken
-/// before (the loader fills the one and stamps the other's directory).
+impl CheckpointMaps {
+    /// Writes chunks `keys` from `bytes` (`CHECKPOINT_CHUNK` bytes each, in order), in one call.
+    pub fn put_chunks(&mut self, keys: &[u32], bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.len() != keys.len() * CHECKPOINT_CHUNK {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        batch::update_all(self.chunks.map().fd().as_fd(), keys, bytes)
+    }
+}
+
+/// The drain's maps, once the programs are attached: `free_slots` and `checkpoint` were taken
+/// before (the loader fills the one and stamps the other's META).
 pub(super) fn take(
     ebpf: &mut Ebpf,
     free_slots: Queue<MapData, u32>,
-    ledger: Option<Ledger>,
+    checkpoint: Option<CheckpointMaps>,
 ) -> Result<Maps, Error> {
     let hists = ebpf
         .take_map(HISTS_MAP)
@@ -56,7 +67,7 @@ pub(super) fn take(
         starts: take_map(ebpf, STARTS_MAP)?,
         cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
         counters: take_map(ebpf, COUNTERS_MAP)?,
-        ledger,
+        checkpoint,
     };
     Ok(maps)
 }

@@ -16,4 +16,4 @@ pub mod pin;
 
 pub use error::Error;
 pub use load::{load_and_attach, maps_readable_unprivileged, Probes};
-pub use maps::{Ledger, Maps};
+pub use maps::{CheckpointMaps, Maps};

@@ -5,17 +5,23 @@
 
 use std::{
     ffi::CString,
+    os::fd::AsFd,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, Map, MapData};
-use profiler_common::{
-    ErrnoKey, Hist, HistKey, LedgerErrnoKey, LedgerKey, LedgerTotals, ProcInfo, ProcKey, Start,
-    BUCKETS, LAYOUT_VERSION, META_MAP,
+use aya::{
+    maps::{Array, HashMap, IterableMap, Map, MapData, MapError},
+    Ebpf,
 };
+use profiler_common::{
+    ErrnoKey, Hist, HistKey, Meta, ProcInfo, ProcKey, Start, BUCKETS, CHECKPOINT_CHUNK,
+    CHECKPOINT_CHUNKS_PER_HALF, LAYOUT_VERSION, LIVE_MAP, META_MAP, PROCS_MAP, STARTS_MAP,
+};
+use tracing::info;
 
-use aya::maps::MapError;
+use super::batch;
+use crate::host::procfs;
 
 /// Why `--pin-path` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,17 @@ pub enum Error {
     },
     #[error("writing the layout fingerprint")]
     Stamp(#[source] MapError),
+    #[error(
+        "the checkpoint in the pinned maps cannot be used ({why}): remove the --pin-path \
+         directory to start fresh"
+    )]
+    Checkpoint { why: String },
+    #[error("forgetting processes that exited while no daemon was attached: {what}")]
+    Sweep {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
@@ -74,9 +91,9 @@ pub fn fingerprint() -> u64 {
         size_of::<ErrnoKey>(),
         size_of::<ProcKey>(),
         size_of::<ProcInfo>(),
-        size_of::<LedgerKey>(),
-        size_of::<LedgerErrnoKey>(),
-        size_of::<LedgerTotals>(),
+        size_of::<Meta>(),
+        CHECKPOINT_CHUNK,
+        CHECKPOINT_CHUNKS_PER_HALF as usize,
         BUCKETS,
     ];
     // FNV-1a: stable across builds and Rust versions, unlike the std hasher.
@@ -157,7 +174,8 @@ fn mount_bpffs() -> Result<(), Error> {
     Ok(())
 }
 
-/// The fingerprint stamped in `dir`'s META map; None when nothing is pinned there yet.
+/// The fingerprint stamped in `dir`'s META map; None when nothing is pinned there yet. Builds
+/// before the checkpoint kept it as META's whole value, a `u64`.
 fn read_fingerprint(dir: &Path) -> Result<Option<u64>, Error> {
     let path = dir.join(META_MAP);
     if !path.exists() {
@@ -169,13 +187,117 @@ fn read_fingerprint(dir: &Path) -> Result<Option<u64>, Error> {
         cause: Box::new(cause),
     };
     let data = MapData::from_pin(&path).map_err(unreadable)?;
-    let meta: Array<MapData, u64> = Array::try_from(Map::Array(data)).map_err(unreadable)?;
-    meta.get(&0, 0).map(Some).map_err(unreadable)
+    let value_size = data.info().map_err(unreadable)?.value_size();
+    let map = Map::Array(data);
+    if value_size as usize == std::mem::size_of::<u64>() {
+        let meta: Array<MapData, u64> = Array::try_from(map).map_err(unreadable)?;
+        return meta.get(&0, 0).map(Some).map_err(unreadable);
+    }
+    let meta: Array<MapData, Meta> = Array::try_from(map).map_err(unreadable)?;
+    meta.get(&0, 0)
+        .map(|m| Some(m.fingerprint))
+        .map_err(unreadable)
 }
 
-/// Stamps this build's fingerprint into the (now loaded) META map.
-pub fn stamp(meta: &mut Array<MapData, u64>) -> Result<(), Error> {
-    meta.set(0, fingerprint(), 0).map_err(Error::Stamp)
+/// Stamps this build's fingerprint into the META map of new maps, with no checkpoint yet.
+pub fn stamp(meta: &mut Array<MapData, Meta>) -> Result<(), Error> {
+    let record = Meta {
+        fingerprint: fingerprint(),
+        ..Meta::default()
+    };
+    meta.set(0, record, 0).map_err(Error::Stamp)
+}
+
+/// Processes and threads that exited while no daemon was attached left their kernel entries
+/// behind unstamped: a LIVE entry would hand its incarnation to whatever process next gets the
+/// pid, a STARTS record its process to the next thread with the tid, and the drain would never
+/// retire them. Before the programs attach to reused maps, this forgets them and stamps the
+/// processes' exit (now) in PROCS, so the drain retires them as it does any exited process.
+///
+/// A process is gone when /proc has no running process with its pid, or the one there started
+/// after the incarnation was first seen (the pid was recycled). An incarnation tells its first
+/// sighting modulo 2^32 × 1.024 µs (73 minutes): a recycled pid whose previous holder was
+/// first seen longer ago than that can be missed, never a live process taken for gone.
+pub fn forget_unseen_exits(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let sweep = |what| move |source| Error::Sweep { what, source };
+    let now_ns = monotonic_ns();
+    let mut live: HashMap<&mut MapData, u32, u32> = typed(ebpf, LIVE_MAP)?;
+    let entries: Vec<(u32, u32)> =
+        batch::lookup_all(live.map().fd().as_fd()).map_err(sweep("reading LIVE"))?;
+    let gone: Vec<ProcKey> = entries
+        .into_iter()
+        .filter(|&(tgid, incarnation)| !runs_since(tgid, incarnation, now_ns))
+        .map(|(tgid, incarnation)| ProcKey { tgid, incarnation })
+        .collect();
+    for key in &gone {
+        let _ = live.remove(&key.tgid);
+    }
+    let mut procs: HashMap<&mut MapData, ProcKey, ProcInfo> = typed(ebpf, PROCS_MAP)?;
+    for key in &gone {
+        if let Ok(mut info) = procs.get(key, 0) {
+            info.exit_ns = now_ns;
+            let _ = procs.insert(key, info, 0);
+        }
+    }
+    let mut starts: HashMap<&mut MapData, u32, Start> = typed(ebpf, STARTS_MAP)?;
+    let records: Vec<(u32, Start)> =
+        batch::lookup_all(starts.map().fd().as_fd()).map_err(sweep("reading STARTS"))?;
+    let mut threads = 0;
+    for (tid, start) in records {
+        let process = ProcKey {
+            tgid: start.tgid,
+            incarnation: start.incarnation,
+        };
+        if gone.contains(&process) || !procfs::thread_exists(start.tgid, tid) {
+            let _ = starts.remove(&tid);
+            threads += 1;
+        }
+    }
+    if !gone.is_empty() || threads > 0 {
+        info!(
+            "{} processes and {threads} threads exited while no daemon was attached: forgotten",
+            gone.len()
+        );
+    }
+    Ok(())
+}
+
+/// Whether process `tgid` runs and started no later than incarnation `incarnation` was first
+/// seen (see `forget_unseen_exits`).
+fn runs_since(tgid: u32, incarnation: u32, now_ns: u64) -> bool {
+    let Some(started_ns) = procfs::started_monotonic_ns(tgid) else {
+        return false;
+    };
+    // Incarnations count 1,024 ns units, truncated to 32 bits; the latest such time before now.
+    let now = now_ns >> 10;
+    let first_seen = now.saturating_sub(u64::from((now as u32).wrapping_sub(incarnation)));
+    // /proc's start time has clock-tick (10 ms) resolution.
+    const SLACK: u64 = 20_000_000 >> 10;
+    started_ns >> 10 <= first_seen + SLACK
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn typed<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M, Error>
+where
+    M: TryFrom<&'a mut Map, Error = MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(Error::Sweep {
+        what: name,
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    M::try_from(map).map_err(|e| Error::Sweep {
+        what: name,
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 #[cfg(test)]

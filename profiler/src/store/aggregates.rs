@@ -56,8 +56,8 @@ pub struct GroupKey {
 #[derive(Clone, Debug, Default)]
 pub struct Group {
     pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
-    touched: bool,
-    last_active: Option<Instant>,
+    pub(super) touched: bool,
+    pub(super) last_active: Option<Instant>,
 }
 
 #[derive(Debug, Default)]

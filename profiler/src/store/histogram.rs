@@ -2,10 +2,11 @@
 //! estimates every view reports (so no view derives its own).
 
 use profiler_common::{bucket_lower_ns, bucket_upper_ns, OVERFLOW_BUCKET};
+use serde::{Deserialize, Serialize};
 
 /// Sparse: a syscall's latencies usually fill a handful of the 273 buckets, and the daemon keeps
 /// one histogram per (process, syscall) for every live and recently exited process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Histogram {
     pub count: u64,
     pub errors: u64,
@@ -69,7 +70,12 @@ impl Histogram {
         for &(i, n) in d.buckets {
             match self.buckets.binary_search_by_key(&(i as u16), |&(b, _)| b) {
                 Ok(at) => self.buckets[at].1 += n,
-                Err(at) => self.buckets.insert(at, (i as u16, n)),
+                Err(at) => {
+                    // No spare room: a histogram gains new buckets rarely, and the store holds
+                    // one per (process, syscall).
+                    self.buckets.reserve_exact(1);
+                    self.buckets.insert(at, (i as u16, n))
+                }
             }
             self.count += n;
         }

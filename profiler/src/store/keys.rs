@@ -1,5 +1,7 @@
 //! The keys every layer above the kernel shares: a process incarnation and a syscall.
 
+use serde::{Deserialize, Serialize};
+
 use crate::syscalls::Abi;
 
 /// For the maps the drain updates once per entry: foldhash is several times cheaper than the
@@ -8,14 +10,31 @@ pub type FastMap<K, V> = foldhash::HashMap<K, V>;
 pub type FastSet<K> = foldhash::HashSet<K>;
 
 /// One process incarnation: a recycled pid is a different process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcKey {
     pub pid: u32,
     pub incarnation: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Kept in the checkpoint as the kernel's (ABI byte, number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "(u8, u32)", from = "(u8, u32)")]
 pub struct SyscallKey {
     pub abi: Abi,
     pub nr: u32,
+}
+
+impl From<SyscallKey> for (u8, u32) {
+    fn from(k: SyscallKey) -> Self {
+        (k.abi.to_kernel(), k.nr)
+    }
+}
+
+impl From<(u8, u32)> for SyscallKey {
+    fn from((abi, nr): (u8, u32)) -> Self {
+        SyscallKey {
+            abi: Abi::from_kernel(abi),
+            nr,
+        }
+    }
 }

@@ -7,9 +7,12 @@
 //! does not shrink them.
 
 pub mod aggregates;
+pub mod compact;
 pub mod histogram;
 pub mod history;
 pub mod keys;
+mod memory;
+pub mod persist;
 pub mod telemetry;
 pub mod totals;
 
@@ -24,14 +27,14 @@ use histogram::Delta;
 #[cfg(test)]
 use histogram::DeltaRef;
 use history::{History, SliceEntry};
-use telemetry::BpfProgram;
+use telemetry::{BpfProgram, CheckpointCost};
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{host::cgroups::Cgroup, syscalls};
+use crate::host::cgroups::Cgroup;
 
 /// How a store keeps its totals, set when it is made. SIGHUP can change retention and
 /// max_exited (`apply_reload`).
@@ -175,6 +178,11 @@ impl Store {
         self.metrics.telemetry.record_drain(took);
     }
 
+    /// A drain's checkpoint: committed or skipped, its size and cost.
+    pub fn record_checkpoint(&mut self, c: CheckpointCost) {
+        self.metrics.telemetry.record_checkpoint(c);
+    }
+
     fn process_entry(&mut self, key: ProcKey) -> &mut Process {
         self.processes
             .entry(key)
@@ -213,22 +221,13 @@ impl Store {
             }) = next
             {
                 metrics.add(sc, delta, errnos);
-                let t = p.syscalls.entry(sc).or_default();
+                p.add(sc, delta, errnos);
+                p.interval_ns += delta.total_ns;
                 let sum = by_syscall.entry(sc).or_default();
                 if !delta.is_empty() {
-                    t.hist.add_ref(delta);
-                    let count = delta.count();
-                    let cat = syscalls::category(sc.abi, sc.nr);
-                    for t in [p.categories.entry(cat).or_default(), &mut p.total] {
-                        t.count += count;
-                        t.errors += delta.errors;
-                        t.total_ns += delta.total_ns;
-                    }
-                    p.interval_ns += delta.total_ns;
                     sum.hist.add_ref(delta);
                 }
                 for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
-                    *t.errnos.entry(errno).or_default() += n;
                     *sum.errnos.entry(errno).or_default() += n;
                 }
                 next = gains.next_if(|g| g.proc == key);

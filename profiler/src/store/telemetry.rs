@@ -19,6 +19,27 @@ pub struct Telemetry {
     pub last_drain_seconds: f64,
     pub bpf_stats_enabled: bool,
     pub bpf_programs: Vec<BpfProgram>,
+    /// With `--pin-path` only.
+    pub checkpoint: Option<CheckpointTelemetry>,
+}
+
+/// One drain's checkpoint, as the drain measured it: encoded and written, or skipped.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointCost {
+    pub committed: bool,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+/// The checkpoints this daemon committed and skipped (failed or too large), and the last one's
+/// size and cost (encoding and writing).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointTelemetry {
+    pub committed: u64,
+    pub skipped: u64,
+    pub last_bytes: u64,
+    pub last_seconds: f64,
+    pub seconds_total: f64,
 }
 
 impl Telemetry {
@@ -26,5 +47,17 @@ impl Telemetry {
         self.drains_timed += 1;
         self.drain_seconds_total += took.as_secs_f64();
         self.last_drain_seconds = took.as_secs_f64();
+    }
+
+    pub fn record_checkpoint(&mut self, c: CheckpointCost) {
+        let t = self.checkpoint.get_or_insert_with(Default::default);
+        if c.committed {
+            t.committed += 1;
+        } else {
+            t.skipped += 1;
+        }
+        t.last_bytes = c.bytes;
+        t.last_seconds = c.took.as_secs_f64();
+        t.seconds_total += c.took.as_secs_f64();
     }
 }

@@ -2,12 +2,12 @@
 //! aggregates it keeps as the drain adds to it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     time::{Duration, Instant, SystemTime},
 };
 
 use super::*;
-use crate::syscalls::{Abi, Category};
+use crate::syscalls::{self, Abi, Category};
 
 const P1: ProcKey = ProcKey {
     pid: 1,
@@ -67,9 +67,12 @@ fn errnos_add_up_per_process_and_system_wide() {
     s.add_errno(P2, GETPID, 9, 0);
     assert_eq!(
         s.processes[&P1].syscalls[&GETPID].errnos,
-        BTreeMap::from([(2, 7)])
+        [(2, 7)].into_iter().collect()
     );
-    assert_eq!(s.system[&GETPID].errnos, BTreeMap::from([(2, 7), (9, 1)]));
+    assert_eq!(
+        s.system[&GETPID].errnos,
+        [(2, 7), (9, 1)].into_iter().collect()
+    );
 }
 
 #[test]

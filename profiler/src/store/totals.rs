@@ -6,18 +6,21 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::{
+    compact::SortedMap,
     histogram::{DeltaRef, Histogram},
     keys::{ProcKey, SyscallKey},
 };
-use crate::syscalls::Category;
+use crate::syscalls::{self, Category};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyscallTotals {
     pub hist: Histogram,
     /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
     /// full (see `drops.errnos_full`).
-    pub errnos: BTreeMap<u32, u64>,
+    pub errnos: SortedMap<u32, u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +63,7 @@ pub struct Process {
     pub first_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
-    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
     pub categories: BTreeMap<Category, CategoryTotals>,
     pub total: CategoryTotals,
     pub in_flight: Vec<InFlight>,
@@ -78,12 +81,30 @@ impl Process {
             cgroup_id: 0,
             first_seen: SystemTime::now(),
             exited: None,
-            syscalls: BTreeMap::new(),
+            syscalls: SortedMap::default(),
             categories: BTreeMap::new(),
             total: CategoryTotals::default(),
             in_flight: Vec::new(),
             syscall_time_share: 0.0,
             interval_ns: 0,
+        }
+    }
+
+    /// Adds calls and failures by errno of syscall `sc` to the process's totals.
+    pub(super) fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        let t = self.syscalls.entry(sc).or_default();
+        if !delta.is_empty() {
+            t.hist.add_ref(delta);
+            let count = delta.count();
+            let cat = syscalls::category(sc.abi, sc.nr);
+            for t in [self.categories.entry(cat).or_default(), &mut self.total] {
+                t.count += count;
+                t.errors += delta.errors;
+                t.total_ns += delta.total_ns;
+            }
+        }
+        for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+            *t.errnos.entry(errno).or_default() += n;
         }
     }
 

@@ -41,6 +41,14 @@ impl Abi {
         }
     }
 
+    /// The kernel side's number for it (`profiler_common::ABI_*`).
+    pub fn to_kernel(self) -> u8 {
+        match self {
+            Abi::Native => ABI_NATIVE,
+            Abi::Compat => ABI_COMPAT,
+        }
+    }
+
     /// The ABI's usual name: `x86_64`/`i386` or `aarch64`/`arm`.
     pub fn name(self) -> &'static str {
         match self {

@@ -243,6 +243,58 @@ pub static FAMILIES: &[Family] = &[
         shown: Shown::Always,
         series: |s, out| out.value(&[], s.scrapes.2),
     },
+    // Only with pin_path: the checkpoint a restarted daemon resumes from (drain/checkpoint.rs).
+    Family {
+        name: "syscall_profiler_checkpoints",
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["outcome"],
+        help: "Checkpoints for a restarted daemon to resume from (pin_path only): committed, or skipped (too large or a failed write; a restart then resumes from the last committed one)",
+        shown: Shown::Always,
+        series: |s, out| match &s.store.metrics().telemetry.checkpoint {
+            Some(c) => {
+                out.value(&["committed"], c.committed as f64)?;
+                out.value(&["skipped"], c.skipped as f64)
+            }
+            None => Ok(()),
+        },
+    },
+    Family {
+        name: "syscall_profiler_last_checkpoint",
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        labels: &[],
+        help: "Size of the last checkpoint (pin_path only)",
+        shown: Shown::Always,
+        series: |s, out| match &s.store.metrics().telemetry.checkpoint {
+            Some(c) => out.value(&[], c.last_bytes as f64),
+            None => Ok(()),
+        },
+    },
+    Family {
+        name: "syscall_profiler_last_checkpoint_duration",
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time the last checkpoint took to encode and write (pin_path only)",
+        shown: Shown::Always,
+        series: |s, out| match &s.store.metrics().telemetry.checkpoint {
+            Some(c) => out.value(&[], c.last_seconds),
+            None => Ok(()),
+        },
+    },
+    Family {
+        name: "syscall_profiler_checkpoint_duration",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time spent encoding and writing checkpoints (pin_path only)",
+        shown: Shown::Always,
+        series: |s, out| match &s.store.metrics().telemetry.checkpoint {
+            Some(c) => out.value(&[], c.seconds_total),
+            None => Ok(()),
+        },
+    },
     Family {
         name: "syscall_profiler_latency_enabled",
         kind: Kind::Gauge,

@@ -181,8 +181,10 @@ mod tests {
     use crate::{
         host::cgroups::{Cgroup, Pod, QosClass},
         store::{
-            aggregates::MetricsConfig, histogram::Delta, telemetry::BpfProgram, Gain, ProcKey,
-            StoreConfig, SyscallKey,
+            aggregates::MetricsConfig,
+            histogram::Delta,
+            telemetry::{BpfProgram, CheckpointCost},
+            Gain, ProcKey, StoreConfig, SyscallKey,
         },
         syscalls::Abi,
         views::exposition::{Family, Kind, Unit},
@@ -217,6 +219,12 @@ mod tests {
             },
         )]);
         s.identify(key, "work", 42);
+        // As with pin_path: the checkpoint families have their series.
+        s.record_checkpoint(CheckpointCost {
+            committed: true,
+            bytes: 4096,
+            took: Duration::from_micros(150),
+        });
         let delta = Delta {
             errors: 3,
             total_ns: 9000,

@@ -207,6 +207,18 @@ pub struct StoreStats {
     pub max_exited: usize,
     /// Exited processes dropped before their retention ended, to stay within `max_exited`.
     pub evicted_early: u64,
+    /// With `pin_path`: the checkpoints committed for the next daemon to resume from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStats>,
+}
+
+#[derive(Serialize)]
+pub struct CheckpointStats {
+    pub committed: u64,
+    /// Not committed (too large, or a failed write): a restart resumes from the last committed.
+    pub skipped: u64,
+    pub last_bytes: u64,
+    pub last_duration_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -363,6 +375,17 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
                 .count(),
             max_exited: store.max_exited(),
             evicted_early: store.evicted_early(),
+            checkpoint: store
+                .metrics()
+                .telemetry
+                .checkpoint
+                .as_ref()
+                .map(|c| CheckpointStats {
+                    committed: c.committed,
+                    skipped: c.skipped,
+                    last_bytes: c.last_bytes,
+                    last_duration_ns: (c.last_seconds * 1e9) as u64,
+                }),
         },
         sort: q.sort,
         syscalls,

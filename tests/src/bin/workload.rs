@@ -28,6 +28,21 @@
 //!   int80-sleep N NS  a child makes N nanosleep(NS ns) through `int 0x80` (i386 ABI, x86_64
 //!       only; nothing else on a host makes these, so system-wide figures are exact).
 //!       Prints {"pid", "child_pid"}.
+//!   live-series P N   P children, each calling N distinct unallocated syscall numbers (1100,
+//!       1101, …: ENOSYS) every 100 ms: P × N live (process, syscall) series, until stdin closes.
+//!       Prints {"pid", "children"} once all have made their first round.
+//!   restarts NR       a controller, named `rst<pid>` (its children inherit the name), driven
+//!       by commands on stdin, one per line, each answered with {"done": "<command>"} once its
+//!       calls are made. Every call is of an unallocated syscall number, NR, NR + 1 or NR + 2
+//!       (ENOSYS), so system-wide figures of these numbers are exactly the controller's:
+//!         exit K N     K children, one after another, each make N syscall(NR) and exit
+//!         hold N       a child makes N syscall(NR + 1), then waits for `release`
+//!         release      every held child exits
+//!         live N       the one long-lived child makes N more syscall(NR + 2)
+//!       At EOF the live child exits. Prints {"pid", "comm", "live_pid"} first.
+
+#[path = "workload/lasting.rs"]
+mod lasting;
 
 use std::{
     ffi::CString,
@@ -351,18 +366,20 @@ fn series(count: usize, nrs: usize, pause_ms: usize) {
     let c = CString::new(comm.clone()).unwrap();
     unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
     for _ in 0..count {
-        let child = spawn(|| {
-            for nr in 0..nrs {
-                unsafe { libc::syscall(1000 + nr as libc::c_long) };
-            }
-        });
-        reap(child);
+        reap(spawn(|| raw_calls_each(1000, nrs)));
         std::thread::sleep(std::time::Duration::from_millis(pause_ms as u64));
     }
     say(format!(
         "{{\"pid\": {}, \"children\": {count}, \"comm\": \"{comm}\"}}",
         std::process::id()
     ));
+}
+
+/// One call of each of `n` syscall numbers from `first`.
+fn raw_calls_each(first: libc::c_long, n: usize) {
+    for nr in first..first + n as libc::c_long {
+        unsafe { libc::syscall(nr) };
+    }
 }
 
 fn reuse_pid(pid: usize, n: usize) {
@@ -455,6 +472,8 @@ fn main() {
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
+        Some("live-series") => lasting::live_series(num(args.get(2)), num(args.get(3))),
+        Some("restarts") => lasting::restarts(num(args.get(2)) as libc::c_long),
         _ => usage("unknown mode"),
     }
 }

@@ -105,6 +105,32 @@ pub fn parse_kernel_map(stats: &serde_json::Value) -> Option<KernelMap> {
     })
 }
 
+/// A pinned daemon's checkpoints (`store.checkpoint` in /stats): how many it committed, and the
+/// last one's size and cost (encoding and writing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub committed: u64,
+    pub last_bytes: u64,
+    pub last_duration_ns: u64,
+}
+
+pub fn parse_checkpoint(stats: &serde_json::Value) -> Option<Checkpoint> {
+    let c = stats.pointer("/store/checkpoint")?;
+    Some(Checkpoint {
+        committed: c.get("committed")?.as_u64()?,
+        last_bytes: c.get("last_bytes")?.as_u64()?,
+        last_duration_ns: c.get("last_duration_ns")?.as_u64()?,
+    })
+}
+
+/// `None` for a daemon that does not checkpoint. Asks about pid 1 alone: a small answer.
+pub fn checkpoint(agent: &ureq::Agent, base: &str) -> Option<Checkpoint> {
+    let resp = agent.get(&format!("{base}/stats?pid=1")).call().ok()?;
+    let mut body = String::new();
+    resp.into_reader().read_to_string(&mut body).ok()?;
+    parse_checkpoint(&serde_json::from_str(&body).ok()?)
+}
+
 /// `None` if the daemon's schema has no such fields.
 pub fn kernel_map(agent: &ureq::Agent, base: &str) -> Option<KernelMap> {
     let resp = agent.get(&format!("{base}/stats?top=1")).call().ok()?;

@@ -27,7 +27,7 @@ use attach::{
     Tracefs, DAEMON_VARIANTS, SYSCALL_ONLY_VARIANTS,
 };
 use machine::{loadavg, machine, merge_section};
-use report::{Clock, HttpRow, Report, SeriesRow, SyscallResults};
+use report::{CheckpointCost, Clock, HttpRow, Report, SeriesRow, SyscallResults};
 use workload::{time_workload, Cost, SeriesLoad, Workload};
 
 #[derive(Args, Debug)]
@@ -505,7 +505,9 @@ fn measure_load(
             ));
         }
         // A fresh daemon per point: the previous point's processes would linger in its store
-        // (retention) and weigh on this one.
+        // (retention) and weigh on this one. Pinned maps too would carry them over.
+        let pinned = pin_dir(&variant.args);
+        remove_pinned(pinned)?;
         let daemon = Daemon::start(&env.daemon_bin, &variant.args)?;
         let processes = target.div_ceil(SERIES_PER_PROCESS) as usize;
         let lifetime = settings.window + settings.http * 2 + Duration::from_secs(120);
@@ -521,6 +523,7 @@ fn measure_load(
         let cpu_percent = load::cpu_percent(daemon.pid(), settings.window)?;
         let rss_kib = load::status_kib(daemon.pid(), "VmRSS")?;
         let kernel_map = load::kernel_map(&agent, &daemon.base);
+        let checkpoint = sample_checkpoints(&agent, &daemon.base);
         println!(
             "{} with {target} live series: {cpu_percent:.1}% CPU, RSS {:.1} MiB (kernel map: {})",
             variant.name,
@@ -534,6 +537,7 @@ fn measure_load(
             kernel_map,
             cpu_percent,
             rss_kib,
+            checkpoint,
         });
         if Some(&target) == SERIES_POINTS.last() {
             // /metrics will be a Prometheus endpoint: measured as soon as the daemon serves it.
@@ -588,8 +592,59 @@ fn measure_load(
         procs.check_alive()?;
         drop(procs);
         daemon.stop()?;
+        remove_pinned(pinned)?;
     }
     Ok(())
+}
+
+/// Commits timed per load point.
+const CHECKPOINT_SAMPLES: usize = 11;
+
+/// The next `CHECKPOINT_SAMPLES` checkpoint commits of a pinned daemon (None for others), as
+/// the daemon timed them.
+fn sample_checkpoints(agent: &ureq::Agent, base: &str) -> Option<CheckpointCost> {
+    let mut last = load::checkpoint(agent, base)?;
+    let mut seen: Vec<load::Checkpoint> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < CHECKPOINT_SAMPLES && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Some(now) = load::checkpoint(agent, base) else {
+            continue;
+        };
+        if now.committed != last.committed {
+            seen.push(now);
+            last = now;
+        }
+    }
+    let mut ms: Vec<f64> = seen
+        .iter()
+        .map(|c| c.last_duration_ns as f64 / 1e6)
+        .collect();
+    let mut bytes: Vec<u64> = seen.iter().map(|c| c.last_bytes).collect();
+    ms.sort_by(f64::total_cmp);
+    bytes.sort_unstable();
+    Some(CheckpointCost {
+        samples: seen.len(),
+        median_ms: *ms.get(ms.len() / 2)?,
+        max_ms: *ms.last()?,
+        median_bytes: *bytes.get(bytes.len() / 2)?,
+    })
+}
+
+/// The `--pin-path` of a daemon's arguments.
+fn pin_dir(args: &[String]) -> Option<&Path> {
+    let at = args.iter().position(|a| a == "--pin-path")?;
+    args.get(at + 1).map(Path::new)
+}
+
+/// Removes pinned maps, so a daemon starts fresh and none are left behind.
+fn remove_pinned(dir: Option<&Path>) -> Result<()> {
+    match dir {
+        Some(d) if d.exists() => {
+            std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Waits until the daemon's kernel map holds `target` series, then for one more drain, so the

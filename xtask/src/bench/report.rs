@@ -85,6 +85,17 @@ pub struct SeriesRow {
     pub kernel_map: Option<KernelMap>,
     pub cpu_percent: f64,
     pub rss_kib: u64,
+    /// A pinned daemon's checkpoint commits at this load.
+    pub checkpoint: Option<CheckpointCost>,
+}
+
+/// Medians over `samples` consecutive checkpoint commits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckpointCost {
+    pub samples: usize,
+    pub median_ms: f64,
+    pub max_ms: f64,
+    pub median_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -425,6 +436,37 @@ fn render_load(out: &mut String, r: &Report) {
             );
         }
     }
+    let checkpoints: Vec<(&SeriesRow, CheckpointCost)> = r
+        .series
+        .iter()
+        .filter_map(|row| Some((row, row.checkpoint?)))
+        .collect();
+    if !checkpoints.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Checkpoint commits (daemons with `--pin-path`)\n\n\
+             Each drain encodes the exported totals and the readings they rest on and writes them \
+             to the pinned CHECKPOINT map (docs/operations.md, \"Restarts\"); the daemon times \
+             each commit (`store.checkpoint` in /stats). Consecutive commits at the load above.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| daemon | live series | commits | median ms | max ms | size KiB |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for (row, c) in checkpoints {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2} | {:.2} | {:.0} |",
+                row.daemon,
+                row.target,
+                c.samples,
+                c.median_ms,
+                c.max_ms,
+                c.median_bytes as f64 / 1024.0
+            );
+        }
+    }
     if !r.http.is_empty() || !r.http_notes.is_empty() {
         let _ = writeln!(
             out,
@@ -543,6 +585,12 @@ mod tests {
                     dropped: None,
                 }),
                 cpu_percent: 12.34,
+                checkpoint: Some(CheckpointCost {
+                    samples: 11,
+                    median_ms: 1.234,
+                    max_ms: 2.5,
+                    median_bytes: 512 * 1024,
+                }),
                 rss_kib: 20 * 1024,
             }],
             series_window_secs: 10.0,
@@ -716,5 +764,9 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("`/metrics`: not served (HTTP 404)."), "{md}");
+        assert!(
+            md.contains("| profiler | 10000 | 11 | 1.23 | 2.50 | 512 |"),
+            "{md}"
+        );
     }
 }

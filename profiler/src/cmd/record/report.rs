@@ -129,7 +129,13 @@ impl Report {
         match host {
             Some(system) => {
                 for (k, t) in system {
-                    all.insert(*k, (t.hist.clone(), t.errnos.clone()));
+                    all.insert(
+                        *k,
+                        (
+                            t.hist.clone(),
+                            t.errnos.iter().map(|(&e, &n)| (e, n)).collect(),
+                        ),
+                    );
                 }
             }
             None => members.iter().for_each(|p| add_process(&mut all, p)),
