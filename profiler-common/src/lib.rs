@@ -90,14 +90,23 @@ pub const fn bucket_upper_ns(index: usize) -> u64 {
 //
 // Every map has a fixed size and a stated behaviour when full; see docs/design.md.
 
-/// The syscall in flight on each CPU, value [`Start`], one entry (per CPU: 32 bytes a CPU).
-/// `sys_enter` writes it and `sys_exit` reads it when the thread has not left the CPU in
-/// between, which is the common case and costs no hash lookup. It never fills.
+/// Each thread's own record for the BTF programs (kernels ≥ 5.11): BPF task storage (one
+/// [`TaskEntry`] per thread, found through the task itself, freed with it), so a syscall's start
+/// survives its thread leaving the CPU with nothing to do at context switches. Created at the
+/// thread's first syscall; bounded by the number of threads, not by a size of its own. When the
+/// kernel cannot allocate one, `COUNTER_STARTS_FULL` counts the call. Not pinned: a new daemon
+/// starts over, each thread's first call finding its process in [`LIVE_MAP`].
+pub const TASKS_MAP: &str = "TASKS";
+
+/// The raw-tracepoint fallback only (kernels that refuse the BTF programs): the syscall in
+/// flight on each CPU, value [`Start`], one entry (per CPU: 56 bytes a CPU). `sys_enter` writes
+/// it and `sys_exit` reads it when the thread has not left the CPU in between, which is the
+/// common case and costs no hash lookup. It never fills.
 pub const CPU_SLOT_MAP: &str = "CPU_SLOT";
 
-/// Per-thread records, keyed by thread id (`u32`), value [`Start`]: the thread's process
-/// (tgid, incarnation), and its syscall start while it is parked off-CPU (`sched_switch` moves
-/// it here from [`CPU_SLOT_MAP`]). One entry per live thread that has made a syscall since
+/// The raw-tracepoint fallback only: per-thread records, keyed by thread id (`u32`), value
+/// [`Start`]: the thread's process (tgid, incarnation), and its syscall start while it is parked
+/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). One entry per live thread that has made a syscall since
 /// attach; deleted when the thread exits. When full, new threads' syscalls are not timed and
 /// `COUNTER_STARTS_FULL` counts each of them.
 pub const STARTS_MAP: &str = "STARTS";
@@ -169,7 +178,7 @@ pub const LEDGER_ERRNOS_MAX_ENTRIES: u32 = 8_192;
 /// daemon never reads maps pinned by an incompatible build.
 pub const META_MAP: &str = "META";
 /// Bumped whenever a record's layout or a map's meaning changes.
-pub const LAYOUT_VERSION: u64 = 3;
+pub const LAYOUT_VERSION: u64 = 4;
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
@@ -237,6 +246,35 @@ pub const GLOBAL_NR_REG_OFFSET: &str = "NR_REG_OFFSET";
 pub const GLOBAL_CLONE_NRS: &str = "CLONE_NRS";
 pub const CLONE_NRS_LEN: usize = 8;
 pub const COMPAT_DISABLED: u32 = u32::MAX;
+/// Where the task fields the programs load live, a [`TaskLayout`] from the kernel's BTF.
+pub const GLOBAL_TASK_LAYOUT: &str = "TASK_LAYOUT";
+
+/// Byte offsets of the fields the programs read from the scheduler's own accounting, from the
+/// kernel's BTF at load time (`task_struct` unless said otherwise). `split` is 1 when every
+/// field was found: the programs then split each call's time (see [`SplitMark`]); 0 leaves the
+/// split out (the verifier removes its code). `pid` and `tgid` are always set when the kernel
+/// has BTF (the BTF programs load them instead of calling a helper).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub pid: u32,
+    pub tgid: u32,
+    pub split: u32,
+    /// `__state`: whether a thread switched out was blocking (the fallback's `sched_switch`).
+    pub state: u32,
+    /// `se.exec_start` and `se.sum_exec_runtime`.
+    pub exec_start: u32,
+    pub sum_exec_runtime: u32,
+    /// `sched_info.run_delay` (CONFIG_SCHED_INFO).
+    pub run_delay: u32,
+    pub nvcsw: u32,
+    pub nivcsw: u32,
+    /// `se.cfs_rq`, then `struct cfs_rq`'s `rq`, then `struct rq`'s `clock` and `clock_task`.
+    pub cfs_rq: u32,
+    pub rq_of_cfs_rq: u32,
+    pub rq_clock: u32,
+    pub rq_clock_task: u32,
+}
 
 // ---- Records ----------------------------------------------------------------------------------
 
@@ -247,8 +285,9 @@ pub const ABI_COMPAT: u8 = 1;
 
 /// A syscall start: the value of a CPU's [`CPU_SLOT_MAP`] entry (the syscall in flight on that
 /// CPU) and of a thread's [`STARTS_MAP`] record (a syscall parked there when its thread was
-/// switched out). `ts_ns == 0` when none is in flight; `tgid` and `incarnation` are fixed when
-/// the thread's record is created (threads never change process).
+/// switched out), and what the in-flight iterator reports for a thread of the BTF programs.
+/// `ts_ns == 0` when none is in flight; `tgid` and `incarnation` are fixed when the thread's
+/// record is created (threads never change process). `mark` is set when the start is parked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Start {
@@ -259,7 +298,52 @@ pub struct Start {
     pub tid: u32,
     pub abi: u8,
     pub _pad: [u8; 7],
+    pub mark: SplitMark,
 }
+
+/// Where a thread stood in the scheduler's accounting when its syscall started, to split the
+/// call's time at its exit (docs/design.md, "Where the time went"):
+/// - `off_cpu_ns`: `se.exec_start + (rq clock − rq clock_task) − se.sum_exec_runtime`, the
+///   thread's time off its CPUs up to a constant. `exec_start` is in its CPU's task clock,
+///   which runs behind the CPU's clock by the time spent on interrupts and stolen by a
+///   hypervisor (with IRQ time or steal accounting), a lag that differs from CPU to CPU; adding
+///   the lag moves it to the clock all CPUs share, so a call that migrated compares right.
+/// - `run_delay_ns`: `sched_info.run_delay`, the time spent runnable on a runqueue.
+/// - `voluntary`, `involuntary`: the low 32 bits of `nvcsw` and `nivcsw`, the thread's
+///   switches out while blocking and while runnable (preempted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitMark {
+    pub off_cpu_ns: u64,
+    pub run_delay_ns: u64,
+    pub voluntary: u32,
+    pub involuntary: u32,
+}
+
+/// A thread's [`TASKS_MAP`] entry: its syscall in flight (`ts_ns`, 0 when none; `nr`, `abi`,
+/// `mark`) and what is fixed for the thread's life, set at its first syscall: its process
+/// (`tgid`, `incarnation`), whether it is the process's main thread, and whether the filters
+/// keep it (`state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskEntry {
+    pub ts_ns: u64,
+    pub mark: SplitMark,
+    pub tgid: u32,
+    pub incarnation: u32,
+    pub nr: u32,
+    pub abi: u8,
+    pub state: u8,
+    pub main_thread: u8,
+    pub _pad: u8,
+}
+
+/// [`TaskEntry::state`]: created, not yet looked at (the kernel zeroes new entries).
+pub const TASK_NEW: u8 = 0;
+/// Its process is recorded and kept by the pid filter.
+pub const TASK_TRACED: u8 = 1;
+/// Left out for good: the daemon's own threads, or a process the pid filter leaves out.
+pub const TASK_IGNORED: u8 = 2;
 
 /// One (process incarnation, ABI, syscall) shard. `incarnation` tells apart processes that had
 /// the same pid: it is the time (µs, truncated to 32 bits) the kernel side first saw the
@@ -316,6 +400,12 @@ pub struct Hist {
 /// counted something; a shard with several writers sets every bit (see `TOUCHED_ALL`).
 /// `errnos`/`errno_counts` break failures down by errno for the first `ERRNO_SLOTS` errnos of a
 /// single-writer shard (an `errnos` entry of 0 is unused); other failures go to ERRNOS.
+///
+/// Where `total_ns` went (see [`SplitMark`]): `runq_ns` runnable on a runqueue (preempted, or
+/// woken and waiting for a CPU), `blocked_ns` asleep; the rest of `total_ns` on a CPU. A call
+/// that never left its CPU adds to neither, so the split costs it nothing. `blocked_calls`
+/// counts the calls that blocked at least once. All three stay 0 when the split is off (no BTF,
+/// counts-only mode).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistHead {
@@ -323,6 +413,9 @@ pub struct HistHead {
     pub errors: u32,
     pub total_ns: u64,
     pub touched: u32,
+    pub blocked_calls: u32,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
     pub errno_counts: [u32; ERRNO_SLOTS],
     pub errnos: [u16; ERRNO_SLOTS],
 }
@@ -373,6 +466,9 @@ pub struct LedgerErrnoKey {
 pub struct LedgerTotals {
     pub errors: u64,
     pub total_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    pub blocked_calls: u64,
     pub buckets: [u64; BUCKETS],
 }
 
@@ -380,6 +476,7 @@ pub struct LedgerTotals {
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays with explicit padding fields.
     unsafe impl aya::Pod for super::Start {}
+    unsafe impl aya::Pod for super::TaskLayout {}
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}

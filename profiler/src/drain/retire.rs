@@ -48,10 +48,16 @@ pub(super) fn keep_in_ledger(ledger: &mut Ledger, retired: &HashMap<SyscallKey, 
         let mut v = ledger.totals.get(&key, 0).unwrap_or(LedgerTotals {
             errors: 0,
             total_ns: 0,
+            runq_ns: 0,
+            blocked_ns: 0,
+            blocked_calls: 0,
             buckets: [0; BUCKETS],
         });
         v.errors += t.hist.errors;
         v.total_ns += t.hist.total_ns;
+        v.runq_ns += t.hist.split.runq_ns;
+        v.blocked_ns += t.hist.split.blocked_ns;
+        v.blocked_calls += t.hist.split.blocked_calls;
         for (i, n) in t.hist.bucket_counts() {
             v.buckets[i] += n;
         }

@@ -2,7 +2,7 @@
 //! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
 //! The maps' handles are in maps.rs, the in-kernel filters' setup in filters.rs.
 
-use std::path::Path;
+use std::{os::fd::AsFd, path::Path};
 
 use aya::{
     maps::{Array, MapData, Queue},
@@ -10,10 +10,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
-    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    TaskLayout, CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
+    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
+    GLOBAL_TASK_LAYOUT, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
 };
 use tracing::{info, warn};
 
@@ -21,6 +21,7 @@ use super::{
     btf as kernel_btf, caps,
     error::{is_permission_error, BoxError, Error},
     filters,
+    iter::InFlightIter,
     maps::{self, Ledger, Maps},
     pin,
 };
@@ -30,19 +31,59 @@ use crate::config::Filter;
 /// eBPF object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
 
-/// Attached in this order: the lifecycle programs first, so no thread that starts a syscall
-/// can exit unseen; `sys_exit` before `sys_enter`, so no start is recorded without its exit.
+/// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
 /// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
 /// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.
-const PROGRAMS: &[(&str, &[&str])] = &[
+const LIFECYCLE: &[(&str, &[&str])] = &[
     (
         "sched_process_exit",
         &["sched_process_exit", "sched_process_exit_leader"],
     ),
     ("sched_process_exec", &["sched_process_exec"]),
-    ("sched_switch", &["sched_switch"]),
-    ("sys_exit", &["sys_exit"]),
-    ("sys_enter", &["sys_enter_btf", "sys_enter"]),
+];
+
+/// One way of keeping a syscall's start (profiler-ebpf programs/mod.rs): its programs and their
+/// tracepoints, all attached or none, in this order (`sys_exit` before `sys_enter`, so no start
+/// is recorded without its exit).
+struct ProgramSet {
+    what: &'static str,
+    programs: &'static [(&'static str, &'static str)],
+    /// Whether the drain reads the calls in flight through the `in_flight` task iterator
+    /// (else from STARTS and CPU_SLOT).
+    task_iterator: bool,
+}
+
+/// Preferred first: task storage (BTF tracepoints, kernels ≥ 5.11, nothing at context
+/// switches), then the raw tracepoints' per-CPU slot parked at `sched_switch`.
+const LATENCY: &[ProgramSet] = &[
+    ProgramSet {
+        what: "syscall starts kept in task storage",
+        programs: &[("sys_exit", "sys_exit_btf"), ("sys_enter", "sys_enter_btf")],
+        task_iterator: true,
+    },
+    ProgramSet {
+        what: "syscall starts kept in a per-CPU slot, parked at sched_switch",
+        programs: &[
+            ("sched_switch", "sched_switch"),
+            ("sys_exit", "sys_exit"),
+            ("sys_enter", "sys_enter"),
+        ],
+        task_iterator: false,
+    },
+];
+
+/// Counts-only mode: no `sys_enter` at all.
+const COUNTS_ONLY: &[ProgramSet] = &[
+    ProgramSet {
+        what: "counts only, processes kept in task storage",
+        programs: &[("sys_exit", "sys_exit_counts_btf")],
+        task_iterator: false,
+    },
+    ProgramSet {
+        what: "counts only, processes looked up per call",
+        programs: &[("sys_exit", "sys_exit_counts")],
+        task_iterator: false,
+    },
 ];
 
 /// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
@@ -55,19 +96,18 @@ pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
 /// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
 pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
 
-/// Counts-only mode: no `sys_enter` at all.
-const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
-    (
-        "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
-    ),
-    ("sched_process_exec", &["sched_process_exec"]),
-    ("sys_exit", &["sys_exit_counts_btf", "sys_exit_counts"]),
-];
-
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
     _ebpf: Ebpf,
+    time_split: bool,
+}
+
+impl Probes {
+    /// Whether the programs split each call's time into on-CPU, runnable and blocked: not in
+    /// counts-only mode, nor on a kernel whose BTF lacks a field the split reads.
+    pub fn time_split(&self) -> bool {
+        self.time_split
+    }
 }
 
 /// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the effective set, as loading needs.
@@ -111,7 +151,10 @@ pub fn load_and_attach(
     }
     let g = globals(filter, counts_only)?;
     let mut loader = EbpfLoader::new();
+    // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
     loader
+        .allow_unsupported_maps()
+        .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
         .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
         .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
         .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
@@ -135,14 +178,16 @@ pub fn load_and_attach(
     if pin_dir.is_none() || unstamped(&ebpf)? {
         maps::fill_free_slots(&mut free_slots)?;
     }
-    attach_all(
-        &mut ebpf,
-        if counts_only {
-            COUNTS_ONLY_PROGRAMS
-        } else {
-            PROGRAMS
-        },
-    )?;
+    let skipped = skipped_programs(g.btf_usable);
+    attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
+    let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
+    let set = attach_first_set(&mut ebpf, sets, &skipped)?;
+    info!("attached: {}", set.what);
+    let in_flight = match set.task_iterator {
+        true => Some(link_task_iterator(&mut ebpf)?),
+        false => None,
+    };
+    let time_split = !counts_only && g.task_layout.split != 0;
 
     let ledger = match pin_dir {
         None => None,
@@ -159,14 +204,21 @@ pub fn load_and_attach(
             })
         }
     };
-    let maps = maps::take(&mut ebpf, free_slots, ledger)?;
-    Ok((Probes { _ebpf: ebpf }, maps))
+    let maps = maps::take(&mut ebpf, free_slots, ledger, in_flight)?;
+    let probes = Probes {
+        _ebpf: ebpf,
+        time_split,
+    };
+    Ok((probes, maps))
 }
 
 /// What the programs read from their globals: our own tgid, where the kernel keeps what they
 /// need, how the histogram shards are shared, which filters are on.
 struct Globals {
     own_tgid: u32,
+    task_layout: TaskLayout,
+    /// Whether the BTF programs can find what they load (else they are left out).
+    btf_usable: bool,
     compat_offset: u32,
     compat_mask: u32,
     nr_offset: u32,
@@ -191,6 +243,21 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         warn!("32-bit compat syscalls will be counted as native ones: {e}");
         (COMPAT_DISABLED, 0)
     });
+    let (task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
+        Ok((layout, None)) => (layout, true),
+        Ok((layout, Some(missing))) => {
+            if !counts_only {
+                warn!(
+                    "where syscall time goes (on CPU, runnable, blocked) is unavailable: {missing}"
+                );
+            }
+            (layout, true)
+        }
+        Err(e) => {
+            warn!("no BTF programs: {e}");
+            (TaskLayout::default(), false)
+        }
+    };
     let nr_offset = if counts_only {
         in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?
     } else {
@@ -213,6 +280,8 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
     Ok(Globals {
         own_tgid,
+        task_layout,
+        btf_usable,
         compat_offset,
         compat_mask,
         nr_offset,
@@ -224,11 +293,29 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     })
 }
 
-/// Attaches each tracepoint's first program the kernel takes (and `SKIP_PROGRAMS_ENV` leaves
-/// in), in the order of `programs`.
-fn attach_all(ebpf: &mut Ebpf, programs: &[(&'static str, &[&str])]) -> Result<(), Error> {
-    let skipped = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
-    let skipped: Vec<&str> = skipped.split(',').map(str::trim).collect();
+/// The programs `SKIP_PROGRAMS_ENV` leaves out, and every BTF program when the kernel's BTF
+/// lacks what they load.
+fn skipped_programs(btf_usable: bool) -> Vec<String> {
+    let listed = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
+    let mut skipped: Vec<String> = listed
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !btf_usable {
+        let btf = ["sys_enter_btf", "sys_exit_btf", "sys_exit_counts_btf"];
+        skipped.extend(btf.iter().map(|p| p.to_string()));
+    }
+    skipped
+}
+
+/// Attaches each tracepoint's first program the kernel takes (and `skipped` leaves in), in the
+/// order of `programs`.
+fn attach_each(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, &[&str])],
+    skipped: &[String],
+) -> Result<(), Error> {
     for &(tracepoint, candidates) in programs {
         let mut outcome = Err(Error::NoProgramLeft {
             tracepoint,
@@ -238,11 +325,12 @@ fn attach_all(ebpf: &mut Ebpf, programs: &[(&'static str, &[&str])]) -> Result<(
             ),
         });
         for &program in candidates {
-            if skipped.contains(&program) {
+            if skipped.iter().any(|s| s == program) {
                 info!("left out {program} ({SKIP_PROGRAMS_ENV})");
                 continue;
             }
-            outcome = attach(ebpf, program, tracepoint);
+            outcome =
+                verify(ebpf, program, tracepoint).and_then(|()| attach(ebpf, program, tracepoint));
             if outcome.is_ok() {
                 info!("attached {program} to tracepoint {tracepoint}");
                 break;
@@ -251,6 +339,64 @@ fn attach_all(ebpf: &mut Ebpf, programs: &[(&'static str, &[&str])]) -> Result<(
         outcome?;
     }
     Ok(())
+}
+
+/// Attaches the first of `sets` whose programs `skipped` leaves in and the kernel verifies,
+/// every one of them: a set is all or nothing.
+fn attach_first_set<'s>(
+    ebpf: &mut Ebpf,
+    sets: &'s [ProgramSet],
+    skipped: &[String],
+) -> Result<&'s ProgramSet, Error> {
+    let mut why_not = None;
+    for set in sets {
+        if let Some(&(tracepoint, program)) = set
+            .programs
+            .iter()
+            .find(|(_, p)| skipped.iter().any(|s| s == p))
+        {
+            info!("left out {program} ({SKIP_PROGRAMS_ENV})");
+            why_not = Some(Error::NoProgramLeft {
+                tracepoint,
+                why: format!("{SKIP_PROGRAMS_ENV} leaves out {program}"),
+            });
+            continue;
+        }
+        // Verified first, so a kernel that refuses one program leaves none of the set attached.
+        if let Err(e) = set
+            .programs
+            .iter()
+            .try_for_each(|&(tracepoint, program)| verify(ebpf, program, tracepoint))
+        {
+            warn!("{}: {e}; trying the next way", set.what);
+            why_not = Some(e);
+            continue;
+        }
+        for &(tracepoint, program) in set.programs {
+            attach(ebpf, program, tracepoint)?;
+            info!("attached {program} to tracepoint {tracepoint}");
+        }
+        return Ok(set);
+    }
+    Err(why_not.unwrap_or(Error::MissingProgram("sys_exit".into())))
+}
+
+/// Loads the `in_flight` task iterator and links it, for the drain.
+fn link_task_iterator(ebpf: &mut Ebpf) -> Result<InFlightIter, Error> {
+    const PROGRAM: &str = "in_flight";
+    let prog = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| Error::MissingProgram(PROGRAM.to_string()))?;
+    let Program::Iter(prog) = prog else {
+        return Err(Error::NotATracepoint(PROGRAM.to_string()));
+    };
+    let btf = aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
+    prog.load("task", &btf)
+        .map_err(|e| load_error(format!("verifying program {PROGRAM}"), e))?;
+    let fd = prog
+        .fd()
+        .map_err(|e| load_error(format!("program {PROGRAM}"), e))?;
+    InFlightIter::link(fd.as_fd()).map_err(|e| load_error(format!("linking {PROGRAM}"), e))
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.
@@ -266,28 +412,35 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     Ok(stamp == 0)
 }
 
-/// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's
-/// BTF) or a raw one, whichever the object says it is.
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
+/// Loads (has the kernel verify) `program` for `tracepoint`, as a BTF tracepoint (which needs
+/// the kernel's BTF) or a raw one, whichever the object says it is.
+fn verify(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
     let verifying = |e| load_error(format!("verifying program {program}"), e);
-    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
     match prog {
         Program::BtfTracePoint(prog) => {
             let btf =
                 aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-            prog.load(tracepoint, &btf).map_err(verifying)?;
-            prog.attach().map_err(attaching)?;
+            prog.load(tracepoint, &btf).map_err(verifying)
         }
-        Program::RawTracePoint(prog) => {
-            prog.load().map_err(verifying)?;
-            prog.attach(tracepoint).map_err(attaching)?;
-        }
-        _ => return Err(Error::NotATracepoint(program.to_string())),
+        Program::RawTracePoint(prog) => prog.load().map_err(verifying),
+        _ => Err(Error::NotATracepoint(program.to_string())),
     }
-    Ok(())
+}
+
+/// Attaches `program`, verified, to `tracepoint`.
+fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
+    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
+    match prog {
+        Program::BtfTracePoint(prog) => prog.attach().map(drop).map_err(attaching),
+        Program::RawTracePoint(prog) => prog.attach(tracepoint).map(drop).map_err(attaching),
+        _ => Err(Error::NotATracepoint(program.to_string())),
+    }
 }
 
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no

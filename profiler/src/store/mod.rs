@@ -42,6 +42,9 @@ pub struct StoreConfig {
     pub max_exited: usize,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     pub latency: bool,
+    /// Whether the kernel side splits each call's time (`Histogram::split`): not in
+    /// counts-only mode, nor on a kernel without the fields it reads.
+    pub time_split: bool,
     pub metrics: MetricsConfig,
     /// Whether the kernel times our BPF programs (BPF_ENABLE_STATS), as /metrics reports.
     pub bpf_stats_enabled: bool,
@@ -59,6 +62,7 @@ pub struct Store {
     evicted_early: u64,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     latency: bool,
+    time_split: bool,
     processes: FastMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
     system: BTreeMap<SyscallKey, SyscallTotals>,
@@ -81,6 +85,7 @@ impl Store {
             max_exited: config.max_exited,
             evicted_early: 0,
             latency: config.latency,
+            time_split: config.time_split,
             processes: FastMap::default(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),
@@ -98,6 +103,7 @@ impl Store {
             retention,
             max_exited,
             latency: true,
+            time_split: true,
             metrics: MetricsConfig::default(),
             bpf_stats_enabled: false,
         })
@@ -110,6 +116,12 @@ impl Store {
 
     pub fn latency(&self) -> bool {
         self.latency
+    }
+
+    /// Whether histograms split their time into on-CPU, runnable and blocked (else their
+    /// `split` stays zero and means nothing: views show no split).
+    pub fn time_split(&self) -> bool {
+        self.time_split
     }
 
     /// Every process held, running or exited.
@@ -224,8 +236,10 @@ impl Store {
                         t.count += count;
                         t.errors += delta.errors;
                         t.total_ns += delta.total_ns;
+                        t.split.add(delta.split);
                     }
                     p.interval_ns += delta.total_ns;
+                    p.interval_cpu_ns += delta.split.on_cpu_ns(delta.total_ns);
                     sum.hist.add_ref(delta);
                 }
                 for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
@@ -239,6 +253,7 @@ impl Store {
             let d = Delta {
                 errors: sum.hist.errors,
                 total_ns: sum.hist.total_ns,
+                split: sum.hist.split,
                 buckets: sum.hist.bucket_counts().collect(),
             };
             self.add_system(sc, &d);
@@ -315,7 +330,9 @@ impl Store {
         let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
         for p in self.processes.values_mut() {
             p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
+            p.cpu_time_share = p.interval_cpu_ns as f64 / elapsed_ns;
             p.interval_ns = 0;
+            p.interval_cpu_ns = 0;
         }
         let retention = self.retention;
         self.processes.retain(|_, p| match p.exited {

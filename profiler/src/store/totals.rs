@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    histogram::{DeltaRef, Histogram},
+    histogram::{DeltaRef, Histogram, TimeSplit},
     keys::{ProcKey, SyscallKey},
 };
 use crate::syscalls::Category;
@@ -25,6 +25,8 @@ pub struct CategoryTotals {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+    /// Where `total_ns` went besides a CPU (see `Histogram::split`).
+    pub split: TimeSplit,
 }
 
 /// What one (process, syscall) gained between two drains: calls, and failures by errno.
@@ -67,7 +69,11 @@ pub struct Process {
     /// Syscall time completed during the last drain interval, over that interval's length:
     /// 1.0 is one thread inside syscalls all the time (threads add up, so it can exceed 1).
     pub syscall_time_share: f64,
+    /// The same for the part of that time spent on a CPU: 1.0 is one CPU busy in the kernel
+    /// for the process all the time (equal to `syscall_time_share` when there is no split).
+    pub cpu_time_share: f64,
     pub(super) interval_ns: u64,
+    pub(super) interval_cpu_ns: u64,
 }
 
 impl Process {
@@ -83,7 +89,9 @@ impl Process {
             total: CategoryTotals::default(),
             in_flight: Vec::new(),
             syscall_time_share: 0.0,
+            cpu_time_share: 0.0,
             interval_ns: 0,
+            interval_cpu_ns: 0,
         }
     }
 
