@@ -7,9 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, CgroupArray, HashMap, PerCpuArray},
 };
-use profiler_common::{
-    ABI_COMPAT, ABI_NATIVE, COMPAT_DISABLED, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
-};
+use profiler_common::{ABI_COMPAT, ABI_NATIVE, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI};
 
 use super::{global, split::offset};
 
@@ -17,7 +15,7 @@ use super::{global, split::offset};
 #[no_mangle]
 static IGNORE_TGID: u32 = 0;
 #[no_mangle]
-static COMPAT_OFFSET: u32 = COMPAT_DISABLED;
+static COMPAT_OFFSET: u32 = 0;
 #[no_mangle]
 static COMPAT_MASK: u32 = 0;
 #[no_mangle]
@@ -112,12 +110,13 @@ pub(super) fn syscall_wanted(nr: u32, abi: u8) -> bool {
 /// offset of the current task.
 #[inline(always)]
 fn compat_flag(read: impl FnOnce(usize) -> Option<u32>) -> u8 {
-    let offset = global(&COMPAT_OFFSET);
-    if offset == COMPAT_DISABLED {
+    // A mask of 0: the check is off (no BTF), every call counts as native.
+    let mask = global(&COMPAT_MASK);
+    if mask == 0 {
         return ABI_NATIVE;
     }
-    match read(offset as usize) {
-        Some(w) if w & global(&COMPAT_MASK) != 0 => ABI_COMPAT,
+    match read(global(&COMPAT_OFFSET) as usize) {
+        Some(w) if w & mask != 0 => ABI_COMPAT,
         _ => ABI_NATIVE,
     }
 }

@@ -46,6 +46,11 @@ pub(super) fn split_on() -> bool {
 /// How a program reads kernel memory: BTF programs load from a typed task directly, raw
 /// tracepoints through a helper.
 pub(super) trait Reader {
+    /// `base + off`, to read at.
+    #[inline(always)]
+    fn at(base: *const u8, off: usize) -> *const u8 {
+        base.wrapping_add(off)
+    }
     /// The `u64` at `base + off`.
     fn u64_at(base: *const u8, off: usize) -> u64;
     /// The pointer at `base + off`.
@@ -93,13 +98,15 @@ pub(super) fn mark<R: Reader>(task: *const u8) -> SplitMark {
     // How far this CPU's task clock runs behind its clock.
     let lag = R::u64_at(rq, offset(|l| &l.rq_clock))
         .wrapping_sub(R::u64_at(rq, offset(|l| &l.rq_clock_task)));
-    let exec_start = R::u64_at(task, offset(|l| &l.exec_start));
-    let runtime = R::u64_at(task, offset(|l| &l.sum_exec_runtime));
+    // sum_exec_runtime and nivcsw follow exec_start and nvcsw (the loader checks).
+    let clocks = R::at(task, offset(|l| &l.exec_start));
+    let (exec_start, runtime) = (R::u64_at(clocks, 0), R::u64_at(clocks, 8));
+    let switches = R::at(task, offset(|l| &l.nvcsw));
     SplitMark {
         off_cpu_ns: exec_start.wrapping_add(lag).wrapping_sub(runtime),
         run_delay_ns: R::u64_at(task, offset(|l| &l.run_delay)),
-        voluntary: R::u64_at(task, offset(|l| &l.nvcsw)),
-        involuntary: R::u64_at(task, offset(|l| &l.nivcsw)),
+        voluntary: R::u64_at(switches, 0),
+        involuntary: R::u64_at(switches, 8),
     }
 }
 
@@ -107,8 +114,8 @@ pub(super) fn mark<R: Reader>(task: *const u8) -> SplitMark {
 /// that kept its CPU pays at exit.
 #[inline(always)]
 pub(super) fn left_cpu<R: Reader>(task: *const u8, start: &SplitMark) -> bool {
-    R::u64_at(task, offset(|l| &l.nvcsw)) != start.voluntary
-        || R::u64_at(task, offset(|l| &l.nivcsw)) != start.involuntary
+    let switches = R::at(task, offset(|l| &l.nvcsw));
+    R::u64_at(switches, 0) != start.voluntary || R::u64_at(switches, 8) != start.involuntary
 }
 
 /// A call's time off its CPU, in the parts the histogram adds.

@@ -10,8 +10,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    TaskLayout, CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
-    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    TaskLayout, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
+    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
     GLOBAL_TASK_LAYOUT, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
 };
@@ -241,7 +241,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     }
     let (compat_offset, compat_mask) = in_btf(&btf, kernel_btf::compat_flag).unwrap_or_else(|e| {
         warn!("32-bit compat syscalls will be counted as native ones: {e}");
-        (COMPAT_DISABLED, 0)
+        (0, 0)
     });
     let (task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
         Ok((layout, None)) => (layout, true),
