@@ -27,7 +27,7 @@ static PROCS: HashMap<ProcKey, ProcInfo> = HashMap::with_max_entries(PROCS_MAX_E
 /// whose previous owner has exited has no LIVE entry any more, so a recycled pid starts a new
 /// incarnation and never inherits its predecessor's numbers.
 #[inline(always)]
-pub(super) fn process_incarnation(tgid: u32) -> u32 {
+pub(crate) fn process_incarnation(tgid: u32) -> u32 {
     // SAFETY (this function): map value pointers (see "Safety" in mod.rs) and helper calls.
     if let Some(incarnation) = LIVE.get_ptr(tgid) {
         return unsafe { *incarnation };

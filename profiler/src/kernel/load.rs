@@ -2,11 +2,10 @@
 //! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
 //! The maps' handles are in maps.rs, the in-kernel filters' setup in filters.rs.
 
-use std::{os::fd::AsFd, path::Path};
+use std::path::Path;
 
 use aya::{
     maps::{Array, MapData, Queue},
-    programs::Program,
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
@@ -18,10 +17,13 @@ use profiler_common::{
 use tracing::{info, warn};
 
 use super::{
+    attach::{
+        attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
+        COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
+    },
     btf as kernel_btf, caps,
-    error::{is_permission_error, BoxError, Error},
+    error::{is_permission_error, load_error, Error},
     filters,
-    iter::InFlightIter,
     maps::{self, Ledger, Maps},
     pin,
 };
@@ -30,66 +32,9 @@ use crate::config::Filter;
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
 /// eBPF object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
-
-/// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
-/// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
-/// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.
-const LIFECYCLE: &[(&str, &[&str])] = &[
-    (
-        "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
-    ),
-    ("sched_process_exec", &["sched_process_exec"]),
-];
-
-/// One way of keeping a syscall's start (profiler-ebpf programs/mod.rs): its programs and their
-/// tracepoints, all attached or none, in this order (`sys_exit` before `sys_enter`, so no start
-/// is recorded without its exit).
-struct ProgramSet {
-    what: &'static str,
-    programs: &'static [(&'static str, &'static str)],
-    /// Whether the drain reads the calls in flight through the `in_flight` task iterator
-    /// (else from STARTS and CPU_SLOT).
-    task_iterator: bool,
-}
-
-/// Preferred first: task storage (BTF tracepoints, kernels ≥ 5.11, nothing at context
-/// switches), then the raw tracepoints' per-CPU slot parked at `sched_switch`.
-const LATENCY: &[ProgramSet] = &[
-    ProgramSet {
-        what: "syscall starts kept in task storage",
-        programs: &[("sys_exit", "sys_exit_btf"), ("sys_enter", "sys_enter_btf")],
-        task_iterator: true,
-    },
-    ProgramSet {
-        what: "syscall starts kept in a per-CPU slot, parked at sched_switch",
-        programs: &[
-            ("sched_switch", "sched_switch"),
-            ("sys_exit", "sys_exit"),
-            ("sys_enter", "sys_enter"),
-        ],
-        task_iterator: false,
-    },
-];
-
-/// Counts-only mode: no `sys_enter` at all.
-const COUNTS_ONLY: &[ProgramSet] = &[
-    ProgramSet {
-        what: "counts only, processes kept in task storage",
-        programs: &[("sys_exit", "sys_exit_counts_btf")],
-        task_iterator: false,
-    },
-    ProgramSet {
-        what: "counts only, processes looked up per call",
-        programs: &[("sys_exit", "sys_exit_counts")],
-        task_iterator: false,
-    },
-];
-
-/// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
-/// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
-/// preferred programs, and a way around a kernel that loads one but misbehaves with it.
-pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
+/// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
+/// on a kernel without task storage the main object cannot create its map and does not load.
+static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
 
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
@@ -128,16 +73,6 @@ fn check_privileges() -> Result<(), Error> {
     Err(Error::NotPermitted { cap_eff })
 }
 
-/// What `what` failed with, as a privileges error (EPERM, EACCES) or a kernel that refuses.
-fn load_error(what: impl Into<String>, e: impl Into<BoxError>) -> Error {
-    let (what, source) = (what.into(), e.into());
-    if is_permission_error(&*source) {
-        Error::Denied { what, source }
-    } else {
-        Error::Refused { what, source }
-    }
-}
-
 /// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
 /// if a previous daemon pinned them, created and pinned otherwise.
 pub fn load_and_attach(
@@ -167,8 +102,15 @@ pub fn load_and_attach(
     for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
         loader.map_pin_path(name, pin_dir.unwrap().join(name));
     }
+    let mut skipped = skipped_programs(g.btf_usable);
+    let object = if task_storage_wanted(&skipped, counts_only) {
+        OBJECT
+    } else {
+        skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
+        SLOT_OBJECT
+    };
     let mut ebpf = loader
-        .load(OBJECT)
+        .load(object)
         .map_err(|e| load_error("loading the eBPF object", e))?;
 
     // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
@@ -178,7 +120,6 @@ pub fn load_and_attach(
     if pin_dir.is_none() || unstamped(&ebpf)? {
         maps::fill_free_slots(&mut free_slots)?;
     }
-    let skipped = skipped_programs(g.btf_usable);
     attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
     let set = attach_first_set(&mut ebpf, sets, &skipped)?;
@@ -293,112 +234,6 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     })
 }
 
-/// The programs `SKIP_PROGRAMS_ENV` leaves out, and every BTF program when the kernel's BTF
-/// lacks what they load.
-fn skipped_programs(btf_usable: bool) -> Vec<String> {
-    let listed = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
-    let mut skipped: Vec<String> = listed
-        .split(',')
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    if !btf_usable {
-        let btf = ["sys_enter_btf", "sys_exit_btf", "sys_exit_counts_btf"];
-        skipped.extend(btf.iter().map(|p| p.to_string()));
-    }
-    skipped
-}
-
-/// Attaches each tracepoint's first program the kernel takes (and `skipped` leaves in), in the
-/// order of `programs`.
-fn attach_each(
-    ebpf: &mut Ebpf,
-    programs: &[(&'static str, &[&str])],
-    skipped: &[String],
-) -> Result<(), Error> {
-    for &(tracepoint, candidates) in programs {
-        let mut outcome = Err(Error::NoProgramLeft {
-            tracepoint,
-            why: format!(
-                "{SKIP_PROGRAMS_ENV} leaves out {}",
-                candidates.join(" and ")
-            ),
-        });
-        for &program in candidates {
-            if skipped.iter().any(|s| s == program) {
-                info!("left out {program} ({SKIP_PROGRAMS_ENV})");
-                continue;
-            }
-            outcome =
-                verify(ebpf, program, tracepoint).and_then(|()| attach(ebpf, program, tracepoint));
-            if outcome.is_ok() {
-                info!("attached {program} to tracepoint {tracepoint}");
-                break;
-            }
-        }
-        outcome?;
-    }
-    Ok(())
-}
-
-/// Attaches the first of `sets` whose programs `skipped` leaves in and the kernel verifies,
-/// every one of them: a set is all or nothing.
-fn attach_first_set<'s>(
-    ebpf: &mut Ebpf,
-    sets: &'s [ProgramSet],
-    skipped: &[String],
-) -> Result<&'s ProgramSet, Error> {
-    let mut why_not = None;
-    for set in sets {
-        if let Some(&(tracepoint, program)) = set
-            .programs
-            .iter()
-            .find(|(_, p)| skipped.iter().any(|s| s == p))
-        {
-            info!("left out {program} ({SKIP_PROGRAMS_ENV})");
-            why_not = Some(Error::NoProgramLeft {
-                tracepoint,
-                why: format!("{SKIP_PROGRAMS_ENV} leaves out {program}"),
-            });
-            continue;
-        }
-        // Verified first, so a kernel that refuses one program leaves none of the set attached.
-        if let Err(e) = set
-            .programs
-            .iter()
-            .try_for_each(|&(tracepoint, program)| verify(ebpf, program, tracepoint))
-        {
-            warn!("{}: {e}; trying the next way", set.what);
-            why_not = Some(e);
-            continue;
-        }
-        for &(tracepoint, program) in set.programs {
-            attach(ebpf, program, tracepoint)?;
-            info!("attached {program} to tracepoint {tracepoint}");
-        }
-        return Ok(set);
-    }
-    Err(why_not.unwrap_or(Error::MissingProgram("sys_exit".into())))
-}
-
-/// Loads the `in_flight` task iterator and links it, for the drain.
-fn link_task_iterator(ebpf: &mut Ebpf) -> Result<InFlightIter, Error> {
-    const PROGRAM: &str = "in_flight";
-    let prog = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| Error::MissingProgram(PROGRAM.to_string()))?;
-    let Program::Iter(prog) = prog else {
-        return Err(Error::NotATracepoint(PROGRAM.to_string()));
-    };
-    let btf = aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-    prog.load("task", &btf)
-        .map_err(|e| load_error(format!("verifying program {PROGRAM}"), e))?;
-    let fd = prog
-        .fd()
-        .map_err(|e| load_error(format!("program {PROGRAM}"), e))?;
-    InFlightIter::link(fd.as_fd()).map_err(|e| load_error(format!("linking {PROGRAM}"), e))
-}
-
 /// Whether the pinned maps are new: META is stamped only once they are complete.
 fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     let meta = ebpf
@@ -410,37 +245,6 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     })?;
     let stamp = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
     Ok(stamp == 0)
-}
-
-/// Loads (has the kernel verify) `program` for `tracepoint`, as a BTF tracepoint (which needs
-/// the kernel's BTF) or a raw one, whichever the object says it is.
-fn verify(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
-    let verifying = |e| load_error(format!("verifying program {program}"), e);
-    match prog {
-        Program::BtfTracePoint(prog) => {
-            let btf =
-                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-            prog.load(tracepoint, &btf).map_err(verifying)
-        }
-        Program::RawTracePoint(prog) => prog.load().map_err(verifying),
-        _ => Err(Error::NotATracepoint(program.to_string())),
-    }
-}
-
-/// Attaches `program`, verified, to `tracepoint`.
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
-    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
-    match prog {
-        Program::BtfTracePoint(prog) => prog.attach().map(drop).map_err(attaching),
-        Program::RawTracePoint(prog) => prog.attach(tracepoint).map(drop).map_err(attaching),
-        _ => Err(Error::NotATracepoint(program.to_string())),
-    }
 }
 
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no
