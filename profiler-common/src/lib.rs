@@ -103,7 +103,9 @@ pub const CPU_SLOT_MAP: &str = "CPU_SLOT";
 
 /// The raw-tracepoint fallback only: per-thread records, keyed by thread id (`u32`), value
 /// [`Start`]: the thread's process (tgid, incarnation), and its syscall start while it is parked
-/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). One entry per live thread that has made a syscall since
+/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). The main object, whose
+/// programs keep none, is loaded with it cut to one entry; not pinned (a restarted daemon's
+/// threads make their records again, and calls parked across the restart are not timed). One entry per live thread that has made a syscall since
 /// attach; deleted when the thread exits. When full, new threads' syscalls are not timed and
 /// `COUNTER_STARTS_FULL` counts each of them.
 pub const STARTS_MAP: &str = "STARTS";
@@ -180,7 +182,6 @@ pub const LAYOUT_VERSION: u64 = 4;
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
-    STARTS_MAP,
     HISTS_MAP,
     HIST_SLOTS_MAP,
     FREE_SLOTS_MAP,

@@ -13,17 +13,19 @@ use profiler_common::{
     GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
     GLOBAL_TASK_LAYOUT, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
+    STARTS_MAP,
 };
 use tracing::{info, warn};
 
 use super::{
     attach::{
         attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
-        COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
+        ProgramSet, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
     },
     btf as kernel_btf, caps,
     error::{is_permission_error, load_error, Error},
     filters,
+    iter::InFlightIter,
     maps::{self, Ledger, Maps},
     pin,
 };
@@ -85,72 +87,131 @@ pub fn load_and_attach(
         pin::prepare(dir)?;
     }
     let g = globals(filter, counts_only)?;
-    let mut loader = EbpfLoader::new();
-    // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
-    loader
-        .allow_unsupported_maps()
-        .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
-        .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
-        .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
-        .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
-        .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
-        .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
-        .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
-        .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
-        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
-    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
-        loader.map_pin_path(name, pin_dir.unwrap().join(name));
-    }
     let mut skipped = skipped_programs(g.btf_usable);
-    let object = if task_storage_wanted(&skipped, counts_only) {
-        OBJECT
-    } else {
-        skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
-        SLOT_OBJECT
-    };
-    let mut ebpf = loader
-        .load(object)
-        .map_err(|e| load_error("loading the eBPF object", e))?;
-
-    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
-    // and an empty free-slot queue would drop every new histogram.
-    filters::fill(&mut ebpf, filter)?;
-    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
-    if pin_dir.is_none() || unstamped(&ebpf)? {
-        maps::fill_free_slots(&mut free_slots)?;
-    }
-    attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
-    let set = attach_first_set(&mut ebpf, sets, &skipped)?;
-    info!("attached: {}", set.what);
-    let in_flight = match set.task_iterator {
-        true => Some(link_task_iterator(&mut ebpf)?),
+    let setup = Setup {
+        globals: &g,
+        pin_dir,
+        filter,
+    };
+    // The main object for the task-storage programs; the one without them if the kernel lacks
+    // task storage, refuses those programs, or they are left out.
+    let main = match task_storage_wanted(&skipped, counts_only) {
+        true => match setup.load(OBJECT, true, &sets[..1], &skipped) {
+            Ok(loaded) => Some(loaded),
+            Err(e) if !matches!(e, Error::Denied { .. }) => {
+                warn!("{e}; loading the programs without task storage");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         false => None,
     };
-    let time_split = !counts_only && g.task_layout.split != 0;
-
+    let mut loaded = match main {
+        Some(loaded) => loaded,
+        None => {
+            skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
+            setup.load(SLOT_OBJECT, false, &sets[1..], &skipped)?
+        }
+    };
+    info!("attached: {}", loaded.set.what);
+    let ebpf = &mut loaded.ebpf;
     let ledger = match pin_dir {
         None => None,
         Some(dir) => {
-            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
+            let mut meta = maps::take_map(ebpf, META_MAP)?;
             pin::stamp(&mut meta)?;
             info!(
                 "maps pinned at {}: counters resume across restarts",
                 dir.display()
             );
             Some(Ledger {
-                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
-                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+                totals: maps::take_map(ebpf, LEDGER_MAP)?,
+                errnos: maps::take_map(ebpf, LEDGER_ERRNOS_MAP)?,
             })
         }
     };
-    let maps = maps::take(&mut ebpf, free_slots, ledger, in_flight)?;
+    let maps = maps::take(ebpf, loaded.free_slots, ledger, loaded.in_flight)?;
     let probes = Probes {
-        _ebpf: ebpf,
-        time_split,
+        _ebpf: loaded.ebpf,
+        time_split: !counts_only && g.task_layout.split != 0,
     };
     Ok((probes, maps))
+}
+
+/// What loading an object needs besides the object.
+struct Setup<'a> {
+    globals: &'a Globals,
+    pin_dir: Option<&'a Path>,
+    filter: &'a Filter,
+}
+
+/// An object loaded and attached.
+struct Loaded {
+    ebpf: Ebpf,
+    set: &'static ProgramSet,
+    free_slots: Queue<MapData, u32>,
+    in_flight: Option<InFlightIter>,
+}
+
+impl Setup<'_> {
+    /// Loads `object` with the globals set (and, for the main object, whose programs keep no
+    /// thread records, `STARTS` cut to one entry: 8.5 MiB less kernel memory), fills the
+    /// filters and the free-slot queue, then attaches the lifecycle programs and the first of
+    /// `sets` the kernel takes.
+    fn load(
+        &self,
+        object: &[u8],
+        main: bool,
+        sets: &'static [ProgramSet],
+        skipped: &[String],
+    ) -> Result<Loaded, Error> {
+        let g = self.globals;
+        let mut loader = EbpfLoader::new();
+        // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
+        loader
+            .allow_unsupported_maps()
+            .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
+            .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
+            .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
+            .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
+            .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
+            .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
+            .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
+            .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
+            .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
+            .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
+        if main {
+            loader.map_max_entries(STARTS_MAP, 1);
+        }
+        if let Some(dir) = self.pin_dir {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
+            .load(object)
+            .map_err(|e| load_error("loading the eBPF object", e))?;
+        // Before attaching: a filter that is on with an empty map would drop everything
+        // meanwhile, and an empty free-slot queue would drop every new histogram.
+        filters::fill(&mut ebpf, self.filter)?;
+        let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+        if self.pin_dir.is_none() || unstamped(&ebpf)? {
+            maps::fill_free_slots(&mut free_slots)?;
+        }
+        attach_each(&mut ebpf, LIFECYCLE, skipped)?;
+        let set = attach_first_set(&mut ebpf, sets, skipped)?;
+        let in_flight = match set.task_iterator {
+            true => Some(link_task_iterator(&mut ebpf)?),
+            false => None,
+        };
+        Ok(Loaded {
+            ebpf,
+            set,
+            free_slots,
+            in_flight,
+        })
+    }
 }
 
 /// What the programs read from their globals: our own tgid, where the kernel keeps what they
