@@ -35,36 +35,33 @@ pub fn bucket_index(ns: u64) -> usize {
     ((pow - SUB_BUCKET_BITS + 1) as usize) * SUB_BUCKETS + sub
 }
 
-/// The index of the highest set bit of `x` (`0 < x < 2^MAX_POW`), by halving the range: five
-/// or six branches that a steady latency predicts well. BPF has no count-leading-zeros
-/// instruction, and LLVM expands `leading_zeros` into ~40 dependent instructions there.
+/// `floor(log2(v))` for every `v` below 4096 (entry 0 unused): the highest bit of a value
+/// below 2^36 in one table lookup after at most two compares (`highest_bit`). BPF has no
+/// count-leading-zeros instruction; LLVM expands `leading_zeros` into ~40 dependent
+/// instructions there, and halving the range took ~36.
+pub static LOG2_TABLE: [u8; 4096] = {
+    let mut t = [0u8; 4096];
+    let mut v = 2;
+    while v < 4096 {
+        t[v] = t[v / 2] + 1;
+        v += 1;
+    }
+    t
+};
+
+/// The index of the highest set bit of `x` (`0 < x < 2^MAX_POW`): 12 bits at a time, from the
+/// top, then the table. Each index is masked, so the kernel's verifier sees it in bounds.
 #[inline(always)]
-fn highest_bit(mut x: u64) -> u32 {
-    let mut pow = 0;
-    if x >> 32 != 0 {
-        x >>= 32;
-        pow += 32;
-    }
-    if x >> 16 != 0 {
-        x >>= 16;
-        pow += 16;
-    }
-    if x >> 8 != 0 {
-        x >>= 8;
-        pow += 8;
-    }
-    if x >> 4 != 0 {
-        x >>= 4;
-        pow += 4;
-    }
-    if x >> 2 != 0 {
-        x >>= 2;
-        pow += 2;
-    }
-    if x >> 1 != 0 {
-        pow += 1;
-    }
-    pow
+fn highest_bit(x: u64) -> u32 {
+    const _: () = assert!(MAX_POW <= 36, "three 12-bit steps cover the range");
+    let (base, rest) = if x >> 24 != 0 {
+        (24, x >> 24)
+    } else if x >> 12 != 0 {
+        (12, x >> 12)
+    } else {
+        (0, x)
+    };
+    base + u32::from(LOG2_TABLE[(rest & 4095) as usize])
 }
 
 /// The smallest value that lands in bucket `index` (`index < BUCKETS`).
@@ -90,14 +87,25 @@ pub const fn bucket_upper_ns(index: usize) -> u64 {
 //
 // Every map has a fixed size and a stated behaviour when full; see docs/design.md.
 
-/// The syscall in flight on each CPU, value [`Start`], one entry (per CPU: 32 bytes a CPU).
-/// `sys_enter` writes it and `sys_exit` reads it when the thread has not left the CPU in
-/// between, which is the common case and costs no hash lookup. It never fills.
+/// Each thread's own record for the BTF programs (kernels ≥ 5.11): BPF task storage (one
+/// [`TaskEntry`] per thread, found through the task itself, freed with it), so a syscall's start
+/// survives its thread leaving the CPU with nothing to do at context switches. Created at the
+/// thread's first syscall; bounded by the number of threads, not by a size of its own. When the
+/// kernel cannot allocate one, `COUNTER_STARTS_FULL` counts the call. Not pinned: a new daemon
+/// starts over, each thread's first call finding its process in [`LIVE_MAP`].
+pub const TASKS_MAP: &str = "TASKS";
+
+/// The raw-tracepoint fallback only (kernels that refuse the BTF programs): the syscall in
+/// flight on each CPU, value [`Start`], one entry (per CPU: 56 bytes a CPU). `sys_enter` writes
+/// it and `sys_exit` reads it when the thread has not left the CPU in between, which is the
+/// common case and costs no hash lookup. It never fills.
 pub const CPU_SLOT_MAP: &str = "CPU_SLOT";
 
-/// Per-thread records, keyed by thread id (`u32`), value [`Start`]: the thread's process
-/// (tgid, incarnation), and its syscall start while it is parked off-CPU (`sched_switch` moves
-/// it here from [`CPU_SLOT_MAP`]). One entry per live thread that has made a syscall since
+/// The raw-tracepoint fallback only: per-thread records, keyed by thread id (`u32`), value
+/// [`Start`]: the thread's process (tgid, incarnation), and its syscall start while it is parked
+/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). The main object, whose
+/// programs keep none, is loaded with it cut to one entry; not pinned (a restarted daemon's
+/// threads make their records again, and calls parked across the restart are not timed). One entry per live thread that has made a syscall since
 /// attach; deleted when the thread exits. When full, new threads' syscalls are not timed and
 /// `COUNTER_STARTS_FULL` counts each of them.
 pub const STARTS_MAP: &str = "STARTS";
@@ -128,8 +136,9 @@ pub const HIST_SLOTS_MAP: &str = "HIST_SLOTS";
 /// retired processes.
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
 
-/// Per-CPU cache in front of [`HIST_SLOTS_MAP`]: `u32` by `nr % SLOT_CACHE_LEN`, the slot of
-/// the last key with that syscall number seen on this CPU. The slot's own key says whether it
+/// The raw-tracepoint programs' per-CPU cache in front of [`HIST_SLOTS_MAP`]: `u32` by
+/// [`slot_cache_index`], the slot of the last key with that syscall number seen on this CPU
+/// (the BTF programs keep one per thread: [`TaskEntry::slots`]). The slot's own key says whether it
 /// is the wanted one (a slot since recycled, or of another key with the same `nr % 64`, is not).
 pub const SLOT_CACHE_MAP: &str = "SLOT_CACHE";
 pub const SLOT_CACHE_LEN: u32 = 64;
@@ -180,7 +189,7 @@ pub const CHECKPOINT_MAX_ENTRIES: u32 = 2 * CHECKPOINT_CHUNKS_PER_HALF;
 pub const META_MAP: &str = "META";
 /// Bumped whenever a record's layout or a map's meaning changes, and whenever a type the
 /// checkpoint serializes changes (the daemon's store totals too).
-pub const LAYOUT_VERSION: u64 = 4;
+pub const LAYOUT_VERSION: u64 = 5;
 
 /// [`META_MAP`]'s record. `fingerprint` first and 0 until the daemon has prepared new maps.
 /// `generation` counts commits (0: no checkpoint yet); the committed checkpoint is `len` bytes in
@@ -197,7 +206,6 @@ pub struct Meta {
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
-    STARTS_MAP,
     HISTS_MAP,
     HIST_SLOTS_MAP,
     FREE_SLOTS_MAP,
@@ -244,8 +252,8 @@ pub const COUNTERS_LEN: u32 = 6;
 /// tgid whose syscalls are not recorded (the daemon's own); 0 records everything.
 pub const GLOBAL_IGNORE_TGID: &str = "IGNORE_TGID";
 /// Where the current task says whether its syscall is a 32-bit compat one: the byte offset of a
-/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. Offset
-/// `COMPAT_DISABLED` turns the check off (no BTF): every call then counts as native.
+/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. A mask of 0
+/// turns the check off (no BTF): every call then counts as native.
 pub const GLOBAL_COMPAT_OFFSET: &str = "COMPAT_OFFSET";
 pub const GLOBAL_COMPAT_MASK: &str = "COMPAT_MASK";
 /// 1 when every possible CPU has a histogram shard of its own (at most `HIST_SHARDS` CPUs): the
@@ -259,7 +267,37 @@ pub const GLOBAL_NR_REG_OFFSET: &str = "NR_REG_OFFSET";
 /// (value 0) is the parent's call, already counted there, as strace counts it.
 pub const GLOBAL_CLONE_NRS: &str = "CLONE_NRS";
 pub const CLONE_NRS_LEN: usize = 8;
-pub const COMPAT_DISABLED: u32 = u32::MAX;
+/// Where the task fields the programs load live, a [`TaskLayout`] from the kernel's BTF.
+pub const GLOBAL_TASK_LAYOUT: &str = "TASK_LAYOUT";
+
+/// Byte offsets of the fields the programs read from the scheduler's own accounting, from the
+/// kernel's BTF at load time (`task_struct` unless said otherwise). `split` is 1 when every
+/// field was found: the programs then split each call's time (see [`SplitMark`]); 0 leaves the
+/// split out (the verifier removes its code). `pid` and `tgid` are always set when the kernel
+/// has BTF (the BTF programs load them instead of calling a helper).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub pid: u32,
+    pub tgid: u32,
+    pub split: u32,
+    /// `__state`: whether a thread switched out was blocking (the fallback's `sched_switch`).
+    pub state: u32,
+    /// `se.exec_start`; `se.sum_exec_runtime` follows it (the programs read it 8 bytes on, and
+    /// the loader leaves the split off on a kernel where it does not).
+    pub exec_start: u32,
+    pub sum_exec_runtime: u32,
+    /// `sched_info.run_delay` (CONFIG_SCHED_INFO).
+    pub run_delay: u32,
+    /// `nvcsw`; `nivcsw` follows it, read 8 bytes on likewise.
+    pub nvcsw: u32,
+    pub nivcsw: u32,
+    /// `se.cfs_rq`, then `struct cfs_rq`'s `rq`, then `struct rq`'s `clock` and `clock_task`.
+    pub cfs_rq: u32,
+    pub rq_of_cfs_rq: u32,
+    pub rq_clock: u32,
+    pub rq_clock_task: u32,
+}
 
 // ---- Records ----------------------------------------------------------------------------------
 
@@ -270,8 +308,9 @@ pub const ABI_COMPAT: u8 = 1;
 
 /// A syscall start: the value of a CPU's [`CPU_SLOT_MAP`] entry (the syscall in flight on that
 /// CPU) and of a thread's [`STARTS_MAP`] record (a syscall parked there when its thread was
-/// switched out). `ts_ns == 0` when none is in flight; `tgid` and `incarnation` are fixed when
-/// the thread's record is created (threads never change process).
+/// switched out), and what the in-flight iterator reports for a thread of the BTF programs.
+/// `ts_ns == 0` when none is in flight; `tgid` and `incarnation` are fixed when the thread's
+/// record is created (threads never change process). `mark` is set when the start is parked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Start {
@@ -282,7 +321,67 @@ pub struct Start {
     pub tid: u32,
     pub abi: u8,
     pub _pad: [u8; 7],
+    pub mark: SplitMark,
 }
+
+/// Where a thread stood in the scheduler's accounting when its syscall started, to split the
+/// call's time at its exit (docs/design.md, "Where the time went"):
+/// - `off_cpu_ns`: `se.exec_start + (rq clock − rq clock_task) − se.sum_exec_runtime`, the
+///   thread's time off its CPUs up to a constant. `exec_start` is in its CPU's task clock,
+///   which runs behind the CPU's clock by the time spent on interrupts and stolen by a
+///   hypervisor (with IRQ time or steal accounting), a lag that differs from CPU to CPU; adding
+///   the lag moves it to the clock all CPUs share, so a call that migrated compares right.
+/// - `run_delay_ns`: `sched_info.run_delay`, the time spent runnable on a runqueue.
+/// - `voluntary`, `involuntary`: `nvcsw` and `nivcsw`, the thread's switches out while
+///   blocking and while runnable (preempted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitMark {
+    pub off_cpu_ns: u64,
+    pub run_delay_ns: u64,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+/// A thread's [`TASKS_MAP`] entry: its syscall in flight (`ts_ns`, 0 when none; `key_high`,
+/// `mark`) and what is fixed for the thread's life, set at its first syscall: its process
+/// (`key_low`), whether it is the process's main thread, and whether the filters keep it
+/// (`state`). The key comes as the two words the histogram's key is compared by (bytes 0..8
+/// and 8..12 of [`HistKey`], little-endian): `tgid | incarnation << 32`, and
+/// `nr | abi << 16` (the shard, `<< 24`, is added at the exit: another thread's depends on
+/// the CPU). `slots` caches, by `nr % TASK_SLOT_CACHE`, the HISTS slot of the thread's last
+/// key with that number, which the slot's own key confirms: unlike a per-CPU cache, two
+/// processes that take turns on a CPU do not evict each other's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskEntry {
+    pub ts_ns: u64,
+    pub mark: SplitMark,
+    pub key_low: u64,
+    pub key_high: u32,
+    pub state: u8,
+    pub main_thread: u8,
+    pub _pad: [u8; 2],
+    pub slots: [u32; TASK_SLOT_CACHE],
+}
+
+/// See [`TaskEntry::slots`] (a power of two).
+pub const TASK_SLOT_CACHE: usize = 32;
+
+/// Where syscall `nr`'s slot is cached in a cache of `len` entries (a power of two): by its
+/// low bits, with bit 8 and up folded in so that `openat` (257 on x86_64) and `write` (1) do
+/// not share an entry.
+#[inline(always)]
+pub fn slot_cache_index(nr: u16, len: usize) -> usize {
+    (nr as usize + (nr as usize >> 8)) & (len - 1)
+}
+
+/// [`TaskEntry::state`]: created, not yet looked at (the kernel zeroes new entries).
+pub const TASK_NEW: u8 = 0;
+/// Its process is recorded and kept by the pid filter.
+pub const TASK_TRACED: u8 = 1;
+/// Left out for good: the daemon's own threads, or a process the pid filter leaves out.
+pub const TASK_IGNORED: u8 = 2;
 
 /// One (process incarnation, ABI, syscall) shard. `incarnation` tells apart processes that had
 /// the same pid: it is the time (µs, truncated to 32 bits) the kernel side first saw the
@@ -341,6 +440,12 @@ pub struct Hist {
 /// counted something; a shard with several writers sets every bit (see `TOUCHED_ALL`).
 /// `errnos`/`errno_counts` break failures down by errno for the first `ERRNO_SLOTS` errnos of a
 /// single-writer shard (an `errnos` entry of 0 is unused); other failures go to ERRNOS.
+///
+/// Where `total_ns` went (see [`SplitMark`]): `runq_ns` runnable on a runqueue (preempted, or
+/// woken and waiting for a CPU), `blocked_ns` asleep; the rest of `total_ns` on a CPU. A call
+/// that never left its CPU adds to neither, so the split costs it nothing. `blocked_calls`
+/// counts the calls that blocked at least once. All three stay 0 when the split is off (no BTF,
+/// counts-only mode).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
@@ -349,6 +454,9 @@ pub struct HistHead {
     pub errors: u32,
     pub total_ns: u64,
     pub touched: u32,
+    pub blocked_calls: u32,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
     pub errno_counts: [u32; ERRNO_SLOTS],
     pub errnos: [u16; ERRNO_SLOTS],
 }
@@ -383,6 +491,7 @@ pub struct ProcInfo {
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays with explicit padding fields.
     unsafe impl aya::Pod for super::Start {}
+    unsafe impl aya::Pod for super::TaskLayout {}
     unsafe impl aya::Pod for super::HistKey {}
     unsafe impl aya::Pod for super::Hist {}
     unsafe impl aya::Pod for super::ProcInfo {}
@@ -435,6 +544,19 @@ mod tests {
         assert_eq!(bucket_index(1 << MAX_POW), OVERFLOW_BUCKET);
         assert_eq!(bucket_index(u64::MAX), OVERFLOW_BUCKET);
         assert_eq!(bucket_upper_ns(OVERFLOW_BUCKET), u64::MAX);
+    }
+
+    #[test]
+    fn the_table_finds_the_highest_bit_of_every_power_and_its_neighbours() {
+        for pow in 0..MAX_POW {
+            let v = 1u64 << pow;
+            assert_eq!(highest_bit(v), pow, "2^{pow}");
+            assert_eq!(highest_bit(v | (v - 1)), pow, "2^({pow} + 1) - 1");
+            if pow > 0 {
+                assert_eq!(highest_bit(v + 1), pow, "2^{pow} + 1");
+            }
+        }
+        assert_eq!(highest_bit((1 << MAX_POW) - 1), MAX_POW - 1);
     }
 
     #[test]

@@ -57,7 +57,6 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
         &settings.filter(),
         settings.counts_only,
     )?;
-    info!("attached to the sys_enter, sys_exit, sched_switch and sched_process_* tracepoints");
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
     let bpf_stats_fd = settings
         .bpf_stats
@@ -66,7 +65,11 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     drop_capabilities(&maps)?;
 
     let watchdog = watchdog(settings.interval);
-    let store = Arc::new(RwLock::new(new_store(&settings, bpf_stats_fd.is_some())));
+    let store = Arc::new(RwLock::new(new_store(
+        &settings,
+        probes.time_split(),
+        bpf_stats_fd.is_some(),
+    )));
     let (stop_drain, drain_thread) = start_drain(maps, &store, &settings, watchdog)?;
     let served = serve_http(args, settings, store, log_handle, web, listener, addr)?;
 
@@ -141,11 +144,12 @@ fn watchdog(interval: Duration) -> Option<Duration> {
     watchdog
 }
 
-fn new_store(settings: &Settings, bpf_stats_enabled: bool) -> Store {
+fn new_store(settings: &Settings, time_split: bool, bpf_stats_enabled: bool) -> Store {
     Store::new(StoreConfig {
         retention: settings.retention,
         max_exited: settings.max_exited,
         latency: !settings.counts_only,
+        time_split,
         metrics: MetricsConfig {
             per_pid: settings.metrics_per_pid,
             top_pids: settings.metrics_top_pids,

@@ -106,8 +106,9 @@ declare_settings! {
     filter_syscalls: Vec<String> = Unset("all"), Restart, "NAMES", |v, _| parse_syscalls(v);
 
     /// Count calls and errors only, without latency: sys_enter is not attached, which about
-    /// halves the cost per syscall. No histograms, no in-flight view; /stats says
-    /// "mode": "counts_only" and leaves out the time fields.
+    /// halves the cost per syscall. No histograms, no split of the time (on CPU, runnable,
+    /// blocked), no in-flight view; /stats says "mode": "counts_only" and leaves out the time
+    /// fields.
     counts_only: bool = Value("false"), Restart, "BOOL", |v, _| parse_bool(v);
 
     /// Insights: report a process failing one syscall at least this many times per second

@@ -116,6 +116,9 @@ mod tests {
             touched: 1,
             errno_counts: [2, 0, 0, 0],
             errnos: [13, 0, 0, 0],
+            runq_ns: 40,
+            blocked_ns: 300,
+            blocked_calls: 1,
         }
     }
 

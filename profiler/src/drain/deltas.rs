@@ -1,7 +1,10 @@
 //! One drain's deltas, gathered from the slots and ERRNOS in the kernel's order and sorted by
 //! process and syscall, as the store takes them.
 
-use crate::store::{histogram::DeltaRef, Gain, ProcKey, SyscallKey};
+use crate::store::{
+    histogram::{DeltaRef, TimeSplit},
+    Gain, ProcKey, SyscallKey,
+};
 
 /// One drain's deltas: their buckets share one buffer, kept from drain to drain.
 #[derive(Default)]
@@ -22,6 +25,7 @@ struct DeltaAt {
     sc: SyscallKey,
     errors: u64,
     total_ns: u64,
+    split: TimeSplit,
     start: u32,
     len: u32,
 }
@@ -65,8 +69,7 @@ impl Deltas {
         &mut self,
         proc: ProcKey,
         sc: SyscallKey,
-        errors: u64,
-        total_ns: u64,
+        (errors, total_ns, split): (u64, u64, TimeSplit),
         from: usize,
     ) {
         self.list.push(DeltaAt {
@@ -74,6 +77,7 @@ impl Deltas {
             sc,
             errors,
             total_ns,
+            split,
             start: from as u32,
             len: (self.buckets.len() - from) as u32,
         });
@@ -95,9 +99,12 @@ impl Deltas {
                 let into = self.list[kept - 1];
                 let from = self.buckets.len();
                 merge_sorted(&mut self.buckets, into, d);
+                let mut split = into.split;
+                split.add(d.split);
                 self.list[kept - 1] = DeltaAt {
                     errors: into.errors + d.errors,
                     total_ns: into.total_ns.wrapping_add(d.total_ns),
+                    split,
                     start: from as u32,
                     len: (self.buckets.len() - from) as u32,
                     ..into
@@ -128,6 +135,7 @@ impl Deltas {
                     DeltaRef {
                         errors: d.errors,
                         total_ns: d.total_ns,
+                        split: d.split,
                         buckets: self.buckets_of(d),
                     }
                 }

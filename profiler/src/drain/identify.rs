@@ -102,7 +102,7 @@ mod tests {
             incarnation: 7,
             tid: tgid,
             abi: 0,
-            _pad: [0; 7],
+            ..Start::default()
         }
     }
 

@@ -72,6 +72,7 @@ pub struct Drain {
     errnos_read: Batch<ErrnoKey, u32>,
     procs_read: Batch<profiler_common::ProcKey, ProcInfo>,
     starts_read: Batch<u32, Start>,
+    iter_buf: Vec<u8>,
     errnos_now: Vec<(ErrnoKey, u32)>,
     deltas: Deltas,
 }
@@ -160,6 +161,7 @@ impl Drain {
             errnos_read: Batch::default(),
             procs_read: Batch::default(),
             starts_read: Batch::default(),
+            iter_buf: Vec::new(),
             errnos_now: Vec::new(),
             deltas: Deltas::default(),
         }
@@ -313,10 +315,21 @@ impl Drain {
         Ok(())
     }
 
-    /// In flight: parked in a thread's record, or running on a CPU.
+    /// In flight: from the task iterator, or parked in a thread's record and running on a CPU
+    /// (the slot programs).
     fn read_in_flight(&mut self) -> Result<InFlightStarts> {
+        let mut starts = Vec::new();
+        if let Some(iter) = &self.maps.in_flight {
+            iter.read(&mut starts, &mut self.iter_buf)
+                .context("reading the calls in flight (task iterator)")?;
+            return Ok(InFlightStarts {
+                starts,
+                thread_records: 0,
+                now_ns: identify::monotonic_ns(),
+            });
+        }
         read_into(&mut self.starts_read, &self.maps.starts, "STARTS")?;
-        let mut starts: Vec<Start> = self.starts_read.values().to_vec();
+        starts.extend_from_slice(self.starts_read.values());
         let thread_records = starts.len() as u64;
         let on_cpu = self.maps.cpu_slot.get(&0, 0).context("reading CPU_SLOT")?;
         starts.extend(on_cpu.iter().filter(|s| s.tid != 0));

@@ -9,7 +9,7 @@ use super::{
     deltas::Deltas,
     keys::{proc_key, syscall_key},
 };
-use crate::store::FastMap;
+use crate::store::{histogram::TimeSplit, FastMap};
 
 /// An ERRNOS' entries as of the previous drain, in the order the kernel listed them (its
 /// hash order). That order changes only where entries were added or deleted, so an entry's
@@ -158,12 +158,17 @@ impl HistReadings {
         bucket_deltas(old_buckets, now, &mut deltas.buckets);
         let errors = u64::from(head.errors.wrapping_sub(old.head.errors));
         let total_ns = head.total_ns.wrapping_sub(old.head.total_ns);
+        let split = TimeSplit {
+            runq_ns: head.runq_ns.wrapping_sub(old.head.runq_ns),
+            blocked_ns: head.blocked_ns.wrapping_sub(old.head.blocked_ns),
+            blocked_calls: u64::from(head.blocked_calls.wrapping_sub(old.head.blocked_calls)),
+        };
         let (proc, sc) = (
             proc_key(&head.key),
             syscall_key(head.key.abi, head.key.nr.into()),
         );
         if deltas.buckets.len() > from || errors != 0 || total_ns != 0 {
-            deltas.push(proc, sc, errors, total_ns, from);
+            deltas.push(proc, sc, (errors, total_ns, split), from);
         }
         // An entry's errno, once claimed, stays until the slot is freed.
         for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
@@ -342,6 +347,7 @@ mod tests {
                 let d = Delta {
                     errors: g.delta.errors,
                     total_ns: g.delta.total_ns,
+                    split: Default::default(),
                     buckets: g.delta.buckets.to_vec(),
                 };
                 (g.proc, g.sc, d)

@@ -3,6 +3,7 @@
 //! kernel headers. Format: Documentation/bpf/btf.rst.
 
 use anyhow::{bail, ensure, Context, Result};
+use profiler_common::TaskLayout;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
@@ -132,6 +133,50 @@ pub fn compat_flag(btf: &Btf) -> Result<(u32, u32)> {
     }
 }
 
+/// Where the BTF programs load a task's pid and tgid, and the fields the time split reads
+/// (profiler_common::TaskLayout). Errs when pid or tgid is missing; the split is left off
+/// (`split: 0`, and the reason) when one of its fields is.
+pub fn task_layout(btf: &Btf) -> Result<(TaskLayout, Option<String>)> {
+    let task = |m| btf.member_offset("task_struct", m);
+    let mut layout = TaskLayout {
+        pid: task("pid")?,
+        tgid: task("tgid")?,
+        ..TaskLayout::default()
+    };
+    match split_fields(btf, &mut layout) {
+        Ok(()) => {
+            layout.split = 1;
+            Ok((layout, None))
+        }
+        Err(e) => Ok((layout, Some(format!("{e:#}")))),
+    }
+}
+
+/// TaskLayout's split fields: nested members as `task_struct` offsets.
+fn split_fields(btf: &Btf, l: &mut TaskLayout) -> Result<()> {
+    let task = |m| btf.member_offset("task_struct", m);
+    let se = task("se")?;
+    let entity = |m| -> Result<u32> { Ok(se + btf.member_offset("sched_entity", m)?) };
+    l.state = task("__state")?;
+    l.exec_start = entity("exec_start")?;
+    l.sum_exec_runtime = entity("sum_exec_runtime")?;
+    l.cfs_rq = entity("cfs_rq")
+        .context("the time split needs CONFIG_FAIR_GROUP_SCHED (sched_entity.cfs_rq)")?;
+    l.run_delay = task("sched_info").context("the time split needs CONFIG_SCHED_INFO")?
+        + btf.member_offset("sched_info", "run_delay")?;
+    l.nvcsw = task("nvcsw")?;
+    l.nivcsw = task("nivcsw")?;
+    l.rq_of_cfs_rq = btf.member_offset("cfs_rq", "rq")?;
+    l.rq_clock = btf.member_offset("rq", "clock")?;
+    l.rq_clock_task = btf.member_offset("rq", "clock_task")?;
+    // The programs read each second field 8 bytes after the first: one address for both.
+    ensure!(
+        l.sum_exec_runtime == l.exec_start + 8 && l.nivcsw == l.nvcsw + 8,
+        "sched_entity.sum_exec_runtime or task_struct.nivcsw is not where the programs read it"
+    );
+    Ok(())
+}
+
 /// Where the saved registers hold the syscall number, for counts-only mode: byte offset in
 /// `struct pt_regs` (x86_64 `orig_ax`, aarch64 `syscallno`; read as a little-endian `i32`).
 pub fn syscall_nr_offset(btf: &Btf) -> Result<u32> {
@@ -168,5 +213,12 @@ mod tests {
             120,
             "orig_ax, as in the uapi pt_regs"
         );
+        let (l, missing) = task_layout(&btf).unwrap();
+        assert_eq!(missing, None, "this kernel has every field of the split");
+        assert_eq!(l.split, 1);
+        assert_eq!(l.tgid, l.pid + 4, "pid_t pid; pid_t tgid;");
+        assert_eq!(l.nivcsw, l.nvcsw + 8, "unsigned long nvcsw, nivcsw;");
+        assert_eq!(l.sum_exec_runtime, l.exec_start + 8);
+        assert!(l.rq_clock_task > l.rq_clock);
     }
 }

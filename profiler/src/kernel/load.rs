@@ -6,21 +6,25 @@ use std::path::Path;
 
 use aya::{
     maps::{Array, MapData, Queue},
-    programs::Program,
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Meta, CHECKPOINT_MAP, CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
+    Meta, TaskLayout, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
     GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    HIST_SHARDS, META_MAP, PINNED_MAPS,
+    GLOBAL_TASK_LAYOUT, HIST_SHARDS, META_MAP, PINNED_MAPS, STARTS_MAP,
 };
 use tracing::{info, warn};
 
 use super::{
+    attach::{
+        attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
+        ProgramSet, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
+    },
     btf as kernel_btf, caps,
-    error::{is_permission_error, BoxError, Error},
+    error::{is_permission_error, load_error, Error},
     filters,
+    iter::InFlightIter,
     maps::{self, CheckpointMaps, Maps},
     pin,
 };
@@ -29,47 +33,27 @@ use crate::config::Filter;
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
 /// eBPF object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
-
-/// Attached in this order: the lifecycle programs first, so no thread that starts a syscall
-/// can exit unseen; `sys_exit` before `sys_enter`, so no start is recorded without its exit.
-/// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
-/// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.
-const PROGRAMS: &[(&str, &[&str])] = &[
-    (
-        "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
-    ),
-    ("sched_process_exec", &["sched_process_exec"]),
-    ("sched_switch", &["sched_switch"]),
-    ("sys_exit", &["sys_exit"]),
-    ("sys_enter", &["sys_enter_btf", "sys_enter"]),
-];
-
-/// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
-/// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
-/// preferred programs, and a way around a kernel that loads one but misbehaves with it.
-/// Declared in config, so the settings' check of the environment knows it.
-pub const SKIP_PROGRAMS_ENV: &str = crate::config::declare::ENV_SKIP_PROGRAMS;
+/// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
+/// on a kernel without task storage the main object cannot create its map and does not load.
+static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
 
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
 /// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
-/// Declared in config, like `SKIP_PROGRAMS_ENV`.
-pub const SHARED_SHARDS_ENV: &str = crate::config::declare::ENV_SHARED_SHARDS;
-
-/// Counts-only mode: no `sys_enter` at all.
-const COUNTS_ONLY_PROGRAMS: &[(&str, &[&str])] = &[
-    (
-        "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
-    ),
-    ("sched_process_exec", &["sched_process_exec"]),
-    ("sys_exit", &["sys_exit_counts_btf", "sys_exit_counts"]),
-];
+pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
     _ebpf: Ebpf,
+    time_split: bool,
+}
+
+impl Probes {
+    /// Whether the programs split each call's time into on-CPU, runnable and blocked: not in
+    /// counts-only mode, nor on a kernel whose BTF lacks a field the split reads.
+    pub fn time_split(&self) -> bool {
+        self.time_split
+    }
 }
 
 /// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) in the effective set, as loading needs.
@@ -90,16 +74,6 @@ fn check_privileges() -> Result<(), Error> {
     Err(Error::NotPermitted { cap_eff })
 }
 
-/// What `what` failed with, as a privileges error (EPERM, EACCES) or a kernel that refuses.
-fn load_error(what: impl Into<String>, e: impl Into<BoxError>) -> Error {
-    let (what, source) = (what.into(), e.into());
-    if is_permission_error(&*source) {
-        Error::Denied { what, source }
-    } else {
-        Error::Refused { what, source }
-    }
-}
-
 /// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
 /// if a previous daemon pinned them, created and pinned otherwise.
 pub fn load_and_attach(
@@ -112,56 +86,40 @@ pub fn load_and_attach(
         pin::prepare(dir)?;
     }
     let g = globals(filter, counts_only)?;
-    let mut loader = EbpfLoader::new();
-    loader
-        .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
-        .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
-        .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
-        .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
-        .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
-        .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
-        .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
-        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
-    match pin_dir {
-        Some(dir) => {
-            for name in PINNED_MAPS {
-                loader.map_pin_path(name, dir.join(name));
+    let mut skipped = skipped_programs(g.btf_usable);
+    let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
+    let setup = Setup {
+        globals: &g,
+        pin_dir,
+        filter,
+    };
+    // The main object for the task-storage programs; the one without them if the kernel lacks
+    // task storage, refuses those programs, or they are left out.
+    let main = match task_storage_wanted(&skipped, counts_only) {
+        true => match setup.load(OBJECT, true, &sets[..1], &skipped) {
+            Ok(loaded) => Some(loaded),
+            Err(e) if !matches!(e, Error::Denied { .. }) => {
+                warn!("{e}; loading the programs without task storage");
+                None
             }
-        }
-        // Never written: one entry costs nothing.
-        None => {
-            loader.map_max_entries(CHECKPOINT_MAP, 1);
-        }
-    }
-    let mut ebpf = loader
-        .load(OBJECT)
-        .map_err(|e| load_error("loading the eBPF object", e))?;
-
-    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
-    // and an empty free-slot queue would drop every new histogram.
-    filters::fill(&mut ebpf, filter)?;
-    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
-    let reused = pin_dir.is_some() && !unstamped(&ebpf)?;
-    if reused {
-        pin::forget_unseen_exits(&mut ebpf)?;
-    } else {
-        maps::fill_free_slots(&mut free_slots)?;
-    }
-    attach_all(
-        &mut ebpf,
-        if counts_only {
-            COUNTS_ONLY_PROGRAMS
-        } else {
-            PROGRAMS
+            Err(e) => return Err(e),
         },
-    )?;
-
+        false => None,
+    };
+    let mut loaded = match main {
+        Some(loaded) => loaded,
+        None => {
+            skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
+            setup.load(SLOT_OBJECT, false, &sets[1..], &skipped)?
+        }
+    };
+    info!("attached: {}", loaded.set.what);
+    let ebpf = &mut loaded.ebpf;
     let checkpoint = match pin_dir {
         None => None,
         Some(dir) => {
-            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
-            if !reused {
+            let mut meta = maps::take_map(ebpf, META_MAP)?;
+            if !loaded.reused {
                 pin::stamp(&mut meta)?;
             }
             info!(
@@ -169,19 +127,113 @@ pub fn load_and_attach(
                 dir.display()
             );
             Some(CheckpointMaps {
-                chunks: maps::take_map(&mut ebpf, CHECKPOINT_MAP)?,
+                chunks: maps::take_map(ebpf, CHECKPOINT_MAP)?,
                 meta,
             })
         }
     };
-    let maps = maps::take(&mut ebpf, free_slots, checkpoint)?;
-    Ok((Probes { _ebpf: ebpf }, maps))
+    let maps = maps::take(ebpf, loaded.free_slots, checkpoint, loaded.in_flight)?;
+    let probes = Probes {
+        _ebpf: loaded.ebpf,
+        time_split: !counts_only && g.task_layout.split != 0,
+    };
+    Ok((probes, maps))
+}
+
+/// What loading an object needs besides the object.
+struct Setup<'a> {
+    globals: &'a Globals,
+    pin_dir: Option<&'a Path>,
+    filter: &'a Filter,
+}
+
+/// An object loaded and attached.
+struct Loaded {
+    ebpf: Ebpf,
+    set: &'static ProgramSet,
+    free_slots: Queue<MapData, u32>,
+    in_flight: Option<InFlightIter>,
+    /// Maps a previous daemon pinned, complete (its checkpoint is to be resumed).
+    reused: bool,
+}
+
+impl Setup<'_> {
+    /// Loads `object` with the globals set (and, for the main object, whose programs keep no
+    /// thread records, `STARTS` cut to one entry: 8.5 MiB less kernel memory), fills the
+    /// filters and the free-slot queue, then attaches the lifecycle programs and the first of
+    /// `sets` the kernel takes.
+    fn load(
+        &self,
+        object: &[u8],
+        main: bool,
+        sets: &'static [ProgramSet],
+        skipped: &[String],
+    ) -> Result<Loaded, Error> {
+        let g = self.globals;
+        let mut loader = EbpfLoader::new();
+        // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
+        loader
+            .allow_unsupported_maps()
+            .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
+            .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
+            .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
+            .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
+            .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
+            .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
+            .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
+            .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
+            .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
+            .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
+        if main {
+            loader.map_max_entries(STARTS_MAP, 1);
+        }
+        match self.pin_dir {
+            Some(dir) => {
+                for name in PINNED_MAPS {
+                    loader.map_pin_path(name, dir.join(name));
+                }
+            }
+            // Never written: one entry costs nothing.
+            None => {
+                loader.map_max_entries(CHECKPOINT_MAP, 1);
+            }
+        }
+        let mut ebpf = loader
+            .load(object)
+            .map_err(|e| load_error("loading the eBPF object", e))?;
+        // Before attaching: a filter that is on with an empty map would drop everything
+        // meanwhile, and an empty free-slot queue would drop every new histogram.
+        filters::fill(&mut ebpf, self.filter)?;
+        let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+        let reused = self.pin_dir.is_some() && !unstamped(&ebpf)?;
+        if reused {
+            pin::forget_unseen_exits(&mut ebpf)?;
+        } else {
+            maps::fill_free_slots(&mut free_slots)?;
+        }
+        attach_each(&mut ebpf, LIFECYCLE, skipped)?;
+        let set = attach_first_set(&mut ebpf, sets, skipped)?;
+        let in_flight = match set.task_iterator {
+            true => Some(link_task_iterator(&mut ebpf)?),
+            false => None,
+        };
+        Ok(Loaded {
+            ebpf,
+            set,
+            free_slots,
+            in_flight,
+            reused,
+        })
+    }
 }
 
 /// What the programs read from their globals: our own tgid, where the kernel keeps what they
 /// need, how the histogram shards are shared, which filters are on.
 struct Globals {
     own_tgid: u32,
+    task_layout: TaskLayout,
+    /// Whether the BTF programs can find what they load (else they are left out).
+    btf_usable: bool,
     compat_offset: u32,
     compat_mask: u32,
     nr_offset: u32,
@@ -204,8 +256,23 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     }
     let (compat_offset, compat_mask) = in_btf(&btf, kernel_btf::compat_flag).unwrap_or_else(|e| {
         warn!("32-bit compat syscalls will be counted as native ones: {e}");
-        (COMPAT_DISABLED, 0)
+        (0, 0)
     });
+    let (task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
+        Ok((layout, None)) => (layout, true),
+        Ok((layout, Some(missing))) => {
+            if !counts_only {
+                warn!(
+                    "where syscall time goes (on CPU, runnable, blocked) is unavailable: {missing}"
+                );
+            }
+            (layout, true)
+        }
+        Err(e) => {
+            warn!("no BTF programs: {e}");
+            (TaskLayout::default(), false)
+        }
+    };
     let nr_offset = if counts_only {
         in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?
     } else {
@@ -228,6 +295,8 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
     Ok(Globals {
         own_tgid,
+        task_layout,
+        btf_usable,
         compat_offset,
         compat_mask,
         nr_offset,
@@ -237,35 +306,6 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         cgroup_on,
         syscalls_on,
     })
-}
-
-/// Attaches each tracepoint's first program the kernel takes (and `SKIP_PROGRAMS_ENV` leaves
-/// in), in the order of `programs`.
-fn attach_all(ebpf: &mut Ebpf, programs: &[(&'static str, &[&str])]) -> Result<(), Error> {
-    let skipped = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
-    let skipped: Vec<&str> = skipped.split(',').map(str::trim).collect();
-    for &(tracepoint, candidates) in programs {
-        let mut outcome = Err(Error::NoProgramLeft {
-            tracepoint,
-            why: format!(
-                "{SKIP_PROGRAMS_ENV} leaves out {}",
-                candidates.join(" and ")
-            ),
-        });
-        for &program in candidates {
-            if skipped.contains(&program) {
-                info!("left out {program} ({SKIP_PROGRAMS_ENV})");
-                continue;
-            }
-            outcome = attach(ebpf, program, tracepoint);
-            if outcome.is_ok() {
-                info!("attached {program} to tracepoint {tracepoint}");
-                break;
-            }
-        }
-        outcome?;
-    }
-    Ok(())
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.
@@ -279,30 +319,6 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     })?;
     let record = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
     Ok(record.fingerprint == 0)
-}
-
-/// Loads and attaches `program` to `tracepoint`, as a BTF tracepoint (which needs the kernel's
-/// BTF) or a raw one, whichever the object says it is.
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
-    let verifying = |e| load_error(format!("verifying program {program}"), e);
-    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
-    match prog {
-        Program::BtfTracePoint(prog) => {
-            let btf =
-                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-            prog.load(tracepoint, &btf).map_err(verifying)?;
-            prog.attach().map_err(attaching)?;
-        }
-        Program::RawTracePoint(prog) => {
-            prog.load().map_err(verifying)?;
-            prog.attach(tracepoint).map_err(attaching)?;
-        }
-        _ => return Err(Error::NotATracepoint(program.to_string())),
-    }
-    Ok(())
 }
 
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no

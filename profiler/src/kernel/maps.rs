@@ -11,7 +11,7 @@ use profiler_common::{
     ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, batch, error::Error};
+use super::{arena::HistArena, batch, error::Error, iter::InFlightIter};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -21,6 +21,9 @@ pub struct Maps {
     pub new_slots: Queue<MapData, u32>,
     pub errnos: HashMap<MapData, ErrnoKey, u32>,
     pub procs: HashMap<MapData, profiler_common::ProcKey, ProcInfo>,
+    /// The calls in flight: read through the task iterator when the programs keep starts in
+    /// task storage, else from STARTS and CPU_SLOT.
+    pub in_flight: Option<InFlightIter>,
     pub starts: HashMap<MapData, u32, Start>,
     pub cpu_slot: PerCpuArray<MapData, Start>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -50,6 +53,7 @@ pub(super) fn take(
     ebpf: &mut Ebpf,
     free_slots: Queue<MapData, u32>,
     checkpoint: Option<CheckpointMaps>,
+    in_flight: Option<InFlightIter>,
 ) -> Result<Maps, Error> {
     let hists = ebpf
         .take_map(HISTS_MAP)
@@ -64,6 +68,7 @@ pub(super) fn take(
         new_slots: take_map(ebpf, NEW_SLOTS_MAP)?,
         errnos: take_map(ebpf, ERRNOS_MAP)?,
         procs: take_map(ebpf, PROCS_MAP)?,
+        in_flight,
         starts: take_map(ebpf, STARTS_MAP)?,
         cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
         counters: take_map(ebpf, COUNTERS_MAP)?,

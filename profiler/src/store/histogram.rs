@@ -11,8 +11,38 @@ pub struct Histogram {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+    /// Where `total_ns` went besides a CPU (zero when the kernel side does not split it: see
+    /// `Store::time_split`).
+    pub split: TimeSplit,
     /// (bucket index, events), sorted by index, no zero counts.
     buckets: Vec<(u16, u64)>,
+}
+
+/// The part of calls' latency spent off a CPU, summed over the calls like `total_ns`
+/// (profiler_common::HistHead): runnable on a runqueue, and blocked; the rest was on a CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeSplit {
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    /// Calls that blocked at least once.
+    pub blocked_calls: u64,
+}
+
+impl TimeSplit {
+    pub fn add(&mut self, other: TimeSplit) {
+        self.runq_ns += other.runq_ns;
+        self.blocked_ns += other.blocked_ns;
+        self.blocked_calls += other.blocked_calls;
+    }
+
+    /// The on-CPU rest of a latency sum `total_ns` these parts are of.
+    pub fn on_cpu_ns(&self, total_ns: u64) -> u64 {
+        total_ns.saturating_sub(self.runq_ns + self.blocked_ns)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == TimeSplit::default()
+    }
 }
 
 /// What changed in one kernel histogram since the previous drain.
@@ -20,6 +50,7 @@ pub struct Histogram {
 pub struct Delta {
     pub errors: u64,
     pub total_ns: u64,
+    pub split: TimeSplit,
     /// (bucket index, events) for the buckets that changed.
     pub buckets: Vec<(usize, u64)>,
 }
@@ -33,6 +64,7 @@ impl Delta {
         DeltaRef {
             errors: self.errors,
             total_ns: self.total_ns,
+            split: self.split,
             buckets: &self.buckets,
         }
     }
@@ -44,13 +76,14 @@ impl Delta {
 pub struct DeltaRef<'a> {
     pub errors: u64,
     pub total_ns: u64,
+    pub split: TimeSplit,
     /// (bucket index, events) for the buckets that changed, by index.
     pub buckets: &'a [(usize, u64)],
 }
 
 impl DeltaRef<'_> {
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.errors == 0 && self.total_ns == 0
+        self.buckets.is_empty() && self.errors == 0 && self.total_ns == 0 && self.split.is_zero()
     }
 
     /// Calls: the kernel keeps no count, every call lands in exactly one bucket.
@@ -67,6 +100,7 @@ impl Histogram {
     pub fn add_ref(&mut self, d: DeltaRef<'_>) {
         self.errors += d.errors;
         self.total_ns += d.total_ns;
+        self.split.add(d.split);
         for &(i, n) in d.buckets {
             match self.buckets.binary_search_by_key(&(i as u16), |&(b, _)| b) {
                 Ok(at) => self.buckets[at].1 += n,
@@ -86,8 +120,14 @@ impl Histogram {
         self.add(&Delta {
             errors: other.errors,
             total_ns: other.total_ns,
+            split: other.split,
             buckets: other.bucket_counts().collect(),
         });
+    }
+
+    /// The calls' time on a CPU: their latency less the split's off-CPU parts.
+    pub fn on_cpu_ns(&self) -> u64 {
+        self.split.on_cpu_ns(self.total_ns)
     }
 
     pub fn mean_ns(&self) -> Option<u64> {
@@ -168,6 +208,7 @@ mod tests {
             h.add(&Delta {
                 errors: 0,
                 total_ns: v,
+                split: Default::default(),
                 buckets: vec![(bucket_index(v), 1)],
             });
         }

@@ -122,6 +122,7 @@ mod tests {
         Delta {
             errors: 0,
             total_ns: n * 100,
+            split: Default::default(),
             buckets: vec![(50, n)],
         }
     }

@@ -69,6 +69,7 @@ mod tests {
             let d = Delta {
                 errors: 1,
                 total_ns: 1000,
+                split: Default::default(),
                 buckets: (0..buckets).map(|b| (40 + 3 * b, 2)).collect(),
             };
             s.add(key, sc, &d);
@@ -81,9 +82,10 @@ mod tests {
     }
 
     /// What an exited process of 20 syscalls, each with 5 latency buckets and a failure, holds:
-    /// 9,868 bytes when its syscalls and errnos were B-trees, 4,260 as sorted vectors.
+    /// 9,868 bytes when its syscalls and errnos were B-trees, 4,260 as sorted vectors, 5,089
+    /// since each histogram and category also sums where its time went (24 bytes each).
     #[test]
-    fn an_exited_process_of_20_syscalls_holds_under_4_5_kib() {
+    fn an_exited_process_of_20_syscalls_holds_under_5_5_kib() {
         let mut s = Store::for_test(Duration::from_secs(300), 100_000);
         let before = held();
         for pid in 1..=1000 {
@@ -99,7 +101,7 @@ mod tests {
         s.finish_drain(now());
         let per_process = (held() - before) / 1000;
         assert!(
-            (3_000..4_500).contains(&per_process),
+            (3_000..5_500).contains(&per_process),
             "{per_process} B a process"
         );
     }
@@ -107,7 +109,7 @@ mod tests {
     /// The store's share of the daemon's bound (docs/performance.md): --max-exited's 10,000
     /// exited processes as above, and 10,000 live series (100 processes of 100 syscalls).
     #[test]
-    fn a_full_store_holds_under_48_mib() {
+    fn a_full_store_holds_under_54_mib() {
         let mut s = Store::for_test(Duration::from_secs(300), 10_000);
         let before = held();
         for pid in 1..=12_000 {
@@ -130,6 +132,6 @@ mod tests {
         assert_eq!(s.processes().len(), 10_100);
         let mib = (held() - before) as f64 / f64::from(1 << 20);
         eprintln!("a full store: {mib:.1} MiB");
-        assert!(mib < 48.0, "{mib:.1} MiB");
+        assert!(mib < 54.0, "{mib:.1} MiB");
     }
 }

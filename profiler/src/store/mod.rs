@@ -44,6 +44,9 @@ pub struct StoreConfig {
     pub max_exited: usize,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     pub latency: bool,
+    /// Whether the kernel side splits each call's time (`Histogram::split`): not in
+    /// counts-only mode, nor on a kernel without the fields it reads.
+    pub time_split: bool,
     pub metrics: MetricsConfig,
     /// Whether the kernel times our BPF programs (BPF_ENABLE_STATS), as /metrics reports.
     pub bpf_stats_enabled: bool,
@@ -61,6 +64,7 @@ pub struct Store {
     evicted_early: u64,
     /// False in counts-only mode: histograms then hold call counts in bucket 0 and no times.
     latency: bool,
+    time_split: bool,
     processes: FastMap<ProcKey, Process>,
     /// Per syscall, over every process ever seen.
     system: BTreeMap<SyscallKey, SyscallTotals>,
@@ -83,6 +87,7 @@ impl Store {
             max_exited: config.max_exited,
             evicted_early: 0,
             latency: config.latency,
+            time_split: config.time_split,
             processes: FastMap::default(),
             system: BTreeMap::new(),
             kernel: KernelCounters::default(),
@@ -100,6 +105,7 @@ impl Store {
             retention,
             max_exited,
             latency: true,
+            time_split: true,
             metrics: MetricsConfig::default(),
             bpf_stats_enabled: false,
         })
@@ -112,6 +118,12 @@ impl Store {
 
     pub fn latency(&self) -> bool {
         self.latency
+    }
+
+    /// Whether histograms split their time into on-CPU, runnable and blocked (else their
+    /// `split` stays zero and means nothing: views show no split).
+    pub fn time_split(&self) -> bool {
+        self.time_split
     }
 
     /// Every process held, running or exited.
@@ -237,6 +249,7 @@ impl Store {
             let d = Delta {
                 errors: sum.hist.errors,
                 total_ns: sum.hist.total_ns,
+                split: sum.hist.split,
                 buckets: sum.hist.bucket_counts().collect(),
             };
             self.add_system(sc, &d);
@@ -313,7 +326,9 @@ impl Store {
         let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
         for p in self.processes.values_mut() {
             p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
+            p.cpu_time_share = p.interval_cpu_ns as f64 / elapsed_ns;
             p.interval_ns = 0;
+            p.interval_cpu_ns = 0;
         }
         let retention = self.retention;
         self.processes.retain(|_, p| match p.exited {

@@ -197,6 +197,7 @@ impl Store {
                 let delta = Delta {
                     errors: t.hist.errors,
                     total_ns: t.hist.total_ns,
+                    split: t.hist.split,
                     buckets: t.hist.bucket_counts().collect(),
                 };
                 let errnos: Vec<(u32, u64)> = t.errnos.iter().map(|(&e, &n)| (e, n)).collect();
@@ -260,6 +261,7 @@ mod tests {
             latency: true,
             metrics: Default::default(),
             bpf_stats_enabled: false,
+            time_split: true,
         };
         config.metrics.per_pid = true;
         config.metrics.top_pids = 1;
@@ -267,6 +269,7 @@ mod tests {
         let delta = |n: u64| Delta {
             errors: 1,
             total_ns: 100 * n,
+            split: Default::default(),
             buckets: vec![(3, n), (40, 1)],
         };
         s.identify(pk(1), "nginx", 0);
@@ -321,6 +324,7 @@ mod tests {
             delta: crate::store::histogram::DeltaRef {
                 errors: 1,
                 total_ns: 50,
+                split: Default::default(),
                 buckets: &buckets,
             },
             errnos: &[(2, 1)],
@@ -337,6 +341,7 @@ mod tests {
             delta: crate::store::histogram::DeltaRef {
                 errors: 0,
                 total_ns: 5,
+                split: Default::default(),
                 buckets: &buckets,
             },
             errnos: &[],

@@ -26,6 +26,7 @@ fn delta(bucket: usize, n: u64, total: u64, errors: u64) -> Delta {
     Delta {
         errors,
         total_ns: total,
+        split: Default::default(),
         buckets: vec![(bucket, n)],
     }
 }
@@ -231,6 +232,7 @@ mod metrics {
         Delta {
             errors: 0,
             total_ns,
+            split: Default::default(),
             buckets: vec![(100, n)],
         }
     }
@@ -240,6 +242,7 @@ mod metrics {
             retention: Duration::from_secs(60),
             max_exited: 1000,
             latency: true,
+            time_split: true,
             metrics: config,
             bpf_stats_enabled: false,
         })

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     compact::SortedMap,
-    histogram::{DeltaRef, Histogram},
+    histogram::{DeltaRef, Histogram, TimeSplit},
     keys::{ProcKey, SyscallKey},
 };
 use crate::syscalls::{self, Category};
@@ -28,6 +28,8 @@ pub struct CategoryTotals {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+    /// Where `total_ns` went besides a CPU (see `Histogram::split`).
+    pub split: TimeSplit,
 }
 
 /// What one (process, syscall) gained between two drains: calls, and failures by errno.
@@ -70,7 +72,11 @@ pub struct Process {
     /// Syscall time completed during the last drain interval, over that interval's length:
     /// 1.0 is one thread inside syscalls all the time (threads add up, so it can exceed 1).
     pub syscall_time_share: f64,
+    /// The same for the part of that time spent on a CPU: 1.0 is one CPU busy in the kernel
+    /// for the process all the time (equal to `syscall_time_share` when there is no split).
+    pub cpu_time_share: f64,
     pub(super) interval_ns: u64,
+    pub(super) interval_cpu_ns: u64,
 }
 
 impl Process {
@@ -86,7 +92,9 @@ impl Process {
             total: CategoryTotals::default(),
             in_flight: Vec::new(),
             syscall_time_share: 0.0,
+            cpu_time_share: 0.0,
             interval_ns: 0,
+            interval_cpu_ns: 0,
         }
     }
 
@@ -101,7 +109,9 @@ impl Process {
                 t.count += count;
                 t.errors += delta.errors;
                 t.total_ns += delta.total_ns;
+                t.split.add(delta.split);
             }
+            self.interval_cpu_ns += delta.split.on_cpu_ns(delta.total_ns);
         }
         for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
             *t.errnos.entry(errno).or_default() += n;

@@ -78,6 +78,7 @@ mod tests {
             h.add(&Delta {
                 errors: 0,
                 total_ns: v,
+                split: Default::default(),
                 buckets: vec![(bucket_index(v), 1)],
             });
         }

@@ -260,6 +260,7 @@ mod tests {
         Delta {
             errors,
             total_ns: n * each_ns,
+            split: Default::default(),
             buckets: vec![(bucket_index(each_ns), n)],
         }
     }

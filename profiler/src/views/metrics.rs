@@ -202,6 +202,7 @@ mod tests {
                 ..MetricsConfig::default()
             },
             bpf_stats_enabled: true,
+            time_split: true,
         });
         let key = ProcKey {
             pid: 4242,
@@ -228,6 +229,7 @@ mod tests {
         let delta = Delta {
             errors: 3,
             total_ns: 9000,
+            split: Default::default(),
             buckets: vec![(bucket_index(3000), 3)],
         };
         s.add_batch([Gain {

@@ -255,6 +255,7 @@ mod tests {
             &Delta {
                 errors: 3,
                 total_ns: 5000,
+                split: Default::default(),
                 buckets: vec![(bucket, 5)],
             },
         );
@@ -265,6 +266,7 @@ mod tests {
             &Delta {
                 errors: 0,
                 total_ns: 100,
+                split: Default::default(),
                 buckets: vec![(bucket, 1)],
             },
         );

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     host::{cgroups, info as host},
-    store::{InFlight, Process, Store, SyscallKey, SyscallTotals},
+    store::{histogram::Histogram, InFlight, Process, Store, SyscallKey, SyscallTotals},
     syscalls::{self, Abi, Category},
 };
 
@@ -48,15 +48,72 @@ pub struct SyscallStats {
     pub p90_ns: Option<u64>,
     pub p99_ns: Option<u64>,
     pub max_ns: Option<u64>,
+    /// Where `total_ns` went; null when the kernel side does not split it (counts-only mode,
+    /// a kernel without the fields it reads).
+    pub time_split: Option<TimeSplitStats>,
     /// Failures by errno name (`ENOENT`).
     pub errnos: BTreeMap<String, u64>,
     pub buckets: Vec<Bucket>,
 }
 
+/// A syscall's `total_ns` in parts that add up to it: on a CPU, runnable on a runqueue
+/// (preempted or waiting for a CPU), blocked (asleep); each part's share of `total_ns`, and
+/// the calls that blocked at least once.
+#[derive(Serialize)]
+pub struct TimeSplitStats {
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    pub on_cpu_share: f64,
+    pub runq_share: f64,
+    pub blocked_share: f64,
+    pub blocked_calls: u64,
+}
+
+impl TimeSplitStats {
+    fn of(h: &Histogram) -> Self {
+        let share = |ns: u64| {
+            if h.total_ns == 0 {
+                0.0
+            } else {
+                ns as f64 / h.total_ns as f64
+            }
+        };
+        let on_cpu_ns = h.on_cpu_ns();
+        Self {
+            on_cpu_ns,
+            runq_ns: h.split.runq_ns,
+            blocked_ns: h.split.blocked_ns,
+            on_cpu_share: share(on_cpu_ns),
+            runq_share: share(h.split.runq_ns),
+            blocked_share: share(h.split.blocked_ns),
+            blocked_calls: h.split.blocked_calls,
+        }
+    }
+}
+
+/// What the store's histograms hold besides counts: latency (not in counts-only mode), and
+/// its split.
+#[derive(Clone, Copy)]
+struct Timing {
+    latency: bool,
+    split: bool,
+}
+
+impl Timing {
+    fn of(store: &Store) -> Self {
+        Self {
+            latency: store.latency(),
+            split: store.time_split(),
+        }
+    }
+}
+
 impl SyscallStats {
     /// Without latency (counts-only mode) the time-based fields are absent.
-    fn new(key: SyscallKey, name: String, t: &SyscallTotals, latency: bool) -> Self {
+    fn new(key: SyscallKey, name: String, t: &SyscallTotals, timing: Timing) -> Self {
         let h = &t.hist;
+        let latency = timing.latency;
         let timed = |v: Option<u64>| v.filter(|_| latency);
         Self {
             category: Category::of(&name),
@@ -71,6 +128,7 @@ impl SyscallStats {
             p90_ns: timed(h.quantile_ns(0.90)),
             p99_ns: timed(h.quantile_ns(0.99)),
             max_ns: timed(h.max_ns()),
+            time_split: timing.split.then(|| TimeSplitStats::of(h)),
             errnos: t
                 .errnos
                 .iter()
@@ -245,7 +303,7 @@ fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (
 }
 
 fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessStats> {
-    let latency = store.latency();
+    let timing = Timing::of(store);
     let wanted = |k: &SyscallKey, name: &str| {
         q.syscall
             .as_ref()
@@ -256,7 +314,7 @@ fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessSt
         .iter()
         .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
         .filter(|(k, name, _)| wanted(k, name))
-        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, timing))
         .collect();
     let in_flight: Vec<InFlightStats> = p
         .in_flight
@@ -312,7 +370,8 @@ fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessSt
 }
 
 pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
-    let latency = store.latency();
+    let timing = Timing::of(store);
+    let latency = timing.latency;
     let mut syscalls: Vec<SyscallStats> = store
         .system()
         .iter()
@@ -322,7 +381,7 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
                 .as_ref()
                 .is_none_or(|f| f.matches(k.abi, k.nr, name))
         })
-        .map(|(k, name, t)| SyscallStats::new(k, name, t, latency))
+        .map(|(k, name, t)| SyscallStats::new(k, name, t, timing))
         .collect();
     sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
 

@@ -148,6 +148,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         retention: Duration::from_secs(365 * 86_400),
         max_exited: usize::MAX,
         latency: true,
+        time_split: probes.time_split(),
         metrics: MetricsConfig::default(),
         bpf_stats_enabled: false,
     }));

@@ -217,6 +217,7 @@ mod tests {
         h.add(&Delta {
             errors,
             total_ns: n * each_ns,
+            split: Default::default(),
             buckets: vec![(profiler_common::bucket_index(each_ns), n)],
         });
         h
