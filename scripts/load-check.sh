@@ -7,7 +7,7 @@
 # after. Root (the daemon attaches eBPF). Bounded: about DURATION + 15 seconds.
 #
 #   scripts/load-check.sh                # builds the release binary first
-#   SYSCALL_PROFILER_BIN=path DURATION=10 scripts/load-check.sh
+#   PROFILER_TEST_BIN=path DURATION=10 scripts/load-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +18,7 @@ QUERIES=${QUERIES:-/stats /metrics}
 [ "$(id -u)" -eq 0 ] || { echo "load-check: must run as root (the daemon loads eBPF)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "load-check: wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-BIN=${SYSCALL_PROFILER_BIN:-}
+BIN=${PROFILER_TEST_BIN:-}
 if [ -z "$BIN" ]; then
     cargo build --release -q -p profiler
     BIN=target/release/syscall-profiler

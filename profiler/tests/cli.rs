@@ -67,3 +67,36 @@ fn port_in_use_exits_5() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&addr) && err.contains("in use"), "{err}");
 }
+
+#[test]
+fn command_line_errors_are_one_line() {
+    let long = "x".repeat(10_000);
+    for args in [
+        &["serve", "--bogus"][..],
+        &["serve", "--listen"][..],
+        &["frobnicate"][..],
+        &[][..],
+        &["record", "--interval", "fast"][..],
+        &["record", "--pid", "me"][..],
+        &["top", "--sort", "nope"][..],
+        &["top", "--interval", &long][..],
+        &["serve", &format!("--{long}")][..],
+    ] {
+        let o = run(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("syscall-profiler: error: ")
+                && err.trim_end().ends_with("; see --help"),
+            "{err}"
+        );
+        assert!(err.len() < 600, "{} bytes", err.len());
+    }
+    // Help is not an error: whole, on stdout, exit 0.
+    let o = run(&["serve", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--insight-window <DURATION>"), "{help}");
+    assert!(help.contains("[default: 5m, SIGHUP applies it]"), "{help}");
+}

@@ -34,15 +34,17 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The daemon binary: $SYSCALL_PROFILER_BIN, or the one cargo built beside these tests.
+/// The daemon binary: $PROFILER_TEST_BIN, or the one cargo built beside these tests. (Not
+/// `SYSCALL_PROFILER_…`: the daemon refuses variables with its prefix that it does not know, and
+/// the daemons these tests start inherit their environment.)
 pub fn daemon_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SYSCALL_PROFILER_BIN") {
+    if let Some(p) = std::env::var_os("PROFILER_TEST_BIN") {
         return p.into();
     }
     let p = target_dir().join("syscall-profiler");
     assert!(
         p.exists(),
-        "{} is missing: `cargo test --workspace` builds it (or set SYSCALL_PROFILER_BIN)",
+        "{} is missing: `cargo test --workspace` builds it (or set PROFILER_TEST_BIN)",
         p.display()
     );
     p
@@ -411,4 +413,75 @@ pub fn bucket_total(entry: &Value) -> u64 {
 /// The syscall entry named `name` in a list of syscall stats.
 pub fn syscall<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|s| s["name"] == name)
+}
+
+/// The cgroup v2 hierarchy: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup v2 hierarchy is mounted")
+}
+
+/// cgroup directories a test made, removed (innermost first) when it ends.
+#[derive(Default)]
+pub struct Cgroups(Vec<PathBuf>);
+
+impl Cgroups {
+    /// Makes `dir` and any missing parents; returns `dir`.
+    pub fn create(&mut self, dir: PathBuf) -> PathBuf {
+        for d in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if !d.exists() {
+                std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+                self.0.push(d.to_path_buf());
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Runs `cmd` to completion in the cgroup `dir`: it joins the cgroup between fork and exec, so
+/// everything it runs and its children are born there. Returns its JSON lines.
+pub fn output_in_cgroup(mut cmd: Command, dir: &std::path::Path) -> Vec<Value> {
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    unsafe {
+        cmd.pre_exec(move || {
+            // Only async-signal-safe calls between fork and exec.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("running a command in a cgroup");
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
 }

@@ -1,10 +1,11 @@
 //! In-kernel filters: only the allowlisted syscalls, processes or cgroup are recorded.
 
-use std::{ffi::CString, os::unix::process::CommandExt, path::PathBuf, process::Command};
+use std::process::Command;
 
 use serde_json::Value;
 use tests::{
-    counts, native_abi, pid_of, process, run_workload, workload_bin, Daemon, RunningWorkload,
+    cgroup2_root, counts, native_abi, output_in_cgroup, pid_of, process, run_workload,
+    workload_bin, Cgroups, Daemon, RunningWorkload,
 };
 
 fn names(list: &Value) -> Vec<String> {
@@ -67,67 +68,23 @@ fn only_allowlisted_processes_are_recorded() {
     );
 }
 
-/// The cgroup v2 hierarchy: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid.
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup v2 hierarchy is mounted")
-}
-
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn only_processes_in_the_cgroup_are_recorded() {
     tests::require_root();
-    let cg = Cgroup(cgroup2_root().join(format!("syscall-profiler-test-{}", std::process::id())));
-    std::fs::create_dir(&cg.0).unwrap();
+    let mut made = Cgroups::default();
+    let cg =
+        made.create(cgroup2_root().join(format!("syscall-profiler-test-{}", std::process::id())));
     let daemon = Daemon::start(&[
         "--interval",
         "100ms",
         "--filter-cgroup",
-        cg.0.to_str().unwrap(),
+        cg.to_str().unwrap(),
     ]);
 
-    // The workload joins the cgroup before it execs; its child is born there.
-    let procs = CString::new(
-        cg.0.join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
     let mut cmd = Command::new(workload_bin());
     cmd.args(["calls", "getppid=77"]);
-    unsafe {
-        cmd.pre_exec(move || {
-            // Only async-signal-safe calls between fork and exec.
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line: Value =
-        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
-    let (parent, child) = (pid_of(&line, "pid"), pid_of(&line, "child_pid"));
+    let line = &output_in_cgroup(cmd, &cg)[0];
+    let (parent, child) = (pid_of(line, "pid"), pid_of(line, "child_pid"));
 
     let stats = daemon.final_stats(child);
     let p = process(&stats, child).unwrap();
@@ -146,10 +103,7 @@ fn only_processes_in_the_cgroup_are_recorded() {
         .unwrap()
         .into_string()
         .unwrap();
-    let label = format!(
-        "cgroup=\"/{}\"",
-        cg.0.file_name().unwrap().to_str().unwrap()
-    );
+    let label = format!("cgroup=\"/{}\"", cg.file_name().unwrap().to_str().unwrap());
     assert!(
         metrics
             .lines()

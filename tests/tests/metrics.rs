@@ -8,7 +8,7 @@
 use std::{
     io::Write,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -244,7 +244,8 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
     }
 }
 
-/// A Prometheus server on a free loopback port, scraping only the daemon every second.
+/// A Prometheus server on a free loopback port, scraping only the daemon every second and
+/// evaluating deploy/prometheus/rules.yml every second.
 struct Prometheus {
     child: Child,
     base: String,
@@ -265,9 +266,13 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  \
+                 evaluation_interval: 1s\nrule_files: ['{}']\n\
                  scrape_configs:\n  - job_name: syscall-profiler\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
+                 - targets: ['{target}']\n",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../deploy/prometheus/rules.yml")
+                    .display()
             ),
         )
         .unwrap();
@@ -396,4 +401,30 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_promql() {
         .scalar("sum(syscall_profiler_bpf_program_runs_total{program=\"sys_exit\"})")
         .is_some_and(|n| n > 0.0));
     assert_eq!(prom.scalar("syscall_profiler_build_info"), Some(1.0));
+
+    // The dashboard's recording rules evaluate on the real series (--bpf-stats is on, so the
+    // overhead per run exists too), and a healthy daemon fires no alert. A rate needs the
+    // series to grow after its first sample: a second run.
+    let again = run_workload(10, 10, 1);
+    daemon.final_stats(again.child_pid);
+    for rule in [
+        "instance_comm_cgroup:syscall_profiler_syscall_duration_seconds_sum:rate5m{comm=\"workload\"}",
+        "instance_comm_cgroup:syscall_profiler_syscall_duration_seconds_count:rate5m{comm=\"workload\"}",
+        "instance_comm_cgroup_errno:syscall_profiler_syscall_errors:rate5m{comm=\"workload\",errno=\"ENOENT\"}",
+        "instance_program:syscall_profiler_bpf_program_run_duration_ns_per_run:rate5m{program=\"sys_exit\"}",
+    ] {
+        prom.wait_until(rule, Duration::from_secs(30), || {
+            prom.scalar(rule).is_some_and(|v| v > 0.0)
+        });
+    }
+    let occupancy = prom.query("instance_map:syscall_profiler_kernel_map_occupancy:ratio");
+    assert_eq!(
+        occupancy.len(),
+        4,
+        "one ratio per kernel map: {occupancy:?}"
+    );
+    assert_eq!(
+        prom.query("ALERTS{alertstate=\"firing\"}"),
+        Vec::<Value>::new()
+    );
 }

@@ -106,11 +106,11 @@ fn systemd_analyze_verify_passes() {
     );
 }
 
-#[test]
-fn systemd_analyze_security_exposure_is_as_documented() {
-    let (_dir, unit) = install();
+/// The overall exposure `systemd-analyze security --offline=true` gives `unit` (with any
+/// drop-ins beside it), and its full report.
+fn exposure(unit: &Path) -> (f64, String) {
     let (_, text) = systemd_analyze(&["security", "--offline=true", unit.to_str().unwrap()]);
-    let score: f64 = text
+    let score = text
         .lines()
         .find_map(|l| {
             l.split("Overall exposure level for syscall-profiler.service:")
@@ -119,6 +119,13 @@ fn systemd_analyze_security_exposure_is_as_documented() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure in:\n{text}"));
+    (score, text)
+}
+
+#[test]
+fn systemd_analyze_security_exposure_is_as_documented() {
+    let (_dir, unit) = install();
+    let (score, text) = exposure(&unit);
     assert!(score <= EXPOSURE, "exposure {score} > {EXPOSURE}:\n{text}");
     // The unit grants exactly the two capabilities loading needs.
     let unit_text = std::fs::read_to_string(&unit).unwrap();
@@ -129,6 +136,31 @@ fn systemd_analyze_security_exposure_is_as_documented() {
             .unwrap_or_else(|| panic!("{line} missing"));
         assert_eq!(value, "CAP_BPF CAP_PERFMON", "{line}");
     }
+}
+
+/// The drop-in for pinned maps (packaging/pinned-maps.conf; `cargo xtask vm-test` runs it under
+/// a real systemd) verifies with the unit, and is read: it costs some exposure.
+#[test]
+fn the_pinned_maps_drop_in_verifies_with_the_unit() {
+    let (_dir, unit) = install();
+    let (without, _) = exposure(&unit);
+    let dropins = unit.with_extension("service.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::copy(
+        root().join("packaging/pinned-maps.conf"),
+        dropins.join("pinned-maps.conf"),
+    )
+    .unwrap();
+    let (ok, text) = systemd_analyze(&["verify", unit.to_str().unwrap()]);
+    assert!(
+        ok && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+    let (with, text) = exposure(&unit);
+    assert!(
+        with > without,
+        "the drop-in was not read ({without} -> {with}):\n{text}"
+    );
 }
 
 /// The notify socket systemd would hand the service, as a datagram socket the test reads.

@@ -115,3 +115,38 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     // And the daemon still serves others.
     assert_eq!(daemon.get("/healthz").0, 200);
 }
+
+#[test]
+fn a_log_level_that_would_silence_the_log_is_refused_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.toml");
+    write_config(&config, "listen = \"127.0.0.1:0\"\nlog_level = \"info\"\n");
+    let daemon = Spawn::new(&["serve", "--config", config.to_str().unwrap()]).start();
+
+    write_config(&config, "listen = \"127.0.0.1:0\"\nlog_level = \"loud\"\n");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("reload refused", Duration::from_secs(5));
+    assert!(
+        daemon
+            .stderr()
+            .contains("key 'log_level': 'loud' is not a log filter"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // The running filter stays: the next refusal is still logged.
+    write_config(&config, "listen = \"127.0.0.1:0\"\nretention = \"soon\"\n");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("key 'retention'", Duration::from_secs(5));
+
+    write_config(
+        &config,
+        "listen = \"127.0.0.1:0\"\nretention = \"0s\"\nlog_level = \"debug\"\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log(
+        "configuration reloaded: retention 5m → 0s, log_level info → debug",
+        Duration::from_secs(5),
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}

@@ -89,9 +89,14 @@ fn https_with_basic_auth() {
     let (status, body) = get_json(&agent, &url, Some(&basic("alice", "correct horse")));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["schema_version"], 1);
-    // Auth covers every endpoint.
-    let (status, _) = get_json(&agent, &format!("{}/healthz", daemon.base), None);
-    assert_eq!(status, 401);
+    // Auth covers every endpoint but /healthz, which liveness probes reach without
+    // credentials.
+    for path in ["/metrics", "/", "/history", "/insights"] {
+        let (status, _) = get_json(&agent, &format!("{}{path}", daemon.base), None);
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, body) = get_json(&agent, &format!("{}/healthz", daemon.base), None);
+    assert_eq!((status, body.as_str()), (200, Some("ok\n")));
 
     let r = ureq::get(&url)
         .set("Authorization", &basic("alice", "wrong"))
@@ -145,4 +150,72 @@ fn a_bad_web_config_exits_2_naming_it() {
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("basic_auth_users.alice"), "{stderr}");
+}
+
+/// Waits until `needle` is in the daemon's log `times` times.
+fn wait_log_times(daemon: &tests::Daemon, needle: &str, times: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon.stderr().matches(needle).count() < times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "'{needle}' not {times} times in the log:\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_refuses_an_empty_users_table_and_logs_who_may_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.toml");
+    let users = |pairs: &[(&str, &str)]| {
+        let mut text = String::from("[basic_auth_users]\n");
+        for (user, password) in pairs {
+            text.push_str(&format!(
+                "{user} = \"{}\"\n",
+                bcrypt::hash(password, 4).unwrap()
+            ));
+        }
+        text
+    };
+    std::fs::write(&web, users(&[("alice", "a")])).unwrap();
+    let daemon = Daemon::start(&["--web-config", web.to_str().unwrap()]);
+    let agent = daemon.agent();
+    let healthz = format!("{}/healthz", daemon.base);
+    let status = |auth: Option<&str>| get_json(&agent, &healthz, auth).0;
+    assert_eq!(status(None), 401);
+
+    // An empty table would be no authentication at all: refused, the users stay.
+    std::fs::write(&web, "[basic_auth_users]\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("reload refused", Duration::from_secs(5));
+    assert!(
+        daemon.stderr().contains("[basic_auth_users] is empty"),
+        "{}",
+        daemon.stderr()
+    );
+    assert_eq!(status(None), 401, "authentication must stay on");
+    assert_eq!(status(Some(&basic("alice", "a"))), 200);
+
+    std::fs::write(&web, users(&[("alice", "a2"), ("bob", "b")])).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log(
+        "basic auth users changed: added: bob; new password: alice",
+        Duration::from_secs(5),
+    );
+    wait_log_times(&daemon, "configuration reloaded", 1);
+    assert_eq!(status(Some(&basic("bob", "b"))), 200);
+    assert_eq!(status(Some(&basic("alice", "a"))), 401, "old password");
+
+    // Leaving the table out is how authentication is turned off, and the log says so.
+    std::fs::write(&web, "").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log(
+        "basic auth turned off: every client is served",
+        Duration::from_secs(5),
+    );
+    wait_log_times(&daemon, "configuration reloaded", 2);
+    assert_eq!(status(None), 200);
+    assert_eq!(daemon.terminate(), Some(0));
 }

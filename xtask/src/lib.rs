@@ -2,7 +2,10 @@
 
 pub mod bench;
 pub mod bpfcost;
+pub mod deb;
 pub mod layers;
+pub mod test;
+pub mod vm_test;
 
 use std::path::{Path, PathBuf};
 

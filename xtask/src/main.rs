@@ -46,6 +46,12 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         daemon_bin: Option<std::path::PathBuf>,
     },
+    /// As root: install the Debian packages the tests use (only the missing ones), then run
+    /// the whole suite (`cargo test --workspace --no-fail-fast`).
+    Test,
+    /// As root: boot a Debian 12 guest (its 6.1 kernel, systemd as PID 1) with qemu, install
+    /// the release daemon there with packaging/install.sh and check the unit under systemd.
+    VmTest,
     /// A workload process of `bench` (the harness runs itself).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -72,16 +78,19 @@ fn main() -> ExitCode {
         }
     };
     let root = workspace_root();
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.cmd {
-        Cmd::BuildEbpf { cargo, rustc } => build_ebpf(&root, &cargo, &rustc),
-        Cmd::CheckEbpf => check_ebpf_fresh(&root),
-        Cmd::Layers => layers::run(&root),
-        Cmd::Bench(args) => bench::run(&root, args, &argv),
-        Cmd::BpfCost { daemon_bin } => bpf_cost(&root, daemon_bin),
-        Cmd::BenchWorker(args) => bench::workload::worker_main(args),
+        Cmd::BuildEbpf { cargo, rustc } => done(build_ebpf(&root, &cargo, &rustc)),
+        Cmd::CheckEbpf => done(check_ebpf_fresh(&root)),
+        Cmd::Layers => done(layers::run(&root)),
+        Cmd::Bench(args) => done(bench::run(&root, args, &argv)),
+        Cmd::BpfCost { daemon_bin } => done(bpf_cost(&root, daemon_bin)),
+        Cmd::BenchWorker(args) => done(bench::workload::worker_main(args)),
+        Cmd::Test => xtask::test::run(&root),
+        Cmd::VmTest => done(xtask::vm_test::run(&root)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line with the cause chain; no backtrace even when RUST_BACKTRACE is set.
             eprintln!("xtask: error: {e:#}");

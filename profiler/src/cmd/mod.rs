@@ -10,7 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::args::ServeArgs;
+use crate::config::{
+    args::ServeArgs,
+    parse::{clip, clip_to},
+};
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +39,10 @@ pub enum Command {
 /// Runs the command the command line names. A failure is one line on stderr and an exit code
 /// that tells its kind (exit.rs).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(&e),
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args).map(|()| 0),
         Command::Record(args) => record::run(args),
@@ -49,4 +55,66 @@ pub fn main() -> ExitCode {
             ExitCode::from(fatal.exit_code())
         }
     }
+}
+
+/// `--help` and `--version` print as clap prints them; any other command-line error is one line
+/// like every other error, exit 2.
+fn command_line_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let commands: Vec<String> = <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .filter(|name| name != "help")
+                .collect();
+            eprintln!(
+                "syscall-profiler: error: no command given (one of {}); see --help",
+                commands.join(", ")
+            );
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!("syscall-profiler: error: {}", one_line(e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's message without the usage and the help footer, its lines joined by "; ", every quoted
+/// value clipped.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let parts: Vec<String> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| {
+            let l = l.strip_prefix("error: ").unwrap_or(l);
+            clip_quoted(l.trim_start_matches('[').trim_end_matches(']'))
+        })
+        .collect();
+    // Quotes that do not pair (a value with a quote in it) could leave a long value unclipped.
+    clip_to(&format!("{}; see --help", parts.join("; ")), 512)
+}
+
+/// `line` with the text between each pair of single quotes clipped.
+fn clip_quoted(line: &str) -> String {
+    line.split('\'')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                clip(part)
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'")
 }

@@ -16,9 +16,14 @@ use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, 
 
 use crate::{
     cmd::exit::Fatal,
-    config::args::ServeArgs,
-    config::web::WebConfig,
-    config::{self, sources, Settings},
+    config::{
+        self,
+        args::ServeArgs,
+        parse::quote,
+        sources::{self, Env},
+        web::WebConfig,
+        Settings,
+    },
     drain::Drain,
     host::info::HostInfo,
     http::{self, auth, limits::Limits},
@@ -30,9 +35,9 @@ use crate::{
 type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
 pub fn run(args: ServeArgs) -> Result<(), Fatal> {
-    let settings = sources::load(&args, &sources::process_env)?;
+    let settings = sources::load(&args, &Env::process())?;
     let web = load_web_config(&settings)?;
-    let log_handle = init_logging(&settings.log_level)?;
+    let log_handle = init_logging(log_filter(&settings.log_level)?);
 
     // Bind before attaching: a port clash should not cost a BPF load.
     let (listener, addr) = http::server::bind(settings.listen)?;
@@ -49,7 +54,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
 
     let (probes, maps) = bpf::load_and_attach(
         settings.pin_path.as_deref(),
-        &settings.filter,
+        &settings.filter(),
         settings.counts_only,
     )?;
     // Held until exit: BPF run-time stats stay on while this fd is open (see bpf_stats.rs).
@@ -80,12 +85,17 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// Logs to stderr at `level`, which SIGHUP can change through the returned handle.
-fn init_logging(level: &str) -> Result<LogHandle, config::Error> {
-    let filter = EnvFilter::try_new(level).map_err(|e| config::Error::Invalid {
-        place: format!("log_level '{level}'"),
+/// The filter of a `log_level` setting (already checked by its parser, which refuses what
+/// tracing would take as a target silencing everything else).
+fn log_filter(level: &str) -> Result<EnvFilter, config::Error> {
+    EnvFilter::try_new(level).map_err(|e| config::Error::Invalid {
+        place: format!("log_level {}", quote(level)),
         why: e.to_string(),
-    })?;
+    })
+}
+
+/// Logs to stderr through `filter`, which SIGHUP can change through the returned handle.
+fn init_logging(filter: EnvFilter) -> LogHandle {
     let (filter, log_handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
@@ -96,7 +106,7 @@ fn init_logging(level: &str) -> Result<LogHandle, config::Error> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
-    Ok(log_handle)
+    log_handle
 }
 
 /// Gives up every capability the maps can be read without. Before any other thread starts:
@@ -189,7 +199,7 @@ fn serve_http(
         host: HostInfo::read(),
         interval: settings.interval,
         scrape: Default::default(),
-        insights: args.insights.clone(),
+        insights: settings.insights(),
     });
     let web = auth::Shared::new(web);
     let limits = Limits {
@@ -268,7 +278,8 @@ fn drain_loop(
 }
 
 /// SIGHUP: re-read flags, environment and config file, and apply what can change without
-/// re-attaching or re-binding. A bad new configuration is logged and the running one kept.
+/// re-attaching or re-binding (the settings declared `Reload`). A bad new configuration is logged
+/// and the running one kept.
 async fn reload_on_hangup(
     args: ServeArgs,
     mut running: Settings,
@@ -283,49 +294,70 @@ async fn reload_on_hangup(
         let _ = sd_notify::notify(&[NotifyState::Reloading]);
         match reload(&args, tls) {
             Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
-            Ok((new, new_web)) => {
-                for key in running.needs_restart(&new) {
-                    warn!("{key} changed: it takes effect at the next restart");
-                }
-                {
-                    let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-                    store.apply_reload(new.retention, new.max_exited);
-                }
-                if let Err(e) = log.reload(EnvFilter::new(&new.log_level)) {
-                    error!("applying log_level: {e}");
-                }
-                web.set(new_web);
-                running.retention = new.retention;
-                running.max_exited = new.max_exited;
-                running.log_level = new.log_level;
-                running.web_config = new.web_config;
-                info!(
-                    "configuration reloaded: retention {:?}, max_exited {}, log_level {}, \
-                     web_config {}",
-                    running.retention,
-                    running.max_exited,
-                    running.log_level,
-                    running
-                        .web_config
-                        .as_ref()
-                        .map_or("none".into(), |p| p.display().to_string())
-                );
-            }
+            Ok(new) => running = apply(&running, new, &store, &log, &web),
         }
         let _ = sd_notify::notify(&[NotifyState::Ready]);
     }
 }
 
-fn reload(args: &ServeArgs, tls: bool) -> anyhow::Result<(Settings, WebConfig)> {
-    let new = sources::load(args, &sources::process_env)?;
-    let web = load_web_config(&new)?;
+/// A new configuration, checked whole before any of it is applied.
+struct Reloaded {
+    settings: Settings,
+    web: WebConfig,
+    log_filter: EnvFilter,
+}
+
+fn reload(args: &ServeArgs, tls: bool) -> anyhow::Result<Reloaded> {
+    let settings = sources::load(args, &Env::process())?;
+    let web = load_web_config(&settings)?;
     if web.tls.is_some() != tls {
         anyhow::bail!(
             "turning TLS {} needs a restart",
             if tls { "off" } else { "on" }
         );
     }
-    Ok((new, web))
+    let log_filter = log_filter(&settings.log_level)?;
+    Ok(Reloaded {
+        settings,
+        web,
+        log_filter,
+    })
+}
+
+/// Applies what SIGHUP applies of `new` and says what changed; returns the settings now running.
+fn apply(
+    running: &Settings,
+    new: Reloaded,
+    store: &RwLock<Store>,
+    log: &LogHandle,
+    web: &auth::Shared,
+) -> Settings {
+    for key in running.needs_restart(&new.settings) {
+        warn!("{key} changed: it takes effect at the next restart");
+    }
+    let applied = running.reloaded(&new.settings);
+    store
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply_reload(applied.retention, applied.max_exited);
+    if let Err(e) = log.reload(new.log_filter) {
+        error!("applying log_level: {e}");
+    }
+    // Who may connect is worth a line of its own, whether or not web_config's path changed.
+    if let Some(change) = web.get().config.auth_change(&new.web) {
+        warn!("{change}");
+    }
+    web.set(new.web);
+    let changes = running.changes(&applied);
+    info!(
+        "configuration reloaded: {}",
+        if changes.is_empty() {
+            "no setting SIGHUP applies changed".to_string()
+        } else {
+            changes.join(", ")
+        }
+    );
+    applied
 }
 
 /// The signals the daemon handles, registered before it announces readiness: until a handler
@@ -350,5 +382,29 @@ async fn shutdown_signal(mut term: Signal, mut int: Signal) {
     tokio::select! {
         _ = int.recv() => info!("SIGINT received"),
         _ = term.recv() => info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{declare::Apply, table::DECLARED};
+
+    /// What `apply` puts into effect on SIGHUP. It must be exactly the table's `Reload` rows, so
+    /// a row marked `Reload` cannot be logged as reloaded while nothing applies it: a new one
+    /// needs its line in `apply` and its name here.
+    const APPLIED_ON_RELOAD: &[&str] = &["retention", "max_exited", "log_level", "web_config"];
+
+    #[test]
+    fn every_reloadable_setting_is_applied_on_sighup() {
+        let reloadable: Vec<&str> = DECLARED
+            .iter()
+            .filter(|d| d.apply == Apply::Reload)
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(
+            reloadable,
+            APPLIED_ON_RELOAD,
+            "a setting marked Reload in config/table.rs must be put into effect by serve's apply()"
+        );
     }
 }

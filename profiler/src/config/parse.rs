@@ -1,27 +1,68 @@
 //! The parsers every setting's text goes through, whichever source it came from: each returns the
-//! value or why the text is not one (the caller names the source and key).
+//! value or why the text is not one (the caller names the source and key). A value is echoed
+//! through [`quote`], so a 100 KB mistake makes a short error line.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Where a value came from: a relative path in the file is relative to the file.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin<'a> {
+    Default,
+    Flag,
+    Env,
+    File(&'a Path),
+}
+
+/// The most characters of a value an error line echoes.
+pub const ECHO_MAX: usize = 64;
+
+/// `s`, cut to [`ECHO_MAX`] characters with "…" after the cut.
+pub fn clip(s: &str) -> String {
+    clip_to(s, ECHO_MAX)
+}
+
+/// `s`, cut to `max` characters with "…" after the cut.
+pub fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+/// A value as error lines echo it: in single quotes, clipped.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", clip(s))
+}
 
 /// Parses `500ms`, `2s`, `5m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("'{s}' has no unit: use ms, s, m or h (e.g. 1s)"))?;
+        .ok_or_else(|| format!("{} has no unit: use ms, s, m or h (e.g. 1s)", quote(s)))?;
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("'{s}' does not start with a whole number"))?;
+        .map_err(|_| format!("{} does not start with a whole number", quote(s)))?;
     let ms = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("unknown unit '{unit}' in '{s}': use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "unknown unit {} in {}: use ms, s, m or h",
+                quote(unit),
+                quote(s)
+            ))
+        }
     };
     ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("'{s}' is too large"))
+        .ok_or_else(|| format!("{} is too large", quote(s)))
 }
 
 /// The drain interval: the 32-bit kernel counters must be read well before they can wrap, and
@@ -30,7 +71,8 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(10) || d > Duration::from_secs(10) {
         return Err(format!(
-            "'{s}' is out of range: the interval must be from 10ms to 10s"
+            "{} is out of range: the interval must be from 10ms to 10s",
+            quote(s)
         ));
     }
     Ok(d)
@@ -38,21 +80,56 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse().map_err(|_| {
-        format!("'{s}' is not an IP address and port (e.g. 127.0.0.1:9760 or [::1]:9760)")
+        format!(
+            "{} is not an IP address and port (e.g. 127.0.0.1:9760 or [::1]:9760)",
+            quote(s)
+        )
     })
 }
 
+/// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or tracing directives whose every
+/// part names a level: `info,hyper=warn`. A bare word that is not a level would be taken by the
+/// filter as a target enabled at TRACE, silencing everything else; it is refused instead.
 pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let not_a_filter = |why: String| format!("{} is not a log filter: {why}", quote(s));
+    let directives: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(not_a_filter("it names no level".into()));
+    }
+    let single = directives.len() == 1;
+    for d in directives {
+        let level = d.rsplit_once('=').map_or(d, |(_, level)| level);
+        if level.is_empty()
+            || level
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            const LEVELS: &str = "error, warn, info, debug, trace, off";
+            return Err(not_a_filter(if single {
+                format!("use a level ({LEVELS}) or TARGET=LEVEL directives separated by commas")
+            } else {
+                format!(
+                    "{} is neither a level ({LEVELS}) nor TARGET=LEVEL",
+                    quote(d)
+                )
+            }));
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_string())
-        .map_err(|e| format!("'{s}' is not a log filter: {e}"))
+        .map(|_| s.trim().to_string())
+        .map_err(|e| not_a_filter(e.to_string()))
 }
 
 pub fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < min || d > max {
         return Err(format!(
-            "'{s}' is out of range: must be from {min:?} to {max:?}"
+            "{} is out of range: must be from {min:?} to {max:?}",
+            quote(s)
         ));
     }
     Ok(d)
@@ -67,7 +144,7 @@ pub fn parse_pids(s: &str) -> Result<Vec<u32>, String> {
                 .parse::<u32>()
                 .ok()
                 .filter(|&p| p > 0)
-                .ok_or_else(|| format!("'{}' is not a process id", p.trim()))
+                .ok_or_else(|| format!("{} is not a process id", quote(p.trim())))
         })
         .collect::<Result<_, _>>()?;
     let max = profiler_common::FILTER_PIDS_MAX_ENTRIES as usize;
@@ -83,7 +160,7 @@ pub fn parse_syscalls(s: &str) -> Result<Vec<String>, String> {
         .map(|n| {
             let n = n.trim();
             if crate::syscalls::numbers_of(n).is_empty() {
-                Err(format!("'{n}' is not a syscall name on this host"))
+                Err(format!("{} is not a syscall name on this host", quote(n)))
             } else {
                 Ok(n.to_string())
             }
@@ -95,7 +172,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(format!("'{other}' is not true or false")),
+        other => Err(format!("{} is not true or false", quote(other))),
     }
 }
 
@@ -103,11 +180,37 @@ pub fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
     let n: usize = s
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))?;
+        .map_err(|_| format!("{} is not a whole number", quote(s)))?;
     if n < min || n > max {
         return Err(format!("{n} is out of range: must be from {min} to {max}"));
     }
     Ok(n)
+}
+
+/// A path; in the file, relative to the file.
+pub fn parse_path(s: &str, origin: Origin) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    let p = PathBuf::from(s);
+    Ok(match origin {
+        Origin::File(file) if p.is_relative() => {
+            file.parent().map_or(p.clone(), |dir| dir.join(&p))
+        }
+        _ => p,
+    })
+}
+
+/// A cgroup v2 directory (that it is one of cgroup2 the kernel layer checks).
+pub fn parse_cgroup(s: &str, origin: Origin) -> Result<PathBuf, String> {
+    let p = parse_path(s, origin)?;
+    if !p.is_dir() {
+        return Err(format!(
+            "{} is not a cgroup directory",
+            quote(&p.display().to_string())
+        ));
+    }
+    Ok(p)
 }
 
 /// `65536`, `64KiB`, `64MiB` (also `B`, `KB`/`MB` as 1000s would surprise: only binary units).
@@ -117,7 +220,7 @@ pub fn parse_size(s: &str, min: usize, max: usize) -> Result<usize, String> {
     let (num, unit) = t.split_at(split);
     let n: usize = num
         .parse()
-        .map_err(|_| format!("'{s}' does not start with a whole number"))?;
+        .map_err(|_| format!("{} does not start with a whole number", quote(s)))?;
     let mult: usize = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -125,16 +228,19 @@ pub fn parse_size(s: &str, min: usize, max: usize) -> Result<usize, String> {
         "GiB" => 1 << 30,
         other => {
             return Err(format!(
-                "unknown unit '{other}' in '{s}': use B, KiB, MiB or GiB"
+                "unknown unit {} in {}: use B, KiB, MiB or GiB",
+                quote(other),
+                quote(s)
             ))
         }
     };
     let bytes = n
         .checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))?;
+        .ok_or_else(|| format!("{} is too large", quote(s)))?;
     if bytes < min || bytes > max {
         return Err(format!(
-            "'{s}' is out of range: must be from {min} bytes to {max} bytes"
+            "{} is out of range: must be from {min} bytes to {max} bytes",
+            quote(s)
         ));
     }
     Ok(bytes)

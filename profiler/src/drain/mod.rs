@@ -20,7 +20,7 @@ mod retire;
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    sync::{Arc, RwLock},
+    sync::RwLock,
     time::{Instant, SystemTime},
 };
 
@@ -37,7 +37,7 @@ use keys::{proc_key, syscall_key};
 use readings::{HistReadings, Previous};
 
 use crate::{
-    host::cgroups::{self, Resolver},
+    host::cgroups::{self, Cgroup, Resolver},
     kernel::{
         batch::{self, Batch},
         bpf_stats, Maps,
@@ -93,7 +93,7 @@ struct Snapshot {
     in_flight: InFlightStarts,
     exited: FastSet<ProcKey>,
     counters: KernelCounters,
-    cgroup_labels: HashMap<u64, Arc<str>>,
+    cgroup_labels: HashMap<u64, Cgroup>,
 }
 
 impl Drain {
@@ -301,7 +301,12 @@ impl Drain {
             self.live.retain(|slot| freed.binary_search(slot).is_err());
             self.hists.forget(&freed);
         }
-        self.retiring = exited;
+        // `exited` was read before this drain's deletions: those it just retired are in it
+        // still, and must not reach the ledger a second time.
+        self.retiring = exited
+            .into_iter()
+            .filter(|key| !retiring.contains(key))
+            .collect();
     }
 
     /// Adds to `live` the slots the kernel handed out since the last drain. At the first drain,

@@ -1,8 +1,10 @@
-//! cgroup v2 ids to the labels `/metrics` shows: the systemd unit or container a process runs
-//! in. The kernel gives each process's cgroup id (the inode number of its directory under
+//! cgroup v2 ids to the labels `/metrics` and `/stats` show: the systemd unit or container a
+//! process runs in, and the Kubernetes pod (its UID and QoS class) when it runs in one. The
+//! kernel gives each process's cgroup id (the inode number of its directory under
 //! /sys/fs/cgroup); the path is found by walking that tree, once per drain at most and only when
 //! an id is new, and every answer is cached (ids are 64-bit and not reused, so an answer never
-//! goes stale). Called by the drain, never per scrape.
+//! goes stale). Called by the drain, never per scrape. A cgroup removed before the drain looked
+//! (a container that lived less than a drain interval) stays `unknown`.
 
 use std::{
     collections::HashMap,
@@ -11,14 +13,32 @@ use std::{
     sync::Arc,
 };
 
+use serde::Serialize;
+
 /// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on unified hosts,
-/// /sys/fs/cgroup/unified on hybrid ones. Walking a v1 hierarchy instead would be wrong: every
-/// cgroupfs root has inode 1, so the v2 root's id would resolve to some v1 controller.
-pub fn v2_root() -> PathBuf {
-    std::fs::read_to_string("/proc/self/mounts")
+/// /sys/fs/cgroup/unified on hybrid ones; `None` when there is none, as in a container that
+/// sees only v1 controllers. Walking a v1 hierarchy instead would be wrong: every cgroupfs root
+/// has inode 1, so the v2 root's id would resolve to some v1 controller. Says in the log when
+/// labels will be `unknown` for want of the host's tree.
+pub fn v2_root() -> Option<PathBuf> {
+    let root = std::fs::read_to_string("/proc/self/mounts")
         .ok()
-        .and_then(|mounts| v2_mount(&mounts))
-        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
+        .and_then(|mounts| v2_mount(&mounts));
+    const FIX: &str = "in a container, mount the host's /sys/fs/cgroup";
+    match &root {
+        None => tracing::warn!(
+            "no cgroup v2 hierarchy is mounted: every cgroup label is \"unknown\" ({FIX})"
+        ),
+        // The whole tree's root is kernfs's root, inode 1; a mount made inside a cgroup
+        // namespace starts at the namespace's own cgroup and shows nothing above it.
+        Some(dir) if std::fs::metadata(dir).is_ok_and(|m| m.ino() != 1) => tracing::warn!(
+            "{} shows only a cgroup namespace's part of the tree: processes outside it are \
+             labelled \"unknown\" ({FIX})",
+            dir.display()
+        ),
+        Some(_) => {}
+    }
+    root
 }
 
 fn v2_mount(mounts: &str) -> Option<PathBuf> {
@@ -36,38 +56,86 @@ pub const UNKNOWN: &str = "unknown";
 /// keeps a pathological tree from costing a drain more than it should.
 const MAX_DEPTH: usize = 16;
 
+/// What a cgroup tells about the processes in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The `cgroup` label: see [`label`].
+    pub label: Arc<str>,
+    /// The Kubernetes pod, when the cgroup is one's or a container's in one.
+    pub pod: Option<Arc<Pod>>,
+}
+
+impl Cgroup {
+    fn unknown() -> Cgroup {
+        Cgroup {
+            label: Arc::from(UNKNOWN),
+            pod: None,
+        }
+    }
+}
+
+/// A Kubernetes pod as kubelet names its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    /// `metadata.uid` (what kube-state-metrics calls `uid` in `kube_pod_info`).
+    pub uid: String,
+    pub qos_class: QosClass,
+}
+
+/// `status.qosClass`, spelt as the Kubernetes API spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            QosClass::Guaranteed => "Guaranteed",
+            QosClass::Burstable => "Burstable",
+            QosClass::BestEffort => "BestEffort",
+        }
+    }
+}
+
 pub struct Resolver {
-    root: PathBuf,
-    cache: HashMap<u64, Arc<str>>,
-    unknown: Arc<str>,
+    root: Option<PathBuf>,
+    cache: HashMap<u64, Cgroup>,
+    unknown: Cgroup,
     pub walks: u64,
 }
 
 impl Resolver {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// `root`: the v2 hierarchy ([`v2_root`]); without one every id is `unknown`.
+    pub fn new(root: Option<impl Into<PathBuf>>) -> Self {
         Self {
-            root: root.into(),
+            root: root.map(Into::into),
             cache: HashMap::new(),
-            unknown: Arc::from(UNKNOWN),
+            unknown: Cgroup::unknown(),
             walks: 0,
         }
     }
 
     /// Resolves every id in `ids` not seen before with at most one walk of the tree, then
-    /// returns the label of each asked id.
-    pub fn resolve(&mut self, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, Arc<str>> {
+    /// returns what each asked id's cgroup tells.
+    pub fn resolve(&mut self, ids: impl IntoIterator<Item = u64>) -> HashMap<u64, Cgroup> {
         let ids: Vec<u64> = ids.into_iter().collect();
         if ids
             .iter()
             .any(|id| *id != 0 && !self.cache.contains_key(id))
         {
             let mut found = HashMap::new();
-            walk(&self.root, &self.root, 0, &mut found);
+            if let Some(root) = &self.root {
+                walk(root, root, 0, &mut found);
+            }
             self.walks += 1;
             for (ino, path) in found {
-                self.cache
-                    .entry(ino)
-                    .or_insert_with(|| Arc::from(label(&path)));
+                self.cache.entry(ino).or_insert_with(|| Cgroup {
+                    label: Arc::from(label(&path)),
+                    pod: pod(&path).map(Arc::new),
+                });
             }
             for id in &ids {
                 self.cache
@@ -77,8 +145,8 @@ impl Resolver {
         }
         ids.into_iter()
             .map(|id| {
-                let l = self.cache.get(&id).cloned();
-                (id, l.unwrap_or_else(|| self.unknown.clone()))
+                let c = self.cache.get(&id).cloned();
+                (id, c.unwrap_or_else(|| self.unknown.clone()))
             })
             .collect()
     }
@@ -129,11 +197,58 @@ pub fn label(path: &str) -> String {
 }
 
 /// `docker-<64 hex>.scope`, `cri-containerd-<hex>.scope`, `crio-<hex>.scope`,
-/// `libpod-<hex>.scope` (systemd driver) or a bare `<64 hex>` (cgroupfs driver).
+/// `libpod-<hex>.scope` (systemd driver), `libpod-<hex>` (podman's cgroupfs manager, under
+/// `/libpod_parent`) or a bare `<64 hex>` (cgroupfs driver).
 fn container_id(part: &str) -> Option<&str> {
     let stem = part.strip_suffix(".scope").unwrap_or(part);
     let id = stem.rsplit('-').next().unwrap_or(stem);
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The pod of a path under kubelet's `kubepods` cgroup, with either cgroup driver:
+///
+/// - systemd: `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/…`,
+///   the UID's dashes written as underscores (a dash nests slices in systemd's names);
+/// - cgroupfs: `kubepods/burstable/pod<uid>/…`.
+///
+/// A Guaranteed pod has no QoS level: `kubepods.slice/kubepods-pod<uid>.slice`,
+/// `kubepods/pod<uid>`. The kubepods root may be nested (`kubelet.slice/kubelet-kubepods.slice`
+/// in kind, or under kubelet's `--cgroup-root`).
+pub fn pod(path: &str) -> Option<Pod> {
+    let mut parts = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .skip_while(|p| !(*p == "kubepods" || p.ends_with("kubepods.slice")))
+        .skip(1);
+    let mut part = parts.next()?;
+    let qos_class = match qos_level(part) {
+        Some(class) => {
+            part = parts.next()?;
+            class
+        }
+        None => QosClass::Guaranteed,
+    };
+    let uid = match part.strip_suffix(".slice") {
+        Some(unit) => unit
+            .rsplit('-')
+            .next()?
+            .strip_prefix("pod")?
+            .replace('_', "-"),
+        None => part.strip_prefix("pod")?.to_string(),
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    (!uid.is_empty() && uid.chars().all(valid)).then_some(Pod { uid, qos_class })
+}
+
+/// kubelet's QoS level directories: `burstable` or `kubepods-burstable.slice`, likewise
+/// `besteffort`.
+fn qos_level(part: &str) -> Option<QosClass> {
+    let name = part.strip_suffix(".slice").unwrap_or(part);
+    match name.rsplit('-').next()? {
+        "burstable" => Some(QosClass::Burstable),
+        "besteffort" => Some(QosClass::BestEffort),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -177,8 +292,74 @@ mod tests {
             label(&format!("/kubepods/burstable/pod1234/{ID}")),
             "container:4f1c0a9b7e2d"
         );
+        // What podman 4.3 with runc and its cgroupfs manager made here (no systemd as PID 1).
+        assert_eq!(
+            label(&format!("/libpod_parent/libpod-{ID}")),
+            "container:4f1c0a9b7e2d"
+        );
+        assert_eq!(label("/libpod_parent/conmon"), "/libpod_parent/conmon");
         assert_eq!(label("/"), "/");
         assert_eq!(label("/init"), "/init");
+    }
+
+    #[test]
+    fn kubelet_pod_cgroups_name_the_pod_and_its_qos_class() {
+        let uid = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+        let escaped = uid.replace('-', "_");
+        let pod_of = |path: String| pod(&path).map(|p| (p.uid, p.qos_class));
+        let expect = |class| Some((uid.to_string(), class));
+        for (level, class) in [
+            ("burstable", QosClass::Burstable),
+            ("besteffort", QosClass::BestEffort),
+        ] {
+            assert_eq!(
+                pod_of(format!(
+                    "/kubepods.slice/kubepods-{level}.slice/kubepods-{level}-pod{escaped}.slice/cri-containerd-{ID}.scope"
+                )),
+                expect(class)
+            );
+            assert_eq!(
+                pod_of(format!("/kubepods/{level}/pod{uid}/{ID}")),
+                expect(class)
+            );
+            // The pod's own cgroup, above its containers.
+            assert_eq!(pod_of(format!("/kubepods/{level}/pod{uid}")), expect(class));
+        }
+        assert_eq!(
+            pod_of(format!(
+                "/kubepods.slice/kubepods-pod{escaped}.slice/cri-containerd-{ID}.scope"
+            )),
+            expect(QosClass::Guaranteed)
+        );
+        assert_eq!(
+            pod_of(format!("/kubepods/pod{uid}/crio-{ID}")),
+            expect(QosClass::Guaranteed)
+        );
+        // kind: kubelet's tree under its own slice.
+        assert_eq!(
+            pod_of(format!(
+                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{escaped}.slice/cri-containerd-{ID}.scope"
+            )),
+            expect(QosClass::BestEffort)
+        );
+        // Not pods: the QoS levels themselves, other trees, and names that only look alike.
+        for path in [
+            "/kubepods.slice",
+            "/kubepods.slice/kubepods-burstable.slice",
+            "/kubepods/besteffort",
+            "/system.slice/kubelet.service",
+            "/libpod_parent/libpod-0123",
+            "/podman/pod1234",
+            "/kubepods/burstable/pod",
+            "/kubepods/burstable/pod12$4",
+        ] {
+            assert_eq!(pod(path), None, "{path}");
+        }
+        // The label is still the container's: the pod is told apart.
+        assert_eq!(
+            label(&format!("/kubepods/burstable/pod{uid}/{ID}")),
+            "container:4f1c0a9b7e2d"
+        );
     }
 
     #[test]
@@ -187,18 +368,27 @@ mod tests {
         let unit = dir.join("system.slice/demo.service");
         std::fs::create_dir_all(&unit).unwrap();
         let ino = std::fs::metadata(&unit).unwrap().ino();
-        let mut r = Resolver::new(&dir);
+        let mut r = Resolver::new(Some(&dir));
         let got = r.resolve([ino, 0]);
-        assert_eq!(&*got[&ino], "demo.service");
-        assert_eq!(&*got[&0], UNKNOWN);
+        assert_eq!(&*got[&ino].label, "demo.service");
+        assert_eq!(got[&ino].pod, None);
+        assert_eq!(&*got[&0].label, UNKNOWN);
         assert_eq!(r.walks, 1);
         // Cached: no second walk, even after the directory is gone.
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(&*r.resolve([ino])[&ino], "demo.service");
+        assert_eq!(&*r.resolve([ino])[&ino].label, "demo.service");
         assert_eq!(r.walks, 1);
         // An id that is nowhere costs one walk, then is cached as unknown.
-        assert_eq!(&*r.resolve([u64::MAX])[&u64::MAX], UNKNOWN);
-        assert_eq!(&*r.resolve([u64::MAX])[&u64::MAX], UNKNOWN);
+        assert_eq!(&*r.resolve([u64::MAX])[&u64::MAX].label, UNKNOWN);
+        assert_eq!(&*r.resolve([u64::MAX])[&u64::MAX].label, UNKNOWN);
         assert_eq!(r.walks, 2);
+    }
+
+    #[test]
+    fn without_a_v2_hierarchy_every_id_is_unknown() {
+        let mut r = Resolver::new(None::<PathBuf>);
+        let got = r.resolve([1, 42]);
+        assert_eq!(&*got[&1].label, UNKNOWN);
+        assert_eq!(&*got[&42].label, UNKNOWN);
     }
 }

@@ -20,7 +20,6 @@ pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
     Router::new()
         .route("/stats", get(stats::handler))
         .route("/metrics", get(scrape::handler))
-        .route("/healthz", get(healthz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::app_js))
         .route("/assets/style.css", get(page::style))
@@ -33,6 +32,9 @@ pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
         .layer(middleware::from_fn_with_state(web, authenticate))
+        // After the authentication layer, so outside it: liveness probes (kubelet's) and load
+        // balancers carry no credentials, and "ok" tells nothing.
+        .route("/healthz", get(healthz))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,

@@ -22,7 +22,7 @@ pub enum Error {
     #[error("reading /proc/self/status")]
     Status(#[source] io::Error),
     /// bpf() said EPERM or EACCES.
-    #[error("{what} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM denying bpf())")]
+    #[error("{what} (needs root, or CAP_BPF and CAP_PERFMON, and no LSM or seccomp profile denying bpf(): in a container, seccomp=unconfined, see docs/deploy.md)")]
     Denied {
         what: String,
         #[source]

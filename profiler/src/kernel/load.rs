@@ -89,12 +89,14 @@ const COUNTS_ONLY: &[ProgramSet] = &[
 /// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
 /// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
 /// preferred programs, and a way around a kernel that loads one but misbehaves with it.
-pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
+/// Declared in config, so the settings' check of the environment knows it.
+pub const SKIP_PROGRAMS_ENV: &str = crate::config::declare::ENV_SKIP_PROGRAMS;
 
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
 /// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
-pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
+/// Declared in config, like `SKIP_PROGRAMS_ENV`.
+pub const SHARED_SHARDS_ENV: &str = crate::config::declare::ENV_SHARED_SHARDS;
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {

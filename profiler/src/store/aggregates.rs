@@ -64,8 +64,9 @@ pub struct Group {
 pub struct Aggregates {
     pub config: MetricsConfig,
     pub groups: HashMap<GroupKey, Group>,
-    /// cgroup id → label, filled by the drain (cgroups.rs), pruned to the ids still in use.
-    pub cgroup_labels: HashMap<u64, Arc<str>>,
+    /// cgroup id → its label and pod, filled by the drain (host/cgroups.rs), pruned to the ids
+    /// still in use.
+    pub cgroup_labels: HashMap<u64, cgroups::Cgroup>,
     /// Per-pid mode: the promoted processes' totals since promotion.
     pub promoted: HashMap<ProcKey, BTreeMap<SyscallKey, SyscallTotals>>,
     /// Per-pid mode: every call of a process that was not promoted when it was drained.
@@ -109,8 +110,7 @@ impl Aggregates {
     pub fn cgroup_label(&self, cgroup_id: u64) -> Arc<str> {
         self.cgroup_labels
             .get(&cgroup_id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(cgroups::UNKNOWN))
+            .map_or_else(|| Arc::from(cgroups::UNKNOWN), |c| c.label.clone())
     }
 
     /// Where one process's calls are added: its group's totals and, in per-pid mode, its own

@@ -28,11 +28,10 @@ use telemetry::BpfProgram;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::syscalls;
+use crate::{host::cgroups::Cgroup, syscalls};
 
 /// How a store keeps its totals, set when it is made. SIGHUP can change retention and
 /// max_exited (`apply_reload`).
@@ -178,7 +177,7 @@ impl Store {
     }
 
     /// Labels of cgroup ids the drain has resolved (see host/cgroups.rs).
-    pub fn add_cgroup_labels(&mut self, labels: impl IntoIterator<Item = (u64, Arc<str>)>) {
+    pub fn add_cgroup_labels(&mut self, labels: impl IntoIterator<Item = (u64, Cgroup)>) {
         self.metrics.cgroup_labels.extend(labels);
     }
 

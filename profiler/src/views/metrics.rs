@@ -27,7 +27,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    host::cgroups,
+    host::cgroups::{self, Pod},
     store::{aggregates::OTHER, Store, SyscallKey, SyscallTotals},
     syscalls,
 };
@@ -111,6 +111,7 @@ impl Collector for StoreCollector {
         if store.metrics().config.per_pid {
             encode_per_pid(&store, enc)?;
         }
+        encode_pods(&store, enc)?;
         encode_kernel(&store, enc)?;
         encode_own_cost(&store, self.scrapes, enc)?;
         encode_modes(&store, enc)?;
@@ -258,7 +259,7 @@ fn encode_per_pid(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
                         "cgroup",
                         m.cgroup_labels
                             .get(&p.cgroup_id)
-                            .map_or(cgroups::UNKNOWN, |l| &**l),
+                            .map_or(cgroups::UNKNOWN, |c| &*c.label),
                     ),
                 ],
                 *t,
@@ -276,6 +277,34 @@ fn encode_per_pid(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
          promoted), all others under pid=\"other\"",
         &sets,
     )
+}
+
+/// The pod is fixed by the cgroup, so pod labels on the syscall series would add no series but
+/// lengthen every one of them and every query: it is an info family to join on `cgroup`
+/// instead, one series per pod's container.
+fn encode_pods(store: &Store, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let mut pods: Vec<(&str, &Pod)> = store
+        .metrics()
+        .cgroup_labels
+        .values()
+        .filter_map(|c| Some((&*c.label, c.pod.as_deref()?)))
+        .collect();
+    pods.sort_unstable_by_key(|&(label, _)| label);
+    pods.dedup_by_key(|&mut (label, _)| label);
+    let mut family = enc.encode_descriptor(
+        "syscall_profiler_cgroup",
+        "The Kubernetes pod of a cgroup label: its UID (kube_pod_info's uid) and QoS class",
+        None,
+        MetricType::Info,
+    )?;
+    for (label, pod) in pods {
+        family.encode_info(&[
+            ("cgroup", label),
+            ("pod_uid", pod.uid.as_str()),
+            ("qos_class", pod.qos_class.name()),
+        ])?;
+    }
+    Ok(())
 }
 
 /// The kernel maps: fill, size, what a full one lost; exits with no recorded entry.

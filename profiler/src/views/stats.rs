@@ -17,7 +17,7 @@ use super::{
     unix_ms, Context,
 };
 use crate::{
-    host::info as host,
+    host::{cgroups, info as host},
     store::{histogram::Histogram, InFlight, Process, Store, SyscallKey, SyscallTotals},
     syscalls::{self, Abi, Category},
 };
@@ -181,6 +181,12 @@ pub struct ProcessStats {
     pub comm: String,
     /// cgroup v2 id (inode of the cgroup's directory under /sys/fs/cgroup); 0 if unknown.
     pub cgroup_id: u64,
+    /// The `cgroup` label of /metrics: `container:<12 hex>`, a systemd unit, the path, or
+    /// `unknown`.
+    pub cgroup: String,
+    /// The Kubernetes pod (UID and QoS class) whose cgroup the process is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<cgroups::Pod>,
     pub first_seen_unix_ms: u64,
     pub exited: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,7 +290,8 @@ fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (
     }
 }
 
-fn process_stats(p: &Process, q: &StatsQuery, timing: Timing) -> Option<ProcessStats> {
+fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessStats> {
+    let timing = Timing::of(store);
     let wanted = |k: &SyscallKey, name: &str| {
         q.syscall
             .as_ref()
@@ -331,6 +338,12 @@ fn process_stats(p: &Process, q: &StatsQuery, timing: Timing) -> Option<ProcessS
         pid: p.key.pid,
         comm: p.comm.clone(),
         cgroup_id: p.cgroup_id,
+        cgroup: store.metrics().cgroup_label(p.cgroup_id).to_string(),
+        pod: store
+            .metrics()
+            .cgroup_labels
+            .get(&p.cgroup_id)
+            .and_then(|c| c.pod.as_deref().cloned()),
         first_seen_unix_ms: unix_ms(p.first_seen),
         exited: p.exited.is_some(),
         exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
@@ -365,7 +378,7 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
         .values()
         .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
         .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
-        .filter_map(|p| process_stats(p, q, timing))
+        .filter_map(|p| process_stats(p, q, store))
         .collect();
     sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
 

@@ -474,16 +474,7 @@ pub fn version_of(bin: &Path, fallback: &str) -> String {
 
 /// `name` on $PATH, if executable.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| {
-                p.metadata()
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
-    })
+    crate::deb::find(name, &std::env::var_os("PATH")?)
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";

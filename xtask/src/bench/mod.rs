@@ -450,6 +450,7 @@ fn note(notes: &mut Vec<String>, text: &str) {
     notes.push(text.to_string());
 }
 
+/// `cargo build --release` of the daemon; its path.
 pub fn build_daemon(root: &Path) -> Result<PathBuf> {
     println!("building the daemon (cargo build --release -p profiler)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
