@@ -35,36 +35,33 @@ pub fn bucket_index(ns: u64) -> usize {
     ((pow - SUB_BUCKET_BITS + 1) as usize) * SUB_BUCKETS + sub
 }
 
-/// The index of the highest set bit of `x` (`0 < x < 2^MAX_POW`), by halving the range: five
-/// or six branches that a steady latency predicts well. BPF has no count-leading-zeros
-/// instruction, and LLVM expands `leading_zeros` into ~40 dependent instructions there.
+/// `floor(log2(v))` for every `v` below 4096 (entry 0 unused): the highest bit of a value
+/// below 2^36 in one table lookup after at most two compares (`highest_bit`). BPF has no
+/// count-leading-zeros instruction; LLVM expands `leading_zeros` into ~40 dependent
+/// instructions there, and halving the range took ~36.
+pub static LOG2_TABLE: [u8; 4096] = {
+    let mut t = [0u8; 4096];
+    let mut v = 2;
+    while v < 4096 {
+        t[v] = t[v / 2] + 1;
+        v += 1;
+    }
+    t
+};
+
+/// The index of the highest set bit of `x` (`0 < x < 2^MAX_POW`): 12 bits at a time, from the
+/// top, then the table. Each index is masked, so the kernel's verifier sees it in bounds.
 #[inline(always)]
-fn highest_bit(mut x: u64) -> u32 {
-    let mut pow = 0;
-    if x >> 32 != 0 {
-        x >>= 32;
-        pow += 32;
-    }
-    if x >> 16 != 0 {
-        x >>= 16;
-        pow += 16;
-    }
-    if x >> 8 != 0 {
-        x >>= 8;
-        pow += 8;
-    }
-    if x >> 4 != 0 {
-        x >>= 4;
-        pow += 4;
-    }
-    if x >> 2 != 0 {
-        x >>= 2;
-        pow += 2;
-    }
-    if x >> 1 != 0 {
-        pow += 1;
-    }
-    pow
+fn highest_bit(x: u64) -> u32 {
+    const _: () = assert!(MAX_POW <= 36, "three 12-bit steps cover the range");
+    let (base, rest) = if x >> 24 != 0 {
+        (24, x >> 24)
+    } else if x >> 12 != 0 {
+        (12, x >> 12)
+    } else {
+        (0, x)
+    };
+    base + u32::from(LOG2_TABLE[(rest & 4095) as usize])
 }
 
 /// The smallest value that lands in bucket `index` (`index < BUCKETS`).
@@ -137,8 +134,9 @@ pub const HIST_SLOTS_MAP: &str = "HIST_SLOTS";
 /// retired processes.
 pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
 
-/// Per-CPU cache in front of [`HIST_SLOTS_MAP`]: `u32` by `nr % SLOT_CACHE_LEN`, the slot of
-/// the last key with that syscall number seen on this CPU. The slot's own key says whether it
+/// The raw-tracepoint programs' per-CPU cache in front of [`HIST_SLOTS_MAP`]: `u32` by
+/// [`slot_cache_index`], the slot of the last key with that syscall number seen on this CPU
+/// (the BTF programs keep one per thread: [`TaskEntry::slots`]). The slot's own key says whether it
 /// is the wanted one (a slot since recycled, or of another key with the same `nr % 64`, is not).
 pub const SLOT_CACHE_MAP: &str = "SLOT_CACHE";
 pub const SLOT_CACHE_LEN: u32 = 64;
@@ -309,33 +307,48 @@ pub struct Start {
 ///   hypervisor (with IRQ time or steal accounting), a lag that differs from CPU to CPU; adding
 ///   the lag moves it to the clock all CPUs share, so a call that migrated compares right.
 /// - `run_delay_ns`: `sched_info.run_delay`, the time spent runnable on a runqueue.
-/// - `voluntary`, `involuntary`: the low 32 bits of `nvcsw` and `nivcsw`, the thread's
-///   switches out while blocking and while runnable (preempted).
+/// - `voluntary`, `involuntary`: `nvcsw` and `nivcsw`, the thread's switches out while
+///   blocking and while runnable (preempted).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SplitMark {
     pub off_cpu_ns: u64,
     pub run_delay_ns: u64,
-    pub voluntary: u32,
-    pub involuntary: u32,
+    pub voluntary: u64,
+    pub involuntary: u64,
 }
 
-/// A thread's [`TASKS_MAP`] entry: its syscall in flight (`ts_ns`, 0 when none; `nr`, `abi`,
+/// A thread's [`TASKS_MAP`] entry: its syscall in flight (`ts_ns`, 0 when none; `key_high`,
 /// `mark`) and what is fixed for the thread's life, set at its first syscall: its process
-/// (`tgid`, `incarnation`), whether it is the process's main thread, and whether the filters
-/// keep it (`state`).
+/// (`key_low`), whether it is the process's main thread, and whether the filters keep it
+/// (`state`). The key comes as the two words the histogram's key is compared by (bytes 0..8
+/// and 8..12 of [`HistKey`], little-endian): `tgid | incarnation << 32`, and
+/// `nr | abi << 16` (the shard, `<< 24`, is added at the exit: another thread's depends on
+/// the CPU). `slots` caches, by `nr % TASK_SLOT_CACHE`, the HISTS slot of the thread's last
+/// key with that number, which the slot's own key confirms: unlike a per-CPU cache, two
+/// processes that take turns on a CPU do not evict each other's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskEntry {
     pub ts_ns: u64,
     pub mark: SplitMark,
-    pub tgid: u32,
-    pub incarnation: u32,
-    pub nr: u32,
-    pub abi: u8,
+    pub key_low: u64,
+    pub key_high: u32,
     pub state: u8,
     pub main_thread: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
+    pub slots: [u32; TASK_SLOT_CACHE],
+}
+
+/// See [`TaskEntry::slots`] (a power of two).
+pub const TASK_SLOT_CACHE: usize = 32;
+
+/// Where syscall `nr`'s slot is cached in a cache of `len` entries (a power of two): by its
+/// low bits, with bit 8 and up folded in so that `openat` (257 on x86_64) and `write` (1) do
+/// not share an entry.
+#[inline(always)]
+pub fn slot_cache_index(nr: u16, len: usize) -> usize {
+    (nr as usize + (nr as usize >> 8)) & (len - 1)
 }
 
 /// [`TaskEntry::state`]: created, not yet looked at (the kernel zeroes new entries).
@@ -531,6 +544,19 @@ mod tests {
         assert_eq!(bucket_index(1 << MAX_POW), OVERFLOW_BUCKET);
         assert_eq!(bucket_index(u64::MAX), OVERFLOW_BUCKET);
         assert_eq!(bucket_upper_ns(OVERFLOW_BUCKET), u64::MAX);
+    }
+
+    #[test]
+    fn the_table_finds_the_highest_bit_of_every_power_and_its_neighbours() {
+        for pow in 0..MAX_POW {
+            let v = 1u64 << pow;
+            assert_eq!(highest_bit(v), pow, "2^{pow}");
+            assert_eq!(highest_bit(v | (v - 1)), pow, "2^({pow} + 1) - 1");
+            if pow > 0 {
+                assert_eq!(highest_bit(v + 1), pow, "2^{pow} + 1");
+            }
+        }
+        assert_eq!(highest_bit((1 << MAX_POW) - 1), MAX_POW - 1);
     }
 
     #[test]

@@ -8,12 +8,11 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use profiler_common::HistKey;
 
 use super::{
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
     global,
-    hist::{add_counted, is_clone, key_nr, shard},
+    hist::{add_counted, cpu_cached_slot, is_clone, key_high, key_low, key_nr, shard, Words},
     lifecycle::process_incarnation,
 };
 
@@ -39,24 +38,24 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
     let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(nr_offset()) as *const i32) }) else {
         return 0;
     };
-    let key = |abi| HistKey {
-        tgid,
-        incarnation: process_incarnation(tgid),
-        nr: key_nr(nr as u32),
-        abi,
-        shard: shard(tid == tgid),
+    let Some(cached) = cpu_cached_slot(key_nr(nr as u32)) else {
+        return 0;
     };
-    count(nr, ctx.arg(1), current_abi(), key);
+    let words = |abi| {
+        let high = key_high(key_nr(nr as u32), abi, shard(tid == tgid));
+        (key_low(tgid, process_incarnation(tgid)), high)
+    };
+    count(nr, ctx.arg(1), current_abi(), words, cached);
     0
 }
 
-/// Counts syscall `nr` of ABI `abi` returning `ret` in the histogram `key` names for the ABI,
-/// unless the syscall filter leaves it out or it is a new task's first return from a clone
-/// (its parent's call, counted there, as strace counts it).
+/// Counts syscall `nr` of ABI `abi` returning `ret` in the histogram `words` names for the
+/// ABI (its slot cached in `cached`), unless the syscall filter leaves it out or it is a new
+/// task's first return from a clone (its parent's call, counted there, as strace counts it).
 #[inline(always)]
-pub(super) fn count(nr: i32, ret: i64, abi: u8, key: impl FnOnce(u8) -> HistKey) {
+pub(super) fn count(nr: i32, ret: i64, abi: u8, words: impl FnOnce(u8) -> Words, cached: *mut u32) {
     if nr < 0 || !syscall_wanted(nr as u32, abi) || (ret == 0 && is_clone(nr as u32, abi)) {
         return;
     }
-    add_counted(&key(abi), ret);
+    add_counted(words(abi), cached, ret);
 }

@@ -5,13 +5,13 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, CgroupArray, HashMap},
+    maps::{Array, CgroupArray, HashMap, PerCpuArray},
 };
 use profiler_common::{
     ABI_COMPAT, ABI_NATIVE, COMPAT_DISABLED, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
 };
 
-use super::global;
+use super::{global, split::offset};
 
 // Set by the loader (see profiler_common::GLOBAL_*).
 #[no_mangle]
@@ -36,6 +36,13 @@ static FILTER_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 #[map]
 static FILTER_SYSCALLS: Array<u8> = Array::with_max_entries(2 * FILTER_SYSCALLS_PER_ABI, 0);
 
+/// With the pid filter on, the processes this CPU last found left out, by `tgid % 64`: a
+/// process the filter leaves out is then told apart with the task pointer and an inlined
+/// array access, no map lookup and no task storage (the verdict depends on the pid alone).
+#[map]
+static LEFT_OUT: PerCpuArray<u32> = PerCpuArray::with_max_entries(LEFT_OUT_LEN, 0);
+const LEFT_OUT_LEN: u32 = 64;
+
 /// Whether the process passes the checks that depend on its pid alone, which never change for
 /// a thread: not the daemon itself, and in the pid filter when it is on (with a filter off,
 /// its branch is dead code the verifier removes).
@@ -45,6 +52,37 @@ pub(super) fn pid_wanted(tgid: u32) -> bool {
         return false;
     }
     global(&FILTER_PIDS_ON) == 0 || FILTER_PIDS.get_ptr(tgid).is_some()
+}
+
+/// Whether this CPU has seen the process of `task` (a BTF task pointer) left out by the pid
+/// filter. Always false with the filter off (then the verifier removes the lookup).
+#[inline(always)]
+pub(super) fn known_left_out(task: *const u8) -> bool {
+    if global(&FILTER_PIDS_ON) == 0 {
+        return false;
+    }
+    let tgid = task_u32(task, offset(|l| &l.tgid));
+    // SAFETY: this CPU's element of a per-CPU array (see "Safety" in mod.rs).
+    matches!(LEFT_OUT.get_ptr(tgid & (LEFT_OUT_LEN - 1)), Some(seen) if unsafe { *seen } == tgid)
+}
+
+/// Remembers that the pid filter leaves `tgid` out (see `known_left_out`).
+#[inline(always)]
+pub(super) fn remember_left_out(tgid: u32) {
+    if global(&FILTER_PIDS_ON) == 0 {
+        return;
+    }
+    if let Some(seen) = LEFT_OUT.get_ptr_mut(tgid & (LEFT_OUT_LEN - 1)) {
+        // SAFETY: as above.
+        unsafe { *seen = tgid };
+    }
+}
+
+/// The `u32` at byte offset `off` of the current task, a BTF task pointer.
+#[inline(always)]
+pub(super) fn task_u32(task: *const u8, off: usize) -> u32 {
+    // SAFETY: a BTF-checked load from the task (see "Safety" in mod.rs).
+    unsafe { core::ptr::read_volatile(task.add(off) as *const u32) }
 }
 
 /// Whether the current task is under the filter's cgroup, when that filter is on. Checked on
@@ -98,6 +136,5 @@ pub(super) fn current_abi() -> u8 {
 /// verifier lets us load from directly.
 #[inline(always)]
 pub(super) fn task_abi(task: *const u8) -> u8 {
-    // SAFETY: a BTF-checked load from the current task (see "Safety" in mod.rs).
-    compat_flag(|offset| Some(unsafe { core::ptr::read_volatile(task.add(offset) as *const u32) }))
+    compat_flag(|offset| Some(task_u32(task, offset)))
 }

@@ -8,9 +8,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, Queue},
 };
 use profiler_common::{
-    bucket_index, ErrnoKey, Hist, HistKey, ABI_COMPAT, BUCKETS, CLONE_NRS_LEN, COUNTER_ERRNOS_FULL,
-    COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL, ERRNOS_MAX_ENTRIES, ERRNO_SLOTS, HISTS_MAX_ENTRIES,
-    HIST_SHARDS, NR_UNKNOWN, SLOT_CACHE_LEN, TOUCHED_ALL, TOUCH_BLOCK,
+    bucket_index, slot_cache_index, ErrnoKey, Hist, HistKey, ABI_COMPAT, BUCKETS, CLONE_NRS_LEN,
+    COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL, ERRNOS_MAX_ENTRIES,
+    ERRNO_SLOTS, HISTS_MAX_ENTRIES, HIST_SHARDS, NR_UNKNOWN, SLOT_CACHE_LEN, TOUCHED_ALL,
+    TOUCH_BLOCK,
 };
 
 use super::{add_u32, add_u64, bump, global, split::Split};
@@ -39,20 +40,24 @@ static SLOT_CACHE: PerCpuArray<u32> = PerCpuArray::with_max_entries(SLOT_CACHE_L
 #[map]
 static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
 
-/// One timed call of `key` that took `latency` ns (at least 1: see `latency_since`), returned
-/// `ret` and spent `split` off its CPU.
+/// A histogram key as the two words it is compared by (see `key_words`).
+pub(super) type Words = (u64, u32);
+
+/// One timed call of the histogram `words` name that took `latency` ns (at least 1: see
+/// `latency_since`), returned `ret` and spent `split` off its CPU. `cached` holds the slot the
+/// histogram was last found in (the thread's or this CPU's cache, updated on a miss).
 #[inline(always)]
-pub(super) fn add_timed(key: &HistKey, latency: u64, ret: i64, split: Split) {
-    let Some(hist) = hist_of(key) else {
+pub(super) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, split: Split) {
+    let Some(hist) = hist_of(words, cached) else {
         return;
     };
-    // Keep the bound where the verifier sees it: the index comes out of a long ALU sequence
-    // (BPF has no count-leading-zeros), after which it can lose track of the range.
+    // Keep the bound where the verifier sees it: the index comes out of a long ALU sequence,
+    // after which it can lose track of the range.
     let idx = core::hint::black_box(bucket_index(latency));
     if idx >= BUCKETS {
         return;
     }
-    let plain = single_writer(key);
+    let plain = single_writer(words);
     count_in_bucket(hist, idx, plain);
     // SAFETY (this block): `hist` points into HISTS (see "Safety" in mod.rs).
     let head = unsafe { core::ptr::addr_of_mut!((*hist).head) };
@@ -76,18 +81,37 @@ pub(super) fn add_timed(key: &HistKey, latency: u64, ret: i64, split: Split) {
             add_u32(plain, core::ptr::addr_of_mut!((*head).blocked_calls), 1);
         }
     }
-    count_if_error(hist, key, plain, ret);
+    count_if_error(hist, words, plain, ret);
 }
 
-/// Counts-only mode: one call of `key` in bucket 0, and its errno.
+/// Counts-only mode: one call of the histogram `words` name in bucket 0, and its errno.
 #[inline(always)]
-pub(super) fn add_counted(key: &HistKey, ret: i64) {
-    let Some(hist) = hist_of(key) else {
+pub(super) fn add_counted(words: Words, cached: *mut u32, ret: i64) {
+    let Some(hist) = hist_of(words, cached) else {
         return;
     };
-    let plain = single_writer(key);
+    let plain = single_writer(words);
     count_in_bucket(hist, 0, plain);
-    count_if_error(hist, key, plain, ret);
+    count_if_error(hist, words, plain, ret);
+}
+
+/// This CPU's cached slot for syscall `nr` (the raw-tracepoint programs' cache; the BTF ones
+/// keep one per thread).
+#[inline(always)]
+pub(super) fn cpu_cached_slot(nr: u16) -> Option<*mut u32> {
+    SLOT_CACHE.get_ptr_mut(slot_cache_index(nr, SLOT_CACHE_LEN as usize) as u32)
+}
+
+/// The second key word: syscall number, ABI, shard.
+#[inline(always)]
+pub(super) fn key_high(nr: u16, abi: u8, shard: u8) -> u32 {
+    u32::from(nr) | u32::from(abi) << 16 | u32::from(shard) << 24
+}
+
+/// The first key word: the process.
+#[inline(always)]
+pub(super) fn key_low(tgid: u32, incarnation: u32) -> u64 {
+    u64::from(tgid) | u64::from(incarnation) << 32
 }
 
 /// The time since `start`, at least 1 ns, so every timed call moves the sum: the drain skips
@@ -117,6 +141,12 @@ pub(super) fn shard(main_thread: bool) -> u8 {
     if main_thread {
         return 0;
     }
+    cpu_shard()
+}
+
+/// A non-main thread's shard on this CPU.
+#[inline(always)]
+pub(super) fn cpu_shard() -> u8 {
     // SAFETY: a helper call (the verifier inlines it).
     let cpu = unsafe { bpf_get_smp_processor_id() };
     1 + (cpu & (HIST_SHARDS - 1)) as u8
@@ -127,8 +157,8 @@ pub(super) fn shard(main_thread: bool) -> u8 {
 /// go: shard 0 is the main thread's alone; another shard is one CPU's alone when every CPU has
 /// its own (the loader knows), and a CPU runs one `sys_exit` at a time.
 #[inline(always)]
-fn single_writer(key: &HistKey) -> bool {
-    key.shard == 0 || global(&SHARD_PER_CPU) != 0
+fn single_writer((_, high): Words) -> bool {
+    high >> 24 == 0 || global(&SHARD_PER_CPU) != 0
 }
 
 /// Whether `nr` is clone, clone3, fork or vfork of ABI `abi`: a new task's first return from
@@ -141,36 +171,26 @@ pub(super) fn is_clone(nr: u32, abi: u8) -> bool {
     nr == nrs[base] || nr == nrs[base + 1] || nr == nrs[base + 2] || nr == nrs[base + 3]
 }
 
-/// The histogram of `key`, given a slot on its first event; None (counted) when HISTS is full.
-/// The common case is two array accesses: this CPU's cached slot for the syscall number, and
-/// the slot itself, whose own key says whether it is the key's.
+/// The histogram `words` name, given a slot on its first event; None (counted) when HISTS is
+/// full. The common case is one array access: the slot `cached` names, whose own key says
+/// whether it is still the key's (a slot the daemon recycled has another key or none).
 #[inline(always)]
-fn hist_of(key: &HistKey) -> Option<*mut Hist> {
-    let cached = SLOT_CACHE.get_ptr_mut(u32::from(key.nr) & (SLOT_CACHE_LEN - 1))?;
+fn hist_of(words: Words, cached: *mut u32) -> Option<*mut Hist> {
     // SAFETY (this function): map value pointers (see "Safety" in mod.rs).
     if let Some(hist) = HISTS.get_ptr_mut(unsafe { *cached }) {
-        if unsafe { stored_key_words(&(*hist).head.key) } == key_words(key) {
+        if unsafe { stored_key_words(&(*hist).head.key) } == words {
             return Some(hist);
         }
     }
-    let slot = u32::try_from(slot_of(key_words(key))).ok()?;
+    let slot = u32::try_from(slot_of(words)).ok()?;
     unsafe { *cached = slot };
     HISTS.get_ptr_mut(slot)
 }
 
-/// A key as two words (its bytes 0..8 and 8..12, little-endian), so comparing keys is two
-/// compares instead of five field by field.
+/// The key whose words these are: its bytes 0..8 and 8..12, little-endian, so comparing keys
+/// is two compares instead of five field by field.
 #[inline(always)]
-fn key_words(key: &HistKey) -> (u64, u32) {
-    (
-        u64::from(key.tgid) | u64::from(key.incarnation) << 32,
-        u32::from(key.nr) | u32::from(key.abi) << 16 | u32::from(key.shard) << 24,
-    )
-}
-
-/// The key whose [`key_words`] these are.
-#[inline(always)]
-fn key_of_words((low, high): (u64, u32)) -> HistKey {
+fn key_of_words((low, high): Words) -> HistKey {
     HistKey {
         tgid: low as u32,
         incarnation: (low >> 32) as u32,
@@ -180,10 +200,10 @@ fn key_of_words((low, high): (u64, u32)) -> HistKey {
     }
 }
 
-/// [`key_words`] of a key stored at the start of a map value (map values are 8-byte aligned,
+/// The words of a key stored at the start of a map value (map values are 8-byte aligned,
 /// and so is `Hist`'s key within them).
 #[inline(always)]
-unsafe fn stored_key_words(key: *const HistKey) -> (u64, u32) {
+unsafe fn stored_key_words(key: *const HistKey) -> Words {
     (
         core::ptr::read_volatile(key as *const u64),
         core::ptr::read_volatile((key as *const u8).add(8) as *const u32),
@@ -196,7 +216,7 @@ unsafe fn stored_key_words(key: *const HistKey) -> (u64, u32) {
 /// registers: a key passed by reference would be written to the stack on every event, for this
 /// rare call.
 #[inline(never)]
-fn slot_of(words: (u64, u32)) -> i64 {
+fn slot_of(words: Words) -> i64 {
     let key = &key_of_words(words);
     // SAFETY (this function): map value pointers (see "Safety" in mod.rs).
     if let Some(slot) = unsafe { HIST_SLOTS.get(key) } {
@@ -256,13 +276,13 @@ fn count_in_bucket(hist: *mut Hist, idx: usize, plain: bool) {
 /// A return value of -4095..-1 is an errno: count the failure and which errno it was, in the
 /// histogram's own errno table when it has a single writer and room, in ERRNOS otherwise.
 #[inline(always)]
-fn count_if_error(hist: *mut Hist, key: &HistKey, plain: bool, ret: i64) {
+fn count_if_error(hist: *mut Hist, words: Words, plain: bool, ret: i64) {
     if (-4095..0).contains(&ret) {
         // SAFETY: `hist` points into HISTS.
         unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).head.errors), 1) };
         let errno = (-ret) as u16;
         if !(plain && count_errno_in_place(hist, errno)) {
-            count_errno(key_words(key), u32::from(errno));
+            count_errno(words, u32::from(errno));
         }
     }
 }
@@ -290,7 +310,7 @@ fn count_errno_in_place(hist: *mut Hist, errno: u16) -> bool {
 /// Errno counts are not sharded: every thread of the process adds to the same entry, so the
 /// adds are atomic. The key comes as its words, like [`slot_of`]'s.
 #[inline(never)]
-fn count_errno(words: (u64, u32), errno: u32) {
+fn count_errno(words: Words, errno: u32) {
     let ekey = ErrnoKey {
         hist: HistKey {
             shard: 0,

@@ -11,14 +11,12 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
-use profiler_common::{
-    HistKey, Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES,
-};
+use profiler_common::{Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES};
 
 use super::{
     bump,
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
-    hist::{add_timed, key_nr, latency_since, shard},
+    hist::{add_timed, cpu_cached_slot, key_high, key_low, key_nr, latency_since, shard},
     lifecycle::process_incarnation,
     split::{self, Probe, Reader, Split},
 };
@@ -141,9 +139,9 @@ fn park(start: &Start, preempted: bool) {
     // is not runnable, as the scheduler counts it.
     let state = Probe::u64_at(task, split::offset(|l| &l.state)) as u32;
     if !preempted && state != 0 {
-        mark.voluntary = mark.voluntary.wrapping_sub(1);
+        mark.voluntary -= 1;
     } else {
-        mark.involuntary = mark.involuntary.wrapping_sub(1);
+        mark.involuntary -= 1;
     }
     // SAFETY: as above.
     unsafe { (*record).mark = mark };
@@ -174,15 +172,16 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     } else {
         Split::default()
     };
-    let key = HistKey {
-        tgid: start.tgid,
-        incarnation: start.incarnation,
-        nr: key_nr(start.nr),
-        abi: start.abi,
-        shard: shard(start.tid == start.tgid),
+    let nr = key_nr(start.nr);
+    let words = (
+        key_low(start.tgid, start.incarnation),
+        key_high(nr, start.abi, shard(start.tid == start.tgid)),
+    );
+    let Some(cached) = cpu_cached_slot(nr) else {
+        return 0;
     };
     // arg 1 is the return value; -4095..-1 are errnos.
-    add_timed(&key, latency, ctx.arg(1), split);
+    add_timed(words, cached, latency, ctx.arg(1), split);
     0
 }
 

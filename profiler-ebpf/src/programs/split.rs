@@ -98,8 +98,8 @@ pub(super) fn mark<R: Reader>(task: *const u8) -> SplitMark {
     SplitMark {
         off_cpu_ns: exec_start.wrapping_add(lag).wrapping_sub(runtime),
         run_delay_ns: R::u64_at(task, offset(|l| &l.run_delay)),
-        voluntary: R::u64_at(task, offset(|l| &l.nvcsw)) as u32,
-        involuntary: R::u64_at(task, offset(|l| &l.nivcsw)) as u32,
+        voluntary: R::u64_at(task, offset(|l| &l.nvcsw)),
+        involuntary: R::u64_at(task, offset(|l| &l.nivcsw)),
     }
 }
 
@@ -107,8 +107,8 @@ pub(super) fn mark<R: Reader>(task: *const u8) -> SplitMark {
 /// that kept its CPU pays at exit.
 #[inline(always)]
 pub(super) fn left_cpu<R: Reader>(task: *const u8, start: &SplitMark) -> bool {
-    R::u64_at(task, offset(|l| &l.nvcsw)) as u32 != start.voluntary
-        || R::u64_at(task, offset(|l| &l.nivcsw)) as u32 != start.involuntary
+    R::u64_at(task, offset(|l| &l.nvcsw)) != start.voluntary
+        || R::u64_at(task, offset(|l| &l.nivcsw)) != start.involuntary
 }
 
 /// A call's time off its CPU, in the parts the histogram adds.

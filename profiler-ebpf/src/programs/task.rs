@@ -18,14 +18,17 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use profiler_common::{
-    HistKey, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, TASK_IGNORED,
-    TASK_TRACED,
+    slot_cache_index, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, TASK_IGNORED,
+    TASK_SLOT_CACHE, TASK_TRACED,
 };
 
 use super::{
     bump,
-    filters::{cgroup_wanted, pid_wanted, syscall_wanted, task_abi},
-    hist::{add_timed, key_nr, latency_since, shard},
+    filters::{
+        cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
+        task_u32,
+    },
+    hist::{add_timed, key_high, key_low, key_nr, latency_since, shard},
     lifecycle::process_incarnation,
     split::{self, Direct, Split},
 };
@@ -86,7 +89,10 @@ fn traced_entry(task: *const u8) -> *mut TaskEntry {
     // SAFETY: a task storage value pointer, checked for null.
     match unsafe { (*me).state } {
         TASK_TRACED => me,
-        TASK_IGNORED => core::ptr::null_mut(),
+        TASK_IGNORED => {
+            remember_left_out(unsafe { (*me).key_low } as u32);
+            core::ptr::null_mut()
+        }
         _ => first_call(task, me),
     }
 }
@@ -95,37 +101,31 @@ fn traced_entry(task: *const u8) -> *mut TaskEntry {
 /// process (recorded if new) and whether it is the main thread.
 #[inline(never)]
 fn first_call(task: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
-    let tgid = Direct::load_u32(task, split::offset(|l| &l.tgid));
-    let pid = Direct::load_u32(task, split::offset(|l| &l.pid));
+    let tgid = task_u32(task, split::offset(|l| &l.tgid));
+    let pid = task_u32(task, split::offset(|l| &l.pid));
     // SAFETY (this function): a task storage value pointer, checked for null by the caller.
     if !pid_wanted(tgid) {
-        unsafe { (*me).state = TASK_IGNORED };
+        unsafe {
+            (*me).key_low = u64::from(tgid);
+            (*me).state = TASK_IGNORED;
+        }
+        remember_left_out(tgid);
         return core::ptr::null_mut();
     }
     unsafe {
-        (*me).tgid = tgid;
-        (*me).incarnation = process_incarnation(tgid);
+        (*me).key_low = key_low(tgid, process_incarnation(tgid));
         (*me).main_thread = u8::from(pid == tgid);
         (*me).state = TASK_TRACED;
     }
     me
 }
 
-trait LoadU32 {
-    fn load_u32(base: *const u8, off: usize) -> u32;
-}
-
-impl LoadU32 for Direct {
-    #[inline(always)]
-    fn load_u32(base: *const u8, off: usize) -> u32 {
-        // SAFETY: a BTF-checked load from the task (see "Safety" in mod.rs).
-        unsafe { core::ptr::read_volatile(base.add(off) as *const u32) }
-    }
-}
-
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     let task = current_task();
+    if known_left_out(task) {
+        return 0;
+    }
     let me = traced_entry(task);
     if me.is_null() {
         return 0;
@@ -143,8 +143,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     unsafe {
-        (*me).nr = nr as u32;
-        (*me).abi = abi;
+        (*me).key_high = key_high(key_nr(nr as u32), abi, 0);
         if split::split_on() {
             (*me).mark = split::mark::<Direct>(task);
         }
@@ -156,6 +155,9 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     let task = current_task();
+    if known_left_out(task) {
+        return 0;
+    }
     let me = entry_of(task, false);
     // A thread whose first event is an exit: a new thread's first return, or a call in flight
     // at attach.
@@ -170,22 +172,26 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     }
     unsafe { (*me).ts_ns = 0 };
     let latency = latency_since(start, unsafe { bpf_ktime_get_ns() });
-    let me = unsafe { &*me };
-    let split = if split::split_on() && split::left_cpu::<Direct>(task, &me.mark) {
-        split::between(&me.mark, &split::mark::<Direct>(task), latency)
+    let (mark, low, high, main) =
+        unsafe { ((*me).mark, (*me).key_low, (*me).key_high, (*me).main_thread) };
+    let split = if split::split_on() && split::left_cpu::<Direct>(task, &mark) {
+        split::between(&mark, &split::mark::<Direct>(task), latency)
     } else {
         Split::default()
     };
-    let key = HistKey {
-        tgid: me.tgid,
-        incarnation: me.incarnation,
-        nr: key_nr(me.nr),
-        abi: me.abi,
-        shard: shard(me.main_thread != 0),
-    };
+    let words = (low, high | u32::from(shard(main != 0)) << 24);
     // arg 1 is the return value; -4095..-1 are errnos.
-    add_timed(&key, latency, ctx.arg(1), split);
+    add_timed(words, cached_slot(me, high), latency, ctx.arg(1), split);
     0
+}
+
+/// The thread's cached HISTS slot for syscall number `nr` (bits 0..16 of `nr`; see
+/// TaskEntry::slots).
+#[inline(always)]
+fn cached_slot(me: *mut TaskEntry, nr: u32) -> *mut u32 {
+    let at = slot_cache_index(nr as u16, TASK_SLOT_CACHE);
+    // SAFETY: a task storage value pointer, checked for null by the caller; `at` in bounds.
+    unsafe { core::ptr::addr_of_mut!((*me).slots[at]) }
 }
 
 /// Counts-only mode: no `sys_enter`, so no start and no latency; the syscall number comes from
@@ -193,6 +199,9 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
     let task = current_task();
+    if known_left_out(task) {
+        return 0;
+    }
     let me = traced_entry(task);
     if me.is_null() || !cgroup_wanted() {
         return 0;
@@ -202,15 +211,16 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
     // value pointer, checked for null.
     let nr =
         unsafe { core::ptr::read_volatile(regs.add(super::counts::nr_offset()) as *const i32) };
-    let me = unsafe { &*me };
-    let key = |abi| HistKey {
-        tgid: me.tgid,
-        incarnation: me.incarnation,
-        nr: key_nr(nr as u32),
-        abi,
-        shard: shard(me.main_thread != 0),
-    };
-    super::counts::count(nr, ctx.arg(1), task_abi(task), key);
+    let (low, main) = unsafe { ((*me).key_low, (*me).main_thread) };
+    let high = |abi| key_high(key_nr(nr as u32), abi, shard(main != 0));
+    let cached = cached_slot(me, nr as u32);
+    super::counts::count(
+        nr,
+        ctx.arg(1),
+        task_abi(task),
+        |abi| (low, high(abi)),
+        cached,
+    );
     0
 }
 
@@ -250,11 +260,11 @@ pub fn in_flight(ctx: *mut core::ffi::c_void) -> i32 {
     }
     let start = Start {
         ts_ns: me.ts_ns,
-        nr: me.nr,
-        tgid: me.tgid,
-        incarnation: me.incarnation,
-        tid: Direct::load_u32(task, split::offset(|l| &l.pid)),
-        abi: me.abi,
+        nr: me.key_high & 0xffff,
+        tgid: me.key_low as u32,
+        incarnation: (me.key_low >> 32) as u32,
+        tid: task_u32(task, split::offset(|l| &l.pid)),
+        abi: (me.key_high >> 16) as u8,
         ..Start::default()
     };
     let size = core::mem::size_of::<Start>() as u32;

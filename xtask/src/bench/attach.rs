@@ -318,9 +318,20 @@ impl Daemon {
     /// Starts `syscall-profiler serve --listen 127.0.0.1:0 ARGS` and returns once it serves
     /// HTTP, which it does only after its programs are attached.
     pub fn start(bin: &Path, args: &[String]) -> Result<Daemon> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// [`Daemon::start`] with these environment variables set. ARGS starting with `bin:PATH`
+    /// run that binary instead (an A/B of two builds in one alternated run).
+    pub fn start_with_env(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Result<Daemon> {
+        let (bin, args) = match args.split_first() {
+            Some((first, rest)) if first.starts_with("bin:") => (Path::new(&first[4..]), rest),
+            _ => (bin, args),
+        };
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

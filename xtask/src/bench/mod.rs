@@ -57,6 +57,8 @@ pub struct BenchArgs {
     pub clients: u32,
     /// An extra daemon configuration, NAME=SERVE-ARGS (e.g. 'counts-only=--counts-only');
     /// repeatable. Built-in ones are listed in DAEMON_VARIANTS (xtask/src/bench/attach.rs).
+    /// SERVE-ARGS starting with bin:PATH run that daemon binary instead (e.g. an earlier
+    /// build: 'before=bin:/tmp/syscall-profiler'), for an A/B in one alternated run.
     #[arg(long = "daemon-variant", value_name = "NAME=ARGS", value_parser = parse_daemon_variant)]
     pub daemon_variants: Vec<DaemonVariant>,
     /// The daemon binary [default: target/release/syscall-profiler, built first].

@@ -443,6 +443,7 @@ mod tests {
         let layout = Layout {
             array_values: 0,
             htab_key: 0,
+            task: Default::default(),
         };
         (syms, World::new(vec![], layout).unwrap())
     }

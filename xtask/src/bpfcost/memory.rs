@@ -24,8 +24,11 @@ pub enum Region {
         key: Vec<u8>,
         cpu: Option<u32>,
     },
-    /// The current task_struct (what bpf_get_current_task_btf returns).
-    Task,
+    /// The task_struct of this thread id (bpf_get_current_task_btf returns the current one's).
+    Task(u32),
+    /// A CPU's `struct cfs_rq` and `struct rq` (a task's `se.cfs_rq`, then its `rq`).
+    CfsRq(u32),
+    Rq(u32),
     /// The syscall's saved registers (struct pt_regs).
     Regs,
 }
@@ -155,7 +158,7 @@ mod tests {
     fn pointers_survive_a_spill_and_numbers_are_little_endian() {
         let mut m = Memory::default();
         let s = Region::Stack(0);
-        let p = Val::Ptr(Region::Task, 16);
+        let p = Val::Ptr(Region::Task(1), 16);
         m.write(&s, 8, 8, &p).unwrap();
         assert_eq!(m.read(&s, 8, 8).unwrap(), p);
         assert!(m.read(&s, 8, 4).is_err());

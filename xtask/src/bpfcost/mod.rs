@@ -32,25 +32,33 @@ use world::{Layout, World};
 /// (configuration, program, path, instructions, calls into the kernel)
 #[rustfmt::skip]
 pub const BUDGETS: &[(&str, &str, &str, u64, u32)] = &[
-    ("profiler", "sys_enter_btf", "first call of a process (records it)", 350, 11),
-    ("profiler", "sys_exit", "first call of a process (new histogram)", 255, 6),
-    ("profiler", "sys_enter_btf", "success", 61, 3),
-    ("profiler", "sys_exit", "success", 172, 2),
-    ("profiler", "sys_exit", "first failure of a syscall (new histogram)", 275, 6),
-    ("profiler", "sys_exit", "failure", 190, 2),
-    ("profiler", "sched_switch", "switch out, syscall in flight (parks it)", 59, 2),
-    ("profiler", "sched_switch", "switch out, no slot of its own", 23, 1),
-    ("profiler", "sys_exit", "blocked call (start parked at the switch)", 224, 4),
-    ("profiler", "sys_enter_btf", "first call back on the CPU (claims the slot)", 90, 4),
-    ("profiler", "sched_switch", "switch out, no syscall in flight", 38, 1),
-    ("counts-only", "sys_exit_counts_btf", "first call of a process", 440, 12),
-    ("counts-only", "sys_exit_counts_btf", "success", 128, 3),
-    ("counts-only", "sys_exit_counts_btf", "failure", 150, 3),
-    ("--filter-pids 1", "sys_enter_btf", "filtered-out process", 22, 2),
-    ("--filter-pids 1", "sys_exit", "filtered-out process", 53, 3),
-    ("--filter-pids 1", "sched_switch", "filtered-out process switching out", 23, 1),
-    ("--filter-pids 1", "sys_enter_btf", "success, process kept by the filter", 70, 4),
-    ("--filter-pids 1", "sys_exit", "success, process kept by the filter", 172, 2),
+    ("profiler", "sys_enter_btf", "first call of a process (records it)", 370, 9),
+    ("profiler", "sys_exit_btf", "first call of a process (new histogram)", 242, 7),
+    ("profiler", "sys_enter_btf", "success", 95, 3),
+    ("profiler", "sys_exit_btf", "success", 154, 3),
+    ("profiler", "sys_exit_btf", "first failure of a syscall (new histogram)", 258, 7),
+    ("profiler", "sys_exit_btf", "failure", 171, 3),
+    ("profiler", "sys_exit_btf", "blocked call (slept, woken, back on another CPU)", 218, 3),
+    ("profiler", "sys_exit_btf", "preempted call", 220, 3),
+    ("raw-tracepoint fallback", "sys_enter", "first call of a process (records it)", 567, 12),
+    ("raw-tracepoint fallback", "sys_exit", "first call of a process (new histogram)", 256, 6),
+    ("raw-tracepoint fallback", "sys_enter", "success", 67, 4),
+    ("raw-tracepoint fallback", "sys_exit", "success", 173, 2),
+    ("raw-tracepoint fallback", "sys_exit", "first failure of a syscall (new histogram)", 277, 6),
+    ("raw-tracepoint fallback", "sys_exit", "failure", 191, 2),
+    ("raw-tracepoint fallback", "sched_switch", "switch out, syscall in flight (parks it)", 213, 13),
+    ("raw-tracepoint fallback", "sched_switch", "switch out, no slot of its own", 25, 1),
+    ("raw-tracepoint fallback", "sys_exit", "blocked call (start parked at the switch)", 424, 15),
+    ("raw-tracepoint fallback", "sys_enter", "first call back on the CPU (claims the slot)", 96, 5),
+    ("raw-tracepoint fallback", "sys_exit", "preempted call", 379, 14),
+    ("raw-tracepoint fallback", "sched_switch", "switch out, no syscall in flight", 25, 1),
+    ("counts-only", "sys_exit_counts_btf", "first call of a process", 458, 12),
+    ("counts-only", "sys_exit_counts_btf", "success", 102, 2),
+    ("counts-only", "sys_exit_counts_btf", "failure", 122, 2),
+    ("--filter-pids 1", "sys_enter_btf", "filtered-out process", 33, 1),
+    ("--filter-pids 1", "sys_exit_btf", "filtered-out process", 34, 1),
+    ("--filter-pids 1", "sys_enter_btf", "success, process kept by the filter", 119, 3),
+    ("--filter-pids 1", "sys_exit_btf", "success, process kept by the filter", 178, 3),
 ];
 
 /// The programs of one daemon configuration, read back from the kernel.
@@ -64,9 +72,9 @@ pub struct Loaded {
 /// them and their maps back, and unloads them.
 pub fn load(daemon_bin: &Path, mode: Mode) -> Result<Loaded> {
     match mode.source() {
-        Source::Daemon(args) => {
+        Source::Daemon(args, env) => {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            let daemon = Daemon::start(daemon_bin, &args)?;
+            let daemon = Daemon::start_with_env(daemon_bin, &args, env)?;
             let loaded = read_back(mode, daemon.pid());
             daemon.stop()?;
             loaded
@@ -123,10 +131,34 @@ impl Kernel {
             layout: Layout {
                 array_values: i64::from(btf.member_offset("bpf_array", "value")?),
                 htab_key: i64::from(btf.member_offset("htab_elem", "key")?),
+                task: task_layout(&btf)?,
             },
             nr_offset: i64::from(btf.member_offset("pt_regs", nr_member)?),
         })
     }
+}
+
+/// Where the task fields the programs load are: what the daemon's loader computes
+/// (profiler/src/kernel/btf.rs), for the model to put them there.
+fn task_layout(btf: &btf::Btf) -> Result<profiler_common::TaskLayout> {
+    let task = |m| btf.member_offset("task_struct", m);
+    let se = task("se")?;
+    let entity = |m| -> Result<u32> { Ok(se + btf.member_offset("sched_entity", m)?) };
+    Ok(profiler_common::TaskLayout {
+        pid: task("pid")?,
+        tgid: task("tgid")?,
+        split: 1,
+        state: task("__state")?,
+        exec_start: entity("exec_start")?,
+        sum_exec_runtime: entity("sum_exec_runtime")?,
+        run_delay: task("sched_info")? + btf.member_offset("sched_info", "run_delay")?,
+        nvcsw: task("nvcsw")?,
+        nivcsw: task("nivcsw")?,
+        cfs_rq: entity("cfs_rq")?,
+        rq_of_cfs_rq: btf.member_offset("cfs_rq", "rq")?,
+        rq_clock: btf.member_offset("rq", "clock")?,
+        rq_clock_task: btf.member_offset("rq", "clock_task")?,
+    })
 }
 
 /// Every counted path of every configuration. Loads programs: needs root and the kernel lock.

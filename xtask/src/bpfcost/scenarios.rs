@@ -4,9 +4,11 @@
 //! to event, so a "steady" call really follows the calls that set its process up.
 
 use anyhow::{ensure, Context, Result};
+use std::mem::offset_of;
+
 use profiler_common::{
     Hist, FILTER_PIDS_MAP, FREE_SLOTS_MAP, HISTS_MAP, HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP,
-    STARTS_MAP,
+    STARTS_MAP, TASKS_MAP,
 };
 
 use super::{
@@ -21,6 +23,7 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Latency,
+    Fallback,
     CountsOnly,
     FilterPids,
     SlotParked,
@@ -44,15 +47,22 @@ pub const SLOT_TS_PROGRAMS: &[(&str, &str)] = &[
 
 /// Where a mode's programs come from.
 pub enum Source {
-    /// `syscall-profiler serve` with these arguments.
-    Daemon(&'static [&'static str]),
+    /// `syscall-profiler serve` with these arguments and environment.
+    Daemon(
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+    ),
     /// This reference object, with these (program, tracepoint) attached.
     Object(&'static str, &'static [(&'static str, &'static str)]),
 }
 
+/// How the daemon is made to take its raw-tracepoint programs (profiler/src/kernel/load.rs).
+const SKIP_BTF: &[(&str, &str)] = &[("SYSCALL_PROFILER_SKIP_PROGRAMS", "sys_enter_btf")];
+
 impl Mode {
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Latency,
+        Mode::Fallback,
         Mode::CountsOnly,
         Mode::FilterPids,
         Mode::SlotParked,
@@ -63,6 +73,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Latency => "profiler",
+            Mode::Fallback => "raw-tracepoint fallback",
             Mode::CountsOnly => "counts-only",
             Mode::FilterPids => "--filter-pids 1",
             Mode::SlotParked => "slot-parked (experiment)",
@@ -73,9 +84,10 @@ impl Mode {
 
     pub fn source(self) -> Source {
         match self {
-            Mode::Latency => Source::Daemon(&[]),
-            Mode::CountsOnly => Source::Daemon(&["--counts-only"]),
-            Mode::FilterPids => Source::Daemon(&["--filter-pids", "1"]),
+            Mode::Latency => Source::Daemon(&[], &[]),
+            Mode::Fallback => Source::Daemon(&[], SKIP_BTF),
+            Mode::CountsOnly => Source::Daemon(&["--counts-only"], &[]),
+            Mode::FilterPids => Source::Daemon(&["--filter-pids", "1"], &[]),
             Mode::SlotParked => Source::Object(crate::BENCH_SLOT_OBJECT, SLOT_PARKED_PROGRAMS),
             Mode::TaskStorage => {
                 Source::Object(crate::BENCH_TASK_STORAGE_OBJECT, TASK_STORAGE_PROGRAMS)
@@ -103,14 +115,21 @@ pub struct PathCost {
 }
 
 /// Thread ids above any pid the kernel hands out (pid_max is at most 2^22), so the modelled
-/// threads can never be the daemon itself, which its programs skip.
+/// threads can never be the daemon itself, which its programs skip. (tgid, tid).
 const T1: (u32, u32) = (5_000_001, 5_000_001);
 const T2: (u32, u32) = (5_000_002, 5_000_002);
 /// The one process `--filter-pids 1` records.
 const INIT: (u32, u32) = (1, 1);
 /// Every timed call lasts this long (the bucket index's branches depend on the latency).
 const LATENCY_NS: u64 = 150;
-const BLOCKED_NS: u64 = 5_000;
+/// A call that blocks: on its CPU until it sleeps, asleep, waiting for a CPU once woken, then
+/// on a CPU again (another one) until it returns.
+const BEFORE_SLEEP_NS: u64 = 400;
+const ASLEEP_NS: u64 = 5_000;
+const WOKEN_WAIT_NS: u64 = 700;
+const AFTER_WAKE_NS: u64 = 300;
+/// A call preempted once: on its CPU, waiting on the runqueue, on its CPU again.
+const PREEMPTED_WAIT_NS: u64 = 2_000;
 /// How many free histogram slots the modelled daemon queued (it queues all of them).
 const FREE_SLOTS: u32 = 64;
 
@@ -151,12 +170,18 @@ impl<'a> Sim<'a> {
         })
     }
 
+    /// Whether a program of this name is loaded.
+    fn has(&self, name: &str) -> bool {
+        self.programs.iter().any(|p| p.is(name))
+    }
+
     /// Runs the first loaded program of `candidates` (the loader's preference order).
     fn run(&mut self, candidates: &[&str], ctx: &[Val], path: Option<&'static str>) -> Result<()> {
         let (name, prog) = candidates
             .iter()
             .find_map(|c| Some((*c, self.programs.iter().find(|p| p.is(c))?)))
             .with_context(|| format!("{}: none of {candidates:?} is loaded", self.mode.name()))?;
+        self.world.publish()?;
         let (_, count) = interp::run(prog, self.syms, &mut self.world, ctx)?;
         if let Some(path) = path {
             self.costs.push(PathCost {
@@ -169,8 +194,14 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    pub fn on_cpu(&mut self, thread: (u32, u32)) {
-        self.world.current = thread;
+    /// `thread` starts running on `cpu`.
+    pub fn on_cpu(&mut self, thread: (u32, u32), cpu: u32) -> Result<()> {
+        self.world.switch_in(thread, cpu)
+    }
+
+    /// Time passes on the CPU.
+    pub fn elapse(&mut self, ns: u64) {
+        self.world.now += ns;
     }
 
     pub fn enter(&mut self, nr: i64, path: Option<&'static str>) -> Result<()> {
@@ -204,17 +235,33 @@ impl<'a> Sim<'a> {
         self.exit(ret, LATENCY_NS, paths[1])
     }
 
-    /// The current thread leaves the CPU to `next`.
-    pub fn switch_to(&mut self, next: (u32, u32), path: Option<&'static str>) -> Result<()> {
-        // (preempt, prev, next, prev_state): the task leaving is the current one.
-        let ctx = [
-            Val::Scalar(0),
-            Val::Ptr(Region::Task, 0),
-            Val::Scalar(0),
-            Val::Scalar(0),
-        ];
-        self.run(&["sched_switch", "sched_switch_btf"], &ctx, path)?;
-        self.world.current = next;
+    /// The current thread leaves its CPU to `next`, blocking or preempted; `path` names the
+    /// `sched_switch` run, where one is loaded (the task-storage programs have none).
+    pub fn switch_to(
+        &mut self,
+        next: (u32, u32),
+        blocking: bool,
+        path: Option<&'static str>,
+    ) -> Result<()> {
+        self.leave_cpu(blocking, path)?;
+        let cpu = self.world.cpu;
+        self.world.switch_in(next, cpu)
+    }
+
+    /// The current thread leaves its CPU, blocking or preempted (see `switch_to`).
+    pub fn leave_cpu(&mut self, blocking: bool, path: Option<&'static str>) -> Result<()> {
+        self.world.switch_out(blocking)?;
+        if self.has("sched_switch") || self.has("sched_switch_btf") {
+            // (preempt, prev, next, prev_state): the task leaving is the current one.
+            let prev = self.world.current.1;
+            let ctx = [
+                Val::Scalar(u64::from(!blocking)),
+                Val::Ptr(Region::Task(prev), 0),
+                Val::Scalar(0),
+                Val::Scalar(u64::from(blocking)),
+            ];
+            self.run(&["sched_switch", "sched_switch_btf"], &ctx, path)?;
+        }
         Ok(())
     }
 }
@@ -229,7 +276,7 @@ const ENOENT: i64 = -(libc::ENOENT as i64);
 /// what those paths are for: a model that took a wrong turn would count the wrong path.
 pub fn run(mut sim: Sim) -> Result<Vec<PathCost>> {
     let expected = match sim.mode {
-        Mode::Latency => latency(&mut sim)?,
+        Mode::Latency | Mode::Fallback => latency(&mut sim)?,
         Mode::CountsOnly => counts_only(&mut sim)?,
         Mode::FilterPids => filter_pids(&mut sim)?,
         Mode::SlotParked | Mode::TaskStorage | Mode::SlotTaskStorage => {
@@ -245,12 +292,15 @@ pub fn run(mut sim: Sim) -> Result<Vec<PathCost>> {
         }
     };
     let w = &sim.world;
+    let head = |field: usize| w.sum_u64(HISTS_MAP, field as i64);
     let found = Outcome {
         histograms: w.len(HIST_SLOTS_MAP)?,
         announced: w.len(NEW_SLOTS_MAP)?,
-        threads: w.len(STARTS_MAP)?,
+        threads: w.len_if_used(STARTS_MAP)? + w.len_if_used(TASKS_MAP)?,
         processes: w.len(LIVE_MAP)?,
-        total_ns: w.sum_u64(HISTS_MAP, core::mem::offset_of!(Hist, head.total_ns) as i64)?,
+        total_ns: head(offset_of!(Hist, head.total_ns))?,
+        runq_ns: head(offset_of!(Hist, head.runq_ns))?,
+        blocked_ns: head(offset_of!(Hist, head.blocked_ns))?,
     };
     ensure!(
         found == expected,
@@ -266,15 +316,20 @@ struct Outcome {
     /// Histograms given a slot (HIST_SLOTS), and announced to the daemon (NEW_SLOTS).
     histograms: usize,
     announced: usize,
-    /// Threads and processes recorded (STARTS, LIVE).
+    /// Threads and processes recorded (STARTS or TASKS, LIVE).
     threads: usize,
     processes: usize,
-    /// Latency summed over every histogram: each timed call counted once, exactly.
+    /// Latency summed over every histogram: each timed call counted once, exactly; and the
+    /// parts of it spent runnable and blocked.
     total_ns: u64,
+    runq_ns: u64,
+    blocked_ns: u64,
 }
 
 fn latency(s: &mut Sim) -> Result<Outcome> {
-    s.on_cpu(T1);
+    // The raw-tracepoint programs are named without `_btf`, and `sched_switch` runs.
+    let slot = s.mode == Mode::Fallback;
+    s.on_cpu(T1, 0)?;
     s.call(
         GETPPID,
         1,
@@ -292,32 +347,61 @@ fn latency(s: &mut Sim) -> Result<Outcome> {
     )?;
     s.call(OPENAT, ENOENT, [None, Some("failure")])?;
     s.call(READ, 1, [None, None])?;
-    // A read that sleeps: the thread leaves the CPU in the syscall, another one runs (and
-    // leaves, in no syscall of its own), and the read returns on the same CPU.
-    s.enter(READ, None)?;
-    s.switch_to(T2, Some("switch out, syscall in flight (parks it)"))?;
-    s.switch_to(T1, Some("switch out, no slot of its own"))?;
-    s.exit(
-        1,
-        BLOCKED_NS,
-        Some("blocked call (start parked at the switch)"),
+    blocked_read(s, slot)?;
+    s.enter(
+        WRITE,
+        slot.then_some("first call back on the CPU (claims the slot)"),
     )?;
-    s.enter(WRITE, Some("first call back on the CPU (claims the slot)"))?;
     s.exit(1, LATENCY_NS, None)?;
+    preempted_call(s)?;
     // Preempted in user space, between syscalls.
-    s.switch_to(T2, Some("switch out, no syscall in flight"))?;
+    s.switch_to(T2, false, Some("switch out, no syscall in flight"))?;
+    let blocked_total = BEFORE_SLEEP_NS + ASLEEP_NS + WOKEN_WAIT_NS + AFTER_WAKE_NS;
     Ok(Outcome {
         histograms: 4,
         announced: 4,
         threads: 1,
         processes: 1,
-        // getppid, openat and read twice each (one read blocked), write once.
-        total_ns: 6 * LATENCY_NS + BLOCKED_NS,
+        // getppid three times (one preempted), openat and read twice each (one read blocked),
+        // write once.
+        total_ns: 6 * LATENCY_NS + blocked_total + 2 * LATENCY_NS + PREEMPTED_WAIT_NS,
+        runq_ns: WOKEN_WAIT_NS + PREEMPTED_WAIT_NS,
+        blocked_ns: ASLEEP_NS,
     })
 }
 
+/// A read that sleeps: the thread leaves its CPU in the call, another thread runs (and
+/// leaves, in no syscall of its own), the reader is woken, waits for a CPU, and returns on
+/// the other CPU (whose task clock lags by a different amount).
+fn blocked_read(s: &mut Sim, slot: bool) -> Result<()> {
+    s.enter(READ, None)?;
+    s.elapse(BEFORE_SLEEP_NS);
+    s.switch_to(T2, true, Some("switch out, syscall in flight (parks it)"))?;
+    s.elapse(ASLEEP_NS);
+    s.world.wake(T1.1)?;
+    s.elapse(WOKEN_WAIT_NS);
+    s.leave_cpu(true, Some("switch out, no slot of its own"))?;
+    s.on_cpu(T1, 1)?;
+    let path = if slot {
+        "blocked call (start parked at the switch)"
+    } else {
+        "blocked call (slept, woken, back on another CPU)"
+    };
+    s.exit(1, AFTER_WAKE_NS, Some(path))
+}
+
+/// A call preempted once: it waits on the runqueue, then returns (runnable time, no blocked).
+fn preempted_call(s: &mut Sim) -> Result<()> {
+    s.enter(GETPPID, None)?;
+    s.elapse(LATENCY_NS);
+    s.switch_to(T2, false, None)?;
+    s.elapse(PREEMPTED_WAIT_NS);
+    s.switch_to(T1, true, None)?;
+    s.exit(1, LATENCY_NS, Some("preempted call"))
+}
+
 fn counts_only(s: &mut Sim) -> Result<Outcome> {
-    s.on_cpu(T1);
+    s.on_cpu(T1, 0)?;
     s.call(GETPPID, 1, [None, Some("first call of a process")])?;
     s.call(GETPPID, 1, [None, Some("success")])?;
     s.call(OPENAT, ENOENT, [None, None])?;
@@ -325,20 +409,24 @@ fn counts_only(s: &mut Sim) -> Result<Outcome> {
     Ok(Outcome {
         histograms: 2,
         announced: 2,
-        threads: 0,
+        threads: 1,
         processes: 1,
         total_ns: 0,
+        runq_ns: 0,
+        blocked_ns: 0,
     })
 }
 
 fn filter_pids(s: &mut Sim) -> Result<Outcome> {
-    s.on_cpu(T1);
+    s.on_cpu(T1, 0)?;
+    // The thread's first call looks it up in the filter; the count is of the calls after.
+    s.call(GETPPID, 1, [None, None])?;
     s.call(
         GETPPID,
         1,
         [Some("filtered-out process"), Some("filtered-out process")],
     )?;
-    s.switch_to(INIT, Some("filtered-out process switching out"))?;
+    s.switch_to(INIT, true, Some("filtered-out process switching out"))?;
     // What the filter adds to the calls it keeps.
     s.call(GETPPID, 1, [None, None])?;
     s.call(
@@ -352,29 +440,27 @@ fn filter_pids(s: &mut Sim) -> Result<Outcome> {
     Ok(Outcome {
         histograms: 1,
         announced: 1,
-        threads: 1,
+        // The filtered-out thread's entry records its verdict (task storage).
+        threads: 2,
         processes: 1,
         total_ns: 2 * LATENCY_NS,
+        runq_ns: 0,
+        blocked_ns: 0,
     })
 }
 
 /// Issue 17's experiment: the same calls as the daemon's steady and blocked paths. The
 /// task-storage side has no sched_switch program: the switches are no-ops there.
 fn experiment(s: &mut Sim) -> Result<()> {
-    let parked = s.mode != Mode::TaskStorage;
-    s.on_cpu(T1);
+    s.on_cpu(T1, 0)?;
     s.call(GETPPID, 1, [Some("first call of a thread"), None])?;
     s.call(GETPPID, 1, [Some("success"), Some("success")])?;
     s.enter(READ, None)?;
-    if parked {
-        s.switch_to(T2, Some("switch out, syscall in flight (parks it)"))?;
-        s.switch_to(T1, Some("switch out, no slot of its own"))?;
-    }
-    s.exit(1, BLOCKED_NS, Some("blocked call"))?;
+    s.switch_to(T2, true, Some("switch out, syscall in flight (parks it)"))?;
+    s.switch_to(T1, true, Some("switch out, no slot of its own"))?;
+    s.exit(1, BEFORE_SLEEP_NS + ASLEEP_NS, Some("blocked call"))?;
     s.enter(WRITE, Some("first call back on the CPU"))?;
     s.exit(1, LATENCY_NS, None)?;
-    if parked {
-        s.switch_to(T2, Some("switch out, no syscall in flight"))?;
-    }
+    s.switch_to(T2, false, Some("switch out, no syscall in flight"))?;
     Ok(())
 }

@@ -3,10 +3,11 @@
 //! to). Scenarios drive it with events (a syscall entered, a context switch, …) and the state
 //! carries over from event to event, as in the kernel.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::MapType;
+use profiler_common::TaskLayout;
 
 use super::{
     kernel::Map,
@@ -22,7 +23,31 @@ pub struct Layout {
     /// `offsetof(struct htab_elem, key)`: a hash element's key, its value following at the
     /// next multiple of 8.
     pub htab_key: i64,
+    /// Where the task fields the programs load are (as the loader gives them to the programs).
+    pub task: TaskLayout,
 }
+
+/// What the scheduler keeps for a thread, as far as the programs read it: the clocks of
+/// `struct sched_entity` (`exec_start` in its CPU's task clock), `sched_info.run_delay`, the
+/// switch counts and `__state`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sched {
+    tgid: u32,
+    cpu: u32,
+    runtime: u64,
+    exec_start: u64,
+    run_delay: u64,
+    nvcsw: u64,
+    nivcsw: u64,
+    state: u32,
+    /// Since when it has been runnable on a runqueue, if it is.
+    queued_at: Option<u64>,
+}
+
+/// How far each CPU's task clock runs behind its clock (time on interrupts and stolen by the
+/// hypervisor, CONFIG_IRQ_TIME_ACCOUNTING and steal accounting): different per CPU, so a call
+/// that migrates must correct for it.
+const CPU_LAG_NS: [u64; 2] = [3_000, 41_000];
 
 const E2BIG: u64 = 7;
 const EEXIST: u64 = 17;
@@ -38,9 +63,11 @@ pub struct World {
     /// The thread on the CPU: (tgid, tid).
     pub current: (u32, u32),
     pub cpu: u32,
-    /// What bpf_ktime_get_ns returns.
+    /// What bpf_ktime_get_ns returns, and every CPU's clock.
     pub now: u64,
     pub comm: [u8; 16],
+    /// Every thread the scheduler knows, by thread id.
+    threads: BTreeMap<u32, Sched>,
 }
 
 fn neg(errno: u64) -> Val {
@@ -67,7 +94,97 @@ impl World {
             cpu: 0,
             now: 0,
             comm,
+            threads: BTreeMap::new(),
         })
+    }
+
+    fn task_clock(&self, cpu: u32) -> u64 {
+        self.now - CPU_LAG_NS[cpu as usize % CPU_LAG_NS.len()]
+    }
+
+    /// Thread `tid` of `tgid` starts running on `cpu`: its runqueue wait ends, its run
+    /// starts (set_next_entity, sched_info_arrive).
+    pub fn switch_in(&mut self, (tgid, tid): (u32, u32), cpu: u32) -> Result<()> {
+        let clock = self.task_clock(cpu);
+        let now = self.now;
+        let t = self.threads.entry(tid).or_insert(Sched {
+            tgid,
+            ..Sched::default()
+        });
+        if let Some(since) = t.queued_at.take() {
+            t.run_delay += now - since;
+        }
+        (t.cpu, t.exec_start, t.state) = (cpu, clock, 0);
+        self.current = (tgid, tid);
+        self.cpu = cpu;
+        self.publish()
+    }
+
+    /// The current thread leaves its CPU, blocking or preempted (put_prev_entity, the switch
+    /// counts; a preempted thread waits on the runqueue from now).
+    pub fn switch_out(&mut self, blocking: bool) -> Result<()> {
+        let (clock, now) = (self.task_clock(self.cpu), self.now);
+        let t = self
+            .threads
+            .get_mut(&self.current.1)
+            .context("switching out a thread that never ran")?;
+        t.runtime += clock - t.exec_start;
+        t.exec_start = clock;
+        if blocking {
+            (t.nvcsw, t.state) = (t.nvcsw + 1, 1);
+        } else {
+            t.nivcsw += 1;
+            t.queued_at = Some(now);
+        }
+        self.publish()
+    }
+
+    /// A blocked thread is woken: runnable, on a runqueue from now.
+    pub fn wake(&mut self, tid: u32) -> Result<()> {
+        let now = self.now;
+        let t = self
+            .threads
+            .get_mut(&tid)
+            .context("waking an unknown thread")?;
+        t.queued_at = Some(now);
+        Ok(())
+    }
+
+    /// Writes every thread's task_struct fields and the runqueues' clocks where the programs
+    /// load them, as of `now`. (A tick would move `exec_start` and `sum_exec_runtime` together,
+    /// which the split does not see: not modelled.)
+    pub fn publish(&mut self) -> Result<()> {
+        let l = self.layout.task;
+        let at = |off: u32| i64::from(off);
+        for cpu in 0..CPU_LAG_NS.len() as u32 {
+            let (now, task_clock) = (self.now, self.task_clock(cpu));
+            let rq = Region::Rq(cpu);
+            self.mem.write(&rq, at(l.rq_clock), 8, &Val::Scalar(now))?;
+            self.mem
+                .write(&rq, at(l.rq_clock_task), 8, &Val::Scalar(task_clock))?;
+            let rq_ptr = Val::Ptr(rq, 0);
+            self.mem
+                .write(&Region::CfsRq(cpu), at(l.rq_of_cfs_rq), 8, &rq_ptr)?;
+        }
+        for (&tid, t) in &self.threads {
+            let task = Region::Task(tid);
+            let fields = [
+                (l.pid, 4, u64::from(tid)),
+                (l.tgid, 4, u64::from(t.tgid)),
+                (l.state, 4, u64::from(t.state)),
+                (l.exec_start, 8, t.exec_start),
+                (l.sum_exec_runtime, 8, t.runtime),
+                (l.run_delay, 8, t.run_delay),
+                (l.nvcsw, 8, t.nvcsw),
+                (l.nivcsw, 8, t.nivcsw),
+            ];
+            for (off, size, v) in fields {
+                self.mem.write(&task, at(off), size, &Val::Scalar(v))?;
+            }
+            let cfs_rq = Val::Ptr(Region::CfsRq(t.cpu), 0);
+            self.mem.write(&task, at(l.cfs_rq), 8, &cfs_rq)?;
+        }
+        Ok(())
     }
 
     fn map_named(&self, name: &str) -> Result<&Map> {
@@ -94,6 +211,14 @@ impl World {
     pub fn len(&self, map: &str) -> Result<usize> {
         let id = self.map_named(map)?.id;
         Ok(self.keys.get(&id).map_or(0, |k| k.len()) + self.queues.get(&id).map_or(0, |q| q.len()))
+    }
+
+    /// [`World::len`] of a map, 0 when no loaded program uses it.
+    pub fn len_if_used(&self, map: &str) -> Result<usize> {
+        match self.maps.values().any(|m| m.name == map) {
+            true => self.len(map),
+            false => Ok(0),
+        }
     }
 
     /// The sum of the u64 at `offset` of every element of array `map` that was written.
@@ -224,7 +349,7 @@ impl World {
         Ok(match name {
             "bpf_get_current_pid_tgid" => Val::Scalar(u64::from(tgid) << 32 | u64::from(tid)),
             "bpf_ktime_get_ns" => Val::Scalar(self.now),
-            "bpf_get_current_task_btf" | "bpf_get_current_task" => Val::Ptr(Region::Task, 0),
+            "bpf_get_current_task_btf" | "bpf_get_current_task" => Val::Ptr(Region::Task(tid), 0),
             "bpf_get_smp_processor_id" => Val::Scalar(u64::from(self.cpu)),
             "bpf_get_current_cgroup_id" => Val::Scalar(1),
             "bpf_get_current_comm" => {
@@ -239,8 +364,15 @@ impl World {
                 let (dst, off) = self.ptr_arg(&a[0])?;
                 let (dst, off) = self.resolve(dst, off)?;
                 let (src, soff) = self.ptr_arg(&a[2])?;
-                let data = self.mem.bytes(src, soff, a[1].scalar()? as usize)?;
-                self.mem.put_bytes(&dst, off, &data)?;
+                let len = a[1].scalar()? as usize;
+                if len == 8 {
+                    // A pointer read stays a pointer.
+                    let v = self.mem.read(src, soff, 8)?;
+                    self.mem.write(&dst, off, 8, &v)?;
+                } else {
+                    let data = self.mem.bytes(src, soff, len)?;
+                    self.mem.put_bytes(&dst, off, &data)?;
+                }
                 Val::Scalar(0)
             }
             "__htab_map_lookup_elem" => {
@@ -258,10 +390,10 @@ impl World {
                 let Val::Ptr(Region::MapObject(id), 0) = &a[0] else {
                     bail!("{name} without a map");
                 };
-                if a[1] != Val::Ptr(Region::Task, 0) {
-                    bail!("{name} of a task other than the current one");
-                }
-                let key = tid.to_le_bytes().to_vec();
+                let Val::Ptr(Region::Task(owner), 0) = a[1] else {
+                    bail!("{name} of something other than a task: {:?}", a[1]);
+                };
+                let key = owner.to_le_bytes().to_vec();
                 let keys = self.keys.entry(*id).or_default();
                 if keys.contains(&key) || (a[3].scalar()? & 1 != 0 && keys.insert(key.clone())) {
                     Val::Ptr(Self::hash_value(*id, &key), 0)
