@@ -162,6 +162,15 @@ pub const PROCS_MAP: &str = "PROCS";
 /// Entries of both LIVE and PROCS.
 pub const PROCS_MAX_ENTRIES: u32 = 16_384;
 
+/// `record`'s exec boundary: tgid (`u32`) → `u32`. `record`'s child writes its own tgid with 0
+/// ("count from my next exec") just before it execs the command; `sched_process_exec`, for a
+/// tgid marked 0, ends the process's incarnation (its set-up before the exec is left in it),
+/// starts a new one and writes it into the mark, so `record` knows which incarnation is the
+/// command's. Each `record` loads its own maps and marks one process; `serve` marks none, so
+/// every exec costs one lookup in an empty hash. Not pinned.
+pub const EXEC_MARKS_MAP: &str = "EXEC_MARKS";
+pub const EXEC_MARKS_MAX_ENTRIES: u32 = 64;
+
 /// Written only by the daemon, and only with `--pin-path`: the totals of kernel entries it has
 /// retired (exited processes), per syscall ([`LedgerKey`] → [`LedgerTotals`]) and per errno
 /// ([`LedgerErrnoKey`] → `u64`). Pinned with the other maps, they let a restarted daemon resume

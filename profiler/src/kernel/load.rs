@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::{
     btf as kernel_btf, caps,
     error::{is_permission_error, BoxError, Error},
+    exec_marks::ExecMarks,
     filters,
     iter::InFlightIter,
     maps::{self, Ledger, Maps},
@@ -39,7 +40,10 @@ const LIFECYCLE: &[(&str, &[&str])] = &[
         "sched_process_exit",
         &["sched_process_exit", "sched_process_exit_leader"],
     ),
-    ("sched_process_exec", &["sched_process_exec"]),
+    (
+        "sched_process_exec",
+        &["sched_process_exec_btf", "sched_process_exec"],
+    ),
 ];
 
 /// One way of keeping a syscall's start (profiler-ebpf programs/mod.rs): its programs and their
@@ -100,11 +104,27 @@ pub const SHARED_SHARDS_ENV: &str = crate::config::declare::ENV_SHARED_SHARDS;
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     time_split: bool,
+    /// Whether the exec program can move an exec'ing thread to a new incarnation wherever the
+    /// syscall programs keep it: in task storage only the BTF one reaches.
+    exec_boundary: bool,
 }
 
 impl Probes {
+    /// `record`'s exec boundary (taken once).
+    pub fn exec_marks(&mut self) -> Result<ExecMarks, Error> {
+        if !self.exec_boundary {
+            return Err(Error::NoProgramLeft {
+                tracepoint: "sched_process_exec",
+                why: "a command's calls from its exec on need sched_process_exec_btf with the \
+                      BTF syscall programs (left out, or refused)"
+                    .into(),
+            });
+        }
+        ExecMarks::take(&mut self.ebpf)
+    }
+
     /// Whether the programs split each call's time into on-CPU, runnable and blocked: not in
     /// counts-only mode, nor on a kernel whose BTF lacks a field the split reads.
     pub fn time_split(&self) -> bool {
@@ -181,10 +201,12 @@ pub fn load_and_attach(
         maps::fill_free_slots(&mut free_slots)?;
     }
     let skipped = skipped_programs(g.btf_usable);
-    attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
+    let lifecycle = attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
     let set = attach_first_set(&mut ebpf, sets, &skipped)?;
     info!("attached: {}", set.what);
+    let in_task_storage = set.programs.iter().any(|(_, p)| p.ends_with("_btf"));
+    let exec_boundary = !in_task_storage || lifecycle.contains(&"sched_process_exec_btf");
     let in_flight = match set.task_iterator {
         true => Some(link_task_iterator(&mut ebpf)?),
         false => None,
@@ -208,8 +230,9 @@ pub fn load_and_attach(
     };
     let maps = maps::take(&mut ebpf, free_slots, ledger, in_flight)?;
     let probes = Probes {
-        _ebpf: ebpf,
+        ebpf,
         time_split,
+        exec_boundary,
     };
     Ok((probes, maps))
 }
@@ -305,19 +328,25 @@ fn skipped_programs(btf_usable: bool) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .collect();
     if !btf_usable {
-        let btf = ["sys_enter_btf", "sys_exit_btf", "sys_exit_counts_btf"];
+        let btf = [
+            "sys_enter_btf",
+            "sys_exit_btf",
+            "sys_exit_counts_btf",
+            "sched_process_exec_btf",
+        ];
         skipped.extend(btf.iter().map(|p| p.to_string()));
     }
     skipped
 }
 
 /// Attaches each tracepoint's first program the kernel takes (and `skipped` leaves in), in the
-/// order of `programs`.
+/// order of `programs`; returns the programs attached.
 fn attach_each(
     ebpf: &mut Ebpf,
-    programs: &[(&'static str, &[&str])],
+    programs: &[(&'static str, &[&'static str])],
     skipped: &[String],
-) -> Result<(), Error> {
+) -> Result<Vec<&'static str>, Error> {
+    let mut attached = Vec::new();
     for &(tracepoint, candidates) in programs {
         let mut outcome = Err(Error::NoProgramLeft {
             tracepoint,
@@ -335,12 +364,13 @@ fn attach_each(
                 verify(ebpf, program, tracepoint).and_then(|()| attach(ebpf, program, tracepoint));
             if outcome.is_ok() {
                 info!("attached {program} to tracepoint {tracepoint}");
+                attached.push(program);
                 break;
             }
         }
         outcome?;
     }
-    Ok(())
+    Ok(attached)
 }
 
 /// Attaches the first of `sets` whose programs `skipped` leaves in and the kernel verifies,
