@@ -402,8 +402,7 @@ mod tests {
             .map(|d| d.key)
             .collect();
         assert_eq!(
-            reloadable,
-            APPLIED_ON_RELOAD,
+            reloadable, APPLIED_ON_RELOAD,
             "a setting marked Reload in config/table.rs must be put into effect by serve's apply()"
         );
     }
