@@ -13,6 +13,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod record;
+
 /// Panics with the reason unless running as root: these tests exercise the live kernel and must
 /// never pass without doing so.
 pub fn require_root() {

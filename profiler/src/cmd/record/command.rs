@@ -19,7 +19,14 @@ pub fn resolve(prog: &OsString) -> Result<PathBuf, Fatal> {
     use std::os::unix::fs::PermissionsExt;
     let path = PathBuf::from(prog);
     if prog.as_encoded_bytes().contains(&b'/') {
-        return Ok(path);
+        // Said before the programs are loaded, as the exec's own error would say it.
+        return match std::fs::metadata(&path) {
+            Ok(_) => Ok(path),
+            Err(e) => Err(Fatal::Other(anyhow!(
+                "cannot run '{}': {e}",
+                path.display()
+            ))),
+        };
     }
     let dirs = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&dirs)

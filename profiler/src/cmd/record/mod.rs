@@ -172,7 +172,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         store: &store,
     };
     let command = program.as_deref().zip(marks.as_ref());
-    let (elapsed, exit_status) = recording.until_done(command, &mut drain, probes)?;
+    let (elapsed, command_pid, exit_status) = recording.until_done(command, &mut drain, probes)?;
 
     let s = store.read().unwrap_or_else(|e| e.into_inner());
     let members = scope.members(&s);
@@ -184,6 +184,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     report.pid = args.pid;
+    report.command_pid = command_pid;
     report.exit_code = exit_status.map(command::exit_code);
     if let Scope::Tree(t) = &scope {
         report.lost_process_events = t.lost.load(Ordering::Relaxed);
@@ -218,15 +219,14 @@ struct Watch {
 impl Recording<'_> {
     /// Runs `command` (if any: its program, and the marks that start its count at its exec)
     /// and drains until the recording is over (see `over`), then once more, and detaches.
-    /// Returns how long it recorded and the command's exit status.
+    /// Returns how long it recorded, and the command's pid and exit status.
     fn until_done(
         &self,
         command: Option<(&Path, &ExecMarks)>,
         drain: &mut Drain,
         probes: Probes,
-    ) -> Result<(Duration, Option<ExitStatus>), Fatal> {
+    ) -> Result<(Duration, Option<u32>, Option<ExitStatus>), Fatal> {
         let args = self.args;
-        let progress = Progress::start(args.duration, &self.what());
         let started = Instant::now();
         let mut watch = Watch {
             deadline: args.duration.map(|d| started + d),
@@ -237,6 +237,8 @@ impl Recording<'_> {
         if let Some((program, marks)) = command {
             watch.child = Some(self.start_command(program, marks)?);
         }
+        // Once the command has started: a command that cannot be run is one line, the error.
+        let progress = Progress::start(args.duration, &self.what());
         let mut next_drain = started + args.interval;
         while !self.over(&mut watch)? {
             thread::sleep(Duration::from_millis(10).min(args.interval));
@@ -258,7 +260,8 @@ impl Recording<'_> {
         drop(probes);
         let s = self.store.read().unwrap_or_else(|e| e.into_inner());
         progress.finish(elapsed, &self.scope.members(&s));
-        Ok((elapsed, watch.exit_status))
+        let command_pid = watch.child.as_ref().map(Child::id);
+        Ok((elapsed, command_pid, watch.exit_status))
     }
 
     /// What the first progress line says is recorded.

@@ -16,8 +16,12 @@ pub struct Report {
     /// The command recorded, if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// `--pid`'s process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The command's process (its calls from its exec on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Fork events the kernel dropped (descendants forked then may be missing).
