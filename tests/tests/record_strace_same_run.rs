@@ -141,3 +141,18 @@ fn pipes_and_command_substitutions() {
 fn background_jobs_and_pipelines() {
     assert_same_run(BACKGROUND_JOBS);
 }
+
+/// Whatever `python3` is first in $PATH: Debian's Python, or a wrapper around it (pyenv's shim
+/// runs bash, which runs pipelines, before it execs the interpreter).
+#[test]
+fn python_from_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let start_up = strace_start_up(dir.path());
+    let (record, strace) = one_run(&["python3", "-c", "pass"], dir.path());
+    assert_eq!(
+        excess(&record, &strace),
+        start_up,
+        "{}",
+        differences(&record, &strace).join("\n")
+    );
+}
