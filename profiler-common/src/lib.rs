@@ -103,7 +103,9 @@ pub const CPU_SLOT_MAP: &str = "CPU_SLOT";
 
 /// The raw-tracepoint fallback only: per-thread records, keyed by thread id (`u32`), value
 /// [`Start`]: the thread's process (tgid, incarnation), and its syscall start while it is parked
-/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). One entry per live thread that has made a syscall since
+/// off-CPU (`sched_switch` moves it here from [`CPU_SLOT_MAP`]). The main object, whose
+/// programs keep none, is loaded with it cut to one entry; not pinned (a restarted daemon's
+/// threads make their records again, and calls parked across the restart are not timed). One entry per live thread that has made a syscall since
 /// attach; deleted when the thread exits. When full, new threads' syscalls are not timed and
 /// `COUNTER_STARTS_FULL` counts each of them.
 pub const STARTS_MAP: &str = "STARTS";
@@ -189,7 +191,6 @@ pub const LAYOUT_VERSION: u64 = 4;
 
 /// Every map the daemon pins with `--pin-path`.
 pub const PINNED_MAPS: &[&str] = &[
-    STARTS_MAP,
     HISTS_MAP,
     HIST_SLOTS_MAP,
     FREE_SLOTS_MAP,
@@ -237,8 +238,8 @@ pub const COUNTERS_LEN: u32 = 6;
 /// tgid whose syscalls are not recorded (the daemon's own); 0 records everything.
 pub const GLOBAL_IGNORE_TGID: &str = "IGNORE_TGID";
 /// Where the current task says whether its syscall is a 32-bit compat one: the byte offset of a
-/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. Offset
-/// `COMPAT_DISABLED` turns the check off (no BTF): every call then counts as native.
+/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. A mask of 0
+/// turns the check off (no BTF): every call then counts as native.
 pub const GLOBAL_COMPAT_OFFSET: &str = "COMPAT_OFFSET";
 pub const GLOBAL_COMPAT_MASK: &str = "COMPAT_MASK";
 /// 1 when every possible CPU has a histogram shard of its own (at most `HIST_SHARDS` CPUs): the
@@ -252,7 +253,6 @@ pub const GLOBAL_NR_REG_OFFSET: &str = "NR_REG_OFFSET";
 /// (value 0) is the parent's call, already counted there, as strace counts it.
 pub const GLOBAL_CLONE_NRS: &str = "CLONE_NRS";
 pub const CLONE_NRS_LEN: usize = 8;
-pub const COMPAT_DISABLED: u32 = u32::MAX;
 /// Where the task fields the programs load live, a [`TaskLayout`] from the kernel's BTF.
 pub const GLOBAL_TASK_LAYOUT: &str = "TASK_LAYOUT";
 
@@ -269,11 +269,13 @@ pub struct TaskLayout {
     pub split: u32,
     /// `__state`: whether a thread switched out was blocking (the fallback's `sched_switch`).
     pub state: u32,
-    /// `se.exec_start` and `se.sum_exec_runtime`.
+    /// `se.exec_start`; `se.sum_exec_runtime` follows it (the programs read it 8 bytes on, and
+    /// the loader leaves the split off on a kernel where it does not).
     pub exec_start: u32,
     pub sum_exec_runtime: u32,
     /// `sched_info.run_delay` (CONFIG_SCHED_INFO).
     pub run_delay: u32,
+    /// `nvcsw`; `nivcsw` follows it, read 8 bytes on likewise.
     pub nvcsw: u32,
     pub nivcsw: u32,
     /// `se.cfs_rq`, then `struct cfs_rq`'s `rq`, then `struct rq`'s `clock` and `clock_task`.

@@ -26,6 +26,7 @@ fn counts_only_mode_counts_exactly_without_timing() {
             s["p50_ns"].is_null() && s["mean_ns"].is_null(),
             "no times: {s}"
         );
+        assert!(s["time_split"].is_null(), "no split without times: {s}");
         assert_eq!(s["buckets"], serde_json::json!([]));
         assert_eq!(s["total_ns"], 0);
     }

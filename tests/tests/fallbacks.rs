@@ -63,6 +63,10 @@ fn raw_tracepoint_sys_enter_and_pre_6_16_exit_program_count_exactly() {
         sleep["p50_ns"].as_u64().unwrap() >= 1_800_000,
         "a 2 ms sleep timed by the raw sys_enter: {sleep}"
     );
+    // The split, from the marks sched_switch and the parked exit take with probe reads.
+    let split = &sleep["time_split"];
+    assert_eq!(split["blocked_calls"], 3, "{sleep}");
+    assert!(split["blocked_share"].as_f64().unwrap() >= 0.9, "{sleep}");
 }
 
 #[test]

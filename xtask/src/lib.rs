@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 /// The eBPF object the daemon embeds, committed so that a stable toolchain alone builds the
 /// daemon (the way cilium/ebpf's bpf2go commits its generated objects).
 pub const EBPF_OBJECT: &str = "profiler/bpf/profiler.bpf.o";
+/// The same programs without task storage, for kernels that lack it (the loader's fallback).
+pub const EBPF_SLOT_OBJECT: &str = "profiler/bpf/profiler-slot.bpf.o";
 /// Digest of the sources the committed object was built from, written by `build-ebpf`.
 pub const EBPF_SOURCES_DIGEST: &str = "profiler/bpf/profiler.bpf.o.sources-sha256";
 /// Reference programs for `cargo xtask bench`: empty sys_enter/sys_exit pair (the floor) and the
@@ -30,6 +32,7 @@ pub const BENCH_SLOT_TS_OBJECT: &str = "profiler/bpf/bench-slot-ts.bpf.o";
 /// Every object `build-ebpf` writes: (bin target of profiler-ebpf, committed path).
 pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("profiler", EBPF_OBJECT),
+    ("profiler-slot", EBPF_SLOT_OBJECT),
     ("bench-floor", BENCH_FLOOR_OBJECT),
     ("bench-limit", BENCH_LIMIT_OBJECT),
     ("bench-slot", BENCH_SLOT_OBJECT),

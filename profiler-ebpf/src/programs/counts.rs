@@ -22,7 +22,7 @@ static NR_REG_OFFSET: u32 = 0;
 
 /// Where the saved registers hold the syscall number.
 #[inline(always)]
-pub(super) fn nr_offset() -> usize {
+pub(crate) fn nr_offset() -> usize {
     global(&NR_REG_OFFSET) as usize
 }
 
@@ -53,7 +53,7 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
 /// ABI (its slot cached in `cached`), unless the syscall filter leaves it out or it is a new
 /// task's first return from a clone (its parent's call, counted there, as strace counts it).
 #[inline(always)]
-pub(super) fn count(nr: i32, ret: i64, abi: u8, words: impl FnOnce(u8) -> Words, cached: *mut u32) {
+pub(crate) fn count(nr: i32, ret: i64, abi: u8, words: impl FnOnce(u8) -> Words, cached: *mut u32) {
     if nr < 0 || !syscall_wanted(nr as u32, abi) || (ret == 0 && is_clone(nr as u32, abi)) {
         return;
     }

@@ -7,9 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, CgroupArray, HashMap, PerCpuArray},
 };
-use profiler_common::{
-    ABI_COMPAT, ABI_NATIVE, COMPAT_DISABLED, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
-};
+use profiler_common::{ABI_COMPAT, ABI_NATIVE, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI};
 
 use super::{global, split::offset};
 
@@ -17,7 +15,7 @@ use super::{global, split::offset};
 #[no_mangle]
 static IGNORE_TGID: u32 = 0;
 #[no_mangle]
-static COMPAT_OFFSET: u32 = COMPAT_DISABLED;
+static COMPAT_OFFSET: u32 = 0;
 #[no_mangle]
 static COMPAT_MASK: u32 = 0;
 #[no_mangle]
@@ -47,7 +45,7 @@ const LEFT_OUT_LEN: u32 = 64;
 /// a thread: not the daemon itself, and in the pid filter when it is on (with a filter off,
 /// its branch is dead code the verifier removes).
 #[inline(always)]
-pub(super) fn pid_wanted(tgid: u32) -> bool {
+pub(crate) fn pid_wanted(tgid: u32) -> bool {
     if tgid == global(&IGNORE_TGID) {
         return false;
     }
@@ -57,7 +55,7 @@ pub(super) fn pid_wanted(tgid: u32) -> bool {
 /// Whether this CPU has seen the process of `task` (a BTF task pointer) left out by the pid
 /// filter. Always false with the filter off (then the verifier removes the lookup).
 #[inline(always)]
-pub(super) fn known_left_out(task: *const u8) -> bool {
+pub(crate) fn known_left_out(task: *const u8) -> bool {
     if global(&FILTER_PIDS_ON) == 0 {
         return false;
     }
@@ -68,7 +66,7 @@ pub(super) fn known_left_out(task: *const u8) -> bool {
 
 /// Remembers that the pid filter leaves `tgid` out (see `known_left_out`).
 #[inline(always)]
-pub(super) fn remember_left_out(tgid: u32) {
+pub(crate) fn remember_left_out(tgid: u32) {
     if global(&FILTER_PIDS_ON) == 0 {
         return;
     }
@@ -80,7 +78,7 @@ pub(super) fn remember_left_out(tgid: u32) {
 
 /// The `u32` at byte offset `off` of the current task, a BTF task pointer.
 #[inline(always)]
-pub(super) fn task_u32(task: *const u8, off: usize) -> u32 {
+pub(crate) fn task_u32(task: *const u8, off: usize) -> u32 {
     // SAFETY: a BTF-checked load from the task (see "Safety" in mod.rs).
     unsafe { core::ptr::read_volatile(task.add(off) as *const u32) }
 }
@@ -88,14 +86,14 @@ pub(super) fn task_u32(task: *const u8, off: usize) -> u32 {
 /// Whether the current task is under the filter's cgroup, when that filter is on. Checked on
 /// every call: a task can be moved to another cgroup at any time.
 #[inline(always)]
-pub(super) fn cgroup_wanted() -> bool {
+pub(crate) fn cgroup_wanted() -> bool {
     global(&FILTER_CGROUP_ON) == 0 || FILTER_CGROUP.current_task_under_cgroup(0) == Ok(true)
 }
 
 /// Whether syscall `nr` (never negative: -1 means "no syscall" and is left out before) of ABI
 /// `abi` passes the syscall filter.
 #[inline(always)]
-pub(super) fn syscall_wanted(nr: u32, abi: u8) -> bool {
+pub(crate) fn syscall_wanted(nr: u32, abi: u8) -> bool {
     if global(&FILTER_SYSCALLS_ON) == 0 {
         return true;
     }
@@ -112,19 +110,20 @@ pub(super) fn syscall_wanted(nr: u32, abi: u8) -> bool {
 /// offset of the current task.
 #[inline(always)]
 fn compat_flag(read: impl FnOnce(usize) -> Option<u32>) -> u8 {
-    let offset = global(&COMPAT_OFFSET);
-    if offset == COMPAT_DISABLED {
+    // A mask of 0: the check is off (no BTF), every call counts as native.
+    let mask = global(&COMPAT_MASK);
+    if mask == 0 {
         return ABI_NATIVE;
     }
-    match read(offset as usize) {
-        Some(w) if w & global(&COMPAT_MASK) != 0 => ABI_COMPAT,
+    match read(global(&COMPAT_OFFSET) as usize) {
+        Some(w) if w & mask != 0 => ABI_COMPAT,
         _ => ABI_NATIVE,
     }
 }
 
 /// [`compat_flag`] for raw tracepoints: the task is an untyped address, read with a helper.
 #[inline(always)]
-pub(super) fn current_abi() -> u8 {
+pub(crate) fn current_abi() -> u8 {
     compat_flag(|offset| {
         // SAFETY: a helper call; the address is only read through bpf_probe_read_kernel.
         let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -135,6 +134,6 @@ pub(super) fn current_abi() -> u8 {
 /// [`compat_flag`] for BTF programs, where `task` is the current task as a typed pointer the
 /// verifier lets us load from directly.
 #[inline(always)]
-pub(super) fn task_abi(task: *const u8) -> u8 {
+pub(crate) fn task_abi(task: *const u8) -> u8 {
     compat_flag(|offset| Some(task_u32(task, offset)))
 }

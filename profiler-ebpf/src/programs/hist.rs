@@ -41,13 +41,13 @@ static SLOT_CACHE: PerCpuArray<u32> = PerCpuArray::with_max_entries(SLOT_CACHE_L
 static ERRNOS: HashMap<ErrnoKey, u32> = HashMap::with_max_entries(ERRNOS_MAX_ENTRIES, 0);
 
 /// A histogram key as the two words it is compared by (see `key_words`).
-pub(super) type Words = (u64, u32);
+pub(crate) type Words = (u64, u32);
 
 /// One timed call of the histogram `words` name that took `latency` ns (at least 1: see
 /// `latency_since`), returned `ret` and spent `split` off its CPU. `cached` holds the slot the
 /// histogram was last found in (the thread's or this CPU's cache, updated on a miss).
 #[inline(always)]
-pub(super) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, split: Split) {
+pub(crate) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, split: Split) {
     let Some(hist) = hist_of(words, cached) else {
         return;
     };
@@ -86,7 +86,7 @@ pub(super) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, 
 
 /// Counts-only mode: one call of the histogram `words` name in bucket 0, and its errno.
 #[inline(always)]
-pub(super) fn add_counted(words: Words, cached: *mut u32, ret: i64) {
+pub(crate) fn add_counted(words: Words, cached: *mut u32, ret: i64) {
     let Some(hist) = hist_of(words, cached) else {
         return;
     };
@@ -98,26 +98,26 @@ pub(super) fn add_counted(words: Words, cached: *mut u32, ret: i64) {
 /// This CPU's cached slot for syscall `nr` (the raw-tracepoint programs' cache; the BTF ones
 /// keep one per thread).
 #[inline(always)]
-pub(super) fn cpu_cached_slot(nr: u16) -> Option<*mut u32> {
+pub(crate) fn cpu_cached_slot(nr: u16) -> Option<*mut u32> {
     SLOT_CACHE.get_ptr_mut(slot_cache_index(nr, SLOT_CACHE_LEN as usize) as u32)
 }
 
 /// The second key word: syscall number, ABI, shard.
 #[inline(always)]
-pub(super) fn key_high(nr: u16, abi: u8, shard: u8) -> u32 {
+pub(crate) fn key_high(nr: u16, abi: u8, shard: u8) -> u32 {
     u32::from(nr) | u32::from(abi) << 16 | u32::from(shard) << 24
 }
 
 /// The first key word: the process.
 #[inline(always)]
-pub(super) fn key_low(tgid: u32, incarnation: u32) -> u64 {
+pub(crate) fn key_low(tgid: u32, incarnation: u32) -> u64 {
     u64::from(tgid) | u64::from(incarnation) << 32
 }
 
 /// The time since `start`, at least 1 ns, so every timed call moves the sum: the drain skips
 /// slots whose header has not changed. (One compare; `saturating_sub` then `max` took three.)
 #[inline(always)]
-pub(super) fn latency_since(start: u64, now: u64) -> u64 {
+pub(crate) fn latency_since(start: u64, now: u64) -> u64 {
     if now > start {
         now - start
     } else {
@@ -126,7 +126,7 @@ pub(super) fn latency_since(start: u64, now: u64) -> u64 {
 }
 
 #[inline(always)]
-pub(super) fn key_nr(nr: u32) -> u16 {
+pub(crate) fn key_nr(nr: u32) -> u16 {
     if nr >= NR_UNKNOWN as u32 {
         NR_UNKNOWN
     } else {
@@ -137,7 +137,7 @@ pub(super) fn key_nr(nr: u32) -> u16 {
 /// Which shard of the histogram a thread adds to (see `HistKey::shard`): a process's main
 /// thread never contends with itself, so only its other threads spread by CPU.
 #[inline(always)]
-pub(super) fn shard(main_thread: bool) -> u8 {
+pub(crate) fn shard(main_thread: bool) -> u8 {
     if main_thread {
         return 0;
     }
@@ -146,7 +146,7 @@ pub(super) fn shard(main_thread: bool) -> u8 {
 
 /// A non-main thread's shard on this CPU.
 #[inline(always)]
-pub(super) fn cpu_shard() -> u8 {
+pub(crate) fn cpu_shard() -> u8 {
     // SAFETY: a helper call (the verifier inlines it).
     let cpu = unsafe { bpf_get_smp_processor_id() };
     1 + (cpu & (HIST_SHARDS - 1)) as u8
@@ -164,7 +164,7 @@ fn single_writer((_, high): Words) -> bool {
 /// Whether `nr` is clone, clone3, fork or vfork of ABI `abi`: a new task's first return from
 /// one of them (0) is its parent's call, counted there.
 #[inline(always)]
-pub(super) fn is_clone(nr: u32, abi: u8) -> bool {
+pub(crate) fn is_clone(nr: u32, abi: u8) -> bool {
     // SAFETY: our own .rodata (see "Safety" in mod.rs).
     let nrs = unsafe { core::ptr::read_volatile(&CLONE_NRS) };
     let base = if abi == ABI_COMPAT { 4 } else { 0 };

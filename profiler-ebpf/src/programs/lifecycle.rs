@@ -32,7 +32,7 @@ static EXEC_MARKS: HashMap<u32, u32> = HashMap::with_max_entries(EXEC_MARKS_MAX_
 /// whose previous owner has exited has no LIVE entry any more, so a recycled pid starts a new
 /// incarnation and never inherits its predecessor's numbers.
 #[inline(always)]
-pub(super) fn process_incarnation(tgid: u32) -> u32 {
+pub(crate) fn process_incarnation(tgid: u32) -> u32 {
     // SAFETY (this function): map value pointers (see "Safety" in mod.rs) and helper calls.
     if let Some(incarnation) = LIVE.get_ptr(tgid) {
         return unsafe { *incarnation };
@@ -98,7 +98,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 /// thread left.) For a process `record` marked, the exec is also where the command begins:
 /// see [`exec_boundary`]. Returns the command's new incarnation, if so.
 #[inline(always)]
-pub(super) fn exec(old_tid: u32) -> Option<u32> {
+pub(crate) fn exec(old_tid: u32) -> Option<u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;

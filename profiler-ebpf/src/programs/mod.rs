@@ -3,9 +3,11 @@
 //!
 //! A syscall's start goes from `sys_enter` to `sys_exit` one of two ways (the loader takes the
 //! first the kernel accepts; the rules and reasons are in docs/design.md):
-//! - task.rs, BTF tracepoints (kernels ≥ 5.11): in the thread's own BPF task storage entry,
+//! - ../task.rs, BTF tracepoints (kernels ≥ 5.11): in the thread's own BPF task storage entry,
 //!   found through the task. Nothing runs at context switches. Per call: the task pointer, its
-//!   entry and the clock on each side, the rest direct loads.
+//!   entry and the clock on each side, the rest direct loads. Only in the main object
+//!   (main.rs): a kernel without task storage cannot even create its map, and gets the slot
+//!   object (main_slot.rs), which has everything here and nothing of task.rs.
 //! - slot.rs, raw tracepoints: in a per-CPU slot, which `sched_switch` parks in the thread's
 //!   STARTS record when the thread leaves its CPU in the middle of a call.
 //!
@@ -41,13 +43,12 @@
 //! - Globals: `read_volatile` of our own `.rodata`, which the loader fills before the programs
 //!   are verified and then freezes.
 
-mod counts;
-mod filters;
-mod hist;
-mod lifecycle;
-mod slot;
-mod split;
-mod task;
+pub(crate) mod counts;
+pub(crate) mod filters;
+pub(crate) mod hist;
+pub(crate) mod lifecycle;
+pub(crate) mod slot;
+pub(crate) mod split;
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -81,13 +82,13 @@ static META: Array<u64> = Array::with_max_entries(1, 0);
 /// loader freezes, so the verifier knows their values; `read_volatile` keeps LLVM from folding
 /// in the defaults written here.
 #[inline(always)]
-fn global(v: &u32) -> u32 {
+pub(crate) fn global(v: &u32) -> u32 {
     // SAFETY: a reference to our own .rodata (see "Safety" above).
     unsafe { core::ptr::read_volatile(v) }
 }
 
 #[inline(always)]
-fn bump(counter: u32) {
+pub(crate) fn bump(counter: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter) {
         // SAFETY: this CPU's element of a per-CPU array: no other CPU writes it, so a plain
         // add is exact.

@@ -22,10 +22,10 @@ use super::{
 };
 
 #[map]
-pub(super) static CPU_SLOT: PerCpuArray<Start> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CPU_SLOT: PerCpuArray<Start> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-pub(super) static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
+pub(crate) static STARTS: HashMap<u32, Start> = HashMap::with_max_entries(STARTS_MAX_ENTRIES, 0);
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {

@@ -33,19 +33,24 @@ static TASK_LAYOUT: TaskLayout = TaskLayout {
 
 /// The byte offset in `struct task_struct` (or the struct named in TaskLayout) of a field.
 #[inline(always)]
-pub(super) fn offset(field: fn(&TaskLayout) -> &u32) -> usize {
+pub(crate) fn offset(field: fn(&TaskLayout) -> &u32) -> usize {
     global(field(&TASK_LAYOUT)) as usize
 }
 
 /// Whether the kernel has every field the split reads (else the verifier removes its code).
 #[inline(always)]
-pub(super) fn split_on() -> bool {
+pub(crate) fn split_on() -> bool {
     global(&TASK_LAYOUT.split) != 0
 }
 
 /// How a program reads kernel memory: BTF programs load from a typed task directly, raw
 /// tracepoints through a helper.
-pub(super) trait Reader {
+pub(crate) trait Reader {
+    /// `base + off`, to read at.
+    #[inline(always)]
+    fn at(base: *const u8, off: usize) -> *const u8 {
+        base.wrapping_add(off)
+    }
     /// The `u64` at `base + off`.
     fn u64_at(base: *const u8, off: usize) -> u64;
     /// The pointer at `base + off`.
@@ -53,7 +58,7 @@ pub(super) trait Reader {
 }
 
 /// Direct loads from the BTF task pointer (see "Safety" in mod.rs).
-pub(super) struct Direct;
+pub(crate) struct Direct;
 
 impl Reader for Direct {
     #[inline(always)]
@@ -70,7 +75,7 @@ impl Reader for Direct {
 }
 
 /// `bpf_probe_read_kernel`, 0 when the read fails.
-pub(super) struct Probe;
+pub(crate) struct Probe;
 
 impl Reader for Probe {
     #[inline(always)]
@@ -87,33 +92,35 @@ impl Reader for Probe {
 
 /// Where `task` stands now (see SplitMark).
 #[inline(always)]
-pub(super) fn mark<R: Reader>(task: *const u8) -> SplitMark {
+pub(crate) fn mark<R: Reader>(task: *const u8) -> SplitMark {
     let cfs_rq = R::ptr_at(task, offset(|l| &l.cfs_rq));
     let rq = R::ptr_at(cfs_rq, offset(|l| &l.rq_of_cfs_rq));
     // How far this CPU's task clock runs behind its clock.
     let lag = R::u64_at(rq, offset(|l| &l.rq_clock))
         .wrapping_sub(R::u64_at(rq, offset(|l| &l.rq_clock_task)));
-    let exec_start = R::u64_at(task, offset(|l| &l.exec_start));
-    let runtime = R::u64_at(task, offset(|l| &l.sum_exec_runtime));
+    // sum_exec_runtime and nivcsw follow exec_start and nvcsw (the loader checks).
+    let clocks = R::at(task, offset(|l| &l.exec_start));
+    let (exec_start, runtime) = (R::u64_at(clocks, 0), R::u64_at(clocks, 8));
+    let switches = R::at(task, offset(|l| &l.nvcsw));
     SplitMark {
         off_cpu_ns: exec_start.wrapping_add(lag).wrapping_sub(runtime),
         run_delay_ns: R::u64_at(task, offset(|l| &l.run_delay)),
-        voluntary: R::u64_at(task, offset(|l| &l.nvcsw)),
-        involuntary: R::u64_at(task, offset(|l| &l.nivcsw)),
+        voluntary: R::u64_at(switches, 0),
+        involuntary: R::u64_at(switches, 8),
     }
 }
 
 /// Whether `task` switched out since `start` (its switch counts moved): two loads, all a call
 /// that kept its CPU pays at exit.
 #[inline(always)]
-pub(super) fn left_cpu<R: Reader>(task: *const u8, start: &SplitMark) -> bool {
-    R::u64_at(task, offset(|l| &l.nvcsw)) != start.voluntary
-        || R::u64_at(task, offset(|l| &l.nivcsw)) != start.involuntary
+pub(crate) fn left_cpu<R: Reader>(task: *const u8, start: &SplitMark) -> bool {
+    let switches = R::at(task, offset(|l| &l.nvcsw));
+    R::u64_at(switches, 0) != start.voluntary || R::u64_at(switches, 8) != start.involuntary
 }
 
 /// A call's time off its CPU, in the parts the histogram adds.
 #[derive(Clone, Copy, Default)]
-pub(super) struct Split {
+pub(crate) struct Split {
     pub runq_ns: u64,
     pub blocked_ns: u64,
     pub blocked: bool,
@@ -121,7 +128,7 @@ pub(super) struct Split {
 
 /// The split of a call of `latency` ns that left its CPU, between marks `start` and `now`.
 #[inline(always)]
-pub(super) fn between(start: &SplitMark, now: &SplitMark, latency: u64) -> Split {
+pub(crate) fn between(start: &SplitMark, now: &SplitMark, latency: u64) -> Split {
     let off = now.off_cpu_ns.wrapping_sub(start.off_cpu_ns) as i64;
     // Clamped: the lag read at each end is the CPU's as of its last clock update, and the
     // clocks can disagree by a little across CPUs (docs/design.md).

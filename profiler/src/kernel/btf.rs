@@ -169,6 +169,11 @@ fn split_fields(btf: &Btf, l: &mut TaskLayout) -> Result<()> {
     l.rq_of_cfs_rq = btf.member_offset("cfs_rq", "rq")?;
     l.rq_clock = btf.member_offset("rq", "clock")?;
     l.rq_clock_task = btf.member_offset("rq", "clock_task")?;
+    // The programs read each second field 8 bytes after the first: one address for both.
+    ensure!(
+        l.sum_exec_runtime == l.exec_start + 8 && l.nivcsw == l.nvcsw + 8,
+        "sched_entity.sum_exec_runtime or task_struct.nivcsw is not where the programs read it"
+    );
     Ok(())
 }
 

@@ -92,6 +92,16 @@ pub enum Error {
     Probe(String),
 }
 
+/// What `what` failed with, as a privileges error (EPERM, EACCES) or a kernel that refuses.
+pub(super) fn load_error(what: impl Into<String>, e: impl Into<BoxError>) -> Error {
+    let (what, source) = (what.into(), e.into());
+    if is_permission_error(&*source) {
+        Error::Denied { what, source }
+    } else {
+        Error::Refused { what, source }
+    }
+}
+
 /// Whether `e` or one of its causes is EPERM or EACCES.
 pub fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);

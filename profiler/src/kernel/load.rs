@@ -2,24 +2,28 @@
 //! Links are owned by file descriptors: if the daemon dies in any way, the kernel detaches them.
 //! The maps' handles are in maps.rs, the in-kernel filters' setup in filters.rs.
 
-use std::{os::fd::AsFd, path::Path};
+use std::path::Path;
 
 use aya::{
     maps::{Array, MapData, Queue},
-    programs::Program,
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    TaskLayout, CLONE_NRS_LEN, COMPAT_DISABLED, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
-    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    TaskLayout, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK,
+    GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
     GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
     GLOBAL_TASK_LAYOUT, HIST_SHARDS, LEDGER_ERRNOS_MAP, LEDGER_MAP, META_MAP, PINNED_MAPS,
+    STARTS_MAP,
 };
 use tracing::{info, warn};
 
 use super::{
+    attach::{
+        attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
+        ProgramSet, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
+    },
     btf as kernel_btf, caps,
-    error::{is_permission_error, BoxError, Error},
+    error::{is_permission_error, load_error, Error},
     exec_marks::ExecMarks,
     filters,
     iter::InFlightIter,
@@ -31,70 +35,9 @@ use crate::config::Filter;
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
 /// eBPF object") for why it is committed and how it is kept fresh.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
-
-/// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
-/// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
-/// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.
-const LIFECYCLE: &[(&str, &[&str])] = &[
-    (
-        "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
-    ),
-    (
-        "sched_process_exec",
-        &["sched_process_exec_btf", "sched_process_exec"],
-    ),
-];
-
-/// One way of keeping a syscall's start (profiler-ebpf programs/mod.rs): its programs and their
-/// tracepoints, all attached or none, in this order (`sys_exit` before `sys_enter`, so no start
-/// is recorded without its exit).
-struct ProgramSet {
-    what: &'static str,
-    programs: &'static [(&'static str, &'static str)],
-    /// Whether the drain reads the calls in flight through the `in_flight` task iterator
-    /// (else from STARTS and CPU_SLOT).
-    task_iterator: bool,
-}
-
-/// Preferred first: task storage (BTF tracepoints, kernels ≥ 5.11, nothing at context
-/// switches), then the raw tracepoints' per-CPU slot parked at `sched_switch`.
-const LATENCY: &[ProgramSet] = &[
-    ProgramSet {
-        what: "syscall starts kept in task storage",
-        programs: &[("sys_exit", "sys_exit_btf"), ("sys_enter", "sys_enter_btf")],
-        task_iterator: true,
-    },
-    ProgramSet {
-        what: "syscall starts kept in a per-CPU slot, parked at sched_switch",
-        programs: &[
-            ("sched_switch", "sched_switch"),
-            ("sys_exit", "sys_exit"),
-            ("sys_enter", "sys_enter"),
-        ],
-        task_iterator: false,
-    },
-];
-
-/// Counts-only mode: no `sys_enter` at all.
-const COUNTS_ONLY: &[ProgramSet] = &[
-    ProgramSet {
-        what: "counts only, processes kept in task storage",
-        programs: &[("sys_exit", "sys_exit_counts_btf")],
-        task_iterator: false,
-    },
-    ProgramSet {
-        what: "counts only, processes looked up per call",
-        programs: &[("sys_exit", "sys_exit_counts")],
-        task_iterator: false,
-    },
-];
-
-/// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
-/// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
-/// preferred programs, and a way around a kernel that loads one but misbehaves with it.
-/// Declared in config, so the settings' check of the environment knows it.
-pub const SKIP_PROGRAMS_ENV: &str = crate::config::declare::ENV_SKIP_PROGRAMS;
+/// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
+/// on a kernel without task storage the main object cannot create its map and does not load.
+static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
 
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
@@ -150,16 +93,6 @@ fn check_privileges() -> Result<(), Error> {
     Err(Error::NotPermitted { cap_eff })
 }
 
-/// What `what` failed with, as a privileges error (EPERM, EACCES) or a kernel that refuses.
-fn load_error(what: impl Into<String>, e: impl Into<BoxError>) -> Error {
-    let (what, source) = (what.into(), e.into());
-    if is_permission_error(&*source) {
-        Error::Denied { what, source }
-    } else {
-        Error::Refused { what, source }
-    }
-}
-
 /// Loads and attaches the programs. With `pin_dir`, the maps live there (see pin.rs): reused
 /// if a previous daemon pinned them, created and pinned otherwise.
 pub fn load_and_attach(
@@ -172,69 +105,136 @@ pub fn load_and_attach(
         pin::prepare(dir)?;
     }
     let g = globals(filter, counts_only)?;
-    let mut loader = EbpfLoader::new();
-    // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
-    loader
-        .allow_unsupported_maps()
-        .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
-        .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
-        .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
-        .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
-        .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
-        .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
-        .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
-        .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
-        .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
-        .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
-    for name in PINNED_MAPS.iter().filter(|_| pin_dir.is_some()) {
-        loader.map_pin_path(name, pin_dir.unwrap().join(name));
-    }
-    let mut ebpf = loader
-        .load(OBJECT)
-        .map_err(|e| load_error("loading the eBPF object", e))?;
-
-    // Before attaching: a filter that is on with an empty map would drop everything meanwhile,
-    // and an empty free-slot queue would drop every new histogram.
-    filters::fill(&mut ebpf, filter)?;
-    let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
-    if pin_dir.is_none() || unstamped(&ebpf)? {
-        maps::fill_free_slots(&mut free_slots)?;
-    }
-    let skipped = skipped_programs(g.btf_usable);
-    let lifecycle = attach_each(&mut ebpf, LIFECYCLE, &skipped)?;
+    let mut skipped = skipped_programs(g.btf_usable);
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
-    let set = attach_first_set(&mut ebpf, sets, &skipped)?;
-    info!("attached: {}", set.what);
-    let in_task_storage = set.programs.iter().any(|(_, p)| p.ends_with("_btf"));
-    let exec_boundary = !in_task_storage || lifecycle.contains(&"sched_process_exec_btf");
-    let in_flight = match set.task_iterator {
-        true => Some(link_task_iterator(&mut ebpf)?),
+    let setup = Setup {
+        globals: &g,
+        pin_dir,
+        filter,
+    };
+    // The main object for the task-storage programs; the one without them if the kernel lacks
+    // task storage, refuses those programs, or they are left out.
+    let main = match task_storage_wanted(&skipped, counts_only) {
+        true => match setup.load(OBJECT, true, &sets[..1], &skipped) {
+            Ok(loaded) => Some(loaded),
+            Err(e) if !matches!(e, Error::Denied { .. }) => {
+                warn!("{e}; loading the programs without task storage");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         false => None,
     };
-    let time_split = !counts_only && g.task_layout.split != 0;
-
+    let mut loaded = match main {
+        Some(loaded) => loaded,
+        None => {
+            skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
+            setup.load(SLOT_OBJECT, false, &sets[1..], &skipped)?
+        }
+    };
+    info!("attached: {}", loaded.set.what);
+    let ebpf = &mut loaded.ebpf;
     let ledger = match pin_dir {
         None => None,
         Some(dir) => {
-            let mut meta = maps::take_map(&mut ebpf, META_MAP)?;
+            let mut meta = maps::take_map(ebpf, META_MAP)?;
             pin::stamp(&mut meta)?;
             info!(
                 "maps pinned at {}: counters resume across restarts",
                 dir.display()
             );
             Some(Ledger {
-                totals: maps::take_map(&mut ebpf, LEDGER_MAP)?,
-                errnos: maps::take_map(&mut ebpf, LEDGER_ERRNOS_MAP)?,
+                totals: maps::take_map(ebpf, LEDGER_MAP)?,
+                errnos: maps::take_map(ebpf, LEDGER_ERRNOS_MAP)?,
             })
         }
     };
-    let maps = maps::take(&mut ebpf, free_slots, ledger, in_flight)?;
+    let maps = maps::take(ebpf, loaded.free_slots, ledger, loaded.in_flight)?;
     let probes = Probes {
-        ebpf,
-        time_split,
-        exec_boundary,
+        ebpf: loaded.ebpf,
+        time_split: !counts_only && g.task_layout.split != 0,
+        exec_boundary: loaded.exec_boundary,
     };
     Ok((probes, maps))
+}
+
+/// What loading an object needs besides the object.
+struct Setup<'a> {
+    globals: &'a Globals,
+    pin_dir: Option<&'a Path>,
+    filter: &'a Filter,
+}
+
+/// An object loaded and attached.
+struct Loaded {
+    ebpf: Ebpf,
+    set: &'static ProgramSet,
+    free_slots: Queue<MapData, u32>,
+    in_flight: Option<InFlightIter>,
+    /// See `Probes::exec_boundary`.
+    exec_boundary: bool,
+}
+
+impl Setup<'_> {
+    /// Loads `object` with the globals set (and, for the main object, whose programs keep no
+    /// thread records, `STARTS` cut to one entry: 8.5 MiB less kernel memory), fills the
+    /// filters and the free-slot queue, then attaches the lifecycle programs and the first of
+    /// `sets` the kernel takes.
+    fn load(
+        &self,
+        object: &[u8],
+        main: bool,
+        sets: &'static [ProgramSet],
+        skipped: &[String],
+    ) -> Result<Loaded, Error> {
+        let g = self.globals;
+        let mut loader = EbpfLoader::new();
+        // TASKS is task storage, which aya has no user-space type for (the daemon needs none).
+        loader
+            .allow_unsupported_maps()
+            .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
+            .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
+            .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
+            .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
+            .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
+            .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
+            .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
+            .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
+            .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
+            .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
+        if main {
+            loader.map_max_entries(STARTS_MAP, 1);
+        }
+        if let Some(dir) = self.pin_dir {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
+            .load(object)
+            .map_err(|e| load_error("loading the eBPF object", e))?;
+        // Before attaching: a filter that is on with an empty map would drop everything
+        // meanwhile, and an empty free-slot queue would drop every new histogram.
+        filters::fill(&mut ebpf, self.filter)?;
+        let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
+        if self.pin_dir.is_none() || unstamped(&ebpf)? {
+            maps::fill_free_slots(&mut free_slots)?;
+        }
+        let lifecycle = attach_each(&mut ebpf, LIFECYCLE, skipped)?;
+        let set = attach_first_set(&mut ebpf, sets, skipped)?;
+        let exec_boundary = !set.in_task_storage() || lifecycle.contains(&"sched_process_exec_btf");
+        let in_flight = match set.task_iterator {
+            true => Some(link_task_iterator(&mut ebpf)?),
+            false => None,
+        };
+        Ok(Loaded {
+            ebpf,
+            set,
+            free_slots,
+            in_flight,
+            exec_boundary,
+        })
+    }
 }
 
 /// What the programs read from their globals: our own tgid, where the kernel keeps what they
@@ -266,7 +266,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     }
     let (compat_offset, compat_mask) = in_btf(&btf, kernel_btf::compat_flag).unwrap_or_else(|e| {
         warn!("32-bit compat syscalls will be counted as native ones: {e}");
-        (COMPAT_DISABLED, 0)
+        (0, 0)
     });
     let (task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
         Ok((layout, None)) => (layout, true),
@@ -318,119 +318,6 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     })
 }
 
-/// The programs `SKIP_PROGRAMS_ENV` leaves out, and every BTF program when the kernel's BTF
-/// lacks what they load.
-fn skipped_programs(btf_usable: bool) -> Vec<String> {
-    let listed = std::env::var(SKIP_PROGRAMS_ENV).unwrap_or_default();
-    let mut skipped: Vec<String> = listed
-        .split(',')
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    if !btf_usable {
-        let btf = [
-            "sys_enter_btf",
-            "sys_exit_btf",
-            "sys_exit_counts_btf",
-            "sched_process_exec_btf",
-        ];
-        skipped.extend(btf.iter().map(|p| p.to_string()));
-    }
-    skipped
-}
-
-/// Attaches each tracepoint's first program the kernel takes (and `skipped` leaves in), in the
-/// order of `programs`; returns the programs attached.
-fn attach_each(
-    ebpf: &mut Ebpf,
-    programs: &[(&'static str, &[&'static str])],
-    skipped: &[String],
-) -> Result<Vec<&'static str>, Error> {
-    let mut attached = Vec::new();
-    for &(tracepoint, candidates) in programs {
-        let mut outcome = Err(Error::NoProgramLeft {
-            tracepoint,
-            why: format!(
-                "{SKIP_PROGRAMS_ENV} leaves out {}",
-                candidates.join(" and ")
-            ),
-        });
-        for &program in candidates {
-            if skipped.iter().any(|s| s == program) {
-                info!("left out {program} ({SKIP_PROGRAMS_ENV})");
-                continue;
-            }
-            outcome =
-                verify(ebpf, program, tracepoint).and_then(|()| attach(ebpf, program, tracepoint));
-            if outcome.is_ok() {
-                info!("attached {program} to tracepoint {tracepoint}");
-                attached.push(program);
-                break;
-            }
-        }
-        outcome?;
-    }
-    Ok(attached)
-}
-
-/// Attaches the first of `sets` whose programs `skipped` leaves in and the kernel verifies,
-/// every one of them: a set is all or nothing.
-fn attach_first_set<'s>(
-    ebpf: &mut Ebpf,
-    sets: &'s [ProgramSet],
-    skipped: &[String],
-) -> Result<&'s ProgramSet, Error> {
-    let mut why_not = None;
-    for set in sets {
-        if let Some(&(tracepoint, program)) = set
-            .programs
-            .iter()
-            .find(|(_, p)| skipped.iter().any(|s| s == p))
-        {
-            info!("left out {program} ({SKIP_PROGRAMS_ENV})");
-            why_not = Some(Error::NoProgramLeft {
-                tracepoint,
-                why: format!("{SKIP_PROGRAMS_ENV} leaves out {program}"),
-            });
-            continue;
-        }
-        // Verified first, so a kernel that refuses one program leaves none of the set attached.
-        if let Err(e) = set
-            .programs
-            .iter()
-            .try_for_each(|&(tracepoint, program)| verify(ebpf, program, tracepoint))
-        {
-            warn!("{}: {e}; trying the next way", set.what);
-            why_not = Some(e);
-            continue;
-        }
-        for &(tracepoint, program) in set.programs {
-            attach(ebpf, program, tracepoint)?;
-            info!("attached {program} to tracepoint {tracepoint}");
-        }
-        return Ok(set);
-    }
-    Err(why_not.unwrap_or(Error::MissingProgram("sys_exit".into())))
-}
-
-/// Loads the `in_flight` task iterator and links it, for the drain.
-fn link_task_iterator(ebpf: &mut Ebpf) -> Result<InFlightIter, Error> {
-    const PROGRAM: &str = "in_flight";
-    let prog = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| Error::MissingProgram(PROGRAM.to_string()))?;
-    let Program::Iter(prog) = prog else {
-        return Err(Error::NotATracepoint(PROGRAM.to_string()));
-    };
-    let btf = aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-    prog.load("task", &btf)
-        .map_err(|e| load_error(format!("verifying program {PROGRAM}"), e))?;
-    let fd = prog
-        .fd()
-        .map_err(|e| load_error(format!("program {PROGRAM}"), e))?;
-    InFlightIter::link(fd.as_fd()).map_err(|e| load_error(format!("linking {PROGRAM}"), e))
-}
-
 /// Whether the pinned maps are new: META is stamped only once they are complete.
 fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     let meta = ebpf
@@ -442,37 +329,6 @@ fn unstamped(ebpf: &Ebpf) -> Result<bool, Error> {
     })?;
     let stamp = meta.get(&0, 0).map_err(|e| Error::ReadMap(META_MAP, e))?;
     Ok(stamp == 0)
-}
-
-/// Loads (has the kernel verify) `program` for `tracepoint`, as a BTF tracepoint (which needs
-/// the kernel's BTF) or a raw one, whichever the object says it is.
-fn verify(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
-    let verifying = |e| load_error(format!("verifying program {program}"), e);
-    match prog {
-        Program::BtfTracePoint(prog) => {
-            let btf =
-                aya::Btf::from_sys_fs().map_err(|e| load_error("reading the kernel's BTF", e))?;
-            prog.load(tracepoint, &btf).map_err(verifying)
-        }
-        Program::RawTracePoint(prog) => prog.load().map_err(verifying),
-        _ => Err(Error::NotATracepoint(program.to_string())),
-    }
-}
-
-/// Attaches `program`, verified, to `tracepoint`.
-fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| Error::MissingProgram(program.to_string()))?;
-    let attaching = |e| load_error(format!("attaching {program} to tracepoint {tracepoint}"), e);
-    match prog {
-        Program::BtfTracePoint(prog) => prog.attach().map(drop).map_err(attaching),
-        Program::RawTracePoint(prog) => prog.attach(tracepoint).map(drop).map_err(attaching),
-        _ => Err(Error::NotATracepoint(program.to_string())),
-    }
 }
 
 /// Whether the drain's map operations (lookup, next key) work on the held fds with no

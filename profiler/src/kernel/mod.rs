@@ -1,10 +1,11 @@
-//! Everything that talks to the kernel's BPF side: loading and attaching the programs
-//! (load.rs), the maps' handles (maps.rs) and their in-place mapping (arena.rs), batch reads
-//! (batch.rs), the calls in flight (iter.rs), record's exec boundary (exec_marks.rs), pinning
-//! (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the programs' own run time
-//! (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
+//! Everything that talks to the kernel's BPF side: loading the programs (load.rs) and
+//! choosing which to attach (attach.rs), the maps' handles (maps.rs) and their in-place mapping
+//! (arena.rs), batch reads (batch.rs), the calls in flight (iter.rs), record's exec boundary
+//! (exec_marks.rs), pinning (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the
+//! programs' own run time (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
 
 pub mod arena;
+pub mod attach;
 pub mod batch;
 pub mod bpf_stats;
 pub mod btf;

@@ -8,14 +8,22 @@
 //!
 //! Modes:
 //!   calls [getppid=N] [enoent=N] [ebadf=N] [eagain=N] [openerrs=N] [sleep=N] [int80=N]
-//!         [--wait-go]
+//!         [random=N] [--wait-go]
 //!       one child: N getppid; N openat of a missing path (ENOENT); N close(-1) (EBADF);
 //!       N openat failing with each of six errnos, in turn (ENOENT, ENOTDIR, EISDIR, EFAULT,
 //!       ENAMETOOLONG, EINVAL: more than a histogram keeps in place);
 //!       N read of an empty non-blocking pipe (EAGAIN); N nanosleep(2 ms); N getppid through
-//!       `int 0x80` (the i386 ABI, x86_64 only). With --wait-go the child spins (no syscalls)
-//!       until a line arrives on stdin, so a tracer can attach first.
-//!       Prints {"pid", "child_pid"} then {"sleep_median_ns", "sleep_max_ns"}.
+//!       `int 0x80` (the i386 ABI, x86_64 only); N getrandom of 1 MiB (work in the kernel).
+//!       With --wait-go the child spins (no syscalls) until a line arrives on stdin, so a
+//!       tracer can attach first.
+//!       Prints {"pid", "child_pid"} then {"sleep_median_ns", "sleep_max_ns", "runtime_ns",
+//!       "run_delay_ns"}: the last two the child's whole life as the scheduler accounted it
+//!       (/proc/PID/schedstat, read before it is reaped).
+//!   compute N BYTES   a child makes N getrandom(BYTES) calls: time spent working in the kernel,
+//!       at a real-time priority (SCHED_FIFO), so other processes on a busy host do not take its
+//!       CPU. Prints {"pid", "child_pid"}.
+//!   contend N BYTES   like compute, with a second child that only spins in user space, both
+//!       pinned to one CPU: the calls wait their turn for it. Prints {"pid", "child_pid"}.
 //!   block SECS        a child blocks in read() on a pipe for SECS seconds. Prints {"child_pid"}.
 //!   threads T N [F]   a child runs T threads that each make N getppid (then F close(-1),
 //!       EBADF) and exit before it does.
@@ -89,6 +97,22 @@ fn spawn(child: impl FnOnce()) -> libc::pid_t {
     }
 }
 
+/// The scheduler's accounting of exited child `pid`'s life, (run time, run delay) in ns from
+/// /proc/PID/schedstat, read while it is a zombie; then reaps it.
+fn reap_with_schedstat(pid: libc::pid_t) -> (u64, u64) {
+    // SAFETY: waitid fills the siginfo we pass; WNOWAIT leaves the child to reap.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT;
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/schedstat: {e}"));
+    let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+    let (runtime, run_delay) = (fields.next().unwrap(), fields.next().unwrap());
+    reap(pid);
+    (runtime, run_delay)
+}
+
 fn reap(pid: libc::pid_t) {
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -113,6 +137,7 @@ struct Calls {
     openerrs: usize,
     sleep: usize,
     int80: usize,
+    random: usize,
     wait_go: bool,
 }
 
@@ -137,6 +162,7 @@ fn parse_calls(args: &[String]) -> Calls {
             "openerrs" => c.openerrs = n,
             "sleep" => c.sleep = n,
             "int80" => c.int80 = n,
+            "random" => c.random = n,
             _ => usage(&format!("unknown call kind {k}")),
         }
     }
@@ -147,7 +173,13 @@ fn parse_calls(args: &[String]) -> Calls {
 }
 
 /// The child's calls; raw syscalls only.
-fn make_calls(c: &Calls, missing: &CString, empty_pipe: libc::c_int, durations: *mut u64) {
+fn make_calls(
+    c: &Calls,
+    missing: &CString,
+    empty_pipe: libc::c_int,
+    durations: *mut u64,
+    random_buf: &mut [u8],
+) {
     unsafe {
         for _ in 0..c.getppid {
             libc::syscall(libc::SYS_getppid);
@@ -199,6 +231,16 @@ fn make_calls(c: &Calls, missing: &CString, empty_pipe: libc::c_int, durations: 
             int80_getppid();
         }
     }
+    for _ in 0..c.random {
+        getrandom(random_buf);
+    }
+}
+
+/// One getrandom(2) filling `buf`: the kernel generates it, on the caller's CPU.
+fn getrandom(buf: &mut [u8]) {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0) };
+    assert!(n > 0, "getrandom: {}", std::io::Error::last_os_error());
 }
 
 /// getppid through the 32-bit entry point: i386 syscall 64, from 64-bit code.
@@ -224,13 +266,15 @@ fn calls(args: &[String]) {
     // Tight timers, so 2 ms sleeps take close to 2 ms.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
     let go_ref = unsafe { &*go };
+    // Allocated here: the child makes no calls but the ones it is asked for.
+    let mut random_buf = vec![0u8; if c.random > 0 { 1 << 20 } else { 0 }];
     let child = spawn(|| {
         if c.wait_go {
             while go_ref.load(Ordering::Acquire) == 0 {
                 std::hint::spin_loop();
             }
         }
-        make_calls(&c, &missing, pipe[0], durations);
+        make_calls(&c, &missing, pipe[0], durations, &mut random_buf);
     });
     say(format!(
         "{{\"pid\": {}, \"child_pid\": {child}}}",
@@ -241,7 +285,7 @@ fn calls(args: &[String]) {
         std::io::stdin().lock().read_line(&mut line).unwrap();
         go_ref.store(1, Ordering::Release);
     }
-    reap(child);
+    let (runtime, run_delay) = reap_with_schedstat(child);
     let mut d: Vec<u64> = (0..c.sleep).map(|i| unsafe { *durations.add(i) }).collect();
     d.sort_unstable();
     let median = if d.is_empty() {
@@ -251,7 +295,68 @@ fn calls(args: &[String]) {
     };
     let max = d.last().copied().unwrap_or(0);
     say(format!(
-        "{{\"sleep_median_ns\": {median}, \"sleep_max_ns\": {max}}}"
+        "{{\"sleep_median_ns\": {median}, \"sleep_max_ns\": {max}, \"runtime_ns\": {runtime}, \
+         \"run_delay_ns\": {run_delay}}}"
+    ));
+}
+
+fn compute(n: usize, bytes: usize) {
+    let mut buf = vec![0u8; bytes];
+    let child = spawn(|| {
+        let fifo = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sets this (child) process's own policy; the parameter outlives the call.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) };
+        assert_eq!(
+            r,
+            0,
+            "SCHED_FIFO (needs root): {}",
+            std::io::Error::last_os_error()
+        );
+        for _ in 0..n {
+            getrandom(&mut buf);
+        }
+    });
+    reap(child);
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+}
+
+fn contend(n: usize, bytes: usize) {
+    // Both children inherit the mask: one CPU, the last, for the two of them.
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in its bounds.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus - 1, &mut set);
+        let r = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+        assert_eq!(
+            r,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let stop = shared::<AtomicU32>(1);
+    let stop_ref = unsafe { &*stop };
+    let spinner = spawn(|| {
+        while stop_ref.load(Ordering::Relaxed) == 0 {
+            std::hint::spin_loop();
+        }
+    });
+    let mut buf = vec![0u8; bytes];
+    let child = spawn(|| {
+        for _ in 0..n {
+            getrandom(&mut buf);
+        }
+    });
+    reap(child);
+    stop_ref.store(1, Ordering::Relaxed);
+    reap(spinner);
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
     ));
 }
 
@@ -455,6 +560,8 @@ fn main() {
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),
         Some("int80-sleep") => int80_sleep(num(args.get(2)), num(args.get(3))),
+        Some("compute") => compute(num(args.get(2)), num(args.get(3))),
+        Some("contend") => contend(num(args.get(2)), num(args.get(3))),
         _ => usage("unknown mode"),
     }
 }

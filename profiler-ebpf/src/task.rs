@@ -22,7 +22,7 @@ use profiler_common::{
     TASK_SLOT_CACHE, TASK_TRACED,
 };
 
-use super::{
+use crate::programs::{
     bump,
     filters::{
         cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
@@ -73,7 +73,7 @@ fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
         0
     };
     let map = &TASKS as *const TaskStorage as *mut core::ffi::c_void;
-    // SAFETY: a helper call with the map and a BTF task pointer (see "Safety" in mod.rs).
+    // SAFETY: a helper call with the map and a BTF task pointer (see "Safety" in programs/mod.rs).
     unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags).cast() }
 }
 
@@ -209,12 +209,13 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     // SAFETY (this function): a BTF-checked load from the saved registers; a task storage
     // value pointer, checked for null.
-    let nr =
-        unsafe { core::ptr::read_volatile(regs.add(super::counts::nr_offset()) as *const i32) };
+    let nr = unsafe {
+        core::ptr::read_volatile(regs.add(crate::programs::counts::nr_offset()) as *const i32)
+    };
     let (low, main) = unsafe { ((*me).key_low, (*me).main_thread) };
     let high = |abi| key_high(key_nr(nr as u32), abi, shard(main != 0));
     let cached = cached_slot(me, nr as u32);
-    super::counts::count(
+    crate::programs::counts::count(
         nr,
         ctx.arg(1),
         task_abi(task),
