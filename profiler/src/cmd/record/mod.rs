@@ -192,8 +192,8 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     write_report(&args, &report)?;
     if report.lost_process_events > 0 {
         eprintln!(
-            "syscall-profiler: warning: the kernel dropped {} process events; children forked \
-             then may be missing from the report",
+            "syscall-profiler: warning: {} reads of the kernel's process events failed or \
+             found events dropped; children forked then may be missing from the report",
             report.lost_process_events
         );
     }

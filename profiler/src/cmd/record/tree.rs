@@ -72,9 +72,11 @@ impl Forks {
         self.roots.push(pid);
     }
 
-    /// From its exec on, process `pid` is the command, in incarnation `incarnation`.
+    /// From its exec on, process `pid` is the command, in incarnation `incarnation`. A root
+    /// too: a member even if its fork event went missing.
     pub fn set_command(&mut self, pid: u32, incarnation: u32) {
         self.command = Some((pid, incarnation));
+        self.roots.push(pid);
     }
 
     /// Whether a member forked since recording began has not exited yet (as far as the events
@@ -140,7 +142,8 @@ impl Forks {
 /// Listens to fork events on a thread of its own until dropped.
 pub struct Tracker {
     forks: Arc<Mutex<Forks>>,
-    /// Events the kernel dropped because we read too slowly (ENOBUFS).
+    /// Reads that failed: events the kernel dropped because we read too slowly (ENOBUFS), or
+    /// any other error.
     pub lost: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -295,11 +298,13 @@ fn listen(sock: &OwnedFd, forks: &Mutex<Forks>, lost: &AtomicU64, stop: &AtomicB
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOBUFS) => {
-                    lost.fetch_add(1, Ordering::Relaxed);
-                }
                 Some(libc::EAGAIN) | Some(libc::EINTR) => {}
-                _ => return,
+                // ENOBUFS: the kernel dropped events we read too slowly. Anything else is as
+                // bad, and must not end the listening silently: counted, so the report warns.
+                _ => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
             continue;
         }
