@@ -183,6 +183,15 @@ pub const CHECKPOINT_CHUNK: usize = 4096 - 128;
 pub const CHECKPOINT_CHUNKS_PER_HALF: u32 = (16 << 20) / CHECKPOINT_CHUNK as u32;
 pub const CHECKPOINT_MAX_ENTRIES: u32 = 2 * CHECKPOINT_CHUNKS_PER_HALF;
 
+/// `record`'s exec boundary: tgid (`u32`) → `u32`. `record`'s child writes its own tgid with 0
+/// ("count from my next exec") just before it execs the command; `sched_process_exec`, for a
+/// tgid marked 0, ends the process's incarnation (its set-up before the exec is left in it),
+/// starts a new one and writes it into the mark, so `record` knows which incarnation is the
+/// command's. Each `record` loads its own maps and marks one process; `serve` marks none, so
+/// every exec costs one lookup in an empty hash. Not pinned.
+pub const EXEC_MARKS_MAP: &str = "EXEC_MARKS";
+pub const EXEC_MARKS_MAX_ENTRIES: u32 = 64;
+
 /// One record at index 0, [`Meta`]: the layout fingerprint of the pinned maps (see
 /// `LAYOUT_VERSION`), so a daemon never reads maps pinned by an incompatible build, and which
 /// half of [`CHECKPOINT_MAP`] holds the committed checkpoint.

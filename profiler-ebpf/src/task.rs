@@ -29,7 +29,7 @@ use crate::programs::{
         task_u32,
     },
     hist::{add_timed, key_high, key_low, key_nr, latency_since, shard},
-    lifecycle::process_incarnation,
+    lifecycle::{exec, process_incarnation},
     split::{self, Direct, Split},
 };
 
@@ -222,6 +222,27 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
         |abi| (low, high(abi)),
         cached,
     );
+    0
+}
+
+/// A successful exec, for the BTF programs: what the raw-tracepoint program does
+/// (lifecycle::exec), and where `record`'s command begins, this thread's entry moves to the
+/// command's new incarnation, so the execve in flight returns into it. The thread is the
+/// process's only one now, and its leader.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
+    // arg 1: the pid the thread had before the exec.
+    let Some(incarnation) = exec(ctx.arg::<u64>(1) as u32) else {
+        return 0;
+    };
+    let me = entry_of(current_task(), false);
+    // SAFETY: a task storage value pointer, checked for null.
+    if !me.is_null() && unsafe { (*me).state } == TASK_TRACED {
+        unsafe {
+            (*me).key_low = key_low((*me).key_low as u32, incarnation);
+            (*me).main_thread = 1;
+        }
+    }
     0
 }
 

@@ -14,6 +14,7 @@ use std::{
 use serde_json::Value;
 
 pub mod raw_http;
+pub mod record;
 
 /// Panics with the reason unless running as root: these tests exercise the live kernel and must
 /// never pass without doing so.

@@ -4,26 +4,20 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tests::{daemon_bin, pid_of, require_root, workload_bin, RunningWorkload};
+use tests::{
+    daemon_bin, pid_of,
+    record::{parse_table, record, text},
+    require_root, workload_bin, RunningWorkload,
+};
 
 /// A histogram estimate's largest error: a bucket is at most 1/8 of its lower bound wide, and
 /// the estimate is its midpoint.
 const BUCKET_ERROR: f64 = 0.0625;
-
-fn record(args: &[&str]) -> Output {
-    require_root();
-    Command::new(daemon_bin())
-        .arg("record")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running record")
-}
 
 /// Starts `record ARGS` and returns once it has attached (its first progress line says so).
 fn start_recording(args: &[&str]) -> std::process::Child {
@@ -42,57 +36,14 @@ fn start_recording(args: &[&str]) -> std::process::Child {
     rec
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// One table row: (calls, errors, p99 text) per syscall, read at the table's fixed columns.
-type Table = BTreeMap<String, (u64, u64, String)>;
-
-fn parse_table(stdout: &str) -> (Table, (u64, u64)) {
-    let lines: Vec<&str> = stdout.lines().collect();
-    let head = lines
-        .iter()
-        .position(|l| l.starts_with("% time"))
-        .unwrap_or_else(|| panic!("no table in:\n{stdout}"));
-    assert_eq!(
-        lines[head],
-        "% time     seconds  usecs/call     calls    errors  p99(usecs) syscall"
-    );
-    let rule = lines[head + 1];
-    assert!(rule.starts_with("------ -----------"), "{rule}");
-    let field = |l: &str, from: usize, to: usize| l[from..to].trim().to_string();
-    let num = |s: String| if s.is_empty() { 0 } else { s.parse().unwrap() };
-    let mut table = Table::new();
-    let mut i = head + 2;
-    while lines[i] != rule {
-        let l = lines[i];
-        table.insert(
-            l[63..].to_string(),
-            (
-                num(field(l, 31, 40)),
-                num(field(l, 41, 50)),
-                field(l, 51, 62),
-            ),
-        );
-        i += 1;
-    }
-    let total = lines[i + 1];
-    assert_eq!(&total[63..], "total");
-    (
-        table,
-        (num(field(total, 31, 40)), num(field(total, 41, 50))),
-    )
-}
-
-/// The JSON report after the command's own output (the first line that is just `{`).
-fn parse_json(stdout: &str) -> Value {
-    let at = stdout
+/// The JSON report on stderr, after the progress lines (the first line that is just `{`).
+fn parse_json(stderr: &str) -> Value {
+    let at = stderr
         .find("\n{\n")
         .map(|i| i + 1)
-        .or_else(|| stdout.starts_with("{\n").then_some(0))
-        .unwrap_or_else(|| panic!("no JSON report in:\n{stdout}"));
-    serde_json::from_str(&stdout[at..]).expect("the report is JSON")
+        .or_else(|| stderr.starts_with("{\n").then_some(0))
+        .unwrap_or_else(|| panic!("no JSON report in:\n{stderr}"));
+    serde_json::from_str(&stderr[at..]).expect("the report is JSON")
 }
 
 fn proc_counts(report: &Value, pid: u32) -> BTreeMap<String, (u64, u64)> {
@@ -142,9 +93,13 @@ fn table_counts_a_commands_known_calls_exactly() {
         "ebadf=7",
         "sleep=5",
     ]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
-    let (table, total) = parse_table(&stdout);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let (rows, total) = parse_table(&stderr);
+    let table: BTreeMap<String, (u64, u64, String)> = rows
+        .into_iter()
+        .map(|(name, r)| (name, (r.calls, r.errors, r.p99_us)))
+        .collect();
     // The workload's parent (loader, runtime) makes no getppid or nanosleep of its own, and
     // only its child fails close().
     assert_eq!(table["getppid"].0, 1000, "{stdout}");
@@ -165,13 +120,9 @@ fn table_counts_a_commands_known_calls_exactly() {
         p99 >= 2000.0 * (1.0 - BUCKET_ERROR),
         "a 2 ms sleep's p99: {p99} µs"
     );
-    assert_eq!(total.0, table.values().map(|r| r.0).sum::<u64>());
-    assert_eq!(total.1, table.values().map(|r| r.1).sum::<u64>());
-    assert!(
-        text(&out.stderr).contains("recording"),
-        "progress on stderr: {}",
-        text(&out.stderr)
-    );
+    assert_eq!(total.calls, table.values().map(|r| r.0).sum::<u64>());
+    assert_eq!(total.errors, table.values().map(|r| r.1).sum::<u64>());
+    assert!(stderr.contains("recording"), "progress on stderr: {stderr}");
 }
 
 #[test]
@@ -182,7 +133,7 @@ fn json_report_is_exact_per_process_and_follows_descendants() {
     // great-grandchildren of record, all short-lived.
     let script = format!("{w} calls getppid=300 enoent=30; {w} calls getppid=200 ebadf=5; exit 7");
     let out = record(&["--json", "--", "sh", "-c", &script]);
-    let stdout = text(&out.stdout);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
         Some(7),
@@ -192,7 +143,7 @@ fn json_report_is_exact_per_process_and_follows_descendants() {
     let lines = workload_lines(&stdout);
     let first = pid_of(&lines[0], "child_pid");
     let second = pid_of(&lines[2], "child_pid");
-    let report = parse_json(&stdout);
+    let report = parse_json(&stderr);
     assert_eq!(report["exit_code"], 7);
     assert_eq!(report["lost_process_events"], 0);
     assert_eq!(
@@ -242,7 +193,7 @@ fn processes_outside_the_tree_are_not_counted() {
     let out = rec.wait_with_output().unwrap();
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    let report = parse_json(&stdout);
+    let report = parse_json(&text(&out.stderr));
     let pids: Vec<u64> = report["processes"]
         .as_array()
         .unwrap()
@@ -269,7 +220,7 @@ fn pid_mode_records_one_running_process_until_it_exits() {
         started.elapsed() < Duration::from_secs(10),
         "stops when the pid exits"
     );
-    let report = parse_json(&text(&out.stdout));
+    let report = parse_json(&text(&out.stderr));
     assert_eq!(report["pid"], child);
     assert_eq!(
         proc_counts(&report, child),
@@ -284,7 +235,7 @@ fn duration_ends_a_command_like_timeout() {
     let out = record(&["--duration", "300ms", "--", "sleep", "30"]);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-    let (table, _) = parse_table(&text(&out.stdout));
+    let (table, _) = parse_table(&text(&out.stderr));
     assert!(table.contains_key("execve"), "{table:?}");
 }
 
@@ -306,6 +257,6 @@ fn bad_input_is_one_line_and_a_failure() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         let first = err.lines().next().unwrap_or("");
         assert!(first.contains("error"), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+        assert!(!err.contains("% time"), "{args:?} printed a report: {err}");
     }
 }

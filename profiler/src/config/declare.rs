@@ -22,6 +22,9 @@ pub const ENV_SKIP_PROGRAMS: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
 /// For tests and diagnosis: run the many-CPU histogram path on any host (the kernel layer reads
 /// it).
 pub const ENV_SHARED_SHARDS: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
+/// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
+/// instant of the first checkpoint commit that retires processes (the drain layer reads it).
+pub const ENV_CRASH_AT: &str = "SYSCALL_PROFILER_CRASH_AT";
 
 /// The variables with the prefix that are not settings, with what they do. Together with the
 /// settings' they are every name the prefix may take: any other is an error, not ignored.
@@ -34,6 +37,11 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
     (
         ENV_SHARED_SHARDS,
         "set to anything: the many-CPU histogram path on any host (tests and diagnosis)",
+    ),
+    (
+        ENV_CRASH_AT,
+        "before-flip or before-deletes: SIGKILL itself inside the first checkpoint commit that \
+         retires processes (the restart tests)",
     ),
 ];
 

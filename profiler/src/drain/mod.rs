@@ -87,9 +87,9 @@ struct Checkpointing {
     crash_at: Option<CrashAt>,
 }
 
-/// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
-/// instant of the first commit that retires processes, as a `kill -9` landing there would.
-pub const CRASH_AT_ENV: &str = "SYSCALL_PROFILER_CRASH_AT";
+/// For the tests (config::declare::ENV_CRASH_AT): SIGKILL at this instant of the first commit
+/// that retires processes, as a `kill -9` landing there would.
+use crate::config::declare::ENV_CRASH_AT as CRASH_AT_ENV;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CrashAt {

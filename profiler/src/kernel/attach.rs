@@ -15,11 +15,16 @@ use super::{
 /// Programs to leave out as if the kernel had refused them (names, comma-separated), so the
 /// loader takes the next candidate: how the tests run the fallbacks on a kernel that accepts the
 /// preferred programs, and a way around a kernel that loads one but misbehaves with it.
-pub const SKIP_PROGRAMS_ENV: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
+/// Declared in config, so the settings' check of the environment knows it.
+pub const SKIP_PROGRAMS_ENV: &str = crate::config::declare::ENV_SKIP_PROGRAMS;
 
 /// The programs only the main object has (they keep starts in task storage).
-pub(super) const TASK_STORAGE_PROGRAMS: &[&str] =
-    &["sys_enter_btf", "sys_exit_btf", "sys_exit_counts_btf"];
+pub(super) const TASK_STORAGE_PROGRAMS: &[&str] = &[
+    "sys_enter_btf",
+    "sys_exit_btf",
+    "sys_exit_counts_btf",
+    "sched_process_exec_btf",
+];
 
 /// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
 /// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
@@ -29,7 +34,10 @@ pub(super) const LIFECYCLE: &[(&str, &[&str])] = &[
         "sched_process_exit",
         &["sched_process_exit", "sched_process_exit_leader"],
     ),
-    ("sched_process_exec", &["sched_process_exec"]),
+    (
+        "sched_process_exec",
+        &["sched_process_exec_btf", "sched_process_exec"],
+    ),
 ];
 
 /// One way of keeping a syscall's start (profiler-ebpf programs/mod.rs): its programs and their
@@ -41,6 +49,15 @@ pub(super) struct ProgramSet {
     /// Whether the drain reads the calls in flight through the `in_flight` task iterator
     /// (else from STARTS and CPU_SLOT).
     pub(super) task_iterator: bool,
+}
+
+impl ProgramSet {
+    /// Whether the set keeps each thread's process in its task storage entry.
+    pub(super) fn in_task_storage(&self) -> bool {
+        self.programs
+            .iter()
+            .any(|(_, p)| TASK_STORAGE_PROGRAMS.contains(p))
+    }
 }
 
 /// Preferred first: task storage (BTF tracepoints, kernels ≥ 5.11, nothing at context
@@ -86,8 +103,7 @@ pub(super) fn skipped_programs(btf_usable: bool) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .collect();
     if !btf_usable {
-        let btf = ["sys_enter_btf", "sys_exit_btf", "sys_exit_counts_btf"];
-        skipped.extend(btf.iter().map(|p| p.to_string()));
+        skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
     }
     skipped
 }
@@ -115,12 +131,13 @@ pub(super) fn task_storage_wanted(skipped: &[String], counts_only: bool) -> bool
 }
 
 /// Attaches each tracepoint's first program the kernel takes (and `skipped` leaves in), in the
-/// order of `programs`.
+/// order of `programs`; returns the programs attached.
 pub(super) fn attach_each(
     ebpf: &mut Ebpf,
-    programs: &[(&'static str, &[&str])],
+    programs: &[(&'static str, &[&'static str])],
     skipped: &[String],
-) -> Result<(), Error> {
+) -> Result<Vec<&'static str>, Error> {
+    let mut attached = Vec::new();
     for &(tracepoint, candidates) in programs {
         let mut outcome = Err(Error::NoProgramLeft {
             tracepoint,
@@ -138,12 +155,13 @@ pub(super) fn attach_each(
                 verify(ebpf, program, tracepoint).and_then(|()| attach(ebpf, program, tracepoint));
             if outcome.is_ok() {
                 info!("attached {program} to tracepoint {tracepoint}");
+                attached.push(program);
                 break;
             }
         }
         outcome?;
     }
-    Ok(())
+    Ok(attached)
 }
 
 /// Attaches the first of `sets` whose programs `skipped` leaves in and the kernel verifies,

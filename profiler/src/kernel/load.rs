@@ -23,6 +23,7 @@ use super::{
     },
     btf as kernel_btf, caps,
     error::{is_permission_error, load_error, Error},
+    exec_marks::ExecMarks,
     filters,
     iter::InFlightIter,
     maps::{self, CheckpointMaps, Maps},
@@ -44,11 +45,27 @@ pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     time_split: bool,
+    /// Whether the exec program can move an exec'ing thread to a new incarnation wherever the
+    /// syscall programs keep it: in task storage only the BTF one reaches.
+    exec_boundary: bool,
 }
 
 impl Probes {
+    /// `record`'s exec boundary (taken once).
+    pub fn exec_marks(&mut self) -> Result<ExecMarks, Error> {
+        if !self.exec_boundary {
+            return Err(Error::NoProgramLeft {
+                tracepoint: "sched_process_exec",
+                why: "a command's calls from its exec on need sched_process_exec_btf with the \
+                      BTF syscall programs (left out, or refused)"
+                    .into(),
+            });
+        }
+        ExecMarks::take(&mut self.ebpf)
+    }
+
     /// Whether the programs split each call's time into on-CPU, runnable and blocked: not in
     /// counts-only mode, nor on a kernel whose BTF lacks a field the split reads.
     pub fn time_split(&self) -> bool {
@@ -134,8 +151,9 @@ pub fn load_and_attach(
     };
     let maps = maps::take(ebpf, loaded.free_slots, checkpoint, loaded.in_flight)?;
     let probes = Probes {
-        _ebpf: loaded.ebpf,
+        ebpf: loaded.ebpf,
         time_split: !counts_only && g.task_layout.split != 0,
+        exec_boundary: loaded.exec_boundary,
     };
     Ok((probes, maps))
 }
@@ -155,6 +173,8 @@ struct Loaded {
     in_flight: Option<InFlightIter>,
     /// Maps a previous daemon pinned, complete (its checkpoint is to be resumed).
     reused: bool,
+    /// See `Probes::exec_boundary`.
+    exec_boundary: bool,
 }
 
 impl Setup<'_> {
@@ -211,8 +231,9 @@ impl Setup<'_> {
         } else {
             maps::fill_free_slots(&mut free_slots)?;
         }
-        attach_each(&mut ebpf, LIFECYCLE, skipped)?;
+        let lifecycle = attach_each(&mut ebpf, LIFECYCLE, skipped)?;
         let set = attach_first_set(&mut ebpf, sets, skipped)?;
+        let exec_boundary = !set.in_task_storage() || lifecycle.contains(&"sched_process_exec_btf");
         let in_flight = match set.task_iterator {
             true => Some(link_task_iterator(&mut ebpf)?),
             false => None,
@@ -223,6 +244,7 @@ impl Setup<'_> {
             free_slots,
             in_flight,
             reused,
+            exec_boundary,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel's BPF side: loading the programs (load.rs) and
-//! choosing which to attach (attach.rs), the maps' handles (maps.rs) and their in-place mapping (arena.rs), batch reads
-//! (batch.rs), the calls in flight (iter.rs), pinning (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the
+//! choosing which to attach (attach.rs), the maps' handles (maps.rs) and their in-place mapping
+//! (arena.rs), batch reads (batch.rs), the calls in flight (iter.rs), record's exec boundary
+//! (exec_marks.rs), pinning (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the
 //! programs' own run time (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
 
 pub mod arena;
@@ -10,6 +11,7 @@ pub mod bpf_stats;
 pub mod btf;
 pub mod caps;
 pub mod error;
+pub mod exec_marks;
 pub mod filters;
 pub mod iter;
 pub mod load;
@@ -17,5 +19,6 @@ pub mod maps;
 pub mod pin;
 
 pub use error::Error;
+pub use exec_marks::ExecMarks;
 pub use load::{load_and_attach, maps_readable_unprivileged, Probes};
 pub use maps::{CheckpointMaps, Maps};

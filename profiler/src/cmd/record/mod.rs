@@ -1,15 +1,18 @@
 //! `syscall-profiler record`: one-shot, no daemon. Attaches the same programs as `serve`, drains
-//! into the same store, and at the end prints an `strace -c` style table (plus p99) of the host,
-//! of one process and its descendants, or of a command it runs and that command's descendants.
+//! into the same store, and at the end writes an `strace -c` style table (plus system time and
+//! p99) of the host, of one process and its descendants, or of a command it runs and that
+//! command's descendants, to stderr as `strace -c` does, or to `--output`.
 
+mod command;
+mod progress;
 mod report;
 mod tree;
 
 use std::{
     ffi::OsString,
-    io::{IsTerminal, Write},
+    io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus},
+    process::{Child, ExitStatus},
     sync::{
         atomic::{AtomicBool, Ordering},
         RwLock,
@@ -22,6 +25,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
+use progress::Progress;
 use report::Report;
 
 use crate::{
@@ -29,18 +33,22 @@ use crate::{
     config::parse::{parse_duration, parse_interval},
     drain::Drain,
     host::procfs,
-    kernel::{self as bpf, Probes},
+    kernel::{self as bpf, ExecMarks, Probes},
     store::{aggregates::MetricsConfig, Process, Store, StoreConfig},
 };
 
 #[derive(Args, Clone, Debug)]
 #[command(after_help = "\
-Without --pid or COMMAND, records every process on the host. With COMMAND, records it and every \
-process it starts, until it exits, then exits with its exit code (128+N if killed by signal N); \
-record's own failures exit 1-5 before the command starts (docs/configuration.md lists them).")]
+Without --pid or COMMAND, records every process on the host. With COMMAND, records it from its \
+exec on and every process it starts, until all of them have exited (as strace -c -f counts), \
+then exits with the command's exit code (128+N if killed by signal N); record's own failures \
+exit 1-5 before the command starts (docs/configuration.md lists them). The report goes to \
+stderr, as strace -c's does, or to --output; the command's own output is left alone. Times: \
+wall is from entry to return (strace -c -w); system is the part on a CPU (strace -c).")]
 pub struct RecordArgs {
-    /// Stop after this long (e.g. 10s, 500ms). A COMMAND still running then gets SIGTERM.
-    /// Without it: until COMMAND or --pid exits, or Ctrl-C.
+    /// Stop after this long (e.g. 10s, 500ms). A COMMAND still running then gets SIGTERM, and
+    /// record stops when it has exited, without waiting for what it started. Without it: until
+    /// COMMAND or --pid and everything they started have exited, or Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
@@ -52,7 +60,7 @@ pub struct RecordArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Write the report here instead of stdout (the command's own output stays on stdout).
+    /// Write the report to this file instead of stderr.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
 
@@ -94,7 +102,7 @@ impl Scope {
         let mut out: Vec<&Process> = match self {
             Scope::Host => store.processes().values().collect(),
             Scope::Tree(t) => {
-                let forks = t.forks.lock().unwrap_or_else(|e| e.into_inner());
+                let forks = t.forks();
                 store
                     .processes()
                     .values()
@@ -126,22 +134,28 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     catch_signals();
 
     let program = match args.command.first() {
-        Some(prog) => Some(resolve(prog)?),
+        Some(prog) => Some(command::resolve(prog)?),
         None => None,
     };
-    let scope = if args.pid.is_some() || !args.command.is_empty() {
+    let scope = if args.pid.is_some() || program.is_some() {
         let tracker = tree::Tracker::start()?;
-        {
-            let mut forks = tracker.forks.lock().unwrap_or_else(|e| e.into_inner());
-            // Our own pid: the command is our child. Our own syscalls are never counted.
-            forks.add_root(args.pid.unwrap_or_else(std::process::id));
-        }
+        // Our own pid: the command is our child. Our own syscalls are never counted.
+        tracker
+            .forks()
+            .add_root(args.pid.unwrap_or_else(std::process::id));
         Scope::Tree(tracker)
     } else {
         Scope::Host
     };
+    if program.is_some() {
+        command::adopt_orphans()?;
+    }
 
-    let (probes, maps) = bpf::load_and_attach(None, &crate::config::Filter::default(), false)?;
+    let (mut probes, maps) = bpf::load_and_attach(None, &crate::config::Filter::default(), false)?;
+    let marks = match program {
+        Some(_) => Some(probes.exec_marks()?),
+        None => None,
+    };
     let mut drain = Drain::new(maps);
     // Everything must still be in the store at the end: nothing expires during a run.
     let store = RwLock::new(Store::new(StoreConfig {
@@ -157,27 +171,29 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         scope: &scope,
         store: &store,
     };
-    let (elapsed, exit_status) = recording.until_done(program.as_deref(), &mut drain, probes)?;
+    let command = program.as_deref().zip(marks.as_ref());
+    let (elapsed, command_pid, exit_status) = recording.until_done(command, &mut drain, probes)?;
 
     let s = store.read().unwrap_or_else(|e| e.into_inner());
     let members = scope.members(&s);
     let host = matches!(scope, Scope::Host).then(|| s.system());
-    let mut report = Report::build(&members, host, elapsed);
+    let mut report = Report::build(&members, host, elapsed, s.time_split());
     report.command = args
         .command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     report.pid = args.pid;
-    report.exit_code = exit_status.map(exit_code);
+    report.command_pid = command_pid;
+    report.exit_code = exit_status.map(command::exit_code);
     if let Scope::Tree(t) = &scope {
         report.lost_process_events = t.lost.load(Ordering::Relaxed);
     }
     write_report(&args, &report)?;
     if report.lost_process_events > 0 {
         eprintln!(
-            "syscall-profiler: warning: the kernel dropped {} process events; children forked \
-             then may be missing from the report",
+            "syscall-profiler: warning: {} reads of the kernel's process events failed or \
+             found events dropped; children forked then may be missing from the report",
             report.lost_process_events
         );
     }
@@ -191,87 +207,148 @@ struct Recording<'a> {
     store: &'a RwLock<Store>,
 }
 
+/// Where a recording stands, checked every few milliseconds.
+struct Watch {
+    deadline: Option<Instant>,
+    child: Option<Child>,
+    exit_status: Option<ExitStatus>,
+    /// `--duration` ran out while the command ran: it was sent SIGTERM.
+    terminated: bool,
+}
+
 impl Recording<'_> {
-    /// Runs `program` (if any) and drains until it exits, `--duration` passes, `--pid` exits
-    /// or Ctrl-C, then once more, and detaches. Returns how long it recorded and the command's
-    /// exit status.
+    /// Runs `command` (if any: its program, and the marks that start its count at its exec)
+    /// and drains until the recording is over (see `over`), then once more, and detaches.
+    /// Returns how long it recorded, and the command's pid and exit status.
     fn until_done(
         &self,
-        program: Option<&Path>,
+        command: Option<(&Path, &ExecMarks)>,
         drain: &mut Drain,
         probes: Probes,
-    ) -> Result<(Duration, Option<ExitStatus>), Fatal> {
+    ) -> Result<(Duration, Option<u32>, Option<ExitStatus>), Fatal> {
         let args = self.args;
         let started = Instant::now();
-        let mut child = match program {
-            Some(prog) => Some(spawn(prog, &args.command[1..])?),
-            None => None,
+        let mut watch = Watch {
+            deadline: args.duration.map(|d| started + d),
+            child: None,
+            exit_status: None,
+            terminated: false,
         };
-        let deadline = args.duration.map(|d| started + d);
-        let progress = Progress::new(args.duration);
-        // Right away, so the user (and a script waiting on stderr) knows the programs are
-        // attached.
-        progress.show(Duration::ZERO, &[]);
-        let mut exit_status: Option<ExitStatus> = None;
+        if let Some((program, marks)) = command {
+            watch.child = Some(self.start_command(program, marks)?);
+        }
+        // Once the command has started: a command that cannot be run is one line, the error.
+        let progress = Progress::start(args.duration, &self.what());
         let mut next_drain = started + args.interval;
-        let mut terminated = false;
-        loop {
+        while !self.over(&mut watch)? {
             thread::sleep(Duration::from_millis(10).min(args.interval));
-            if let Some(c) = child.as_mut() {
-                if let Some(status) = c.try_wait().context("waiting for the command")? {
-                    exit_status = Some(status);
-                    break;
-                }
-                let over = deadline.is_some_and(|d| Instant::now() >= d);
-                if over && !terminated {
-                    // Like timeout(1): the command is asked to end, and what it did is reported.
-                    // SAFETY: signalling our own child, which we have not reaped.
-                    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-                    terminated = true;
-                }
-                // Ctrl-C in a terminal reaches the command too; wait for it to finish.
-            } else {
-                if INTERRUPTED.load(Ordering::Relaxed)
-                    || deadline.is_some_and(|d| Instant::now() >= d)
-                {
-                    break;
-                }
-                if args.pid.is_some_and(|p| !procfs::alive(p)) {
-                    break;
-                }
-            }
             if Instant::now() >= next_drain {
                 next_drain += args.interval;
-                self.drain_and_show(drain, &progress, started)?;
+                drain
+                    .run_once(self.store)
+                    .context("reading the kernel maps")?;
+                let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+                progress.show(started.elapsed(), &self.scope.members(&s));
             }
         }
         let elapsed = started.elapsed();
-        // The last events of exited processes are in the maps now; one more read collects them.
+        // Every process recorded has exited (or the recording was cut short): their calls are
+        // all in the maps now, and one more read collects them.
         drain
             .run_once(self.store)
             .context("reading the kernel maps")?;
         drop(probes);
-        progress.finish();
-        Ok((elapsed, exit_status))
+        let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+        progress.finish(elapsed, &self.scope.members(&s));
+        let command_pid = watch.child.as_ref().map(Child::id);
+        Ok((elapsed, command_pid, watch.exit_status))
     }
 
-    fn drain_and_show(
-        &self,
-        drain: &mut Drain,
-        progress: &Progress,
-        started: Instant,
-    ) -> Result<(), Fatal> {
-        drain
-            .run_once(self.store)
-            .context("reading the kernel maps")?;
-        let s = self.store.read().unwrap_or_else(|e| e.into_inner());
-        let members = self.scope.members(&s);
-        progress.show(started.elapsed(), &members);
-        Ok(())
+    /// What the first progress line says is recorded.
+    fn what(&self) -> String {
+        match (self.args.pid, self.args.command.is_empty()) {
+            (Some(pid), _) => format!("pid {pid} and what it starts"),
+            (None, false) => {
+                let words: Vec<_> = self
+                    .args
+                    .command
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect();
+                format!("'{}' and what it starts", words.join(" "))
+            }
+            (None, true) => "every process on the host".into(),
+        }
+    }
+
+    /// Starts the command, and tells the tree which incarnation its exec started.
+    fn start_command(&self, program: &Path, marks: &ExecMarks) -> Result<Child, Fatal> {
+        let child = command::start(program, &self.args.command, marks)?;
+        let pid = child.id();
+        let incarnation = marks.incarnation(pid)?.ok_or_else(|| {
+            Fatal::Other(anyhow!(
+                "the kernel did not see the command's exec (pid {pid})"
+            ))
+        })?;
+        if incarnation == 0 {
+            tracing::warn!(
+                "the kernel's process maps are full: the command's calls before its exec are \
+                 counted as its own"
+            );
+        }
+        if let Scope::Tree(t) = self.scope {
+            t.forks().set_command(pid, incarnation);
+        }
+        Ok(child)
+    }
+
+    /// Whether the recording is over: `--duration` has passed (a command still running gets
+    /// SIGTERM and is waited for), Ctrl-C, or the command or `--pid` and every process they
+    /// started have exited, as far as the process events read so far say (and, for a command,
+    /// as far as waiting for the orphans it left to us says).
+    fn over(&self, watch: &mut Watch) -> Result<bool, Fatal> {
+        let out_of_time = watch.deadline.is_some_and(|d| Instant::now() >= d);
+        let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+        if let Some(child) = watch.child.as_mut() {
+            if watch.exit_status.is_none() {
+                watch.exit_status = child.try_wait().context("waiting for the command")?;
+            }
+            if watch.exit_status.is_none() {
+                if out_of_time && !watch.terminated {
+                    // Like timeout(1): the command is asked to end, and what it did is reported.
+                    // SAFETY: signalling our own child, which we have not reaped.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                    watch.terminated = true;
+                }
+                // Ctrl-C in a terminal reaches the command too; wait for it to finish.
+                return Ok(false);
+            }
+            if out_of_time || interrupted {
+                return Ok(true);
+            }
+            let orphans_left = command::reap_orphans();
+            return Ok(!orphans_left && !self.tree_running());
+        }
+        if out_of_time || interrupted {
+            return Ok(true);
+        }
+        Ok(self
+            .args
+            .pid
+            .is_some_and(|p| !procfs::alive(p) && !self.tree_running()))
+    }
+
+    /// Whether a process forked into the tree has not exited, as far as the process events say;
+    /// false when some were lost (then they cannot say).
+    fn tree_running(&self) -> bool {
+        match self.scope {
+            Scope::Tree(t) => t.lost.load(Ordering::Relaxed) == 0 && t.forks().any_running(),
+            Scope::Host => false,
+        }
     }
 }
 
-/// The report as JSON or a table, to `--output` or stdout.
+/// The report as JSON or a table, to `--output` or stderr.
 fn write_report(args: &RecordArgs, report: &Report) -> Result<(), Fatal> {
     let text = if args.json {
         let mut j = serde_json::to_string_pretty(report).context("rendering JSON")?;
@@ -285,101 +362,10 @@ fn write_report(args: &RecordArgs, report: &Report) -> Result<(), Fatal> {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
         }
         None => {
-            let mut out = std::io::stdout().lock();
-            // A closed pipe (`| head`) is not worth an error after the command has run.
+            let mut out = std::io::stderr().lock();
+            // A closed pipe is not worth an error after the command has run.
             let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         }
     }
     Ok(())
-}
-
-/// Finds a bare command name in $PATH ourselves, as a shell would: otherwise the child tries
-/// execve on each $PATH entry and its failed attempts land in the report as the command's own.
-fn resolve(prog: &OsString) -> Result<PathBuf, Fatal> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = PathBuf::from(prog);
-    if prog.as_encoded_bytes().contains(&b'/') {
-        return Ok(path);
-    }
-    let dirs = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&dirs)
-        .map(|d| d.join(&path))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(|| {
-            Fatal::Other(anyhow!(
-                "cannot run '{}': not found in $PATH",
-                prog.to_string_lossy()
-            ))
-        })
-}
-
-fn spawn(prog: &std::path::Path, rest: &[OsString]) -> Result<Child, Fatal> {
-    Command::new(prog)
-        .args(rest)
-        .spawn()
-        .map_err(|e| Fatal::Other(anyhow!("cannot run '{}': {e}", prog.display())))
-}
-
-/// What a shell would report: the code, or 128 + the signal that killed it.
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
-}
-
-struct Progress {
-    tty: bool,
-    duration: Option<Duration>,
-    last_line: std::cell::Cell<Option<Instant>>,
-}
-
-impl Progress {
-    fn new(duration: Option<Duration>) -> Self {
-        Self {
-            tty: std::io::stderr().is_terminal(),
-            duration,
-            last_line: std::cell::Cell::new(None),
-        }
-    }
-
-    fn show(&self, elapsed: Duration, members: &[&Process]) {
-        // On a terminal the line is redrawn each drain; in a log, one line a second is plenty.
-        if !self.tty
-            && self
-                .last_line
-                .get()
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_line.set(Some(Instant::now()));
-        let calls: u64 = members.iter().map(|p| p.total.count).sum();
-        let errors: u64 = members.iter().map(|p| p.total.errors).sum();
-        let of = self
-            .duration
-            .map_or(String::new(), |d| format!(" / {:.1}s", d.as_secs_f64()));
-        let line = format!(
-            "recording {:.1}s{of}: {} calls, {} errors, {} processes",
-            elapsed.as_secs_f64(),
-            calls,
-            errors,
-            members.len()
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r\x1b[2K{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
-    }
-
-    fn finish(&self) {
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
-    }
 }

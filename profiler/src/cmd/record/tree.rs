@@ -1,22 +1,28 @@
-//! Which processes belong to the recorded process tree.
+//! Which processes belong to the recorded process tree, and whether any of them still runs.
 //!
 //! The kernel side keys processes by (pid, incarnation) and does not record parents, and a
 //! child that forks, works and exits between two drains is gone from /proc before anyone can
 //! read its parent. So we listen to the kernel's process events (the netlink proc connector,
-//! `CONFIG_PROC_EVENTS`): every fork arrives, in order, with parent, child and a monotonic
-//! timestamp. Membership is then decided per incarnation: the incarnation is the µs of the
-//! process's first syscall (same clock), which comes after its fork, so "the last fork of this
-//! pid before the incarnation began, and was its parent a member then" is exact even when pids
-//! are recycled during the run.
+//! `CONFIG_PROC_EVENTS`): every fork and exit arrives, in order, with a monotonic timestamp.
+//! Membership is then decided per incarnation: the incarnation is the µs of the process's first
+//! syscall (same clock), which comes after its fork, so "the last fork of this pid before the
+//! incarnation began, and was its parent a member then" is exact even when pids are recycled
+//! during the run. A command `record` runs has its own incarnation from its exec on (the kernel
+//! starts it there, kernel/exec_marks.rs); the incarnation before, record's set-up of the
+//! child, is not a member.
+//!
+//! The events also say when the tree is gone: a member's exit event is sent after its last
+//! syscall, and after the fork events of every child it made, so once every member's exit has
+//! been read, so has every fork that could add one, and the kernel maps hold all their calls.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     mem::size_of,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
     },
     thread::{self, JoinHandle},
 };
@@ -28,9 +34,10 @@ const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_EVENT_FORK: u32 = 1;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
-/// Where a fork event's fields sit after the netlink and connector headers.
+/// Where an event's fields sit after the netlink and connector headers.
 const EV: usize = NLMSG_HDRLEN + CN_MSG_LEN;
 
 /// One fork: at `at_us` (monotonic µs), process `parent` created this process.
@@ -40,12 +47,18 @@ struct Fork {
     parent: u32,
 }
 
-/// Fork history of the whole host since recording began, and the tree's roots.
+/// Fork history of the whole host since recording began, the tree's roots, and its members
+/// that have not exited.
 #[derive(Debug, Default)]
 pub struct Forks {
     roots: Vec<u32>,
+    /// The command record runs: its pid and the incarnation its exec started. Its earlier
+    /// incarnation (record's set-up in the child) is not a member.
+    command: Option<(u32, u32)>,
     /// Per child pid, its forks in arrival (= time) order; more than one if the pid was reused.
     by_child: HashMap<u32, Vec<Fork>>,
+    /// Members forked since recording began whose exit has not been read yet.
+    running: HashSet<u32>,
 }
 
 /// Monotonic µs truncated to 32 bits, as the kernel's incarnations are. Comparisons wrap, which
@@ -59,11 +72,41 @@ impl Forks {
         self.roots.push(pid);
     }
 
+    /// From its exec on, process `pid` is the command, in incarnation `incarnation`. A root
+    /// too: a member even if its fork event went missing.
+    pub fn set_command(&mut self, pid: u32, incarnation: u32) {
+        self.command = Some((pid, incarnation));
+        self.roots.push(pid);
+    }
+
+    /// Whether a member forked since recording began has not exited yet (as far as the events
+    /// read so far tell).
+    pub fn any_running(&self) -> bool {
+        !self.running.is_empty()
+    }
+
     fn record(&mut self, parent: u32, child: u32, at_ns: u64) {
-        self.by_child.entry(child).or_default().push(Fork {
-            at_us: (at_ns >> 10) as u32,
-            parent,
-        });
+        let at_us = (at_ns >> 10) as u32;
+        self.by_child
+            .entry(child)
+            .or_default()
+            .push(Fork { at_us, parent });
+        if self.member(child, at_us) {
+            self.running.insert(child);
+        }
+    }
+
+    fn exited(&mut self, pid: u32) {
+        self.running.remove(&pid);
+    }
+
+    /// Whether `at_us` falls in the command's set-up: its process before its exec. (An
+    /// incarnation is a µs with its low bit set, so the exec began at that µs or the one before.)
+    fn in_setup(&self, pid: u32, at_us: Option<u32>) -> bool {
+        match (self.command, at_us) {
+            (Some((command, since)), Some(at)) => pid == command && !after_or_at(at, since & !1),
+            _ => false,
+        }
     }
 
     /// Was the process `pid` that was running at `at_us` part of the tree? Incarnation 0 (the
@@ -73,6 +116,9 @@ impl Forks {
         let mut at = (at_us != 0).then_some(at_us);
         // Each step goes to an earlier fork, so this ends; the bound is for corrupt input.
         for _ in 0..100_000 {
+            if self.in_setup(pid, at) {
+                return false;
+            }
             let fork = self.by_child.get(&pid).and_then(|forks| {
                 forks
                     .iter()
@@ -95,8 +141,9 @@ impl Forks {
 
 /// Listens to fork events on a thread of its own until dropped.
 pub struct Tracker {
-    pub forks: Arc<Mutex<Forks>>,
-    /// Events the kernel dropped because we read too slowly (ENOBUFS).
+    forks: Arc<Mutex<Forks>>,
+    /// Reads that failed: events the kernel dropped because we read too slowly (ENOBUFS), or
+    /// any other error.
     pub lost: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -125,6 +172,12 @@ impl Tracker {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+impl Tracker {
+    pub fn forks(&self) -> MutexGuard<'_, Forks> {
+        self.forks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -211,16 +264,31 @@ fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// (parent tgid, child tgid, timestamp ns) of a process fork; threads are not processes.
-fn parse_fork(msg: &[u8]) -> Option<(u32, u32, u64)> {
-    if u32_at(msg, EV)? != PROC_EVENT_FORK {
-        return None;
+/// A process event; threads are not processes.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    /// (parent tgid, child tgid, timestamp ns).
+    Fork(u32, u32, u64),
+    /// The process's main thread exited (tgid).
+    Exit(u32),
+}
+
+fn parse_event(msg: &[u8]) -> Option<Event> {
+    match u32_at(msg, EV)? {
+        PROC_EVENT_FORK => {
+            let ts = u64::from_ne_bytes(msg.get(EV + 8..EV + 16)?.try_into().ok()?);
+            let parent_tgid = u32_at(msg, EV + 20)?;
+            let child_pid = u32_at(msg, EV + 24)?;
+            let child_tgid = u32_at(msg, EV + 28)?;
+            (child_pid == child_tgid).then_some(Event::Fork(parent_tgid, child_tgid, ts))
+        }
+        PROC_EVENT_EXIT => {
+            let pid = u32_at(msg, EV + 16)?;
+            let tgid = u32_at(msg, EV + 20)?;
+            (pid == tgid).then_some(Event::Exit(tgid))
+        }
+        _ => None,
     }
-    let ts = u64::from_ne_bytes(msg.get(EV + 8..EV + 16)?.try_into().ok()?);
-    let parent_tgid = u32_at(msg, EV + 20)?;
-    let child_pid = u32_at(msg, EV + 24)?;
-    let child_tgid = u32_at(msg, EV + 28)?;
-    (child_pid == child_tgid).then_some((parent_tgid, child_tgid, ts))
 }
 
 fn listen(sock: &OwnedFd, forks: &Mutex<Forks>, lost: &AtomicU64, stop: &AtomicBool) {
@@ -230,11 +298,13 @@ fn listen(sock: &OwnedFd, forks: &Mutex<Forks>, lost: &AtomicU64, stop: &AtomicB
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOBUFS) => {
-                    lost.fetch_add(1, Ordering::Relaxed);
-                }
                 Some(libc::EAGAIN) | Some(libc::EINTR) => {}
-                _ => return,
+                // ENOBUFS: the kernel dropped events we read too slowly. Anything else is as
+                // bad, and must not end the listening silently: counted, so the report warns.
+                _ => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
             continue;
         }
@@ -244,11 +314,12 @@ fn listen(sock: &OwnedFd, forks: &Mutex<Forks>, lost: &AtomicU64, stop: &AtomicB
             if len < NLMSG_HDRLEN || len > rest.len() {
                 break;
             }
-            if let Some((parent, child, ts)) = parse_fork(&rest[..len]) {
-                forks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(parent, child, ts);
+            if let Some(event) = parse_event(&rest[..len]) {
+                let mut forks = forks.lock().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    Event::Fork(parent, child, ts) => forks.record(parent, child, ts),
+                    Event::Exit(pid) => forks.exited(pid),
+                }
             }
             rest = &rest[len.next_multiple_of(4).min(rest.len())..];
         }
@@ -322,16 +393,65 @@ mod tests {
     }
 
     #[test]
-    fn fork_events_parse_and_threads_are_skipped() {
-        let mut msg = vec![0u8; EV + 32];
-        msg[EV..EV + 4].copy_from_slice(&PROC_EVENT_FORK.to_ne_bytes());
+    fn the_commands_setup_is_not_a_member_nor_what_it_forked() {
+        let mut f = Forks::default();
+        f.add_root(100);
+        f.record(100, 200, at(10));
+        f.set_command(200, 51);
+        f.record(200, 300, at(40));
+        f.record(200, 301, at(60));
+        assert!(!f.member(200, 11), "the set-up before the exec");
+        assert!(f.member(200, 51), "the command from its exec on");
+        assert!(!f.member(300, 41), "forked during the set-up");
+        assert!(f.member(301, 61));
+    }
+
+    #[test]
+    fn members_run_until_their_exit_is_read() {
+        let mut f = Forks::default();
+        f.add_root(100);
+        f.record(100, 200, at(10));
+        f.record(200, 300, at(20));
+        f.record(7, 400, at(30));
+        assert!(f.any_running());
+        f.exited(200);
+        f.exited(400);
+        assert!(f.any_running(), "300 still runs");
+        f.exited(300);
+        assert!(!f.any_running());
+    }
+
+    fn event(what: u32) -> Vec<u8> {
+        let mut msg = vec![0u8; EV + 40];
+        msg[EV..EV + 4].copy_from_slice(&what.to_ne_bytes());
         msg[EV + 8..EV + 16].copy_from_slice(&123_456u64.to_ne_bytes());
-        msg[EV + 20..EV + 24].copy_from_slice(&10u32.to_ne_bytes());
-        msg[EV + 24..EV + 28].copy_from_slice(&11u32.to_ne_bytes());
-        msg[EV + 28..EV + 32].copy_from_slice(&11u32.to_ne_bytes());
-        assert_eq!(parse_fork(&msg), Some((10, 11, 123_456)));
-        msg[EV + 28..EV + 32].copy_from_slice(&10u32.to_ne_bytes());
-        assert_eq!(parse_fork(&msg), None, "a thread");
-        assert_eq!(parse_fork(&msg[..EV + 10]), None, "truncated");
+        msg
+    }
+
+    fn put(msg: &mut [u8], at: usize, v: u32) {
+        msg[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    #[test]
+    fn fork_events_parse_and_threads_are_skipped() {
+        let mut msg = event(PROC_EVENT_FORK);
+        put(&mut msg, EV + 20, 10);
+        put(&mut msg, EV + 24, 11);
+        put(&mut msg, EV + 28, 11);
+        assert_eq!(parse_event(&msg), Some(Event::Fork(10, 11, 123_456)));
+        put(&mut msg, EV + 28, 10);
+        assert_eq!(parse_event(&msg), None, "a thread");
+        assert_eq!(parse_event(&msg[..EV + 10]), None, "truncated");
+    }
+
+    #[test]
+    fn exit_events_parse_and_threads_are_skipped() {
+        let mut msg = event(PROC_EVENT_EXIT);
+        put(&mut msg, EV + 16, 12);
+        put(&mut msg, EV + 20, 12);
+        assert_eq!(parse_event(&msg), Some(Event::Exit(12)));
+        put(&mut msg, EV + 16, 13);
+        assert_eq!(parse_event(&msg), None, "a thread");
+        assert_eq!(parse_event(&event(2)), None, "an exec event");
     }
 }
