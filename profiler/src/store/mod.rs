@@ -13,6 +13,7 @@ pub mod history;
 pub mod keys;
 mod memory;
 pub mod persist;
+pub mod recent;
 pub mod telemetry;
 pub mod totals;
 
@@ -27,6 +28,7 @@ use histogram::Delta;
 #[cfg(test)]
 use histogram::DeltaRef;
 use history::{History, SliceEntry};
+use recent::Epochs;
 use telemetry::{BpfProgram, CheckpointCost};
 
 use std::{
@@ -75,14 +77,17 @@ pub struct Store {
     metrics: Aggregates,
     /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
     history: History,
+    /// When live processes' sums were last snapshotted, for their current rates.
+    epochs: Epochs,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let mut metrics = Aggregates::new(config.metrics);
         metrics.telemetry.bpf_stats_enabled = config.bpf_stats_enabled;
+        let started = (Instant::now(), SystemTime::now());
         Self {
-            started: (Instant::now(), SystemTime::now()),
+            started,
             retention: config.retention,
             max_exited: config.max_exited,
             evicted_early: 0,
@@ -95,6 +100,7 @@ impl Store {
             last_drain: None,
             metrics,
             history: History::default(),
+            epochs: Epochs::new(started),
         }
     }
 
@@ -168,6 +174,11 @@ impl Store {
         &self.history
     }
 
+    /// The window of current per-process rates (`Process::activity_since` its start).
+    pub fn epochs(&self) -> Epochs {
+        self.epochs
+    }
+
     /// The settings SIGHUP applies without a restart.
     pub fn apply_reload(&mut self, retention: Duration, max_exited: usize) {
         self.retention = retention;
@@ -235,6 +246,7 @@ impl Store {
                 metrics.add(sc, delta, errnos);
                 p.add(sc, delta, errnos);
                 p.interval_ns += delta.total_ns;
+                p.interval_active = true;
                 let sum = by_syscall.entry(sc).or_default();
                 if !delta.is_empty() {
                     sum.hist.add_ref(delta);
@@ -325,6 +337,9 @@ impl Store {
         let since = self.last_drain.map_or(self.started.0, |(at, _)| at);
         let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
         for p in self.processes.values_mut() {
+            if std::mem::take(&mut p.interval_active) {
+                p.last_seen = now.1;
+            }
             p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
             p.cpu_time_share = p.interval_cpu_ns as f64 / elapsed_ns;
             p.interval_ns = 0;
@@ -352,6 +367,11 @@ impl Store {
             .finish_drain(&self.processes, now.0, self.retention);
         self.history
             .close_drain(self.last_drain.unwrap_or(self.started), now);
+        if self.epochs.advance(now) {
+            for p in self.processes.values_mut() {
+                p.rotate_snapshots();
+            }
+        }
         self.drains += 1;
         self.last_drain = Some(now);
     }

@@ -12,6 +12,7 @@ use super::{
     compact::SortedMap,
     histogram::{DeltaRef, Histogram, TimeSplit},
     keys::{ProcKey, SyscallKey},
+    recent::{Activity, Snapshot, Sums},
 };
 use crate::syscalls::{self, Category};
 
@@ -63,6 +64,9 @@ pub struct Process {
     /// unknown.
     pub cgroup_id: u64,
     pub first_seen: SystemTime,
+    /// The end of the last drain interval in which it made (or finished) a call; `first_seen`
+    /// until then.
+    pub last_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
     pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
@@ -77,15 +81,22 @@ pub struct Process {
     pub cpu_time_share: f64,
     pub(super) interval_ns: u64,
     pub(super) interval_cpu_ns: u64,
+    /// Whether it gained anything in this drain (then `finish_drain` moves `last_seen`).
+    pub(super) interval_active: bool,
+    /// Its sums at the start of the current-rates window, and at the last snapshot (recent.rs).
+    pub(super) base: Option<Box<Snapshot>>,
+    pub(super) next_base: Option<Box<Snapshot>>,
 }
 
 impl Process {
     pub(super) fn new(key: ProcKey) -> Self {
+        let now = SystemTime::now();
         Self {
             key,
             comm: String::new(),
             cgroup_id: 0,
-            first_seen: SystemTime::now(),
+            first_seen: now,
+            last_seen: now,
             exited: None,
             syscalls: SortedMap::default(),
             categories: BTreeMap::new(),
@@ -95,6 +106,9 @@ impl Process {
             cpu_time_share: 0.0,
             interval_ns: 0,
             interval_cpu_ns: 0,
+            interval_active: false,
+            base: None,
+            next_base: None,
         }
     }
 
@@ -116,6 +130,44 @@ impl Process {
         for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
             *t.errnos.entry(errno).or_default() += n;
         }
+    }
+
+    /// Its sums now, for the current-rates window (recent.rs).
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (&k, t) in &self.syscalls {
+            let h = &t.hist;
+            s.sums.push((
+                k,
+                Sums {
+                    count: h.count,
+                    errors: h.errors,
+                    total_ns: h.total_ns,
+                    split: h.split,
+                },
+            ));
+            s.errnos.extend(t.errnos.iter().map(|(&e, &n)| ((k, e), n)));
+        }
+        s
+    }
+
+    /// What it did since the window's start (`Epochs::start`, recent.rs): its sums now less
+    /// its snapshot then, or all of them if it was first seen since. None when that is not
+    /// known: it exited before the window, or was held from before it without a snapshot (a
+    /// restart's checkpoint).
+    pub fn activity_since(&self, start: SystemTime) -> Option<Activity> {
+        match &self.base {
+            Some(base) => Some(self.snapshot().since(base)),
+            None if self.first_seen >= start => Some(self.snapshot().since(&Snapshot::default())),
+            None => None,
+        }
+    }
+
+    /// At a snapshot's instant: the older snapshot becomes the base, and a live process takes
+    /// a new one.
+    pub(super) fn rotate_snapshots(&mut self) {
+        self.base = self.next_base.take();
+        self.next_base = self.exited.is_none().then(|| Box::new(self.snapshot()));
     }
 
     /// The share of this process's syscall time (since the daemon started) spent in `cat`.
