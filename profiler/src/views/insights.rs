@@ -130,16 +130,35 @@ impl Window {
 /// One program's calls of one syscall in the window.
 #[derive(Default)]
 struct Group<'a> {
-    procs: Vec<&'a Process>,
+    members: Vec<Member<'a>>,
+    /// Over all members.
     sums: Sums,
-    /// The processes' wall time in the window, summed.
-    life_ns: f64,
-    /// Calls still in flight: how long they have waited inside the window, summed, and the
-    /// oldest's age.
-    waiting_ns: u64,
-    oldest_ns: u64,
     /// Failures by errno, and the processes that had them.
     errnos: BTreeMap<u32, (u64, Vec<&'a Process>)>,
+}
+
+/// One process's calls of the group's syscall in the window.
+struct Member<'a> {
+    p: &'a Process,
+    sums: Sums,
+    /// Its wall time in the window.
+    life_ns: f64,
+    /// How long its call still in flight has waited inside the window (0: none).
+    waiting_ns: u64,
+}
+
+/// Where a member's time in the syscall went, in ns: on a CPU, runnable, blocked.
+fn parts(m: &Member, split: bool) -> [f64; 3] {
+    if split {
+        [
+            m.sums.on_cpu_ns() as f64,
+            m.sums.split.runq_ns as f64,
+            (m.sums.split.blocked_ns + m.waiting_ns) as f64,
+        ]
+    } else {
+        // Without the split, all of a call's time counts as waiting: the time in the syscall.
+        [0.0, 0.0, (m.sums.total_ns + m.waiting_ns) as f64]
+    }
 }
 
 /// What one process did in the window, per syscall: sums, failures, calls in flight.
@@ -246,7 +265,9 @@ fn failing(
     }
 }
 
-/// Where the program's time in the syscall went, as shares of its processes' wall time.
+/// Where the program's time in the syscall went, as shares of its processes' wall time. A
+/// finding covers the processes past the threshold (a parent that waits while its child burns
+/// CPU does not dilute the child's share): their parts summed over their wall time summed.
 fn shares(
     comm: &str,
     k: SyscallKey,
@@ -257,74 +278,77 @@ fn shares(
     out: &mut Vec<Finding>,
 ) {
     let name = label(k);
-    let life = g.life_ns.max(1.0);
-    let on_cpu = g.sums.on_cpu_ns() as f64;
-    let runq = g.sums.split.runq_ns as f64;
-    // Without the split, all of a call's time counts as waiting, as the time in the syscall.
-    let blocked = if split {
-        g.sums.split.blocked_ns
-    } else {
-        g.sums.total_ns
-    } as f64
-        + g.waiting_ns as f64;
-    let still = if g.oldest_ns > 0 {
-        format!(
-            ", one call blocked for {} so far",
-            fmt_ns(g.oldest_ns as f64)
-        )
-    } else {
-        String::new()
-    };
-    let parts = if split {
-        format!(
-            "{} on a CPU, {} runnable, {} blocked",
-            fmt_ns(on_cpu),
-            fmt_ns(runq),
-            fmt_ns(g.sums.split.blocked_ns as f64 + g.waiting_ns as f64)
-        )
-    } else {
-        fmt_ns(blocked)
-    };
-    let evidence = format!(
-        "{parts} in {name} over {} of process wall time in the last {:.1} s ({} completed calls{still}; {})",
-        fmt_ns(life),
-        w.secs(),
-        fmt_count(g.sums.count as f64),
-        pids_note(&g.procs),
-    );
-    let exited = exited_note(&g.procs, w).map_or(String::new(), |e| format!(" ({e})"));
     let mut kinds = vec![(
         "blocked",
-        blocked / life,
+        2,
         args.insight_blocked_share,
         format!("blocked in {name}"),
     )];
     if split {
         kinds.push((
             "kernel_bound",
-            on_cpu / life,
+            0,
             args.insight_kernel_share,
             format!("on a CPU inside {name} (kernel-bound)"),
         ));
         kinds.push((
             "cpu_starved",
-            runq / life,
+            1,
             args.insight_runq_share,
             format!("waiting for a CPU inside {name} (starved for CPU)"),
         ));
     }
-    for (kind, share, threshold, doing) in kinds {
-        if share < threshold {
+    for (kind, part, threshold, doing) in kinds {
+        let covered: Vec<&Member> = g
+            .members
+            .iter()
+            .filter(|m| parts(m, split)[part] / m.life_ns.max(1.0) >= threshold)
+            .collect();
+        if covered.is_empty() {
             continue;
         }
-        let mut f = about(kind, comm, k, &g.procs, w);
+        let life: f64 = covered.iter().map(|m| m.life_ns).sum::<f64>().max(1.0);
+        let mut sum = [0.0; 3];
+        for m in &covered {
+            for (s, x) in sum.iter_mut().zip(parts(m, split)) {
+                *s += x;
+            }
+        }
+        let share = sum[part] / life;
+        let procs: Vec<&Process> = covered.iter().map(|m| m.p).collect();
+        let calls: u64 = covered.iter().map(|m| m.sums.count).sum();
+        let oldest = covered.iter().map(|m| m.waiting_ns).max().unwrap_or(0);
+        let still = if oldest > 0 {
+            format!(", one call blocked for {} so far", fmt_ns(oldest as f64))
+        } else {
+            String::new()
+        };
+        let split_note = if split {
+            format!(
+                "{} on a CPU, {} runnable, {} blocked",
+                fmt_ns(sum[0]),
+                fmt_ns(sum[1]),
+                fmt_ns(sum[2])
+            )
+        } else {
+            fmt_ns(sum[2])
+        };
+        let exited = exited_note(&procs, w).map_or(String::new(), |e| format!(" ({e})"));
+        let mut f = about(kind, comm, k, &procs, w);
         f.score = share / threshold;
         f.summary = format!(
             "{} spends {:.0}% of wall time {doing}{exited}",
-            who(comm, &g.procs),
+            who(comm, &procs),
             share * 100.0
         );
-        f.evidence = evidence.clone();
+        f.evidence = format!(
+            "{split_note} in {name} over {} of process wall time in the last {:.1} s \
+             ({} completed calls{still}; {})",
+            fmt_ns(life),
+            w.secs(),
+            fmt_count(calls as f64),
+            pids_note(&procs),
+        );
         f.share = Some(share);
         f.cost_ns_per_sec = share * 1e9;
         out.push(f);
@@ -467,13 +491,14 @@ fn find_at(
             let waiting = r.waiting.get(&k).copied().unwrap_or(0);
             let life = w.life(p).max(Duration::from_nanos(waiting));
             let g = groups.entry((p.comm.as_str(), k)).or_default();
-            g.procs.push(p);
-            g.life_ns += life.as_nanos() as f64;
-            g.waiting_ns += waiting;
-            g.oldest_ns = g.oldest_ns.max(waiting);
-            if let Some(s) = r.sums.get(&k) {
-                g.sums.add(s);
-            }
+            let sums = r.sums.get(&k).copied().unwrap_or_default();
+            g.sums.add(&sums);
+            g.members.push(Member {
+                p,
+                sums,
+                life_ns: life.as_nanos() as f64,
+                waiting_ns: waiting,
+            });
         }
         for (&(k, errno), &n) in &r.errnos {
             let g = groups.entry((p.comm.as_str(), k)).or_default();
@@ -487,7 +512,7 @@ fn find_at(
     let latency = store.latency();
     for ((comm, k), g) in &groups {
         failing(comm, *k, g, &w, args, &mut out);
-        if latency && !g.procs.is_empty() {
+        if latency && !g.members.is_empty() {
             shares(comm, *k, g, &w, args, store.time_split(), &mut out);
         }
     }
