@@ -223,7 +223,7 @@ impl App {
         Ok(())
     }
 
-    /// A view change: the rates start again, and the daemon is asked for the new view.
+    /// A refresh whose failure the status line already shows (top keeps running).
     fn reload(&mut self) {
         let _ = self.refresh();
     }
