@@ -7,6 +7,7 @@
 #
 #   scripts/top-cost.sh                      # builds the release binary first
 #   PROFILER_TEST_BIN=path SECONDS_EACH=30 PROCS=1000 scripts/top-cost.sh
+#   DAEMON_BIN=path scripts/top-cost.sh      # this top against another build's daemon
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ if [ -z "$BIN" ]; then
     BIN=target/release/syscall-profiler
 fi
 BIN=$(realpath "$BIN")
+DAEMON_BIN=$(realpath "${DAEMON_BIN:-$BIN}")
 
 work=$(mktemp -d)
 sock="top-cost-$$"
@@ -34,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NO_COLOR=1 "$BIN" serve --listen 127.0.0.1:0 2>"$work/daemon.log" &
+NO_COLOR=1 "$DAEMON_BIN" serve --listen 127.0.0.1:0 2>"$work/daemon.log" &
 daemon=$!
 pids+=("$daemon")
 for _ in $(seq 100); do
@@ -77,6 +79,8 @@ for size in 80x24 200x60; do
     echo "top at $size: VmHWM $((hwm / 1024)) MiB, VmRSS $((rss / 1024)) MiB," \
         "CPU $(echo "($t1 - $t0) * 100 / $tick / ($s1 - $s0)" | bc -l | xargs printf '%.2f')% of a core" \
         "over $SECONDS_EACH s"
-    tmux -L "$sock" capture-pane -p -t "t$size" | head -n 8
+    tmux -L "$sock" capture-pane -p -t "t$size" >"$work/screen"
+    head -n 8 "$work/screen"
+    grep ' rows' "$work/screen" || true
     tmux -L "$sock" kill-session -t "t$size"
 done
