@@ -193,7 +193,96 @@ pub fn window<T, K: Ord>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::{
+        store::{
+            histogram::{Delta, TimeSplit},
+            Store,
+        },
+        syscalls::Abi,
+    };
+
+    fn sc(nr: u32) -> SyscallKey {
+        SyscallKey {
+            abi: Abi::Native,
+            nr,
+        }
+    }
+
+    /// Process `pid` made `n` calls of `nr` taking `total` ns, `blocked` of them asleep.
+    fn add(s: &mut Store, pid: u32, nr: u32, n: u64, total: u64, blocked: u64) {
+        let key = ProcKey {
+            pid,
+            incarnation: 1,
+        };
+        s.add(
+            key,
+            sc(nr),
+            &Delta {
+                errors: 0,
+                total_ns: total,
+                split: TimeSplit {
+                    runq_ns: 0,
+                    blocked_ns: blocked,
+                    blocked_calls: u64::from(blocked > 0),
+                },
+                buckets: vec![(100, n)],
+            },
+        );
+    }
+
+    fn ranked_pids(s: &Store, query: &str) -> (Vec<u32>, Vec<Sums>) {
+        let q = StatsQuery::parse(Some(query)).unwrap();
+        let m = Matcher::of(&q);
+        let (mut all, _) = candidates(s.processes().values(), &q, &m, true);
+        let page = window(&mut all, q.offset, q.limit, |r| r.order);
+        (
+            page.iter().map(|r| r.process.key.pid).collect(),
+            page.iter().map(|r| r.sums).collect(),
+        )
+    }
+
+    #[test]
+    fn processes_rank_by_the_key_summed_over_the_matching_syscalls() {
+        let mut s = Store::for_test(Duration::from_secs(60), 100);
+        // pid 1: one long sleep; pid 2: much computing; pid 3: a few of both.
+        add(&mut s, 1, 35, 1, 1_000_000, 990_000);
+        add(&mut s, 2, 318, 10, 800_000, 0);
+        add(&mut s, 3, 35, 1, 350_000, 340_000);
+        add(&mut s, 3, 318, 50, 500_000, 0);
+        assert_eq!(ranked_pids(&s, "").0, vec![1, 3, 2], "total");
+        assert_eq!(ranked_pids(&s, "sort=cpu").0, vec![2, 3, 1]);
+        assert_eq!(ranked_pids(&s, "sort=blocked").0, vec![1, 3, 2]);
+        assert_eq!(ranked_pids(&s, "sort=count").0, vec![3, 2, 1]);
+        assert_eq!(ranked_pids(&s, "sort=count&limit=1&offset=1").0, vec![2]);
+        // Filtered: sums over getrandom (318) alone; pid 1 never made it.
+        let (pids, sums) = ranked_pids(&s, "syscall=getrandom");
+        assert_eq!(pids, vec![2, 3]);
+        assert_eq!(
+            (sums[0].count, sums[0].total_ns, sums[0].blocked_ns),
+            (10, 800_000, 0)
+        );
+        let (_, sums) = ranked_pids(&s, "pid=3");
+        assert_eq!(
+            (sums[0].count, sums[0].total_ns, sums[0].on_cpu_ns()),
+            (51, 850_000, 510_000)
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_pid_so_pages_never_overlap() {
+        let mut s = Store::for_test(Duration::from_secs(60), 1000);
+        for pid in (1..=100).rev() {
+            add(&mut s, pid, 39, 1, 1000, 0);
+        }
+        let mut walked = Vec::new();
+        for offset in (0..100).step_by(7) {
+            walked.extend(ranked_pids(&s, &format!("limit=7&offset={offset}")).0);
+        }
+        assert_eq!(walked, (1..=100).collect::<Vec<u32>>());
+    }
 
     #[test]
     fn windows_are_the_sorted_list_cut() {
