@@ -329,6 +329,10 @@ impl Store {
             p.cpu_time_share = p.interval_cpu_ns as f64 / elapsed_ns;
             p.interval_ns = 0;
             p.interval_cpu_ns = 0;
+            if p.gained {
+                p.last_seen = now.1;
+                p.gained = false;
+            }
         }
         let retention = self.retention;
         self.processes.retain(|_, p| match p.exited {

@@ -63,6 +63,8 @@ pub struct Process {
     /// unknown.
     pub cgroup_id: u64,
     pub first_seen: SystemTime,
+    /// The end of the last drain interval in which it made a call (`first_seen` until then).
+    pub last_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
     pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
@@ -77,15 +79,19 @@ pub struct Process {
     pub cpu_time_share: f64,
     pub(super) interval_ns: u64,
     pub(super) interval_cpu_ns: u64,
+    /// Whether it gained calls or failures in this drain interval (`last_seen`).
+    pub(super) gained: bool,
 }
 
 impl Process {
     pub(super) fn new(key: ProcKey) -> Self {
+        let now = SystemTime::now();
         Self {
             key,
             comm: String::new(),
             cgroup_id: 0,
-            first_seen: SystemTime::now(),
+            first_seen: now,
+            last_seen: now,
             exited: None,
             syscalls: SortedMap::default(),
             categories: BTreeMap::new(),
@@ -95,11 +101,13 @@ impl Process {
             cpu_time_share: 0.0,
             interval_ns: 0,
             interval_cpu_ns: 0,
+            gained: false,
         }
     }
 
     /// Adds calls and failures by errno of syscall `sc` to the process's totals.
     pub(super) fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        self.gained = true;
         let t = self.syscalls.entry(sc).or_default();
         if !delta.is_empty() {
             t.hist.add_ref(delta);

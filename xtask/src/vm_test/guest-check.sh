@@ -55,8 +55,8 @@ wait_until() {
 drains() { stats "?pid=1&top=1" | jq .host.drains; }
 drains_over() { [ "$(drains)" -gt "$1" ]; }
 seconds_since_over() { [ $(($(date +%s) - $1)) -gt "$2" ]; }
-# The newest entry of process $1 in /stats?pid=$1.
-entry() { stats "?pid=$1" | jq -c --argjson p "$1" '[.processes[] | select(.pid == $p)] | max_by(.first_seen_unix_ms)'; }
+# The newest entry of process $1 in /stats?pid=$1, every syscall listed.
+entry() { stats "?pid=$1&syscalls=1000" | jq -c --argjson p "$1" '[.processes[] | select(.pid == $p)] | max_by(.first_seen_unix_ms)'; }
 exited() { [ "$(entry "$1" | jq .exited)" = true ]; }
 # Waits until process $1 has exited and two more drains have passed (the first reads its last
 # calls, the second retires its kernel entries).
@@ -68,7 +68,7 @@ wait_final() {
 }
 # Per "ABI NAME": [count, errors] of process $1, keys sorted.
 counts_of() { entry "$1" | jq -cS '.syscalls | map({key: "\(.abi) \(.name)", value: [.count, .errors]}) | from_entries'; }
-system_count() { stats "?pid=1&top=1000" | jq --arg n "$1" '[.syscalls[] | select(.name == $n) | .count] | add // 0'; }
+system_count() { stats "?pid=1&syscalls=1000" | jq --arg n "$1" '[.syscalls[] | select(.name == $n) | .count] | add // 0'; }
 # The ids of the BPF programs process $1 holds (its program and link fds name them).
 prog_ids() { grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -un | xargs; }
 none_loaded() {
