@@ -23,7 +23,7 @@ use profiler_common::{
 };
 
 use crate::programs::{
-    bump,
+    bump, bump_full,
     filters::{
         cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
         task_u32,
@@ -83,7 +83,7 @@ fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
 fn traced_entry(task: *const u8) -> *mut TaskEntry {
     let me = entry_of(task, true);
     if me.is_null() {
-        bump(COUNTER_STARTS_FULL);
+        bump_full(COUNTER_STARTS_FULL);
         return me;
     }
     // SAFETY: a task storage value pointer, checked for null.

@@ -60,7 +60,8 @@ function bars(svg, items, emptyText) {
   });
 }
 
-// Sums over a process's syscalls of where their time went (schema 1 has no per-process sums).
+// Where a process's syscall time went: /stats schema 2's per-process sums, or (an older daemon)
+// the sums over its listed syscalls.
 function split(p) {
   if (p.on_cpu_ns !== undefined) return { cpu: p.on_cpu_ns, runq: p.runq_ns || 0, blocked: p.blocked_ns || 0 };
   const out = { cpu: 0, runq: 0, blocked: 0 };
@@ -219,15 +220,14 @@ function filterParams(q) {
   return q;
 }
 
-// Each panel asks for only what it shows. /stats: the processes panel and the in-flight panel
-// ask for the top ROWS processes by syscall time (`top` and `sort` of /stats schema 1); the
-// processes panel ranks them by time on a CPU.
+// Each panel asks for only what it shows: /stats (schema 2) ranks the processes panel's page by
+// time on a CPU inside syscalls (sort=cpu) and the in-flight panel's by syscall time.
 const PANELS = [
   { id: "insights-panel", query: () => "/insights?" + filterParams(new URLSearchParams({ top: ROWS })), draw: drawInsights },
-  { id: "processes-panel", query: () => "/stats?" + filterParams(new URLSearchParams({ top: ROWS, sort: "total" })), draw: drawProcesses },
+  { id: "processes-panel", query: () => "/stats?" + filterParams(new URLSearchParams({ limit: ROWS, sort: "cpu" })), draw: drawProcesses },
   { id: "errors-panel", query: () => `/history?seconds=${ERROR_SECONDS}&sort=errors&top=${ROWS}`, draw: drawErrors },
   { id: "heatmap-panel", query: () => "/history?top=" + ROWS, draw: drawHeatmaps },
-  { id: "inflight-panel", query: () => "/stats?" + filterParams(new URLSearchParams({ top: ROWS, sort: "total" })), draw: drawInFlight },
+  { id: "inflight-panel", query: () => "/stats?" + filterParams(new URLSearchParams({ limit: ROWS, sort: "total" })), draw: drawInFlight },
 ];
 
 // A failed query is said in its own panel ("HTTP 400: …", the daemon's message); the others

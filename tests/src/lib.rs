@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod raw_http;
 pub mod record;
+pub mod tmux;
 
 /// Panics with the reason unless running as root: these tests exercise the live kernel and must
 /// never pass without doing so.
@@ -226,9 +227,10 @@ impl Daemon {
     }
 
     /// Waits until `pid`'s newest entry has exited and two more drains have passed (the first
-    /// reads it for the last time, the second retires it), then returns that answer.
+    /// reads it for the last time, the second retires it), then returns that answer: every
+    /// syscall of the process listed, with its buckets (and 1,000 of the system-wide list).
     pub fn final_stats(&self, pid: u32) -> Value {
-        let query = format!("?pid={pid}");
+        let query = format!("?pid={pid}&syscalls=1000&buckets=true");
         let wait = Duration::from_secs(30);
         let s = self.wait_for(&query, wait, |s| {
             process(s, pid).is_some_and(|p| p["exited"] == true)

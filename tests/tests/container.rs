@@ -221,7 +221,11 @@ fn the_image_runs_the_daemon_and_counts_a_container_exactly() {
     );
     // Every call in the container is in /metrics once, in the group of the name its process
     // had when the drain read it (runc's init makes a getppid before it execs the workload).
-    let (_, all) = get_json(&agent, &format!("{base}/stats?syscall=getppid"), None);
+    let (_, all) = get_json(
+        &agent,
+        &format!("{base}/stats?syscall=getppid&limit=10000"),
+        None,
+    );
     let in_stats: u64 = all["processes"]
         .as_array()
         .unwrap()

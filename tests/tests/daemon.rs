@@ -14,7 +14,7 @@ const BUCKET_ERROR: f64 = 0.0625;
 fn known_workload_gives_exact_counts_errors_and_latency() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
     let run = run_workload(1000, 100, 50);
-    let query = format!("?pid={}", run.child_pid);
+    let query = format!("?pid={}&buckets=true", run.child_pid);
     // Exited and then drained once more: every event of the child is in.
     let stats = daemon.wait_for(&query, Duration::from_secs(10), |s| {
         process(s, run.child_pid).is_some_and(|p| p["exited"] == true)
@@ -68,7 +68,7 @@ fn known_workload_gives_exact_counts_errors_and_latency() {
         1,
         "syscall filter applies"
     );
-    assert_eq!(all["schema_version"], 1);
+    assert_eq!(all["schema_version"], 2);
 }
 
 #[test]
@@ -81,11 +81,19 @@ fn filters_sort_and_top() {
     for p in stats["processes"].as_array().unwrap() {
         assert_eq!(p["comm"], "workload");
     }
-    let by_errors = daemon.stats(&format!("?pid={}&sort=errors&top=1", run.child_pid));
+    let by_errors = daemon.stats(&format!("?pid={}&sort=errors&syscalls=1", run.child_pid));
     let procs = by_errors["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 1);
     let calls = procs[0]["syscalls"].as_array().unwrap();
-    assert_eq!(calls.len(), 1, "top=1 keeps one syscall per process");
+    assert_eq!(calls.len(), 1, "syscalls=1 keeps one syscall per process");
+    assert!(
+        procs[0]["syscalls_total"].as_u64().unwrap() >= 2,
+        "and says how many it cut"
+    );
+    assert_eq!(
+        procs[0]["count"], 307,
+        "the process's sums count every syscall, listed or not"
+    );
     assert_eq!(calls[0]["name"], "openat");
     assert_eq!(calls[0]["errors"], 7);
     let by_count = daemon.stats(&format!("?pid={}&sort=count", run.child_pid));
@@ -154,6 +162,13 @@ fn bad_query_params_get_400_naming_the_param() {
         ("pid=abc", "pid"),
         ("top=0", "top"),
         ("top=many", "top"),
+        ("limit=0", "limit"),
+        ("top=5&limit=5", "limit"),
+        ("offset=-1", "offset"),
+        ("syscalls=1001", "syscalls"),
+        ("buckets=maybe", "buckets"),
+        ("exited=maybe", "exited"),
+        ("sort=cpus", "sort"),
         ("sort=latency", "sort"),
         ("syscall=not_a_syscall", "syscall"),
         ("comm=", "comm"),
@@ -164,8 +179,14 @@ fn bad_query_params_get_400_naming_the_param() {
         assert_eq!(body["param"], param, "{query}: {body}");
         assert!(body["error"].as_str().unwrap().contains(param), "{body}");
     }
-    let (status, _) = daemon.get("/stats?sort=p99&top=3");
-    assert_eq!(status, 200);
+    for ok in [
+        "sort=p99&top=3",
+        "sort=cpu&limit=3&offset=2",
+        "sort=blocked&syscalls=0&exited=true",
+    ] {
+        let (status, body) = daemon.get(&format!("/stats?{ok}"));
+        assert_eq!(status, 200, "{ok}: {body}");
+    }
 }
 
 #[test]

@@ -85,7 +85,7 @@ const PATHS: &[&str] = &[
 ];
 const KEYS: &[&str] = &[
     "pid", "comm", "syscall", "top", "sort", "limit", "offset", "after", "buckets", "fields",
-    "window", "x", "", "%00", "top[]", "p%69d",
+    "window", "x", "", "%00", "top[]", "p%69d", "syscalls", "exited",
 ];
 const VALUES: &[&str] = &[
     "1",
@@ -103,6 +103,9 @@ const VALUES: &[&str] = &[
     "p99",
     "errors",
     "count",
+    "cpu",
+    "blocked",
+    "all",
     "true",
     "",
     "%ZZ",

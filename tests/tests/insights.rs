@@ -234,7 +234,8 @@ fn a_sleeper_is_blocked_and_its_longer_sleeps_are_not_a_regression() {
         .iter()
         .find(|s| s["name"] == "nanosleep" && s["abi"] == "i386")
         .unwrap_or_else(|| panic!("{h}"));
-    assert!(i386["p99_ns"].as_u64().unwrap() >= 10_000_000, "{i386}");
+    // It did rise: 10 ms sleeps (a bucket midpoint within 6.25% of one) against 0.1 ms ones.
+    assert!(i386["p99_ns"].as_u64().unwrap() >= 5_000_000, "{i386}");
 }
 
 /// getrandom of 16 bytes, then of 1 MiB: p99 rises by far more than 10×, on a CPU — a real

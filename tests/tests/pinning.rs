@@ -121,7 +121,7 @@ fn counters_continue_after_kill_9_with_pinned_maps() {
     let first = Daemon::start(&args);
     let run = run_workload(500, 20, 0);
     first.final_stats(run.child_pid);
-    let before = first.stats("");
+    let before = first.stats("?syscalls=1000");
     let (getppid, openat) = (
         system_count(&before, "getppid"),
         system_count(&before, "openat"),
@@ -136,7 +136,7 @@ fn counters_continue_after_kill_9_with_pinned_maps() {
     let _ = scrape.join();
 
     let second = Daemon::start(&args);
-    let after = second.wait_for("", Duration::from_secs(10), |s| {
+    let after = second.wait_for("?syscalls=1000", Duration::from_secs(10), |s| {
         s["host"]["drains"].as_u64().unwrap() >= 1
     });
     assert!(
@@ -183,11 +183,13 @@ fn a_restart_resumes_retired_totals_exactly_once() {
     let retired = drains(&first.final_stats(child));
     // Drains past the one that retired the child: none may add it to the ledger again.
     first.wait_for("", Duration::from_secs(10), |s| drains(s) >= retired + 5);
-    assert_eq!(i386_getppid(&first.stats("")), 25);
+    assert_eq!(i386_getppid(&first.stats("?syscalls=1000")), 25);
     assert_eq!(first.terminate(), Some(0));
 
     let second = Daemon::start(&args);
-    let after = second.wait_for("", Duration::from_secs(10), |s| drains(s) >= 1);
+    let after = second.wait_for("?syscalls=1000", Duration::from_secs(10), |s| {
+        drains(s) >= 1
+    });
     assert_eq!(i386_getppid(&after), 25, "{}", second.stderr());
 }
 
@@ -348,7 +350,7 @@ fn total(series: &BTreeMap<String, f64>, name: &str, labels: &[String]) -> u64 {
 /// and no /metrics counter below its value in the previous scrape (`seen`, updated), restarts
 /// included.
 fn assert_exact(daemon: &Daemon, c: &Controller, seen: &mut BTreeMap<String, f64>, when: &str) {
-    let stats = daemon.stats(&format!("?comm={}", c.comm));
+    let stats = daemon.stats(&format!("?comm={}&syscalls=1000", c.comm));
     let body = ureq::get(&format!("{}/metrics", daemon.base))
         .call()
         .unwrap()

@@ -18,7 +18,7 @@ fn histogram_slots_of_exited_processes_are_reused() {
     let comm = lines[0]["comm"].as_str().unwrap().to_string();
     let parent = pid_of(&lines[0], "pid");
     daemon.final_stats(parent);
-    let stats = daemon.stats(&format!("?comm={comm}"));
+    let stats = daemon.stats(&format!("?comm={comm}&limit=1000"));
     let children: Vec<&Value> = stats["processes"]
         .as_array()
         .unwrap()

@@ -59,6 +59,12 @@ fn value() -> impl Strategy<Value = String> {
                 "total",
                 "p99",
                 "errors",
+                "cpu",
+                "blocked",
+                "true",
+                "false",
+                "all",
+                "10000",
                 "read",
                 "getppid",
                 "syscall_99999",
@@ -73,8 +79,13 @@ fn value() -> impl Strategy<Value = String> {
 
 fn query() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        prop::sample::select(&["pid", "comm", "syscall", "top", "sort"][..])
-            .prop_map(str::to_string),
+        prop::sample::select(
+            &[
+                "pid", "comm", "syscall", "top", "sort", "limit", "offset", "syscalls", "buckets",
+                "exited"
+            ][..]
+        )
+        .prop_map(str::to_string),
         any::<String>(),
     ];
     let pair = (key, value(), any::<bool>()).prop_map(|(k, v, raw)| {

@@ -26,8 +26,20 @@ fn a_fork_storm_leaves_maps_bounded_and_counts_exact() {
         s["host"]["drains"].as_u64().unwrap() > drains + 2
     })["kernel_maps"]
         .clone();
-    let stats = daemon.stats(&format!("?comm={comm}&syscall=getppid"));
-    let children: Vec<&Value> = stats["processes"].as_array().unwrap().iter().collect();
+    // More children than one page holds (10,000): walk the pages.
+    let mut pages = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = daemon.stats(&format!(
+            "?comm={comm}&syscall=getppid&limit=10000&offset={at}&syscalls=0"
+        ));
+        offset = page["page"]["next_offset"].as_u64();
+        pages.push(page);
+    }
+    let children: Vec<&Value> = pages
+        .iter()
+        .flat_map(|p| p["processes"].as_array().unwrap())
+        .collect();
     assert_eq!(
         children.len() as u64,
         N,

@@ -88,7 +88,7 @@ fn https_with_basic_auth() {
     assert_eq!(status, 401, "unknown user");
     let (status, body) = get_json(&agent, &url, Some(&basic("alice", "correct horse")));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["schema_version"], 1);
+    assert_eq!(body["schema_version"], 2);
     // Auth covers every endpoint but /healthz, which liveness probes reach without
     // credentials.
     for path in ["/metrics", "/", "/history", "/insights"] {

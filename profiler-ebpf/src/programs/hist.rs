@@ -14,7 +14,7 @@ use profiler_common::{
     TOUCH_BLOCK,
 };
 
-use super::{add_u32, add_u64, bump, global, split::Split};
+use super::{add_u32, add_u64, bump_full, global, split::Split};
 
 // Set by the loader (see profiler_common::GLOBAL_*).
 #[no_mangle]
@@ -223,7 +223,7 @@ fn slot_of(words: Words) -> i64 {
         return i64::from(*slot);
     }
     let Ok(Some(slot)) = FREE_SLOTS.pop() else {
-        bump(COUNTER_HISTS_FULL);
+        bump_full(COUNTER_HISTS_FULL);
         return -1;
     };
     // NOEXIST: another CPU may have given the key a slot meanwhile; then use theirs and give
@@ -233,7 +233,7 @@ fn slot_of(words: Words) -> i64 {
         return match unsafe { HIST_SLOTS.get(key) } {
             Some(slot) => i64::from(*slot),
             None => {
-                bump(COUNTER_HISTS_FULL);
+                bump_full(COUNTER_HISTS_FULL);
                 -1
             }
         };
@@ -244,7 +244,7 @@ fn slot_of(words: Words) -> i64 {
         unsafe { (*hist).head.key = *key };
     }
     if NEW_SLOTS.push(&slot, 0).is_err() {
-        bump(COUNTER_NEW_SLOTS_FULL);
+        bump_full(COUNTER_NEW_SLOTS_FULL);
     }
     i64::from(slot)
 }
@@ -327,6 +327,6 @@ fn count_errno(words: Words, errno: u32) {
     }
     match ERRNOS.get_ptr_mut(&ekey) {
         Some(c) => add_u32(false, c, 1),
-        None => bump(COUNTER_ERRNOS_FULL),
+        None => bump_full(COUNTER_ERRNOS_FULL),
     }
 }

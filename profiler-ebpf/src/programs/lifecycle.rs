@@ -15,7 +15,7 @@ use profiler_common::{
 };
 
 use super::{
-    bump,
+    bump_full,
     slot::{CPU_SLOT, STARTS},
 };
 
@@ -54,7 +54,7 @@ fn start_incarnation(tgid: u32, previous: u32) -> u32 {
         return match LIVE.get_ptr(tgid) {
             Some(incarnation) => unsafe { *incarnation },
             None => {
-                bump(COUNTER_PROCS_FULL);
+                bump_full(COUNTER_PROCS_FULL);
                 0
             }
         };
@@ -69,7 +69,7 @@ fn start_incarnation(tgid: u32, previous: u32) -> u32 {
         incarnation: fresh,
     };
     if PROCS.insert(key, info, 0).is_err() {
-        bump(COUNTER_PROCS_FULL);
+        bump_full(COUNTER_PROCS_FULL);
     }
     fresh
 }

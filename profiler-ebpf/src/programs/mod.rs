@@ -57,7 +57,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use profiler_common::{Meta, CHECKPOINT_CHUNK, CHECKPOINT_MAX_ENTRIES, COUNTERS_LEN};
+use aya_log_ebpf::error;
+use profiler_common::{
+    Meta, CHECKPOINT_CHUNK, CHECKPOINT_MAX_ENTRIES, COUNTERS_LEN, COUNTER_ERRNOS_FULL,
+    COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL,
+};
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
@@ -86,6 +90,52 @@ pub(crate) fn bump(counter: u32) {
         // SAFETY: this CPU's element of a per-CPU array: no other CPU writes it, so a plain
         // add is exact.
         unsafe { *c += 1 };
+    }
+}
+
+/// [`bump`] for a `COUNTER_*_FULL`: a map found full. The first time on this CPU (its counter
+/// was 0) it also says so in the daemon's log, through aya-log: a counter tells how often, the
+/// line tells an operator when it started and what it means. Only these rare paths log, so the
+/// hot paths carry no log code and AYA_LOGS holds at most one record per counter and CPU.
+#[inline(always)]
+pub(crate) fn bump_full(counter: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: as in `bump`.
+        unsafe {
+            if *c == 0 {
+                log_full(counter);
+            }
+            *c += 1;
+        }
+    }
+}
+
+/// The log line of [`bump_full`], a subprogram of its own so its code stays out of the callers'.
+/// aya-log's macros take a context they do not use (the record goes to a ring buffer).
+#[inline(never)]
+fn log_full(counter: u32) {
+    match counter {
+        COUNTER_HISTS_FULL => error!(
+            &(),
+            "HISTS is full: a new (process, syscall) series is not timed (counted in hists_full)"
+        ),
+        COUNTER_PROCS_FULL => error!(
+            &(),
+            "PROCS is full: a new process's identity is not recorded (counted in procs_full)"
+        ),
+        COUNTER_STARTS_FULL => error!(
+            &(),
+            "STARTS is full: a syscall start is not recorded (counted in starts_full)"
+        ),
+        COUNTER_ERRNOS_FULL => error!(
+            &(),
+            "ERRNOS is full: an errno beyond a series' own four is not broken down (counted in errnos_full)"
+        ),
+        COUNTER_NEW_SLOTS_FULL => error!(
+            &(),
+            "NEW_SLOTS overflowed, which its size should rule out: a new series is timed but the daemon learns of it only from a full scan (counted in new_slots_full)"
+        ),
+        _ => error!(&(), "impossible: counter {} is not a map-full counter", counter),
     }
 }
 

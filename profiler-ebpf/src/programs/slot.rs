@@ -14,7 +14,7 @@ use aya_ebpf::{
 use profiler_common::{Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES};
 
 use super::{
-    bump,
+    bump, bump_full,
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
     hist::{add_timed, cpu_cached_slot, key_high, key_low, key_nr, latency_since, shard},
     lifecycle::process_incarnation,
@@ -85,7 +85,7 @@ fn claim_cpu_slot(tid: u32, tgid: u32) -> i64 {
         ..Start::default()
     };
     if STARTS.insert(tid, record, 0).is_err() {
-        bump(COUNTER_STARTS_FULL);
+        bump_full(COUNTER_STARTS_FULL);
         return -1;
     }
     i64::from(incarnation)

@@ -25,6 +25,10 @@ pub const ENV_SHARED_SHARDS: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
 /// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
 /// instant of the first checkpoint commit that retires processes (the drain layer reads it).
 pub const ENV_CRASH_AT: &str = "SYSCALL_PROFILER_CRASH_AT";
+/// `top`'s basic-auth user and password (the command line would show them in `ps`); serve
+/// ignores them, so one shell can export them and run both.
+pub const ENV_USER: &str = "SYSCALL_PROFILER_USER";
+pub const ENV_PASSWORD: &str = "SYSCALL_PROFILER_PASSWORD";
 
 /// The variables with the prefix that are not settings, with what they do. Together with the
 /// settings' they are every name the prefix may take: any other is an error, not ignored.
@@ -42,6 +46,14 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
         ENV_CRASH_AT,
         "before-flip or before-deletes: SIGKILL itself inside the first checkpoint commit that \
          retires processes (the restart tests)",
+    ),
+    (
+        ENV_USER,
+        "top: the basic-auth user (with SYSCALL_PROFILER_PASSWORD; serve ignores it)",
+    ),
+    (
+        ENV_PASSWORD,
+        "top: the basic-auth password (with SYSCALL_PROFILER_USER; serve ignores it)",
     ),
 ];
 

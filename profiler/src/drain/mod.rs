@@ -186,6 +186,8 @@ impl Drain {
         // Before the deletes: a checkpoint always holds the last reading of what they delete.
         let checkpoint = self.commit_checkpoint(store);
         self.retire(exited);
+        // With the counters just read: a map's first "full" line shows up with its count.
+        self.maps.log.forward();
         record_cost(store, started, checkpoint);
         Ok(())
     }

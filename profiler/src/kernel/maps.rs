@@ -11,7 +11,7 @@ use profiler_common::{
     ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, batch, error::Error, iter::InFlightIter};
+use super::{arena::HistArena, batch, error::Error, iter::InFlightIter, log::KernelLog};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -27,6 +27,8 @@ pub struct Maps {
     pub starts: HashMap<MapData, u32, Start>,
     pub cpu_slot: PerCpuArray<MapData, Start>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// The programs' rare log lines (log.rs).
+    pub log: KernelLog,
     /// Only with `--pin-path`.
     pub checkpoint: Option<CheckpointMaps>,
 }
@@ -72,6 +74,7 @@ pub(super) fn take(
         starts: take_map(ebpf, STARTS_MAP)?,
         cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
         counters: take_map(ebpf, COUNTERS_MAP)?,
+        log: KernelLog::take(ebpf)?,
         checkpoint,
     };
     Ok(maps)

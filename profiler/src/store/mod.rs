@@ -246,7 +246,6 @@ impl Store {
                 metrics.add(sc, delta, errnos);
                 p.add(sc, delta, errnos);
                 p.interval_ns += delta.total_ns;
-                p.interval_active = true;
                 let sum = by_syscall.entry(sc).or_default();
                 if !delta.is_empty() {
                     sum.hist.add_ref(delta);
@@ -337,13 +336,14 @@ impl Store {
         let since = self.last_drain.map_or(self.started.0, |(at, _)| at);
         let elapsed_ns = now.0.saturating_duration_since(since).as_nanos().max(1) as f64;
         for p in self.processes.values_mut() {
-            if std::mem::take(&mut p.interval_active) {
-                p.last_seen = now.1;
-            }
             p.syscall_time_share = p.interval_ns as f64 / elapsed_ns;
             p.cpu_time_share = p.interval_cpu_ns as f64 / elapsed_ns;
             p.interval_ns = 0;
             p.interval_cpu_ns = 0;
+            if p.gained {
+                p.last_seen = now.1;
+                p.gained = false;
+            }
         }
         let retention = self.retention;
         self.processes.retain(|_, p| match p.exited {

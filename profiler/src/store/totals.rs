@@ -64,8 +64,7 @@ pub struct Process {
     /// unknown.
     pub cgroup_id: u64,
     pub first_seen: SystemTime,
-    /// The end of the last drain interval in which it made (or finished) a call; `first_seen`
-    /// until then.
+    /// The end of the last drain interval in which it made a call (`first_seen` until then).
     pub last_seen: SystemTime,
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
@@ -81,8 +80,8 @@ pub struct Process {
     pub cpu_time_share: f64,
     pub(super) interval_ns: u64,
     pub(super) interval_cpu_ns: u64,
-    /// Whether it gained anything in this drain (then `finish_drain` moves `last_seen`).
-    pub(super) interval_active: bool,
+    /// Whether it gained calls or failures in this drain interval (`last_seen`).
+    pub(super) gained: bool,
     /// Its sums at the start of the current-rates window, and at the last snapshot (recent.rs).
     pub(super) base: Option<Box<Snapshot>>,
     pub(super) next_base: Option<Box<Snapshot>>,
@@ -106,7 +105,7 @@ impl Process {
             cpu_time_share: 0.0,
             interval_ns: 0,
             interval_cpu_ns: 0,
-            interval_active: false,
+            gained: false,
             base: None,
             next_base: None,
         }
@@ -114,6 +113,7 @@ impl Process {
 
     /// Adds calls and failures by errno of syscall `sc` to the process's totals.
     pub(super) fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        self.gained = true;
         let t = self.syscalls.entry(sc).or_default();
         if !delta.is_empty() {
             t.hist.add_ref(delta);

@@ -45,6 +45,21 @@ fn errors(s: &Snapshot, sets: &[SyscallSet], out: &mut Series) -> fmt::Result {
     })
 }
 
+/// One of a syscall's latency parts (the time split), in seconds, for every (set, syscall);
+/// no series when the kernel side does not split (counts-only mode, a kernel without the
+/// fields it reads), where every part would read 0.
+fn split_part(
+    s: &Snapshot,
+    sets: &[SyscallSet],
+    out: &mut Series,
+    part: fn(&SyscallTotals) -> u64,
+) -> fmt::Result {
+    if !s.store.time_split() {
+        return Ok(());
+    }
+    each_syscall(s, sets, |labels, t| out.value(labels, part(t) as f64 / 1e9))
+}
+
 struct MapState {
     full: u64,
     entries: u64,
@@ -117,6 +132,36 @@ pub static FAMILIES: &[Family] = &[
         shown: Shown::Always,
         series: |s, out| errors(s, &s.groups, out),
     },
+    // The parts of syscall_duration's _sum: they add up to it (docs/design.md, "Where the time
+    // went"). Counters beside the histogram rather than labels on it: one series each, not
+    // three times its buckets.
+    Family {
+        name: "syscall_profiler_syscall_cpu",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: GROUP,
+        help: "The part of syscall_duration_seconds_sum spent on a CPU, per process name (comm) and cgroup; with runqueue and blocked it adds up to the sum (absent in counts-only mode and on kernels without the time split)",
+        shown: Shown::Always,
+        series: |s, out| split_part(s, &s.groups, out, |t| t.hist.on_cpu_ns()),
+    },
+    Family {
+        name: "syscall_profiler_syscall_runqueue",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: GROUP,
+        help: "The part of syscall_duration_seconds_sum spent runnable on a runqueue, waiting for a CPU (preempted or woken), per process name (comm) and cgroup",
+        shown: Shown::Always,
+        series: |s, out| split_part(s, &s.groups, out, |t| t.hist.split.runq_ns),
+    },
+    Family {
+        name: "syscall_profiler_syscall_blocked",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: GROUP,
+        help: "The part of syscall_duration_seconds_sum spent blocked (asleep: waiting for I/O, a lock, a timer), per process name (comm) and cgroup",
+        shown: Shown::Always,
+        series: |s, out| split_part(s, &s.groups, out, |t| t.hist.split.blocked_ns),
+    },
     Family {
         name: "syscall_profiler_process_syscall_duration",
         kind: Kind::Histogram,
@@ -134,6 +179,33 @@ pub static FAMILIES: &[Family] = &[
         help: "Syscalls that returned an error, by errno, per process for the top processes by syscall time (counting from when each was promoted), all others under pid=\"other\"",
         shown: Shown::PerPid,
         series: |s, out| errors(s, &s.per_pid, out),
+    },
+    Family {
+        name: "syscall_profiler_process_syscall_cpu",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: PID,
+        help: "The part of process_syscall_duration_seconds_sum spent on a CPU, per process for the top processes by syscall time, all others under pid=\"other\"",
+        shown: Shown::PerPid,
+        series: |s, out| split_part(s, &s.per_pid, out, |t| t.hist.on_cpu_ns()),
+    },
+    Family {
+        name: "syscall_profiler_process_syscall_runqueue",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: PID,
+        help: "The part of process_syscall_duration_seconds_sum spent runnable on a runqueue, per process for the top processes by syscall time, all others under pid=\"other\"",
+        shown: Shown::PerPid,
+        series: |s, out| split_part(s, &s.per_pid, out, |t| t.hist.split.runq_ns),
+    },
+    Family {
+        name: "syscall_profiler_process_syscall_blocked",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: PID,
+        help: "The part of process_syscall_duration_seconds_sum spent blocked, per process for the top processes by syscall time, all others under pid=\"other\"",
+        shown: Shown::PerPid,
+        series: |s, out| split_part(s, &s.per_pid, out, |t| t.hist.split.blocked_ns),
     },
     // The pod is fixed by the cgroup, so pod labels on the syscall series would add no series
     // but lengthen every one of them and every query: an info family to join on `cgroup`.

@@ -182,7 +182,7 @@ mod tests {
         host::cgroups::{Cgroup, Pod, QosClass},
         store::{
             aggregates::MetricsConfig,
-            histogram::Delta,
+            histogram::{Delta, TimeSplit},
             telemetry::{BpfProgram, CheckpointCost},
             Gain, ProcKey, StoreConfig, SyscallKey,
         },
@@ -229,7 +229,11 @@ mod tests {
         let delta = Delta {
             errors: 3,
             total_ns: 9000,
-            split: Default::default(),
+            split: TimeSplit {
+                runq_ns: 1000,
+                blocked_ns: 5000,
+                blocked_calls: 1,
+            },
             buckets: vec![(bucket_index(3000), 3)],
         };
         s.add_batch([Gain {
@@ -303,6 +307,30 @@ mod tests {
             "process_start_time_seconds ",
         ] {
             assert!(body.contains(&format!("\n{name}")), "{name}");
+        }
+    }
+
+    /// The split's three counters are the parts of the histogram's _sum, per series.
+    #[test]
+    fn the_split_counters_add_up_to_the_duration_sum() {
+        let body = text(&ScrapeStats::default(), &store(true), Format::Text);
+        let value = |prefix: &str| -> f64 {
+            let line = body
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix}:\n{body}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        for family in [
+            "syscall_profiler_syscall",
+            "syscall_profiler_process_syscall",
+        ] {
+            let sum = value(&format!("{family}_duration_seconds_sum{{"));
+            let cpu = value(&format!("{family}_cpu_seconds_total{{"));
+            let runq = value(&format!("{family}_runqueue_seconds_total{{"));
+            let blocked = value(&format!("{family}_blocked_seconds_total{{"));
+            assert_eq!((cpu, runq, blocked), (3e-6, 1e-6, 5e-6), "{family}");
+            assert!((cpu + runq + blocked - sum).abs() < 1e-12, "{family}");
         }
     }
 

@@ -1,4 +1,4 @@
-//! What the daemon answers, read from the store: `/stats` (stats.rs; its query in query.rs),
+//! What the daemon answers, read from the store: `/stats` (stats.rs; its query in query.rs, what it shows in select.rs),
 //! `/metrics` (scrape.rs answers, metrics.rs renders families.rs's table), the dashboard and `/history` (page.rs),
 //! `/insights` (insights.rs). Each handler takes a read lock, renders, and lets go; a bad query
 //! is a 400 naming the parameter (error.rs).
@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page;
 pub mod query;
 pub mod scrape;
+pub mod select;
 pub mod snapshot;
 pub mod stats;
 

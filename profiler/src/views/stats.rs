@@ -1,6 +1,6 @@
 //! `GET /stats`: the store as versioned JSON (schema documented in docs/api.md).
 
-use std::{cmp::Reverse, collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{RawQuery, State},
@@ -14,16 +14,19 @@ use serde::Serialize;
 
 use super::{
     query::{SortKey, StatsQuery},
+    select::{self, Matcher, Ranked, Sums},
     unix_ms, Context,
 };
 use crate::{
     host::{cgroups, info as host},
-    store::{histogram::Histogram, InFlight, Process, Store, SyscallKey, SyscallTotals},
+    store::{histogram::Histogram, InFlight, Store, SyscallKey, SyscallTotals},
     syscalls::{self, Abi, Category},
 };
 
 /// Bumped on any change that could break a client: removed or renamed fields, changed meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the answer is a page of processes (`limit`, default 50; `offset`), each with its first
+/// `syscalls` syscalls (default 10), and buckets only with `buckets=true` (docs/api.md).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 pub struct Bucket {
@@ -53,7 +56,9 @@ pub struct SyscallStats {
     pub time_split: Option<TimeSplitStats>,
     /// Failures by errno name (`ENOENT`).
     pub errnos: BTreeMap<String, u64>,
-    pub buckets: Vec<Bucket>,
+    /// Only with `buckets=true` (empty in counts-only mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<Bucket>>,
 }
 
 /// A syscall's `total_ns` in parts that add up to it: on a CPU, runnable on a runqueue
@@ -70,13 +75,19 @@ pub struct TimeSplitStats {
     pub blocked_calls: u64,
 }
 
+/// A share (0.25 = 25%) to four decimals: 0.01% is finer than any reader needs, and a full
+/// `f64` takes 20 characters where this takes 6, in an answer that has thousands of them.
+fn share(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
 impl TimeSplitStats {
     fn of(h: &Histogram) -> Self {
         let share = |ns: u64| {
             if h.total_ns == 0 {
                 0.0
             } else {
-                ns as f64 / h.total_ns as f64
+                share(ns as f64 / h.total_ns as f64)
             }
         };
         let on_cpu_ns = h.on_cpu_ns();
@@ -111,7 +122,8 @@ impl Timing {
 
 impl SyscallStats {
     /// Without latency (counts-only mode) the time-based fields are absent.
-    fn new(key: SyscallKey, name: String, t: &SyscallTotals, timing: Timing) -> Self {
+    fn new(key: SyscallKey, t: &SyscallTotals, timing: Timing, buckets: bool) -> Self {
+        let name = syscalls::name(key.abi, key.nr);
         let h = &t.hist;
         let latency = timing.latency;
         let timed = |v: Option<u64>| v.filter(|_| latency);
@@ -134,24 +146,16 @@ impl SyscallStats {
                 .iter()
                 .map(|(&e, &n)| (syscalls::errno_name(e), n))
                 .collect(),
-            buckets: h
-                .nonempty_buckets()
-                .filter(|_| latency)
-                .map(|(lower_ns, upper_ns, count)| Bucket {
-                    lower_ns,
-                    upper_ns,
-                    count,
-                })
-                .collect(),
-        }
-    }
-
-    fn sort_key(&self, key: SortKey) -> u64 {
-        match key {
-            SortKey::Count => self.count,
-            SortKey::Total => self.total_ns,
-            SortKey::P99 => self.p99_ns.unwrap_or(0),
-            SortKey::Errors => self.errors,
+            buckets: buckets.then(|| {
+                h.nonempty_buckets()
+                    .filter(|_| latency)
+                    .map(|(lower_ns, upper_ns, count)| Bucket {
+                        lower_ns,
+                        upper_ns,
+                        count,
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -188,34 +192,30 @@ pub struct ProcessStats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<cgroups::Pod>,
     pub first_seen_unix_ms: u64,
+    /// The end of the last drain interval in which it made a call.
+    pub last_seen_unix_ms: u64,
     pub exited: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_unix_ms: Option<u64>,
+    /// Sums over every syscall the query matches, listed or not.
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
+    /// `total_ns` in parts: on a CPU, runnable, blocked; null without a split (like
+    /// `time_split`).
+    pub on_cpu_ns: Option<u64>,
+    pub runq_ns: Option<u64>,
+    pub blocked_ns: Option<u64>,
     /// Syscall time completed in the last drain interval over the interval's length (1.0 = one
     /// thread in syscalls the whole time; threads add up).
     pub syscall_time_share: f64,
+    /// The part of that on a CPU (1.0 = one CPU busy in the kernel for it).
+    pub cpu_time_share: f64,
     pub categories: Vec<CategoryStats>,
     pub in_flight: Vec<InFlightStats>,
+    /// Syscalls the query matches; `syscalls` lists the first `syscalls=` of them.
+    pub syscalls_total: usize,
     pub syscalls: Vec<SyscallStats>,
-}
-
-impl ProcessStats {
-    fn sort_key(&self, key: SortKey) -> u64 {
-        match key {
-            SortKey::Count => self.count,
-            SortKey::Total => self.total_ns,
-            SortKey::P99 => self
-                .syscalls
-                .iter()
-                .filter_map(|s| s.p99_ns)
-                .max()
-                .unwrap_or(0),
-            SortKey::Errors => self.errors,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -279,6 +279,17 @@ pub struct CheckpointStats {
     pub last_duration_ns: u64,
 }
 
+/// Where `processes` lies in the sorted list of every process the query matches.
+#[derive(Serialize)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+    /// Processes the query matches, on every page.
+    pub total: usize,
+    /// The next page's offset; null on the last page.
+    pub next_offset: Option<usize>,
+}
+
 #[derive(Serialize)]
 pub struct StatsResponse {
     pub schema_version: u32,
@@ -286,53 +297,36 @@ pub struct StatsResponse {
     pub kernel_maps: MapStats,
     pub store: StoreStats,
     pub sort: SortKey,
-    /// System-wide per-syscall totals over all processes ever seen (pid/comm filters do not
-    /// apply; syscall, sort and top do).
+    pub page: Page,
+    /// System-wide syscalls the query matches; `syscalls` lists the first `syscalls=`.
+    pub syscalls_total: usize,
+    /// System-wide per-syscall totals over all processes ever seen (pid, comm and exited
+    /// filters do not apply; syscall, sort and syscalls do).
     pub syscalls: Vec<SyscallStats>,
     pub processes: Vec<ProcessStats>,
 }
 
-fn sort_and_cut<T>(items: &mut Vec<T>, top: Option<usize>, key: impl Fn(&T) -> (u64, u32)) {
-    items.sort_by_key(|x| {
-        let (k, id) = key(x);
-        (Reverse(k), id)
-    });
-    if let Some(n) = top {
-        items.truncate(n);
-    }
-}
-
-fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessStats> {
+fn process_stats(r: &Ranked, q: &StatsQuery, m: &Matcher, store: &Store) -> ProcessStats {
     let timing = Timing::of(store);
-    let wanted = |k: &SyscallKey, name: &str| {
-        q.syscall
-            .as_ref()
-            .is_none_or(|f| f.matches(k.abi, k.nr, name))
-    };
-    let mut calls: Vec<SyscallStats> = p
-        .syscalls
-        .iter()
-        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
-        .filter(|(k, name, _)| wanted(k, name))
-        .map(|(k, name, t)| SyscallStats::new(k, name, t, timing))
+    let p = r.process;
+    let (calls, syscalls_total) =
+        select::top_syscalls(p.syscalls.iter(), m, q.sort, timing.latency, q.syscalls);
+    let calls = calls
+        .into_iter()
+        .map(|(k, t)| SyscallStats::new(k, t, timing, q.buckets))
         .collect();
     let in_flight: Vec<InFlightStats> = p
         .in_flight
         .iter()
-        .map(|f: &InFlight| (f, syscalls::name(f.syscall.abi, f.syscall.nr)))
-        .filter(|(f, name)| wanted(&f.syscall, name))
-        .map(|(f, name)| InFlightStats {
-            name,
+        .filter(|f: &&InFlight| m.wants(&f.syscall))
+        .map(|f| InFlightStats {
+            name: syscalls::name(f.syscall.abi, f.syscall.nr),
             nr: f.syscall.nr,
             abi: f.syscall.abi,
             count: f.count,
             oldest_age_ns: f.oldest_age_ns,
         })
         .collect();
-    if calls.is_empty() && in_flight.is_empty() {
-        return None;
-    }
-    sort_and_cut(&mut calls, q.top, |s| (s.sort_key(q.sort), s.nr));
     let categories = Category::ALL
         .iter()
         .filter_map(|&c| {
@@ -342,11 +336,13 @@ fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessSt
                 count: t.count,
                 errors: t.errors,
                 total_ns: t.total_ns,
-                share_of_syscall_time: p.category_share(c),
+                share_of_syscall_time: share(p.category_share(c)),
             })
         })
         .collect();
-    Some(ProcessStats {
+    let s: Sums = r.sums;
+    let split = |v: u64| timing.split.then_some(v);
+    ProcessStats {
         pid: p.key.pid,
         comm: p.comm.clone(),
         cgroup_id: p.cgroup_id,
@@ -357,42 +353,43 @@ fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessSt
             .get(&p.cgroup_id)
             .and_then(|c| c.pod.as_deref().cloned()),
         first_seen_unix_ms: unix_ms(p.first_seen),
+        last_seen_unix_ms: unix_ms(p.last_seen),
         exited: p.exited.is_some(),
         exited_unix_ms: p.exited.map(|(_, wall)| unix_ms(wall)),
-        count: calls.iter().map(|s| s.count).sum(),
-        errors: calls.iter().map(|s| s.errors).sum(),
-        total_ns: calls.iter().map(|s| s.total_ns).sum(),
-        syscall_time_share: p.syscall_time_share,
+        count: s.count,
+        errors: s.errors,
+        total_ns: s.total_ns,
+        on_cpu_ns: split(s.on_cpu_ns()),
+        runq_ns: split(s.runq_ns),
+        blocked_ns: split(s.blocked_ns),
+        syscall_time_share: share(p.syscall_time_share),
+        cpu_time_share: share(p.cpu_time_share),
         categories,
         in_flight,
+        syscalls_total,
         syscalls: calls,
-    })
+    }
 }
 
 pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
     let timing = Timing::of(store);
     let latency = timing.latency;
-    let mut syscalls: Vec<SyscallStats> = store
-        .system()
-        .iter()
-        .map(|(&k, t)| (k, syscalls::name(k.abi, k.nr), t))
-        .filter(|(k, name, _)| {
-            q.syscall
-                .as_ref()
-                .is_none_or(|f| f.matches(k.abi, k.nr, name))
-        })
-        .map(|(k, name, t)| SyscallStats::new(k, name, t, timing))
+    let m = Matcher::of(q);
+    let (system, syscalls_total) =
+        select::top_syscalls(store.system().iter(), &m, q.sort, latency, q.syscalls);
+    let syscalls = system
+        .into_iter()
+        .map(|(k, t)| SyscallStats::new(k, t, timing, q.buckets))
         .collect();
-    sort_and_cut(&mut syscalls, q.top, |s| (s.sort_key(q.sort), s.nr));
 
-    let mut processes: Vec<ProcessStats> = store
-        .processes()
-        .values()
-        .filter(|p| q.pid.is_none_or(|pid| pid == p.key.pid))
-        .filter(|p| q.comm.as_deref().is_none_or(|c| c == p.comm))
-        .filter_map(|p| process_stats(p, q, store))
+    let (mut ranked, exited_processes) =
+        select::candidates(store.processes().values(), q, &m, latency);
+    let total = ranked.len();
+    let processes = select::window(&mut ranked, q.offset, q.limit, |r| r.order)
+        .iter()
+        .map(|r| process_stats(r, q, &m, store))
         .collect();
-    sort_and_cut(&mut processes, q.top, |p| (p.sort_key(q.sort), p.pid));
+    let next = q.offset.saturating_add(q.limit);
 
     let k = store.kernel();
     StatsResponse {
@@ -427,11 +424,7 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
         },
         store: StoreStats {
             processes: store.processes().len(),
-            exited_processes: store
-                .processes()
-                .values()
-                .filter(|p| p.exited.is_some())
-                .count(),
+            exited_processes,
             max_exited: store.max_exited(),
             evicted_early: store.evicted_early(),
             checkpoint: store
@@ -447,6 +440,13 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
                 }),
         },
         sort: q.sort,
+        page: Page {
+            offset: q.offset,
+            limit: q.limit,
+            total,
+            next_offset: (next < total).then_some(next),
+        },
+        syscalls_total,
         syscalls,
         processes,
     }

@@ -131,6 +131,16 @@ pub fn checkpoint(agent: &ureq::Agent, base: &str) -> Option<Checkpoint> {
     parse_checkpoint(&serde_json::from_str(&body).ok()?)
 }
 
+/// Exited processes the daemon's store holds (`store.exited_processes`), asking about pid 1
+/// alone; `None` if the daemon does not say.
+pub fn exited_processes(agent: &ureq::Agent, base: &str) -> Option<u64> {
+    let resp = agent.get(&format!("{base}/stats?pid=1")).call().ok()?;
+    let mut body = String::new();
+    resp.into_reader().read_to_string(&mut body).ok()?;
+    let stats: serde_json::Value = serde_json::from_str(&body).ok()?;
+    stats.pointer("/store/exited_processes")?.as_u64()
+}
+
 /// `None` if the daemon's schema has no such fields.
 pub fn kernel_map(agent: &ureq::Agent, base: &str) -> Option<KernelMap> {
     let resp = agent.get(&format!("{base}/stats?top=1")).call().ok()?;

@@ -137,6 +137,10 @@ pub const SERIES_POINTS: [u64; 2] = [1_000, 10_000];
 const SERIES_PER_PROCESS: u64 = 100;
 /// Requests one HTTP client makes at most, whatever the duration: the load stays bounded.
 const MAX_REQUESTS_PER_CLIENT: u64 = 100_000;
+/// Short-lived processes run before the HTTP load: the store then holds as many exited
+/// processes as `--max-exited` keeps by default besides the live series, as on a busy host
+/// after a while, and `/stats` is measured over both.
+const EXITED_PROCESSES: usize = 10_000;
 
 pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let started = Instant::now();
@@ -542,6 +546,13 @@ fn measure_load(
             checkpoint,
         });
         if Some(&target) == SERIES_POINTS.last() {
+            let exited = exit_processes(&agent, &daemon.base, EXITED_PROCESSES)?;
+            out.http_notes.push(format!(
+                "{}: the HTTP load ran with {} exited processes in the store \
+                 (`store.exited_processes`) besides the live series.",
+                variant.name,
+                exited.map_or_else(|| "?".into(), |n| n.to_string())
+            ));
             // /metrics will be a Prometheus endpoint: measured as soon as the daemon serves it.
             for path in ["/stats", "/metrics"] {
                 match load::get(&agent, &format!("{}{path}", daemon.base)) {
@@ -646,6 +657,28 @@ fn remove_pinned(dir: Option<&Path>) -> Result<()> {
             std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))
         }
         _ => Ok(()),
+    }
+}
+
+/// Runs `n` processes that exit at once (`true`), then waits (at most 30 s) until the daemon
+/// holds them as exited; returns how many exited processes it holds (None: no such field).
+fn exit_processes(agent: &ureq::Agent, base: &str, n: usize) -> Result<Option<u64>> {
+    for _ in 0..n {
+        let status = std::process::Command::new("true")
+            .stdin(std::process::Stdio::null())
+            .status()
+            .context("running true")?;
+        if !status.success() {
+            bail!("true failed: {status}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = load::exited_processes(agent, base);
+        if held.is_none_or(|h| h >= n as u64) || Instant::now() > deadline {
+            return Ok(held);
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -2,8 +2,8 @@
 # vm-test's checks, run inside the guest as root by its systemd (vm-test.service), from the
 # directory the host shares. Everything it prints goes to transcript.txt there (the host shows
 # it live); its last act is writing "checks=N failed=F" to result. Written by
-# xtask/src/vm_test/mod.rs next to: syscall-profiler (the release daemon), repo/ (README.md and
-# packaging/), calls (the known workload).
+# xtask/src/vm_test/mod.rs next to: syscall-profiler (the release daemon), repo/ (README.md,
+# docs/ and packaging/), calls (the known workload).
 set -u
 share=$(dirname "$(readlink -f "$0")")
 exec > >(tee "$share/transcript.txt") 2>&1
@@ -55,8 +55,8 @@ wait_until() {
 drains() { stats "?pid=1&top=1" | jq .host.drains; }
 drains_over() { [ "$(drains)" -gt "$1" ]; }
 seconds_since_over() { [ $(($(date +%s) - $1)) -gt "$2" ]; }
-# The newest entry of process $1 in /stats?pid=$1.
-entry() { stats "?pid=$1" | jq -c --argjson p "$1" '[.processes[] | select(.pid == $p)] | max_by(.first_seen_unix_ms)'; }
+# The newest entry of process $1 in /stats?pid=$1, every syscall listed.
+entry() { stats "?pid=$1&syscalls=1000" | jq -c --argjson p "$1" '[.processes[] | select(.pid == $p)] | max_by(.first_seen_unix_ms)'; }
 exited() { [ "$(entry "$1" | jq .exited)" = true ]; }
 # Waits until process $1 has exited and two more drains have passed (the first reads its last
 # calls, the second retires its kernel entries).
@@ -68,7 +68,7 @@ wait_final() {
 }
 # Per "ABI NAME": [count, errors] of process $1, keys sorted.
 counts_of() { entry "$1" | jq -cS '.syscalls | map({key: "\(.abi) \(.name)", value: [.count, .errors]}) | from_entries'; }
-system_count() { stats "?pid=1&top=1000" | jq --arg n "$1" '[.syscalls[] | select(.name == $n) | .count] | add // 0'; }
+system_count() { stats "?pid=1&syscalls=1000" | jq --arg n "$1" '[.syscalls[] | select(.name == $n) | .count] | add // 0'; }
 # The ids of the BPF programs process $1 holds (its program and link fds name them).
 prog_ids() { grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -un | xargs; }
 none_loaded() {
@@ -83,8 +83,10 @@ none_loaded() {
 }
 # Capability sets $2 (a regex: Inh|Prm) of every thread of process $1 are all $3 (hex).
 caps_are() {
-    local bad
-    bad=$(grep -H -E "^Cap($2):" /proc/"$1"/task/*/status | awk -v want="$3" '$2 != want')
+    local lines bad
+    # No thread to read (no main process) is a failure, not an empty list of bad ones.
+    lines=$(grep -H -E "^Cap($2):" /proc/"$1"/task/*/status) || { echo "no process $1"; return 1; }
+    bad=$(awk -v want="$3" '$2 != want' <<<"$lines")
     [ -z "$bad" ] || { echo "$bad"; return 1; }
 }
 watchdog_pinged_since() { [ "$(prop WatchdogTimestampMonotonic)" -gt "$1" ]; }
@@ -197,7 +199,7 @@ if [ "$before" = $getppids ]; then
     check "counters continue exactly: $after after the restart = $before before" \
         test "$after" = "$before"
 fi
-check "the new run says it resumed" log_has "resumed the totals of"
+check "the new run says it resumed" log_has "resumed the counters from checkpoint"
 pid=$(prop MainPID)
 ids=$(prog_ids "$pid")
 check "systemctl stop" ctl stop

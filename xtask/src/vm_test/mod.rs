@@ -71,6 +71,7 @@ pub fn run(root: &Path) -> Result<()> {
     let share = run_dir.join("share");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(share.join("repo/packaging"))?;
+    std::fs::create_dir_all(share.join("repo/docs"))?;
     let daemon = crate::bench::build_daemon(root)?;
     std::fs::copy(&daemon, share.join("syscall-profiler"))?;
     for file in [
@@ -82,6 +83,12 @@ pub fn run(root: &Path) -> Result<()> {
     ] {
         std::fs::copy(root.join(file), share.join("repo").join(file))
             .with_context(|| format!("sharing {file}"))?;
+    }
+    // install.sh installs the README with the docs/ its links point into.
+    for doc in std::fs::read_dir(root.join("docs")).context("reading docs/")? {
+        let doc = doc?;
+        std::fs::copy(doc.path(), share.join("repo/docs").join(doc.file_name()))
+            .with_context(|| format!("sharing {}", doc.path().display()))?;
     }
     write_executable(&share.join("guest-check.sh"), GUEST_CHECK)?;
     build_calls(&run_dir, &share)?;

@@ -10,8 +10,13 @@ pub enum Group {
     Syscall,
 }
 
+/// What ranks the rows. `Cpu`, the default, is time on a CPU inside syscalls: a process
+/// burning the kernel ranks above one that sleeps in `nanosleep` or waits in `epoll_wait`,
+/// whose time is blocked time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortBy {
+    Cpu,
+    Blocked,
     Time,
     Calls,
     Errors,
@@ -21,14 +26,18 @@ pub enum SortBy {
 impl SortBy {
     pub(super) fn next(self) -> SortBy {
         match self {
+            SortBy::Cpu => SortBy::Blocked,
+            SortBy::Blocked => SortBy::Time,
             SortBy::Time => SortBy::Calls,
             SortBy::Calls => SortBy::Errors,
             SortBy::Errors => SortBy::P99,
-            SortBy::P99 => SortBy::Time,
+            SortBy::P99 => SortBy::Cpu,
         }
     }
     pub(super) fn label(self) -> &'static str {
         match self {
+            SortBy::Cpu => "cpu",
+            SortBy::Blocked => "blocked",
             SortBy::Time => "time",
             SortBy::Calls => "calls",
             SortBy::Errors => "errors",
@@ -93,9 +102,17 @@ pub struct Row {
     pub syscall: String,
     pub calls: u64,
     pub errors: u64,
+    /// The most frequent errno (`ENOENT`), if any call failed.
+    pub errno: Option<String>,
     pub total_ns: u64,
+    /// On a CPU and blocked (asleep) parts of `total_ns`; None when the daemon does not split
+    /// time (counts-only mode, a kernel without the fields).
+    pub on_cpu_ns: Option<u64>,
+    pub blocked_ns: Option<u64>,
     pub mean_ns: u64,
     pub p99_ns: Option<u64>,
+    /// When the daemon first saw the process (its clock), for a first rate.
+    pub first_seen_ms: Option<u64>,
     pub rate: Option<f64>,
 }
 
@@ -111,7 +128,36 @@ fn syscall_label(s: &Value) -> String {
     }
 }
 
+/// A syscall entry's time split; schema 1 and 2 call it `time_split`, `split` is accepted too.
+fn split(s: &Value) -> Option<&Value> {
+    [&s["time_split"], &s["split"]]
+        .into_iter()
+        .find(|v| v.is_object())
+}
+
+/// The errno with the most failures among `entries`' `errnos` maps (ties: the name first in
+/// order, so the column does not flicker).
+fn top_errno<'a>(entries: impl Iterator<Item = &'a Value>) -> Option<String> {
+    let mut by_name: std::collections::BTreeMap<&str, u64> = Default::default();
+    for s in entries {
+        if let Some(m) = s["errnos"].as_object() {
+            for (name, n) in m {
+                *by_name.entry(name.as_str()).or_default() += u(n);
+            }
+        }
+    }
+    by_name
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .fold(None, |best: Option<(&str, u64)>, (name, n)| match best {
+            Some((_, m)) if m >= n => best,
+            _ => Some((name, n)),
+        })
+        .map(|(name, _)| name.to_string())
+}
+
 fn syscall_row(id: String, pid: Option<u32>, comm: &str, s: &Value) -> Row {
+    let split = split(s);
     Row {
         id,
         pid,
@@ -119,17 +165,34 @@ fn syscall_row(id: String, pid: Option<u32>, comm: &str, s: &Value) -> Row {
         syscall: syscall_label(s),
         calls: u(&s["count"]),
         errors: u(&s["errors"]),
+        errno: top_errno(std::iter::once(s)),
         total_ns: u(&s["total_ns"]),
+        on_cpu_ns: split.map(|x| u(&x["on_cpu_ns"])),
+        blocked_ns: split.map(|x| u(&x["blocked_ns"])),
         mean_ns: u(&s["mean_ns"]),
         p99_ns: s["p99_ns"].as_u64(),
+        first_seen_ms: None,
         rate: None,
     }
+}
+
+/// A process's sum of one split part: schema 2 gives it per process; schema 1 only per
+/// syscall, so it is summed over the syscalls listed (all of them unless the list was cut).
+fn process_part(p: &Value, calls: &[Value], key: &str) -> Option<u64> {
+    if let Some(n) = p[key].as_u64() {
+        return Some(n);
+    }
+    let parts: Vec<u64> = calls
+        .iter()
+        .filter_map(|s| split(s).map(|x| u(&x[key])))
+        .collect();
+    (!parts.is_empty()).then(|| parts.iter().sum())
 }
 
 /// Turns a `/stats` answer into rows for a grouping. Without a filter, "by syscall" is the
 /// daemon's system-wide list; with one it lists each matching process's syscalls (the daemon
 /// does not merge histograms across processes for us, and we do not re-derive p99).
-pub fn rows(stats: &Value, group: Group, filter: &Filter) -> Vec<Row> {
+pub fn rows(stats: &Value, group: Group, filter: &Filter, by: SortBy) -> Vec<Row> {
     let empty = Vec::new();
     let procs = stats["processes"].as_array().unwrap_or(&empty);
     match (group, filter) {
@@ -138,22 +201,29 @@ pub fn rows(stats: &Value, group: Group, filter: &Filter) -> Vec<Row> {
             .map(|p| {
                 let pid = u(&p["pid"]) as u32;
                 let calls = p["syscalls"].as_array().unwrap_or(&empty);
+                // The process's top syscall by the key it is ranked by.
                 let top = calls
                     .iter()
-                    .max_by_key(|s| u(&s["total_ns"]))
-                    .map(syscall_label)
+                    .map(|s| syscall_row(String::new(), None, "", s))
+                    .max_by(|a, b| key(a, by).cmp(&key(b, by)).then(b.syscall.cmp(&a.syscall)))
+                    .map(|r| r.syscall)
                     .unwrap_or_default();
                 let count = u(&p["count"]);
+                let seen = u(&p["first_seen_unix_ms"]);
                 Row {
-                    id: format!("p{pid}.{}", u(&p["first_seen_unix_ms"])),
+                    id: format!("p{pid}.{seen}"),
                     pid: Some(pid),
                     comm: p["comm"].as_str().unwrap_or("").to_string(),
                     syscall: top,
                     calls: count,
                     errors: u(&p["errors"]),
+                    errno: top_errno(calls.iter()),
                     total_ns: u(&p["total_ns"]),
+                    on_cpu_ns: process_part(p, calls, "on_cpu_ns"),
+                    blocked_ns: process_part(p, calls, "blocked_ns"),
                     mean_ns: u(&p["total_ns"]).checked_div(count).unwrap_or(0),
                     p99_ns: calls.iter().filter_map(|s| s["p99_ns"].as_u64()).max(),
+                    first_seen_ms: Some(seen),
                     rate: None,
                 }
             })
@@ -174,8 +244,9 @@ pub fn rows(stats: &Value, group: Group, filter: &Filter) -> Vec<Row> {
                     .as_array()
                     .unwrap_or(&empty)
                     .iter()
-                    .map(move |s| {
-                        syscall_row(
+                    .map(move |s| Row {
+                        first_seen_ms: Some(seen),
+                        ..syscall_row(
                             format!("p{pid}.{seen}.{}", syscall_label(s)),
                             Some(pid),
                             comm,
@@ -187,16 +258,22 @@ pub fn rows(stats: &Value, group: Group, filter: &Filter) -> Vec<Row> {
     }
 }
 
+/// The value `by` ranks a row by (the daemon ranks by the same; see query.rs).
+fn key(r: &Row, by: SortBy) -> u64 {
+    match by {
+        SortBy::Cpu => r.on_cpu_ns.unwrap_or(0),
+        SortBy::Blocked => r.blocked_ns.unwrap_or(0),
+        SortBy::Time => r.total_ns,
+        SortBy::Calls => r.calls,
+        SortBy::Errors => r.errors,
+        SortBy::P99 => r.p99_ns.unwrap_or(0),
+    }
+}
+
 pub fn sort(rows: &mut [Row], by: SortBy) {
     rows.sort_by(|a, b| {
-        let key = |r: &Row| match by {
-            SortBy::Time => r.total_ns,
-            SortBy::Calls => r.calls,
-            SortBy::Errors => r.errors,
-            SortBy::P99 => r.p99_ns.unwrap_or(0),
-        };
-        key(b)
-            .cmp(&key(a))
+        key(b, by)
+            .cmp(&key(a, by))
             .then(a.pid.cmp(&b.pid))
             .then(a.syscall.cmp(&b.syscall))
     });
@@ -235,7 +312,7 @@ mod tests {
 
     #[test]
     fn by_process_rows_use_the_daemons_numbers() {
-        let mut r = rows(&stats(), Group::Process, &Filter::None);
+        let mut r = rows(&stats(), Group::Process, &Filter::None, SortBy::Time);
         sort(&mut r, SortBy::Time);
         assert_eq!(r[0].pid, Some(9));
         assert_eq!((r[0].calls, r[0].errors, r[0].total_ns), (5, 4, 2070));
@@ -247,14 +324,50 @@ mod tests {
 
     #[test]
     fn by_syscall_is_system_wide_unless_filtered() {
-        let mut r = rows(&stats(), Group::Syscall, &Filter::None);
+        let mut r = rows(&stats(), Group::Syscall, &Filter::None, SortBy::Time);
         sort(&mut r, SortBy::Errors);
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].syscall, "openat");
         assert!(r.iter().any(|x| x.syscall == "getppid [i386]"));
-        let r = rows(&stats(), Group::Syscall, &Filter::Pid(9));
+        let r = rows(&stats(), Group::Syscall, &Filter::Pid(9), SortBy::Time);
         assert_eq!(r.len(), 2 + 1, "every listed process's syscalls");
         assert!(r.iter().all(|x| x.pid.is_some()));
+    }
+
+    #[test]
+    fn cpu_ranks_a_burner_above_a_sleeper_and_the_errno_column_is_the_top_one() {
+        let stats = json!({"processes": [
+            {"pid": 1, "comm": "sleeper", "first_seen_unix_ms": 5, "count": 100, "errors": 0,
+             "total_ns": 9_000_000_000u64, "syscalls": [
+                {"name": "nanosleep", "count": 100, "errors": 0, "total_ns": 9_000_000_000u64,
+                 "time_split": {"on_cpu_ns": 1_000_000, "blocked_ns": 8_999_000_000u64}}]},
+            {"pid": 2, "comm": "burner", "first_seen_unix_ms": 5, "count": 30, "errors": 7,
+             "total_ns": 2_000_000_000u64, "syscalls": [
+                {"name": "getrandom", "count": 20, "errors": 0, "total_ns": 1_900_000_000u64,
+                 "time_split": {"on_cpu_ns": 1_900_000_000u64, "blocked_ns": 0}},
+                {"name": "openat", "count": 10, "errors": 7, "total_ns": 100_000_000,
+                 "errnos": {"EACCES": 2, "ENOENT": 5},
+                 "time_split": {"on_cpu_ns": 90_000_000, "blocked_ns": 10_000_000}}]}
+        ]});
+        let mut r = rows(&stats, Group::Process, &Filter::None, SortBy::Cpu);
+        sort(&mut r, SortBy::Cpu);
+        assert_eq!(r[0].comm, "burner");
+        assert_eq!(
+            r[0].on_cpu_ns,
+            Some(1_990_000_000),
+            "summed over its syscalls"
+        );
+        assert_eq!(r[0].blocked_ns, Some(10_000_000));
+        assert_eq!(r[0].errno.as_deref(), Some("ENOENT"));
+        assert_eq!(r[0].syscall, "getrandom");
+        assert_eq!(r[1].errno, None);
+        sort(&mut r, SortBy::Time);
+        assert_eq!(r[0].comm, "sleeper", "by wall time the sleeper wins");
+        // Schema 2's per-process sums win over the (possibly cut) syscall list.
+        let mut v2 = stats.clone();
+        v2["processes"][1]["on_cpu_ns"] = json!(5_000_000_000u64);
+        let r = rows(&v2, Group::Process, &Filter::None, SortBy::Cpu);
+        assert_eq!(r[1].on_cpu_ns, Some(5_000_000_000));
     }
 
     #[test]
