@@ -17,7 +17,10 @@ pub const WINDOW_MAX: Duration = Duration::from_secs(150);
 pub struct InsightArgs {
     pub insight_failures_per_sec: f64,
     pub insight_blocked_share: f64,
+    pub insight_kernel_share: f64,
+    pub insight_runq_share: f64,
     pub insight_p99_ratio: f64,
+    pub insight_wait_share: f64,
     pub insight_window: Duration,
     pub insight_min_calls: u64,
 }

@@ -111,18 +111,32 @@ declare_settings! {
     /// fields.
     counts_only: bool = Value("false"), Restart, "BOOL", |v, _| parse_bool(v);
 
-    /// Insights: report a process failing one syscall at least this many times per second
-    /// (failing_calls).
+    /// Insights: report a program (processes of one name) failing one syscall with one errno
+    /// at least this many times per second over the last 10 seconds (failing_calls).
     insight_failures_per_sec: f64 = Value("100"), Restart, "RATE", |v, _| positive(v),
-        see "[api.md](api.md#insights--schema-version-1)";
+        see "[api.md](api.md#insights--schema-version-2)";
 
-    /// Insights: report a process blocked in one syscall at least this share of its wall time
-    /// (blocked; 0.5 = 50%, threads add up, so more than 1 is possible).
+    /// Insights: report a program blocked (asleep) in one syscall at least this share of its
+    /// processes' wall time over the last 10 seconds (blocked; 0.5 = 50%, threads add up, so
+    /// more than 1 is possible).
     insight_blocked_share: f64 = Value("0.5"), Restart, "SHARE", |v, _| positive(v);
+
+    /// Insights: report a program on a CPU inside one syscall at least this share of its
+    /// processes' wall time over the last 10 seconds (kernel_bound).
+    insight_kernel_share: f64 = Value("0.5"), Restart, "SHARE", |v, _| positive(v);
+
+    /// Insights: report a program runnable but waiting for a CPU inside one syscall at least
+    /// this share of its processes' wall time over the last 10 seconds (cpu_starved).
+    insight_runq_share: f64 = Value("0.2"), Restart, "SHARE", |v, _| positive(v);
 
     /// Insights: report a syscall whose p99 over the last window is at least this many times
     /// its p99 over the window before (p99_regression; above 1).
     insight_p99_ratio: f64 = Value("10"), Restart, "RATIO", |v, _| above_one(v);
+
+    /// Insights: a syscall that spent at least this share of its time in the last window
+    /// blocked is a wait (futex, epoll_wait, a pipe's read): its p99 rising is not reported as
+    /// a regression.
+    insight_wait_share: f64 = Value("0.5"), Restart, "SHARE", |v, _| positive(v);
 
     /// Insights: the window latency changes are judged over (1s to 150s: two windows must fit
     /// in the daemon's 5-minute history).
@@ -157,7 +171,10 @@ impl Settings {
         InsightArgs {
             insight_failures_per_sec: self.insight_failures_per_sec,
             insight_blocked_share: self.insight_blocked_share,
+            insight_kernel_share: self.insight_kernel_share,
+            insight_runq_share: self.insight_runq_share,
             insight_p99_ratio: self.insight_p99_ratio,
+            insight_wait_share: self.insight_wait_share,
             insight_window: self.insight_window,
             insight_min_calls: self.insight_min_calls as u64,
         }

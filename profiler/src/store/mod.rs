@@ -13,6 +13,7 @@ pub mod history;
 pub mod keys;
 mod memory;
 pub mod persist;
+pub mod recent;
 pub mod telemetry;
 pub mod totals;
 
@@ -27,6 +28,7 @@ use histogram::Delta;
 #[cfg(test)]
 use histogram::DeltaRef;
 use history::{History, SliceEntry};
+use recent::Epochs;
 use telemetry::{BpfProgram, CheckpointCost};
 
 use std::{
@@ -75,14 +77,17 @@ pub struct Store {
     metrics: Aggregates,
     /// The last few minutes, system-wide, slice by slice (the dashboard and insights read it).
     history: History,
+    /// When live processes' sums were last snapshotted, for their current rates.
+    epochs: Epochs,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         let mut metrics = Aggregates::new(config.metrics);
         metrics.telemetry.bpf_stats_enabled = config.bpf_stats_enabled;
+        let started = (Instant::now(), SystemTime::now());
         Self {
-            started: (Instant::now(), SystemTime::now()),
+            started,
             retention: config.retention,
             max_exited: config.max_exited,
             evicted_early: 0,
@@ -95,6 +100,7 @@ impl Store {
             last_drain: None,
             metrics,
             history: History::default(),
+            epochs: Epochs::new(started),
         }
     }
 
@@ -166,6 +172,11 @@ impl Store {
     /// The last few minutes, system-wide, slice by slice.
     pub fn history(&self) -> &History {
         &self.history
+    }
+
+    /// The window of current per-process rates (`Process::activity_since` its start).
+    pub fn epochs(&self) -> Epochs {
+        self.epochs
     }
 
     /// The settings SIGHUP applies without a restart.
@@ -356,6 +367,11 @@ impl Store {
             .finish_drain(&self.processes, now.0, self.retention);
         self.history
             .close_drain(self.last_drain.unwrap_or(self.started), now);
+        if self.epochs.advance(now) {
+            for p in self.processes.values_mut() {
+                p.rotate_snapshots();
+            }
+        }
         self.drains += 1;
         self.last_drain = Some(now);
     }

@@ -193,6 +193,8 @@ impl Store {
                 let at = now.checked_sub(Duration::from_nanos(ago)).unwrap_or(now);
                 (at, from_unix_ns(wall))
             });
+            // Not checkpointed: what a restart knows of it is its exit, or its start.
+            p.last_seen = p.exited.map_or(p.first_seen, |(_, wall)| wall);
             for (sc, t) in &state.syscalls {
                 let delta = Delta {
                     errors: t.hist.errors,

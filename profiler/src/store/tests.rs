@@ -403,3 +403,94 @@ mod metrics {
         assert!(s.metrics.promoted.contains_key(&key(2)));
     }
 }
+
+/// Current rates (recent.rs): totals less the older snapshot.
+mod recent {
+    use super::*;
+    use crate::store::recent::Activity;
+
+    const READ: SyscallKey = SyscallKey {
+        abi: Abi::Native,
+        nr: 0,
+    };
+
+    fn key(pid: u32) -> ProcKey {
+        ProcKey {
+            pid,
+            incarnation: 1,
+        }
+    }
+
+    fn reads(s: &mut Store, pid: u32, n: u64, failed: u64) {
+        s.add(
+            key(pid),
+            READ,
+            &Delta {
+                errors: failed,
+                total_ns: n * 10,
+                split: Default::default(),
+                buckets: vec![(40, n)],
+            },
+        );
+        if failed > 0 {
+            s.add_errno(key(pid), READ, 11, failed);
+        }
+    }
+
+    fn at(s: &Store, secs: u64) -> (Instant, SystemTime) {
+        let d = Duration::from_secs(secs);
+        (s.started().0 + d, s.started().1 + d)
+    }
+
+    fn activity(s: &Store, pid: u32) -> Option<Activity> {
+        s.processes()[&key(pid)].activity_since(s.epochs().start.1)
+    }
+
+    #[test]
+    fn the_window_holds_what_happened_since_the_older_snapshot() {
+        let mut s = Store::for_test(Duration::from_secs(600), 100);
+        reads(&mut s, 1, 100, 10);
+        s.finish_drain(at(&s, 1));
+        // No snapshot yet: the window is since the daemon started.
+        assert_eq!(activity(&s, 1).unwrap().sums[0].1.count, 100);
+        s.finish_drain(at(&s, 5));
+        reads(&mut s, 1, 7, 1);
+        s.finish_drain(at(&s, 10));
+        // Snapshots at 5 s (100 calls) and 10 s: the window is from 5 s.
+        let a = activity(&s, 1).unwrap();
+        assert_eq!((a.sums[0].1.count, a.sums[0].1.errors), (7, 1));
+        assert_eq!(a.errnos, [((READ, 11), 1)]);
+        s.finish_drain(at(&s, 15));
+        assert_eq!(
+            activity(&s, 1).unwrap(),
+            Activity::default(),
+            "idle since 10 s"
+        );
+    }
+
+    #[test]
+    fn a_process_that_exited_before_the_window_has_no_activity() {
+        let mut s = Store::for_test(Duration::from_secs(600), 100);
+        reads(&mut s, 1, 100, 100);
+        s.mark_exited(key(1), at(&s, 1));
+        s.finish_drain(at(&s, 1));
+        s.finish_drain(at(&s, 5));
+        // Exited inside the window [0, now]: what it did counts.
+        assert_eq!(activity(&s, 1).unwrap().sums[0].1.errors, 100);
+        s.finish_drain(at(&s, 10));
+        assert_eq!(
+            activity(&s, 1),
+            None,
+            "exited before the window began at 5 s"
+        );
+        reads(&mut s, 2, 3, 0);
+        s.processes.get_mut(&key(2)).unwrap().first_seen = at(&s, 11).1;
+        s.finish_drain(at(&s, 12));
+        assert_eq!(
+            activity(&s, 2).unwrap().sums[0].1.count,
+            3,
+            "first seen inside it"
+        );
+        assert!(s.processes()[&key(1)].next_base.is_none());
+    }
+}

@@ -12,6 +12,7 @@ use super::{
     compact::SortedMap,
     histogram::{DeltaRef, Histogram, TimeSplit},
     keys::{ProcKey, SyscallKey},
+    recent::{Activity, Snapshot, Sums},
 };
 use crate::syscalls::{self, Category};
 
@@ -81,6 +82,9 @@ pub struct Process {
     pub(super) interval_cpu_ns: u64,
     /// Whether it gained calls or failures in this drain interval (`last_seen`).
     pub(super) gained: bool,
+    /// Its sums at the start of the current-rates window, and at the last snapshot (recent.rs).
+    pub(super) base: Option<Box<Snapshot>>,
+    pub(super) next_base: Option<Box<Snapshot>>,
 }
 
 impl Process {
@@ -102,6 +106,8 @@ impl Process {
             interval_ns: 0,
             interval_cpu_ns: 0,
             gained: false,
+            base: None,
+            next_base: None,
         }
     }
 
@@ -124,6 +130,44 @@ impl Process {
         for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
             *t.errnos.entry(errno).or_default() += n;
         }
+    }
+
+    /// Its sums now, for the current-rates window (recent.rs).
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (&k, t) in &self.syscalls {
+            let h = &t.hist;
+            s.sums.push((
+                k,
+                Sums {
+                    count: h.count,
+                    errors: h.errors,
+                    total_ns: h.total_ns,
+                    split: h.split,
+                },
+            ));
+            s.errnos.extend(t.errnos.iter().map(|(&e, &n)| ((k, e), n)));
+        }
+        s
+    }
+
+    /// What it did since the window's start (`Epochs::start`, recent.rs): its sums now less
+    /// its snapshot then, or all of them if it was first seen since. None when that is not
+    /// known: it exited before the window, or was held from before it without a snapshot (a
+    /// restart's checkpoint).
+    pub fn activity_since(&self, start: SystemTime) -> Option<Activity> {
+        match &self.base {
+            Some(base) => Some(self.snapshot().since(base)),
+            None if self.first_seen >= start => Some(self.snapshot().since(&Snapshot::default())),
+            None => None,
+        }
+    }
+
+    /// At a snapshot's instant: the older snapshot becomes the base, and a live process takes
+    /// a new one.
+    pub(super) fn rotate_snapshots(&mut self) {
+        self.base = self.next_base.take();
+        self.next_base = self.exited.is_none().then(|| Box::new(self.snapshot()));
     }
 
     /// The share of this process's syscall time (since the daemon started) spent in `cat`.

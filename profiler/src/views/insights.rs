@@ -1,43 +1,65 @@
-//! Ranked findings a person should look at first, read from the store (per-process totals,
-//! in-flight calls) and its history (per-second system-wide histograms). Every estimate comes
-//! from `histogram.rs`; here are only rates, shares and thresholds.
+//! Ranked findings a person should look at first, read from the store: what each process did in
+//! the last few seconds (its totals less its snapshot then: store/recent.rs), the calls in
+//! flight now, and the per-second system-wide histograms. Every estimate comes from
+//! `histogram.rs`; here are only rates, shares and thresholds.
 //!
-//! Per-process rates are averages over the process's observed life (first seen, or the daemon's
-//! start, until its exit or now): the store keeps totals per process, not per-process history.
+//! Findings are about programs: one per (comm, syscall) — and errno, for failures — listing the
+//! processes it covers, so eight runs of one program are one finding of eight pids. Rates and
+//! shares are current: over the last 5 to 10 seconds, never a lifetime average, so a process
+//! that exited minutes ago has no rate and no finding; one that exited within the window is
+//! marked `exited` (what it did before it exited).
 
 use std::{
     cmp::Ordering,
+    collections::BTreeMap,
     time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
 
+use super::unix_ms;
 use crate::{
     config::insights::InsightArgs,
-    store::{Process, Store, SyscallKey},
+    store::{recent::Sums, ProcKey, Process, Store, SyscallKey},
     syscalls,
 };
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// `failing_calls`, `blocked`, `p99_regression`.
+    /// `failing_calls`, `kernel_bound`, `cpu_starved`, `blocked`, `p99_regression`.
     pub kind: &'static str,
     /// How far past its threshold (1.0 = at it); findings are sorted by this, highest first.
     pub score: f64,
     pub summary: String,
     pub evidence: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
+    /// The program; absent for system-wide findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// The processes the finding covers, lowest first (cut by the view: `processes` counts
+    /// them all); empty for system-wide findings.
+    pub pids: Vec<u32>,
+    pub processes: usize,
+    /// Every one of them has exited: the rates are what they did in the window before that.
+    pub exited: bool,
+    /// The earliest first sighting and the latest call of those processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_unix_ms: Option<u64>,
     pub syscall: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
-    /// Calls (or failures) per second, where the finding is about a rate.
+    /// Failures (failing_calls) or calls (p99_regression) per second over the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_per_sec: Option<f64>,
+    /// The part of the processes' wall time in the window the finding is about (kernel_bound,
+    /// cpu_starved, blocked): 1.0 = one thread all the time; threads add up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
     /// Syscall time the finding accounts for, in ns per second of wall time.
     pub cost_ns_per_sec: f64,
+    /// The wall time the rate or share is over, in seconds.
+    pub window_seconds: f64,
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -66,100 +88,270 @@ fn fmt_count(x: f64) -> String {
     out
 }
 
-/// The wall time a process was observed for, never shorter than one drain interval (a process
-/// that lived a millisecond is first seen and seen exiting by drains one interval apart).
-fn observed(p: &Process, store: &Store, now: SystemTime, floor: Duration) -> Duration {
-    let start = p.first_seen.max(store.started().1);
-    let end = p.exited.map_or(now, |(_, wall)| wall);
-    end.duration_since(start).unwrap_or_default().max(floor)
-}
-
-fn failing(p: &Process, life: Duration, args: &InsightArgs, out: &mut Vec<Finding>) {
-    let secs = life.as_secs_f64();
-    for (k, t) in &p.syscalls {
-        let rate = t.hist.errors as f64 / secs;
-        if t.hist.errors == 0 || rate < args.insight_failures_per_sec {
-            continue;
-        }
-        let name = syscalls::name(k.abi, k.nr);
-        let errno = t
-            .errnos
-            .iter()
-            .max_by_key(|(_, &n)| n)
-            .map(|(&e, _)| syscalls::errno_name(e));
-        let cost = t.hist.total_ns as f64 / secs;
-        out.push(Finding {
-            kind: "failing_calls",
-            score: rate / args.insight_failures_per_sec,
-            summary: format!(
-                "pid {} ({}) made {} failing {name}() calls/s{} — {}/s of syscall time",
-                p.key.pid,
-                p.comm,
-                fmt_count(rate),
-                errno.as_ref().map_or(String::new(), |e| format!(" ({e})")),
-                fmt_ns(cost),
-            ),
-            evidence: format!(
-                "{} of {} {name}() calls failed over {secs:.1} s observed",
-                t.hist.errors, t.hist.count
-            ),
-            pid: Some(p.key.pid),
-            comm: Some(p.comm.clone()),
-            syscall: name,
-            errno,
-            rate_per_sec: Some(rate),
-            cost_ns_per_sec: cost,
-        });
+fn label(k: SyscallKey) -> String {
+    let name = syscalls::name(k.abi, k.nr);
+    if k.abi == syscalls::Abi::Native {
+        name
+    } else {
+        format!("{name} [{}]", k.abi.name())
     }
 }
 
-fn blocked(p: &Process, life: Duration, args: &InsightArgs, out: &mut Vec<Finding>) {
-    let mut keys: Vec<SyscallKey> = p.syscalls.keys().copied().collect();
-    keys.extend(p.in_flight.iter().map(|f| f.syscall));
-    keys.sort();
-    keys.dedup();
-    for k in keys {
-        let completed = p.syscalls.get(&k).map_or(0, |t| t.hist.total_ns);
-        // A call still blocked counts for as long as it has been blocked so far.
-        let waiting = p
-            .in_flight
-            .iter()
-            .find(|f| f.syscall == k)
-            .map_or(0, |f| f.oldest_age_ns);
-        let blocked_ns = (completed + waiting) as f64;
-        let wall = life.as_nanos().max(u128::from(waiting)) as f64;
-        let share = blocked_ns / wall;
-        if share < args.insight_blocked_share {
+/// The wall time the current rates are over: from the store's older snapshot (recent.rs: 5 to
+/// 10 s ago, or the daemon's start) until now, at least one interval.
+struct Window {
+    now: SystemTime,
+    start: SystemTime,
+    span: Duration,
+    interval: Duration,
+}
+
+impl Window {
+    fn secs(&self) -> f64 {
+        self.span.as_secs_f64()
+    }
+
+    /// A process's wall time inside the window: from its first sighting (the drain that first
+    /// saw it; its calls began up to an interval before) to its exit or now, at least one
+    /// interval (a process that lived a millisecond is seen by drains one interval apart), at
+    /// most the window.
+    fn life(&self, p: &Process) -> Duration {
+        let born = p
+            .first_seen
+            .checked_sub(self.interval)
+            .unwrap_or(p.first_seen);
+        let end = p.exited.map_or(self.now, |(_, wall)| wall);
+        end.duration_since(born.max(self.start))
+            .unwrap_or_default()
+            .clamp(self.interval, self.span)
+    }
+}
+
+/// One program's calls of one syscall in the window.
+#[derive(Default)]
+struct Group<'a> {
+    members: Vec<Member<'a>>,
+    /// Over all members.
+    sums: Sums,
+    /// Failures by errno, and the processes that had them.
+    errnos: BTreeMap<u32, (u64, Vec<&'a Process>)>,
+}
+
+/// One process's calls of the group's syscall in the window.
+struct Member<'a> {
+    p: &'a Process,
+    sums: Sums,
+    /// Its wall time in the window.
+    life_ns: f64,
+    /// How long its call still in flight has waited inside the window (0: none).
+    waiting_ns: u64,
+}
+
+/// Where a member's time in the syscall went, in ns: on a CPU, runnable, blocked.
+fn parts(m: &Member, split: bool) -> [f64; 3] {
+    if split {
+        [
+            m.sums.on_cpu_ns() as f64,
+            m.sums.split.runq_ns as f64,
+            (m.sums.split.blocked_ns + m.waiting_ns) as f64,
+        ]
+    } else {
+        // Without the split, all of a call's time counts as waiting: the time in the syscall.
+        [0.0, 0.0, (m.sums.total_ns + m.waiting_ns) as f64]
+    }
+}
+
+/// What one process did in the window, per syscall: sums, failures, calls in flight.
+#[derive(Default)]
+struct Recent {
+    sums: BTreeMap<SyscallKey, Sums>,
+    errnos: BTreeMap<(SyscallKey, u32), u64>,
+    waiting: BTreeMap<SyscallKey, u64>,
+}
+
+/// Who a finding is about: `pid 42 (myapp)`, or `8 myapp processes`.
+fn who(comm: &str, procs: &[&Process]) -> String {
+    match procs {
+        [p] => format!("pid {} ({comm})", p.key.pid),
+        _ => format!("{} {comm} processes", procs.len()),
+    }
+}
+
+fn pids_note(procs: &[&Process]) -> String {
+    let mut pids: Vec<u32> = procs.iter().map(|p| p.key.pid).collect();
+    pids.sort_unstable();
+    let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
+    let more = if pids.len() > 8 { ", …" } else { "" };
+    format!(
+        "pid{} {}{more}",
+        if pids.len() > 1 { "s" } else { "" },
+        shown.join(", ")
+    )
+}
+
+fn exited_note(procs: &[&Process], w: &Window) -> Option<String> {
+    let last = procs
+        .iter()
+        .map(|p| p.exited.map(|(_, wall)| wall))
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()?;
+    let ago = w.now.duration_since(last).unwrap_or_default();
+    Some(format!("exited {:.0} s ago", ago.as_secs_f64()))
+}
+
+/// A finding about some processes of one program.
+fn about(kind: &'static str, comm: &str, k: SyscallKey, procs: &[&Process], w: &Window) -> Finding {
+    let mut pids: Vec<u32> = procs.iter().map(|p| p.key.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Finding {
+        kind,
+        score: 0.0,
+        summary: String::new(),
+        evidence: String::new(),
+        comm: Some(comm.to_string()),
+        processes: pids.len(),
+        pids,
+        exited: procs.iter().all(|p| p.exited.is_some()),
+        first_seen_unix_ms: procs.iter().map(|p| p.first_seen).min().map(unix_ms),
+        last_seen_unix_ms: procs.iter().map(|p| p.last_seen).max().map(unix_ms),
+        syscall: label(k),
+        errno: None,
+        rate_per_sec: None,
+        share: None,
+        cost_ns_per_sec: 0.0,
+        window_seconds: w.secs(),
+    }
+}
+
+fn failing(
+    comm: &str,
+    k: SyscallKey,
+    g: &Group,
+    w: &Window,
+    args: &InsightArgs,
+    out: &mut Vec<Finding>,
+) {
+    let name = label(k);
+    for (&errno, (n, procs)) in &g.errnos {
+        let rate = *n as f64 / w.secs();
+        if rate < args.insight_failures_per_sec {
             continue;
         }
-        let name = syscalls::name(k.abi, k.nr);
-        let calls = p.syscalls.get(&k).map_or(0, |t| t.hist.count);
-        let still = if waiting > 0 {
-            format!(", one call blocked for {} so far", fmt_ns(waiting as f64))
+        let errno = syscalls::errno_name(errno);
+        let cost = g.sums.total_ns as f64 / w.secs();
+        let exited = exited_note(procs, w);
+        let mut f = about("failing_calls", comm, k, procs, w);
+        f.score = rate / args.insight_failures_per_sec;
+        f.summary = format!(
+            "{} made {} failing {name}() calls/s ({errno}) — {}/s of syscall time{}",
+            who(comm, procs),
+            fmt_count(rate),
+            fmt_ns(cost),
+            exited.as_ref().map_or(String::new(), |e| format!(" ({e})")),
+        );
+        f.evidence = format!(
+            "{} of {} {name}() calls failed with {errno} in the last {:.1} s ({})",
+            fmt_count(*n as f64),
+            fmt_count(g.sums.count as f64),
+            w.secs(),
+            pids_note(procs),
+        );
+        f.errno = Some(errno);
+        f.rate_per_sec = Some(rate);
+        f.cost_ns_per_sec = cost;
+        out.push(f);
+    }
+}
+
+/// Where the program's time in the syscall went, as shares of its processes' wall time. A
+/// finding covers the processes past the threshold (a parent that waits while its child burns
+/// CPU does not dilute the child's share): their parts summed over their wall time summed.
+fn shares(
+    comm: &str,
+    k: SyscallKey,
+    g: &Group,
+    w: &Window,
+    args: &InsightArgs,
+    split: bool,
+    out: &mut Vec<Finding>,
+) {
+    let name = label(k);
+    let mut kinds = vec![(
+        "blocked",
+        2,
+        args.insight_blocked_share,
+        format!("blocked in {name}"),
+    )];
+    if split {
+        kinds.push((
+            "kernel_bound",
+            0,
+            args.insight_kernel_share,
+            format!("on a CPU inside {name} (kernel-bound)"),
+        ));
+        kinds.push((
+            "cpu_starved",
+            1,
+            args.insight_runq_share,
+            format!("waiting for a CPU inside {name} (starved for CPU)"),
+        ));
+    }
+    for (kind, part, threshold, doing) in kinds {
+        let covered: Vec<&Member> = g
+            .members
+            .iter()
+            .filter(|m| parts(m, split)[part] / m.life_ns.max(1.0) >= threshold)
+            .collect();
+        if covered.is_empty() {
+            continue;
+        }
+        let life: f64 = covered.iter().map(|m| m.life_ns).sum::<f64>().max(1.0);
+        let mut sum = [0.0; 3];
+        for m in &covered {
+            for (s, x) in sum.iter_mut().zip(parts(m, split)) {
+                *s += x;
+            }
+        }
+        let share = sum[part] / life;
+        let procs: Vec<&Process> = covered.iter().map(|m| m.p).collect();
+        let calls: u64 = covered.iter().map(|m| m.sums.count).sum();
+        let oldest = covered.iter().map(|m| m.waiting_ns).max().unwrap_or(0);
+        let still = if oldest > 0 {
+            format!(", one call blocked for {} so far", fmt_ns(oldest as f64))
         } else {
             String::new()
         };
-        out.push(Finding {
-            kind: "blocked",
-            score: share / args.insight_blocked_share,
-            summary: format!(
-                "pid {} ({}) spends {:.0}% of wall time blocked in {name}",
-                p.key.pid,
-                p.comm,
-                share * 100.0
-            ),
-            evidence: format!(
-                "{} in {name} over {} observed ({calls} completed calls{still})",
-                fmt_ns(blocked_ns),
-                fmt_ns(wall)
-            ),
-            pid: Some(p.key.pid),
-            comm: Some(p.comm.clone()),
-            syscall: name,
-            errno: None,
-            rate_per_sec: None,
-            cost_ns_per_sec: share * 1e9,
-        });
+        let split_note = if split {
+            format!(
+                "{} on a CPU, {} runnable, {} blocked",
+                fmt_ns(sum[0]),
+                fmt_ns(sum[1]),
+                fmt_ns(sum[2])
+            )
+        } else {
+            fmt_ns(sum[2])
+        };
+        let exited = exited_note(&procs, w).map_or(String::new(), |e| format!(" ({e})"));
+        let mut f = about(kind, comm, k, &procs, w);
+        f.score = share / threshold;
+        f.summary = format!(
+            "{} spends {:.0}% of wall time {doing}{exited}",
+            who(comm, &procs),
+            share * 100.0
+        );
+        f.evidence = format!(
+            "{split_note} in {name} over {} of process wall time in the last {:.1} s \
+             ({} completed calls{still}; {})",
+            fmt_ns(life),
+            w.secs(),
+            fmt_count(calls as f64),
+            pids_note(&procs),
+        );
+        f.share = Some(share);
+        f.cost_ns_per_sec = share * 1e9;
+        out.push(f);
     }
 }
 
@@ -180,12 +372,16 @@ fn regressions(store: &Store, now: Instant, args: &InsightArgs, out: &mut Vec<Fi
         if ratio < args.insight_p99_ratio {
             continue;
         }
-        let name = syscalls::name(k.abi, k.nr);
-        let label = if k.abi == syscalls::Abi::Native {
-            name.clone()
-        } else {
-            format!("{name} [{}]", k.abi.name())
-        };
+        // A wait that got longer (a futex, a poll, a pipe's read: mostly asleep) is the
+        // program waiting for something else, not the syscall getting slower.
+        let h = &recent.hist;
+        if store.time_split()
+            && h.total_ns > 0
+            && h.split.blocked_ns as f64 / h.total_ns as f64 >= args.insight_wait_share
+        {
+            continue;
+        }
+        let label = label(k);
         let secs = w.as_secs_f64();
         out.push(Finding {
             kind: "p99_regression",
@@ -203,12 +399,18 @@ fn regressions(store: &Store, now: Instant, args: &InsightArgs, out: &mut Vec<Fi
                 before.hist.count,
                 fmt_window(w)
             ),
-            pid: None,
             comm: None,
+            pids: Vec::new(),
+            processes: 0,
+            exited: false,
+            first_seen_unix_ms: None,
+            last_seen_unix_ms: None,
             syscall: label,
             errno: None,
             rate_per_sec: Some(recent.hist.count as f64 / secs),
+            share: None,
             cost_ns_per_sec: recent.hist.total_ns as f64 / secs,
+            window_seconds: secs,
         });
     }
 }
@@ -221,22 +423,108 @@ fn fmt_window(w: Duration) -> String {
     }
 }
 
-/// Every finding, highest score first (ties: lower pid, then syscall name).
-pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> Vec<Finding> {
-    let now_wall = SystemTime::now();
-    let mut out = Vec::new();
+/// Every finding, highest score first (ties: program, syscall, errno), and the seconds the
+/// current rates are over.
+pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> (Vec<Finding>, f64) {
+    let now = (Instant::now(), SystemTime::now());
+    let span = now
+        .1
+        .duration_since(store.epochs().start.1)
+        .unwrap_or_default()
+        .max(interval);
+    (find_at(store, args, interval, now), span.as_secs_f64())
+}
+
+fn find_at(
+    store: &Store,
+    args: &InsightArgs,
+    interval: Duration,
+    now: (Instant, SystemTime),
+) -> Vec<Finding> {
+    let start = store.epochs().start.1;
+    let span = now
+        .1
+        .duration_since(start)
+        .unwrap_or_default()
+        .max(interval);
+    let w = Window {
+        now: now.1,
+        start,
+        span,
+        interval,
+    };
+
+    let span_ns = span.as_nanos() as u64;
+    let mut recent: BTreeMap<ProcKey, Recent> = BTreeMap::new();
     for p in store.processes().values() {
-        let life = observed(p, store, now_wall, interval);
-        failing(p, life, args, &mut out);
-        blocked(p, life, args, &mut out);
+        let Some(a) = p.activity_since(start) else {
+            continue;
+        };
+        let waiting: BTreeMap<SyscallKey, u64> = p
+            .in_flight
+            .iter()
+            .filter(|_| p.exited.is_none())
+            .map(|f| (f.syscall, f.oldest_age_ns.min(span_ns)))
+            .collect();
+        if a.sums.is_empty() && a.errnos.is_empty() && waiting.is_empty() {
+            continue;
+        }
+        recent.insert(
+            p.key,
+            Recent {
+                sums: a.sums.into_iter().collect(),
+                errnos: a.errnos.into_iter().collect(),
+                waiting,
+            },
+        );
     }
-    regressions(store, Instant::now(), args, &mut out);
+
+    let mut groups: BTreeMap<(&str, SyscallKey), Group> = BTreeMap::new();
+    for (key, r) in &recent {
+        let Some(p) = store.processes().get(key) else {
+            continue;
+        };
+        let mut keys: Vec<SyscallKey> = r.sums.keys().chain(r.waiting.keys()).copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            let waiting = r.waiting.get(&k).copied().unwrap_or(0);
+            let life = w.life(p).max(Duration::from_nanos(waiting));
+            let g = groups.entry((p.comm.as_str(), k)).or_default();
+            let sums = r.sums.get(&k).copied().unwrap_or_default();
+            g.sums.add(&sums);
+            g.members.push(Member {
+                p,
+                sums,
+                life_ns: life.as_nanos() as f64,
+                waiting_ns: waiting,
+            });
+        }
+        for (&(k, errno), &n) in &r.errnos {
+            let g = groups.entry((p.comm.as_str(), k)).or_default();
+            let e = g.errnos.entry(errno).or_default();
+            e.0 += n;
+            e.1.push(p);
+        }
+    }
+
+    let mut out = Vec::new();
+    let latency = store.latency();
+    for ((comm, k), g) in &groups {
+        failing(comm, *k, g, &w, args, &mut out);
+        if latency && !g.members.is_empty() {
+            shares(comm, *k, g, &w, args, store.time_split(), &mut out);
+        }
+    }
+    regressions(store, now.0, args, &mut out);
     out.sort_by(|a, b| {
         b.score
             .partial_cmp(&a.score)
             .unwrap_or(Ordering::Equal)
-            .then(a.pid.cmp(&b.pid))
-            .then(a.syscall.cmp(&b.syscall))
+            .then_with(|| a.comm.cmp(&b.comm))
+            .then_with(|| a.syscall.cmp(&b.syscall))
+            .then_with(|| a.errno.cmp(&b.errno))
+            .then_with(|| a.kind.cmp(b.kind))
     });
     out
 }
@@ -244,7 +532,10 @@ pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store::histogram::Delta, store::ProcKey, syscalls::Abi};
+    use crate::{
+        store::histogram::{Delta, TimeSplit},
+        syscalls::Abi,
+    };
     use profiler_common::bucket_index;
 
     const P: ProcKey = ProcKey {
@@ -255,6 +546,7 @@ mod tests {
         abi: Abi::Native,
         nr: 257,
     };
+    const SEC: Duration = Duration::from_secs(1);
 
     fn calls(n: u64, each_ns: u64, errors: u64) -> Delta {
         Delta {
@@ -265,29 +557,92 @@ mod tests {
         }
     }
 
+    fn at(s: &Store, ms: u64) -> (Instant, SystemTime) {
+        let d = Duration::from_millis(ms);
+        let t0 = s.started();
+        (t0.0 + d, t0.1 + d)
+    }
+
+    fn pid(n: u32) -> ProcKey {
+        ProcKey {
+            pid: n,
+            incarnation: 1,
+        }
+    }
+
+    /// `n` failing openat calls of process `p`, named `comm`, in the drain ending at `ms`.
+    fn fail(s: &mut Store, p: ProcKey, comm: &str, n: u64, ms: u64) {
+        s.identify(p, comm, 0);
+        s.add(p, OPENAT, &calls(n, 500, n));
+        s.add_errno(p, OPENAT, 2, n);
+        s.finish_drain(at(s, ms));
+    }
+
     #[test]
     fn failing_calls_above_the_threshold_only() {
         let mut s = Store::for_test(Duration::from_secs(60), 10);
-        s.add(P, OPENAT, &calls(1000, 500, 1000));
-        s.add_errno(P, OPENAT, 2, 1000);
-        s.identify(P, "myapp", 0);
-        // Observed for at least a 1 s interval: 1000 failures/s.
+        fail(&mut s, P, "myapp", 1000, 1000);
+        // 1000 failures in the 1 s since the daemon started.
         let args = InsightArgs::default();
-        let f = find(&s, &args, Duration::from_secs(1));
+        let f = find_at(&s, &args, SEC, at(&s, 1000));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, "failing_calls");
         assert_eq!(f[0].errno.as_deref(), Some("ENOENT"));
+        assert_eq!((f[0].pids.as_slice(), f[0].exited), (&[42][..], false));
+        assert_eq!(f[0].rate_per_sec, Some(1000.0));
         assert!(
-            f[0].summary.starts_with("pid 42 (myapp) made "),
+            f[0].summary
+                .starts_with("pid 42 (myapp) made 1,000 failing openat() calls/s (ENOENT)"),
             "{}",
             f[0].summary
         );
-        assert!(f[0].summary.contains("failing openat() calls/s (ENOENT)"));
         let strict = InsightArgs {
             insight_failures_per_sec: 5000.0,
             ..InsightArgs::default()
         };
-        assert!(find(&s, &strict, Duration::from_secs(1)).is_empty());
+        assert!(find_at(&s, &strict, SEC, at(&s, 1000)).is_empty());
+    }
+
+    #[test]
+    fn runs_of_one_program_are_one_finding_listing_their_pids() {
+        let mut s = Store::for_test(Duration::from_secs(60), 100);
+        for i in 0..8 {
+            fail(&mut s, pid(100 + i), "myapp", 500, 500 * (u64::from(i) + 1));
+            s.mark_exited(pid(100 + i), at(&s, 500 * (u64::from(i) + 1)));
+        }
+        fail(&mut s, pid(7), "other", 2000, 4500);
+        let f = find_at(&s, &InsightArgs::default(), SEC, at(&s, 4500));
+        assert_eq!(f.len(), 2, "{f:#?}");
+        let mine = f
+            .iter()
+            .find(|f| f.comm.as_deref() == Some("myapp"))
+            .unwrap();
+        assert_eq!(mine.pids, (100..108).collect::<Vec<_>>());
+        assert_eq!(mine.processes, 8);
+        assert!(mine.exited);
+        assert_eq!(mine.rate_per_sec, Some(4000.0 / 4.5));
+        assert!(
+            mine.summary
+                .starts_with("8 myapp processes made 889 failing openat() calls/s"),
+            "{}",
+            mine.summary
+        );
+        assert!(mine.summary.contains("(exited "), "{}", mine.summary);
+    }
+
+    #[test]
+    fn a_process_that_exited_before_the_window_has_no_rate() {
+        let mut s = Store::for_test(Duration::from_secs(600), 100);
+        fail(&mut s, P, "myapp", 100_000, 1000);
+        s.mark_exited(P, at(&s, 1000));
+        let args = InsightArgs::default();
+        assert_eq!(find_at(&s, &args, SEC, at(&s, 1000)).len(), 1);
+        for secs in 2..=12 {
+            s.finish_drain(at(&s, secs * 1000));
+        }
+        let f = find_at(&s, &args, SEC, at(&s, 12_000));
+        assert!(f.is_empty(), "{f:#?}");
+        assert_eq!(s.processes().len(), 1, "still held, with no current rate");
     }
 
     #[test]
@@ -308,47 +663,82 @@ mod tests {
             )]
             .into(),
         );
-        let f = find(&s, &InsightArgs::default(), Duration::from_millis(100));
+        let (f, _) = find(&s, &InsightArgs::default(), Duration::from_millis(100));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!((f[0].kind, f[0].syscall.as_str()), ("blocked", "read"));
         assert!(f[0].summary.contains("100% of wall time blocked in read"));
     }
 
-    #[test]
-    fn p99_regression_compares_two_windows() {
+    /// 800 ms of calls in one second, split as given.
+    fn split_run(runq_ns: u64, blocked_ns: u64) -> Vec<Finding> {
         let mut s = Store::for_test(Duration::from_secs(60), 10);
-        let t0 = s.started();
-        let at = |secs: u64| {
-            let d = Duration::from_secs(secs);
-            (t0.0 + d, t0.1 + d)
+        s.identify(P, "burner", 0);
+        let mut d = calls(100, 8_000_000, 0);
+        d.split = TimeSplit {
+            runq_ns,
+            blocked_ns,
+            blocked_calls: u64::from(blocked_ns > 0) * 100,
         };
+        s.add(P, OPENAT, &d);
+        s.finish_drain(at(&s, 1000));
+        find_at(&s, &InsightArgs::default(), SEC, at(&s, 1000))
+    }
+
+    #[test]
+    fn where_the_time_went_names_the_kind() {
+        let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
+        let on_cpu = split_run(0, 0);
+        assert_eq!(kinds(&on_cpu), ["kernel_bound"], "{on_cpu:#?}");
+        assert!(
+            on_cpu[0]
+                .summary
+                .starts_with("pid 42 (burner) spends 80% of wall time on a CPU inside openat"),
+            "{}",
+            on_cpu[0].summary
+        );
+        assert_eq!(on_cpu[0].share, Some(0.8));
+        assert_eq!(kinds(&split_run(400_000_000, 0)), ["cpu_starved"]);
+        assert_eq!(kinds(&split_run(0, 700_000_000)), ["blocked"]);
+    }
+
+    /// Two windows of 2 s: fast calls, then `each_ns` ones that spent `blocked` of their time
+    /// asleep; the regressions found.
+    fn regression(each_ns: u64, blocked: f64) -> Vec<Finding> {
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
         let args = InsightArgs {
             insight_window: Duration::from_secs(2),
             insight_min_calls: 10,
             ..InsightArgs::default()
         };
-        let regress = |s: &mut Store, from: u64, each_ns: u64| {
+        for (from, each_ns) in [(0, 1_000), (2, each_ns)] {
             for i in from..from + 2 {
-                s.add(P, OPENAT, &calls(50, each_ns, 0));
-                s.finish_drain(at(i + 1));
+                let mut d = calls(50, each_ns, 0);
+                d.split.blocked_ns = (d.total_ns as f64 * blocked) as u64;
+                s.add(P, OPENAT, &d);
+                s.finish_drain(at(&s, (i + 1) * 1000));
             }
-        };
-        regress(&mut s, 0, 1_000);
-        regress(&mut s, 2, 50_000);
-        let now = at(4).0;
+        }
         let mut out = Vec::new();
-        regressions(&s, now, &args, &mut out);
+        regressions(&s, at(&s, 4000).0, &args, &mut out);
+        out
+    }
+
+    #[test]
+    fn p99_regression_compares_two_windows() {
+        let out = regression(50_000, 0.0);
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(
             out[0].summary.starts_with("openat() p99 rose "),
             "{}",
             out[0].summary
         );
-        let mut flat = Vec::new();
-        regress(&mut s, 4, 50_000);
-        regress(&mut s, 6, 50_000);
-        regressions(&s, at(8).0, &args, &mut flat);
-        assert!(flat.is_empty(), "{flat:?}");
+        assert!(regression(1_000, 0.0).is_empty());
+    }
+
+    #[test]
+    fn a_longer_wait_is_not_a_regression() {
+        assert!(regression(50_000, 0.9).is_empty());
+        assert_eq!(regression(50_000, 0.3).len(), 1);
     }
 
     /// The window's bounds are the history's: one slice, and half of it (two windows are compared).

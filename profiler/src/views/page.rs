@@ -87,19 +87,76 @@ fn top_param(v: &str) -> Result<usize, BadParam> {
         .ok_or_else(|| BadParam::new("top", format!("'{v}' is not from 1 to 1000")))
 }
 
-fn parse_top(raw: Option<&str>) -> Result<usize, BadParam> {
-    let mut top = 12;
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "top" => top = top_param(&v)?,
-            other => return Err(BadParam::new(other, "unknown parameter (known: top)")),
-        }
-    }
-    Ok(top)
+/// What /history lists: which syscalls, over how many of the last slices.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub top: usize,
+    /// Only the slices that ended in the last this many seconds.
+    pub seconds: Option<u64>,
+    /// Rank syscalls by failures rather than calls.
+    pub by_errors: bool,
 }
 
-pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
-    let slices: Vec<&Slice> = store.history().slices.iter().collect();
+fn parse_history_query(raw: Option<&str>) -> Result<HistoryQuery, BadParam> {
+    let mut q = HistoryQuery {
+        top: 12,
+        seconds: None,
+        by_errors: false,
+    };
+    let mut seen = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if seen.contains(&k) {
+            return Err(BadParam::new(&k, "given more than once"));
+        }
+        seen.push(k.clone());
+        match k.as_ref() {
+            "top" => q.top = top_param(&v)?,
+            "seconds" => {
+                let max = SLICES as u64 * SLICE.as_secs();
+                q.seconds = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=max).contains(n))
+                        .ok_or_else(|| {
+                            BadParam::new("seconds", format!("'{v}' is not from 1 to {max}"))
+                        })?,
+                )
+            }
+            "sort" => {
+                q.by_errors = match v.as_ref() {
+                    "count" => false,
+                    "errors" => true,
+                    _ => {
+                        return Err(BadParam::new(
+                            "sort",
+                            format!("'{v}' is not one of count, errors"),
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(BadParam::new(
+                    other,
+                    "unknown parameter (known: top, seconds, sort)",
+                ))
+            }
+        }
+    }
+    Ok(q)
+}
+
+pub fn render_history(store: &Store, q: &HistoryQuery) -> HistoryResponse {
+    let now = std::time::Instant::now();
+    let slices: Vec<&Slice> = store
+        .history()
+        .slices
+        .iter()
+        .filter(|s| {
+            q.seconds.is_none_or(|secs| {
+                now.saturating_duration_since(s.end.0) < std::time::Duration::from_secs(secs)
+            })
+        })
+        .collect();
     let mut window: BTreeMap<SyscallKey, SliceEntry> = BTreeMap::new();
     for s in &slices {
         for (k, e) in &s.syscalls {
@@ -107,9 +164,22 @@ pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
             w.hist.merge(&e.hist);
         }
     }
-    let mut keys: Vec<(SyscallKey, u64)> = window.iter().map(|(k, e)| (*k, e.hist.count)).collect();
+    let mut keys: Vec<(SyscallKey, u64)> = window
+        .iter()
+        .map(|(k, e)| {
+            (
+                *k,
+                if q.by_errors {
+                    e.hist.errors
+                } else {
+                    e.hist.count
+                },
+            )
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
     keys.sort_by_key(|&(k, n)| (Reverse(n), k));
-    keys.truncate(top);
+    keys.truncate(q.top);
     let syscalls = keys
         .into_iter()
         .map(|(k, _)| {
@@ -160,21 +230,30 @@ pub fn render_history(store: &Store, top: usize) -> HistoryResponse {
 }
 
 pub async fn history(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
-    let top = match parse_top(raw.as_deref()) {
-        Ok(t) => t,
+    let q = match parse_history_query(raw.as_deref()) {
+        Ok(q) => q,
         Err(bad) => return bad.into_response(),
     };
     let body = {
         let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
-        render_history(&store, top)
+        render_history(&store, &q)
     };
     Json(body).into_response()
 }
+
+/// Bumped on any change that could break a client (docs/api.md says what changed).
+pub const INSIGHTS_SCHEMA_VERSION: u32 = 2;
+
+/// The most pids a finding lists (`processes` counts them all).
+pub const PIDS_LISTED: usize = 100;
 
 #[derive(Serialize)]
 pub struct InsightsResponse {
     pub schema_version: u32,
     pub thresholds: Thresholds,
+    /// Per-process rates and shares are over the last this many seconds (5 to 10; each
+    /// finding says its own `window_seconds`).
+    pub rate_window_seconds: f64,
     /// Highest score first.
     pub findings: Vec<insights::Finding>,
 }
@@ -183,49 +262,88 @@ pub struct InsightsResponse {
 pub struct Thresholds {
     pub failures_per_sec: f64,
     pub blocked_share: f64,
+    pub kernel_share: f64,
+    pub runq_share: f64,
     pub p99_ratio: f64,
+    pub wait_share: f64,
     pub window_seconds: u64,
     pub min_calls: u64,
 }
 
-fn parse_insights_query(raw: Option<&str>) -> Result<(Option<u32>, usize), BadParam> {
-    let (mut pid, mut top) = (None, 50);
+#[derive(Debug, Default, PartialEq, Eq)]
+struct InsightsQuery {
+    pid: Option<u32>,
+    comm: Option<String>,
+    top: Option<usize>,
+}
+
+fn parse_insights_query(raw: Option<&str>) -> Result<InsightsQuery, BadParam> {
+    let mut q = InsightsQuery::default();
+    let mut seen = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if seen.contains(&k) {
+            return Err(BadParam::new(&k, "given more than once"));
+        }
+        seen.push(k.clone());
         match k.as_ref() {
             "pid" => {
-                pid = Some(
+                q.pid = Some(
                     v.parse()
                         .map_err(|_| BadParam::new("pid", format!("'{v}' is not a process id")))?,
                 )
             }
-            "top" => top = top_param(&v)?,
-            other => return Err(BadParam::new(other, "unknown parameter (known: pid, top)")),
+            "comm" => {
+                if v.is_empty() || v.len() > 15 {
+                    return Err(BadParam::new(
+                        "comm",
+                        "process names (comm) are 1 to 15 bytes",
+                    ));
+                }
+                q.comm = Some(v.into_owned())
+            }
+            "top" => q.top = Some(top_param(&v)?),
+            other => {
+                return Err(BadParam::new(
+                    other,
+                    "unknown parameter (known: pid, comm, top)",
+                ))
+            }
         }
     }
-    Ok((pid, top))
+    Ok(q)
 }
 
 pub async fn insights(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -> Response {
-    let (pid, top) = match parse_insights_query(raw.as_deref()) {
+    let q = match parse_insights_query(raw.as_deref()) {
         Ok(q) => q,
         Err(bad) => return bad.into_response(),
     };
-    let mut findings = {
+    let (mut findings, rate_window_seconds) = {
         let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
         insights::find(&store, &ctx.insights, ctx.interval)
     };
-    findings.retain(|f| pid.is_none_or(|p| f.pid == Some(p)));
-    findings.truncate(top);
+    findings.retain(|f| {
+        q.pid.is_none_or(|p| f.pids.contains(&p))
+            && q.comm.as_ref().is_none_or(|c| f.comm.as_ref() == Some(c))
+    });
+    findings.truncate(q.top.unwrap_or(50));
+    for f in &mut findings {
+        f.pids.truncate(PIDS_LISTED);
+    }
     let a = &ctx.insights;
     Json(InsightsResponse {
-        schema_version: 1,
+        schema_version: INSIGHTS_SCHEMA_VERSION,
         thresholds: Thresholds {
             failures_per_sec: a.insight_failures_per_sec,
             blocked_share: a.insight_blocked_share,
+            kernel_share: a.insight_kernel_share,
+            runq_share: a.insight_runq_share,
             p99_ratio: a.insight_p99_ratio,
+            wait_share: a.insight_wait_share,
             window_seconds: a.insight_window.as_secs(),
             min_calls: a.insight_min_calls,
         },
+        rate_window_seconds,
         findings,
     })
     .into_response()
@@ -271,20 +389,62 @@ mod tests {
             },
         );
         s.finish_drain((Instant::now(), std::time::SystemTime::now()));
-        let h = render_history(&s, 1);
+        let q = |top, by_errors| HistoryQuery {
+            top,
+            seconds: None,
+            by_errors,
+        };
+        let h = render_history(&s, &q(1, false));
         assert_eq!(h.slices.len(), 1);
         assert_eq!(h.syscalls.len(), 1, "cut to top");
         let first = &h.syscalls[0];
         assert_eq!((first.nr, first.count, first.errors), (2, 5, 3));
         assert_eq!(first.heat, vec![[0, 9, 5]], "1000 ns is in [512, 1024)");
         assert_eq!(first.errnos["ENOENT"], vec![[0, 3]]);
+        let failing = render_history(&s, &q(12, true));
+        assert_eq!(failing.syscalls.len(), 1, "only syscalls with failures");
+        let recent = HistoryQuery {
+            seconds: Some(1),
+            ..q(12, false)
+        };
+        assert_eq!(render_history(&s, &recent).slices.len(), 1);
     }
 
     #[test]
     fn bad_params_are_named() {
-        assert_eq!(parse_top(None), Ok(12));
-        assert_eq!(parse_top(Some("top=3")), Ok(3));
-        assert_eq!(parse_top(Some("top=0")).unwrap_err().param, "top");
-        assert_eq!(parse_top(Some("x=1")).unwrap_err().param, "x");
+        let q = parse_history_query(Some("top=3&seconds=10&sort=errors")).unwrap();
+        assert_eq!((q.top, q.seconds, q.by_errors), (3, Some(10), true));
+        assert_eq!(parse_history_query(None).unwrap().top, 12);
+        for (query, param) in [
+            ("top=0", "top"),
+            ("x=1", "x"),
+            ("seconds=0", "seconds"),
+            ("seconds=301", "seconds"),
+            ("sort=p99", "sort"),
+            ("top=1&top=2", "top"),
+        ] {
+            assert_eq!(
+                parse_history_query(Some(query)).unwrap_err().param,
+                param,
+                "{query}"
+            );
+        }
+        let q = parse_insights_query(Some("pid=3&comm=nginx&top=5")).unwrap();
+        assert_eq!(
+            (q.pid, q.comm.as_deref(), q.top),
+            (Some(3), Some("nginx"), Some(5))
+        );
+        for (query, param) in [
+            ("pid=x", "pid"),
+            ("comm=0123456789abcdefg", "comm"),
+            ("top=1001", "top"),
+            ("kind=blocked", "kind"),
+        ] {
+            assert_eq!(
+                parse_insights_query(Some(query)).unwrap_err().param,
+                param,
+                "{query}"
+            );
+        }
     }
 }
