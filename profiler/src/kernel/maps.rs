@@ -7,11 +7,12 @@ use aya::{
     Ebpf,
 };
 use profiler_common::{
-    ErrnoKey, HistKey, Meta, ProcInfo, Start, CHECKPOINT_CHUNK, COUNTERS_MAP, CPU_SLOT_MAP,
-    ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
+    ErrnoKey, HistKey, Meta, ProcInfo, Start, ARG_STATS_MAP, CHECKPOINT_CHUNK, COUNTERS_MAP,
+    CPU_SLOT_MAP, ERRNOS_MAP, FAILED_ARGS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP,
+    NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, batch, error::Error, iter::InFlightIter};
+use super::{arena::HistArena, args::ArgMaps, batch, error::Error, iter::InFlightIter};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -27,6 +28,8 @@ pub struct Maps {
     pub starts: HashMap<MapData, u32, Start>,
     pub cpu_slot: PerCpuArray<MapData, Start>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Failing calls' arguments.
+    pub args: ArgMaps,
     /// Only with `--pin-path`.
     pub checkpoint: Option<CheckpointMaps>,
 }
@@ -72,8 +75,17 @@ pub(super) fn take(
         starts: take_map(ebpf, STARTS_MAP)?,
         cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
         counters: take_map(ebpf, COUNTERS_MAP)?,
+        args: ArgMaps::new(
+            take_map(ebpf, FAILED_ARGS_MAP)?,
+            take_map(ebpf, ARG_STATS_MAP)?,
+        ),
         checkpoint,
     };
+    let mut maps = maps;
+    // The first budget: nothing is captured until it is set.
+    maps.args
+        .renew_budget()
+        .map_err(|e| Error::Budget(format!("{e:#}")))?;
     Ok(maps)
 }
 

@@ -231,6 +231,13 @@ pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> Vec<Findin
         blocked(p, life, args, &mut out);
     }
     regressions(store, Instant::now(), args, &mut out);
+    // Which file (or address): the top argument behind the failures (views/failing_args.rs).
+    for f in out.iter_mut().filter(|f| f.kind == "failing_calls") {
+        let errno = f.errno.as_deref();
+        if let Some(arg) = super::failing_args::top_for(store, f.pid, &f.syscall, errno) {
+            f.summary = f.summary.replacen(" — ", &format!(" on {arg} — "), 1);
+        }
+    }
     out.sort_by(|a, b| {
         b.score
             .partial_cmp(&a.score)

@@ -54,6 +54,9 @@ pub struct SyscallStats {
     /// Failures by errno name (`ENOENT`).
     pub errnos: BTreeMap<String, u64>,
     pub buckets: Vec<Bucket>,
+    /// The paths and addresses behind the failures (views/failing_args.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_args: Vec<super::failing_args::FailingArgStats>,
 }
 
 /// A syscall's `total_ns` in parts that add up to it: on a CPU, runnable on a runqueue
@@ -143,6 +146,7 @@ impl SyscallStats {
                     count,
                 })
                 .collect(),
+            failing_args: Vec::new(),
         }
     }
 
@@ -316,6 +320,9 @@ fn process_stats(p: &Process, q: &StatsQuery, store: &Store) -> Option<ProcessSt
         .filter(|(k, name, _)| wanted(k, name))
         .map(|(k, name, t)| SyscallStats::new(k, name, t, timing))
         .collect();
+    for s in &mut calls {
+        s.failing_args = super::failing_args::of_syscall(store, p, s.abi, s.nr);
+    }
     let in_flight: Vec<InFlightStats> = p
         .in_flight
         .iter()

@@ -1,0 +1,147 @@
+//! The arguments behind failing calls, as `/stats` (per process and syscall: `failing_args`),
+//! `/insights` (the failing_calls finding names the top one) and `record` show them.
+
+use serde::Serialize;
+
+use crate::{
+    store::{
+        failing_args::{Arg, ArgKind},
+        Process, Store, SyscallKey, SyscallTotals,
+    },
+    syscalls::{self, Abi},
+};
+
+/// Arguments listed per (process, syscall).
+pub const TOP: usize = 10;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailingArgStats {
+    pub errno: String,
+    /// `path` or `address`.
+    pub kind: ArgKind,
+    /// As the call gave it (a path), or as `127.0.0.1:9`, `[::1]:9`, `unix:/path`,
+    /// `unix:@abstract` (an address); empty when `unreadable`.
+    pub arg: String,
+    /// A relative path resolved against the process's working directory (AT_FDCWD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// A relative path given against this directory fd (not resolved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirfd: Option<i32>,
+    pub count: u64,
+    pub truncated: bool,
+    pub unreadable: bool,
+    /// Failures of this errno past the kernel's capture budget, or folded past a bound, went
+    /// uncaptured: the counts are a sample (`captured_share` of the errno's failures).
+    pub sampled: bool,
+    pub captured_share: f64,
+    /// The failures whose arguments were past the store's bounds (16 per process, syscall and
+    /// errno; 256 per process; 20,000 in all), folded into one entry with an empty `arg`.
+    pub other: bool,
+}
+
+impl FailingArgStats {
+    /// The argument as a person reads it: the resolved path when there is one, with the
+    /// dirfd when relative to one.
+    pub fn display(&self) -> String {
+        if self.unreadable {
+            return "<unreadable>".into();
+        }
+        if self.other {
+            return "<other>".into();
+        }
+        let mut s = self.resolved.clone().unwrap_or_else(|| self.arg.clone());
+        if let Some(fd) = self.dirfd {
+            s = format!("{s} (relative to fd {fd})");
+        }
+        if self.truncated {
+            s.push('…');
+        }
+        s
+    }
+}
+
+/// The top arguments of `p`'s failing calls of `sc` (whose totals are `t`), most frequent
+/// first, over every errno.
+pub fn of(store: &Store, p: &Process, sc: SyscallKey, t: &SyscallTotals) -> Vec<FailingArgStats> {
+    let mut out = Vec::new();
+    for (&errno, &failures) in &t.errnos {
+        let Some(call) = store.failing_args().of(p.key, sc, errno) else {
+            continue;
+        };
+        let captured = call.total();
+        let share = if failures == 0 {
+            1.0
+        } else {
+            (captured as f64 / failures as f64).min(1.0)
+        };
+        let sampled = captured < failures;
+        for (arg, count) in call.top(TOP) {
+            out.push(stats_of(errno, arg, count, sampled, share));
+        }
+        if call.other != 0 {
+            out.push(FailingArgStats {
+                other: true,
+                ..stats_of(errno, &Arg::other(), call.other, sampled, share)
+            });
+        }
+    }
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.arg.cmp(&b.arg)));
+    out.truncate(TOP);
+    out
+}
+
+fn stats_of(errno: u32, arg: &Arg, count: u64, sampled: bool, share: f64) -> FailingArgStats {
+    FailingArgStats {
+        errno: syscalls::errno_name(errno),
+        kind: arg.kind,
+        arg: arg.text.clone(),
+        resolved: arg.resolved.clone(),
+        dirfd: arg.dirfd,
+        count,
+        truncated: arg.truncated,
+        unreadable: arg.unreadable,
+        sampled,
+        captured_share: share,
+        other: false,
+    }
+}
+
+/// The most frequent argument of `pid`'s failures of `syscall` (by name) with `errno` (by
+/// name), for the failing_calls insight; a live process first when the pid had several.
+pub fn top_for(
+    store: &Store,
+    pid: Option<u32>,
+    syscall: &str,
+    errno: Option<&str>,
+) -> Option<String> {
+    let (pid, errno) = (pid?, errno?);
+    let mut procs: Vec<&Process> = store
+        .processes()
+        .values()
+        .filter(|p| p.key.pid == pid)
+        .collect();
+    procs.sort_by_key(|p| (p.exited.is_some(), std::cmp::Reverse(p.key.incarnation)));
+    procs.into_iter().find_map(|p| {
+        p.syscalls.iter().find_map(|(&sc, t)| {
+            if syscalls::name(sc.abi, sc.nr) != syscall {
+                return None;
+            }
+            let e = t
+                .errnos
+                .keys()
+                .find(|&&e| syscalls::errno_name(e) == errno)?;
+            let call = store.failing_args().of(p.key, sc, *e)?;
+            let (arg, count) = call.top(1).into_iter().next()?;
+            Some(stats_of(*e, arg, count, false, 1.0).display())
+        })
+    })
+}
+
+/// [`of`] for `p`'s syscall `nr` of `abi`, as /stats lists it (empty when it never failed).
+pub fn of_syscall(store: &Store, p: &Process, abi: Abi, nr: u32) -> Vec<FailingArgStats> {
+    let sc = SyscallKey { abi, nr };
+    p.syscalls
+        .get(&sc)
+        .map_or_else(Vec::new, |t| of(store, p, sc, t))
+}
