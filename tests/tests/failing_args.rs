@@ -223,3 +223,27 @@ fn capture_args_false_captures_nothing() {
     assert!(s.get("failing_args").is_none(), "{s}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn record_prints_the_top_failing_paths_after_its_table() {
+    let dir = workdir("record");
+    let bin = build(&dir, false);
+    let out = tests::record::record(&["--", bin.to_str().unwrap(), dir.to_str().unwrap(), "open"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = tests::record::text(&out.stderr);
+    let section = err
+        .split("top failing paths")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section: {err}"));
+    let lines: Vec<&str> = section.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{section}");
+    assert!(
+        lines[0].contains("6 EFAULT") && lines[0].ends_with("<unreadable>"),
+        "{section}"
+    );
+    assert!(
+        lines[1].contains("5 ENOENT") && lines[1].ends_with("/nonexistent/failing-args/abs.conf"),
+        "{section}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -138,6 +138,34 @@ pub fn top_for(
     })
 }
 
+/// `record`'s "top failing paths": the `n` most frequent arguments of `members`' failing
+/// calls, one line each (count, errno, syscall, process, argument), most frequent first.
+pub fn top_lines(store: &Store, members: &[&Process], n: usize) -> Vec<String> {
+    let mut all: Vec<(u64, String)> = Vec::new();
+    for p in members {
+        for (&sc, t) in &p.syscalls {
+            for &e in t.errnos.keys() {
+                let Some(call) = store.failing_args().of(p.key, sc, e) else {
+                    continue;
+                };
+                for (arg, count) in call.top(n) {
+                    let shown = stats_of(e, arg, count, false, 1.0).display();
+                    let line = format!(
+                        "{count:>9} {:<12} {:<16} {:>7} ({}) {shown}",
+                        syscalls::errno_name(e),
+                        syscalls::name(sc.abi, sc.nr),
+                        p.key.pid,
+                        p.comm
+                    );
+                    all.push((count, line));
+                }
+            }
+        }
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    all.into_iter().take(n).map(|(_, l)| l).collect()
+}
+
 /// [`of`] for `p`'s syscall `nr` of `abi`, as /stats lists it (empty when it never failed).
 pub fn of_syscall(store: &Store, p: &Process, abi: Abi, nr: u32) -> Vec<FailingArgStats> {
     let sc = SyscallKey { abi, nr };
