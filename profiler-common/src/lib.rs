@@ -256,6 +256,80 @@ pub const COUNTER_ERRNOS_FULL: u32 = 4;
 pub const COUNTER_NEW_SLOTS_FULL: u32 = 5;
 pub const COUNTERS_LEN: u32 = 6;
 
+// ---- Failing calls' arguments (issue 14) ------------------------------------------------------
+
+/// What each syscall's failing calls have worth capturing, at index
+/// `abi * FILTER_SYSCALLS_PER_ABI + nr`: a kind byte (`ARG_KIND_*`; 0: nothing, the call is not looked at further). Filled by
+/// the daemon from its syscall tables; left empty with `--capture-args=false`, which turns
+/// capture off in the kernel.
+pub const ARG_KINDS_MAP: &str = "ARG_KINDS";
+/// Bits 0..3 of a kind: which argument (1..=6; 0: none) holds the path, or the sockaddr.
+pub const ARG_KIND_ARG_MASK: u8 = 0x7;
+/// Bits 3..6: which argument (1..=6; 0: none) is the directory fd a relative path is read from.
+pub const ARG_KIND_DIRFD_SHIFT: u8 = 3;
+/// The argument is a `struct sockaddr *` (connect), not a path.
+pub const ARG_KIND_SOCKADDR: u8 = 0x40;
+
+/// The bytes of an argument kept: a path is cut at 255 bytes (and flagged `ARG_TRUNCATED`), a
+/// sockaddr fits.
+pub const ARG_BYTES: usize = 256;
+
+/// Failing calls' arguments, keyed by [`ArgKey`], value `u64` (the count). Touched only by
+/// failing calls of syscalls [`ARG_KINDS_MAP`] names; the daemon empties it at every drain
+/// (lookup-and-delete), so it holds one interval's distinct arguments. When full, the
+/// argument is not captured and `ARG_STAT_FULL` counts it (the failure still counts by errno).
+pub const FAILED_ARGS_MAP: &str = "FAILED_ARGS";
+pub const FAILED_ARGS_MAX_ENTRIES: u32 = 4_096;
+/// Per-CPU scratch for building an [`ArgKey`] (too big for the BPF stack's comfort).
+pub const ARG_SCRATCH_MAP: &str = "ARG_SCRATCH";
+/// Per-CPU `u64`s: the `ARG_STAT_*` counters (written by the programs) and, at
+/// `ARG_STAT_ALLOWANCE`, how far `ARG_STAT_CAPTURED` may go (written by the daemon at every
+/// drain: what it read plus the per-interval budget). A failure beyond it is counted by errno
+/// as always, and in `ARG_STAT_MISSED`.
+pub const ARG_STATS_MAP: &str = "ARG_STATS";
+pub const ARG_STAT_CAPTURED: u32 = 0;
+pub const ARG_STAT_MISSED: u32 = 1;
+pub const ARG_STAT_UNREADABLE: u32 = 2;
+pub const ARG_STAT_FULL: u32 = 3;
+pub const ARG_STAT_ALLOWANCE: u32 = 4;
+pub const ARG_STATS_LEN: u32 = 5;
+/// Captures per CPU per drain interval.
+pub const ARG_BUDGET_PER_CPU: u64 = 1_000;
+
+/// [`ArgKey::flags`]: the path was longer than `ARG_BYTES - 1` bytes (or exactly that long).
+pub const ARG_TRUNCATED: u8 = 1;
+/// The argument's user memory could not be read (unmapped, or paged out: programs cannot fault
+/// pages in): the failure is counted here with no bytes, and in `ARG_STAT_UNREADABLE`.
+pub const ARG_UNREADABLE: u8 = 2;
+/// `bytes` hold a sockaddr: family (native endian u16) then the address as the kernel got it
+/// (AF_INET: port and address, network order; AF_INET6: port, flow info, address; AF_UNIX: the
+/// path, NUL-terminated, or for an abstract socket a NUL then the name).
+pub const ARG_SOCKADDR: u8 = 4;
+/// [`ArgKey::dirfd`] when the syscall takes none.
+pub const ARG_NO_DIRFD: i32 = i32::MIN;
+
+/// One failing call's argument: whose, which syscall and errno, and the bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArgKey {
+    pub tgid: u32,
+    pub incarnation: u32,
+    pub nr: u16,
+    pub abi: u8,
+    pub flags: u8,
+    pub errno: u16,
+    /// Bytes of a path (without its NUL).
+    pub len: u16,
+    pub dirfd: i32,
+    pub _pad: u32,
+    pub bytes: [u8; ARG_BYTES],
+}
+
+/// Where the saved registers (`struct pt_regs`) hold a syscall's arguments 1..=6: native then
+/// compat, 6 each, byte offsets. Set by the loader.
+pub const GLOBAL_ARG_REGS: &str = "ARG_REGS";
+pub const ARG_REGS_LEN: usize = 12;
+
 // ---- Globals the loader sets before the programs are verified --------------------------------
 
 /// tgid whose syscalls are not recorded (the daemon's own); 0 records everything.
@@ -507,6 +581,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcKey {}
     unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::ErrnoKey {}
+    unsafe impl aya::Pod for super::ArgKey {}
 }
 
 #[cfg(test)]

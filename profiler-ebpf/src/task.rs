@@ -23,6 +23,7 @@ use profiler_common::{
 };
 
 use crate::programs::{
+    args::capture,
     bump, bump_full,
     filters::{
         cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
@@ -181,7 +182,14 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     };
     let words = (low, high | u32::from(shard(main != 0)) << 24);
     // arg 1 is the return value; -4095..-1 are errnos.
-    add_timed(words, cached_slot(me, high), latency, ctx.arg(1), split);
+    add_timed(
+        words,
+        cached_slot(me, high),
+        latency,
+        ctx.arg(1),
+        split,
+        |(low, high), errno| capture::<Direct>(ctx.arg(0), low, high, errno),
+    );
     0
 }
 
@@ -221,6 +229,7 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
         task_abi(task),
         |abi| (low, high(abi)),
         cached,
+        |(low, high), errno| capture::<Direct>(regs, low, high, errno),
     );
     0
 }

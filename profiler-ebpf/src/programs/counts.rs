@@ -10,10 +10,12 @@ use aya_ebpf::{
 };
 
 use super::{
+    args::capture,
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
     global,
     hist::{add_counted, cpu_cached_slot, is_clone, key_high, key_low, key_nr, shard, Words},
     lifecycle::process_incarnation,
+    split::Probe,
 };
 
 // Set by the loader (see profiler_common::GLOBAL_NR_REG_OFFSET).
@@ -45,7 +47,14 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
         let high = key_high(key_nr(nr as u32), abi, shard(tid == tgid));
         (key_low(tgid, process_incarnation(tgid)), high)
     };
-    count(nr, ctx.arg(1), current_abi(), words, cached);
+    count(
+        nr,
+        ctx.arg(1),
+        current_abi(),
+        words,
+        cached,
+        |(low, high), errno| capture::<Probe>(regs, low, high, errno),
+    );
     0
 }
 
@@ -53,9 +62,16 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
 /// ABI (its slot cached in `cached`), unless the syscall filter leaves it out or it is a new
 /// task's first return from a clone (its parent's call, counted there, as strace counts it).
 #[inline(always)]
-pub(crate) fn count(nr: i32, ret: i64, abi: u8, words: impl FnOnce(u8) -> Words, cached: *mut u32) {
+pub(crate) fn count(
+    nr: i32,
+    ret: i64,
+    abi: u8,
+    words: impl FnOnce(u8) -> Words,
+    cached: *mut u32,
+    on_error: impl FnOnce(Words, u16),
+) {
     if nr < 0 || !syscall_wanted(nr as u32, abi) || (ret == 0 && is_clone(nr as u32, abi)) {
         return;
     }
-    add_counted(words(abi), cached, ret);
+    add_counted(words(abi), cached, ret, on_error);
 }

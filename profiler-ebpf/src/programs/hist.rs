@@ -46,8 +46,16 @@ pub(crate) type Words = (u64, u32);
 /// One timed call of the histogram `words` name that took `latency` ns (at least 1: see
 /// `latency_since`), returned `ret` and spent `split` off its CPU. `cached` holds the slot the
 /// histogram was last found in (the thread's or this CPU's cache, updated on a miss).
+/// `on_error` runs for a failure only, after its errno is counted (args.rs' capture).
 #[inline(always)]
-pub(crate) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, split: Split) {
+pub(crate) fn add_timed(
+    words: Words,
+    cached: *mut u32,
+    latency: u64,
+    ret: i64,
+    split: Split,
+    on_error: impl FnOnce(Words, u16),
+) {
     let Some(hist) = hist_of(words, cached) else {
         return;
     };
@@ -81,18 +89,23 @@ pub(crate) fn add_timed(words: Words, cached: *mut u32, latency: u64, ret: i64, 
             add_u32(plain, core::ptr::addr_of_mut!((*head).blocked_calls), 1);
         }
     }
-    count_if_error(hist, words, plain, ret);
+    count_if_error(hist, words, plain, ret, on_error);
 }
 
 /// Counts-only mode: one call of the histogram `words` name in bucket 0, and its errno.
 #[inline(always)]
-pub(crate) fn add_counted(words: Words, cached: *mut u32, ret: i64) {
+pub(crate) fn add_counted(
+    words: Words,
+    cached: *mut u32,
+    ret: i64,
+    on_error: impl FnOnce(Words, u16),
+) {
     let Some(hist) = hist_of(words, cached) else {
         return;
     };
     let plain = single_writer(words);
     count_in_bucket(hist, 0, plain);
-    count_if_error(hist, words, plain, ret);
+    count_if_error(hist, words, plain, ret, on_error);
 }
 
 /// This CPU's cached slot for syscall `nr` (the raw-tracepoint programs' cache; the BTF ones
@@ -276,7 +289,13 @@ fn count_in_bucket(hist: *mut Hist, idx: usize, plain: bool) {
 /// A return value of -4095..-1 is an errno: count the failure and which errno it was, in the
 /// histogram's own errno table when it has a single writer and room, in ERRNOS otherwise.
 #[inline(always)]
-fn count_if_error(hist: *mut Hist, words: Words, plain: bool, ret: i64) {
+fn count_if_error(
+    hist: *mut Hist,
+    words: Words,
+    plain: bool,
+    ret: i64,
+    on_error: impl FnOnce(Words, u16),
+) {
     if (-4095..0).contains(&ret) {
         // SAFETY: `hist` points into HISTS.
         unsafe { add_u32(plain, core::ptr::addr_of_mut!((*hist).head.errors), 1) };
@@ -284,6 +303,7 @@ fn count_if_error(hist: *mut Hist, words: Words, plain: bool, ret: i64) {
         if !(plain && count_errno_in_place(hist, errno)) {
             count_errno(words, u32::from(errno));
         }
+        on_error(words, errno);
     }
 }
 

@@ -43,6 +43,7 @@
 //! - Globals: `read_volatile` of our own `.rodata`, which the loader fills before the programs
 //!   are verified and then freezes.
 
+pub(crate) mod args;
 pub(crate) mod counts;
 pub(crate) mod filters;
 pub(crate) mod hist;

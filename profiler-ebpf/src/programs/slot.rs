@@ -14,6 +14,7 @@ use aya_ebpf::{
 use profiler_common::{Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES};
 
 use super::{
+    args::capture,
     bump, bump_full,
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
     hist::{add_timed, cpu_cached_slot, key_high, key_low, key_nr, latency_since, shard},
@@ -181,7 +182,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // arg 1 is the return value; -4095..-1 are errnos.
-    add_timed(words, cached, latency, ctx.arg(1), split);
+    add_timed(
+        words,
+        cached,
+        latency,
+        ctx.arg(1),
+        split,
+        |(low, high), errno| capture::<Probe>(ctx.arg::<u64>(0) as *const u8, low, high, errno),
+    );
     0
 }
 

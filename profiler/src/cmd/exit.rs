@@ -65,6 +65,7 @@ impl Fatal {
                 | K::Arena(_)
                 | K::Filter { .. }
                 | K::Unprivileged(_)
+                | K::Budget(_)
                 | K::Probe(_) => 1,
             },
             Fatal::Http(e) => match **e {

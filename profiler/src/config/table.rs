@@ -111,6 +111,13 @@ declare_settings! {
     /// fields.
     counts_only: bool = Value("false"), Restart, "BOOL", |v, _| parse_bool(v);
 
+    /// Capture the path (or connect address) behind failing calls of syscalls that take one, in
+    /// the kernel, for /stats' failing_args and the failing_calls insight ("which file"). Only
+    /// failing calls are read, 256 bytes at most, within a per-CPU budget. Paths can be
+    /// sensitive: false turns capture off in the kernel (nothing is read).
+    capture_args: bool = Value("true"), Restart, "BOOL", |v, _| parse_bool(v),
+        see "[api.md](api.md#failing-arguments)";
+
     /// Insights: report a program (processes of one name) failing one syscall with one errno
     /// at least this many times per second over the last 10 seconds (failing_calls).
     insight_failures_per_sec: f64 = Value("100"), Restart, "RATE", |v, _| positive(v),
@@ -154,6 +161,9 @@ pub struct Filter {
     pub pids: Vec<u32>,
     pub cgroup: Option<PathBuf>,
     pub syscalls: Vec<String>,
+    /// `--capture-args=false`: the kernel's table of syscalls whose failing arguments are
+    /// captured is left empty.
+    pub no_arg_capture: bool,
 }
 
 impl Settings {
@@ -163,6 +173,7 @@ impl Settings {
             pids: self.filter_pids.clone(),
             cgroup: self.filter_cgroup.clone(),
             syscalls: self.filter_syscalls.clone(),
+            no_arg_capture: !self.capture_args,
         }
     }
 

@@ -16,6 +16,7 @@
 mod checkpoint;
 mod commit;
 mod deltas;
+mod failing_args;
 mod identify;
 mod keys;
 mod readings;
@@ -47,6 +48,7 @@ use crate::{
     host::cgroups::{self, Cgroup, Resolver},
     kernel::{batch::Batch, bpf_stats, CheckpointMaps, Maps},
     store::{
+        failing_args::CaptureCounters,
         telemetry::{BpfProgram, CheckpointCost},
         FastMap, FastSet, KernelCounters, ProcKey, Store,
     },
@@ -178,7 +180,10 @@ impl Drain {
         let procs = self.read_procs()?;
         let in_flight = self.read_in_flight()?;
         let snapshot = self.read_exits_and_counters(procs, in_flight)?;
-        let exited = self.apply(store, snapshot);
+        // After the slots and ERRNOS: the kernel counts a failure's errno before its argument,
+        // so a list whose counts add up to less than its errno's was sampled.
+        let args = self.read_failing_args()?;
+        let exited = self.apply(store, snapshot, args);
         // The store has this drain's deltas: these readings are now what the next one compares
         // with.
         self.hists.commit();
@@ -342,6 +347,27 @@ impl Drain {
         })
     }
 
+    /// Failing calls' arguments captured since the last drain (taken out of the map), and the
+    /// capture counters; renews every CPU's capture budget.
+    fn read_failing_args(&mut self) -> Result<(Vec<failing_args::Entry>, CaptureCounters)> {
+        let s = self.maps.args.renew_budget().context("reading ARG_STATS")?;
+        let mut cwds = HashMap::new();
+        let entries = self
+            .maps
+            .args
+            .take()
+            .context("reading FAILED_ARGS")?
+            .map(|(k, &n)| failing_args::decode(k, n, &mut cwds))
+            .collect();
+        let counters = CaptureCounters {
+            captured: s.captured,
+            missed: s.missed,
+            unreadable: s.unreadable,
+            full: s.full,
+        };
+        Ok((entries, counters))
+    }
+
     /// Which processes exited, the kernel side's own counters and the labels of new cgroups.
     fn read_exits_and_counters(
         &mut self,
@@ -369,7 +395,12 @@ impl Drain {
     }
 
     /// Every store write of this drain, under one lock. Returns the processes seen exiting.
-    fn apply(&self, store: &RwLock<Store>, s: Snapshot) -> FastSet<ProcKey> {
+    fn apply(
+        &self,
+        store: &RwLock<Store>,
+        s: Snapshot,
+        (args, capture): (Vec<failing_args::Entry>, CaptureCounters),
+    ) -> FastSet<ProcKey> {
         let now = (Instant::now(), SystemTime::now());
         let mut store = store.write().unwrap_or_else(|e| e.into_inner());
         store.add_cgroup_labels(s.cgroup_labels);
@@ -387,6 +418,7 @@ impl Drain {
             store.mark_exited(*key, now);
         }
         store.set_kernel_counters(s.counters);
+        store.add_failing_args(args, capture);
         store.finish_drain(now);
         s.exited
     }

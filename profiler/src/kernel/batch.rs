@@ -14,6 +14,7 @@ use std::{
 use aya::Pod;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`.
@@ -61,17 +62,33 @@ impl<K: Pod, V: Pod> Batch<K, V> {
 
     /// Replaces the contents with every (key, value) of the map.
     pub fn read(&mut self, map: BorrowedFd<'_>) -> io::Result<()> {
+        self.read_with(map, BPF_MAP_LOOKUP_BATCH)
+    }
+
+    /// Replaces the contents with every (key, value) of the map, deleting them from it as they
+    /// are read (BPF_MAP_LOOKUP_AND_DELETE_BATCH, Linux ≥ 5.14: each hash bucket read and
+    /// emptied under its lock).
+    pub fn take(&mut self, map: BorrowedFd<'_>) -> io::Result<()> {
+        self.read_with(map, BPF_MAP_LOOKUP_AND_DELETE_BATCH)
+    }
+
+    fn read_with(&mut self, map: BorrowedFd<'_>, cmd: libc::c_long) -> io::Result<()> {
         self.keys.clear();
         self.values.clear();
         // Where the next batch starts: the kernel's hash bucket index, none before the first.
         let mut cursor = None;
-        while !self.append(map, &mut cursor)? {}
+        while !self.append(map, &mut cursor, cmd)? {}
         Ok(())
     }
 
     /// Appends the entries of at least one more hash bucket after `cursor`; true once the map
     /// has been read to its end.
-    fn append(&mut self, map: BorrowedFd<'_>, cursor: &mut Option<u32>) -> io::Result<bool> {
+    fn append(
+        &mut self,
+        map: BorrowedFd<'_>,
+        cursor: &mut Option<u32>,
+        cmd: libc::c_long,
+    ) -> io::Result<bool> {
         let mut want = CHUNK;
         loop {
             let len = self.keys.len();
@@ -101,7 +118,7 @@ impl<K: Pod, V: Pod> Batch<K, V> {
             let ret = unsafe {
                 libc::syscall(
                     libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
+                    cmd,
                     &mut attr as *mut BatchAttr,
                     size_of::<BatchAttr>() as libc::c_uint,
                 )

@@ -35,6 +35,8 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    #[error("setting the failing-argument capture budget: {0}")]
+    Budget(String),
     #[error("counts_only needs the kernel's BTF to find the syscall number")]
     NoBtf(#[source] BoxError),
     #[error("no program left for tracepoint {tracepoint}: {why}")]

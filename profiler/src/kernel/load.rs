@@ -9,14 +9,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    Meta, TaskLayout, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_CLONE_NRS,
-    GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
-    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET, GLOBAL_SHARD_PER_CPU,
-    GLOBAL_TASK_LAYOUT, HIST_SHARDS, META_MAP, PINNED_MAPS, STARTS_MAP,
+    Meta, TaskLayout, ARG_REGS_LEN, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_ARG_REGS,
+    GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON,
+    GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET,
+    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, HIST_SHARDS, META_MAP, PINNED_MAPS, STARTS_MAP,
 };
 use tracing::{info, warn};
 
 use super::{
+    args,
     attach::{
         attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
         ProgramSet, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
@@ -203,7 +204,8 @@ impl Setup<'_> {
             .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
             .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
             .override_global(GLOBAL_FILTER_CGROUP_ON, &g.cgroup_on, true)
-            .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true);
+            .override_global(GLOBAL_FILTER_SYSCALLS_ON, &g.syscalls_on, true)
+            .override_global(GLOBAL_ARG_REGS, &g.arg_regs, true);
         if main {
             loader.map_max_entries(STARTS_MAP, 1);
         }
@@ -224,6 +226,7 @@ impl Setup<'_> {
         // Before attaching: a filter that is on with an empty map would drop everything
         // meanwhile, and an empty free-slot queue would drop every new histogram.
         filters::fill(&mut ebpf, self.filter)?;
+        args::fill_kinds(&mut ebpf, self.filter.no_arg_capture)?;
         let mut free_slots: Queue<MapData, u32> = maps::take_map(&mut ebpf, FREE_SLOTS_MAP)?;
         let reused = self.pin_dir.is_some() && !unstamped(&ebpf)?;
         if reused {
@@ -264,6 +267,7 @@ struct Globals {
     pids_on: u32,
     cgroup_on: u32,
     syscalls_on: u32,
+    arg_regs: [u32; ARG_REGS_LEN],
 }
 
 fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
@@ -327,6 +331,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         pids_on,
         cgroup_on,
         syscalls_on,
+        arg_regs: args::arg_regs(),
     })
 }
 

@@ -7,11 +7,14 @@ use aya::{
     Ebpf,
 };
 use profiler_common::{
-    ErrnoKey, HistKey, Meta, ProcInfo, Start, CHECKPOINT_CHUNK, COUNTERS_MAP, CPU_SLOT_MAP,
-    ERRNOS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP, NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
+    ErrnoKey, HistKey, Meta, ProcInfo, Start, ARG_STATS_MAP, CHECKPOINT_CHUNK, COUNTERS_MAP,
+    CPU_SLOT_MAP, ERRNOS_MAP, FAILED_ARGS_MAP, HISTS_MAP, HISTS_MAX_ENTRIES, HIST_SLOTS_MAP,
+    NEW_SLOTS_MAP, PROCS_MAP, STARTS_MAP,
 };
 
-use super::{arena::HistArena, batch, error::Error, iter::InFlightIter, log::KernelLog};
+use super::{
+    arena::HistArena, args::ArgMaps, batch, error::Error, iter::InFlightIter, log::KernelLog,
+};
 
 /// The maps the drain reads.
 pub struct Maps {
@@ -29,6 +32,8 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     /// The programs' rare log lines (log.rs).
     pub log: KernelLog,
+    /// Failing calls' arguments.
+    pub args: ArgMaps,
     /// Only with `--pin-path`.
     pub checkpoint: Option<CheckpointMaps>,
 }
@@ -75,8 +80,17 @@ pub(super) fn take(
         cpu_slot: take_map(ebpf, CPU_SLOT_MAP)?,
         counters: take_map(ebpf, COUNTERS_MAP)?,
         log: KernelLog::take(ebpf)?,
+        args: ArgMaps::new(
+            take_map(ebpf, FAILED_ARGS_MAP)?,
+            take_map(ebpf, ARG_STATS_MAP)?,
+        ),
         checkpoint,
     };
+    let mut maps = maps;
+    // The first budget: nothing is captured until it is set.
+    maps.args
+        .renew_budget()
+        .map_err(|e| Error::Budget(format!("{e:#}")))?;
     Ok(maps)
 }
 

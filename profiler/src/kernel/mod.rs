@@ -5,6 +5,7 @@
 //! programs' own run time (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
 
 pub mod arena;
+pub mod args;
 pub mod attach;
 pub mod batch;
 pub mod bpf_stats;

@@ -8,6 +8,7 @@
 
 pub mod aggregates;
 pub mod compact;
+pub mod failing_args;
 pub mod histogram;
 pub mod history;
 pub mod keys;
@@ -79,6 +80,8 @@ pub struct Store {
     history: History,
     /// When live processes' sums were last snapshotted, for their current rates.
     epochs: Epochs,
+    /// The arguments behind failing calls.
+    failing_args: failing_args::FailingArgs,
 }
 
 impl Store {
@@ -101,6 +104,7 @@ impl Store {
             metrics,
             history: History::default(),
             epochs: Epochs::new(started),
+            failing_args: failing_args::FailingArgs::default(),
         }
     }
 
@@ -177,6 +181,24 @@ impl Store {
     /// The window of current per-process rates (`Process::activity_since` its start).
     pub fn epochs(&self) -> Epochs {
         self.epochs
+    }
+
+    /// The arguments behind failing calls.
+    pub fn failing_args(&self) -> &failing_args::FailingArgs {
+        &self.failing_args
+    }
+
+    /// What the drain read of failing calls' arguments: each (process, syscall, errno,
+    /// argument) with its count, and the kernel's capture counters.
+    pub fn add_failing_args(
+        &mut self,
+        args: impl IntoIterator<Item = (ProcKey, SyscallKey, u32, failing_args::Arg, u64)>,
+        kernel: failing_args::CaptureCounters,
+    ) {
+        for (p, sc, errno, arg, n) in args {
+            self.failing_args.add(p, sc, errno, arg, n);
+        }
+        self.failing_args.kernel = kernel;
     }
 
     /// The settings SIGHUP applies without a restart.
@@ -363,6 +385,8 @@ impl Store {
             }
             self.evicted_early += excess as u64;
         }
+        let processes = &self.processes;
+        self.failing_args.retain(|p| processes.contains_key(p));
         self.metrics
             .finish_drain(&self.processes, now.0, self.retention);
         self.history

@@ -2,6 +2,8 @@
 //! generated from the kernel's own syscall tables (complete, not hand-typed): the host ABI's,
 //! and for 32-bit compat calls the matching 32-bit ABI's (i386 on x86_64, arm on aarch64).
 
+pub mod failing_args;
+
 use profiler_common::{ABI_COMPAT, ABI_NATIVE};
 use serde::Serialize;
 

@@ -17,7 +17,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::unix_ms;
+use super::{failing_args, unix_ms};
 use crate::{
     config::insights::InsightArgs,
     store::{recent::Sums, ProcKey, Process, Store, SyscallKey},
@@ -49,6 +49,10 @@ pub struct Finding {
     pub syscall: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
+    /// failing_calls: the path or address most of the failures gave (captured in the kernel,
+    /// see /stats' failing_args), as a person reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_arg: Option<String>,
     /// Failures (failing_calls) or calls (p99_regression) per second over the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_per_sec: Option<f64>,
@@ -218,6 +222,7 @@ fn about(kind: &'static str, comm: &str, k: SyscallKey, procs: &[&Process], w: &
         last_seen_unix_ms: procs.iter().map(|p| p.last_seen).max().map(unix_ms),
         syscall: label(k),
         errno: None,
+        failing_arg: None,
         rate_per_sec: None,
         share: None,
         cost_ns_per_sec: 0.0,
@@ -226,6 +231,7 @@ fn about(kind: &'static str, comm: &str, k: SyscallKey, procs: &[&Process], w: &
 }
 
 fn failing(
+    store: &Store,
     comm: &str,
     k: SyscallKey,
     g: &Group,
@@ -239,15 +245,18 @@ fn failing(
         if rate < args.insight_failures_per_sec {
             continue;
         }
+        // Which file (or address): the top argument behind these failures.
+        let arg = failing_args::top_over(store, procs, k, errno);
         let errno = syscalls::errno_name(errno);
         let cost = g.sums.total_ns as f64 / w.secs();
         let exited = exited_note(procs, w);
         let mut f = about("failing_calls", comm, k, procs, w);
         f.score = rate / args.insight_failures_per_sec;
         f.summary = format!(
-            "{} made {} failing {name}() calls/s ({errno}) — {}/s of syscall time{}",
+            "{} made {} failing {name}() calls/s ({errno}){} — {}/s of syscall time{}",
             who(comm, procs),
             fmt_count(rate),
+            arg.as_ref().map_or(String::new(), |a| format!(" on {a}")),
             fmt_ns(cost),
             exited.as_ref().map_or(String::new(), |e| format!(" ({e})")),
         );
@@ -259,6 +268,7 @@ fn failing(
             pids_note(procs),
         );
         f.errno = Some(errno);
+        f.failing_arg = arg;
         f.rate_per_sec = Some(rate);
         f.cost_ns_per_sec = cost;
         out.push(f);
@@ -407,6 +417,7 @@ fn regressions(store: &Store, now: Instant, args: &InsightArgs, out: &mut Vec<Fi
             last_seen_unix_ms: None,
             syscall: label,
             errno: None,
+            failing_arg: None,
             rate_per_sec: Some(recent.hist.count as f64 / secs),
             share: None,
             cost_ns_per_sec: recent.hist.total_ns as f64 / secs,
@@ -511,7 +522,7 @@ fn find_at(
     let mut out = Vec::new();
     let latency = store.latency();
     for ((comm, k), g) in &groups {
-        failing(comm, *k, g, &w, args, &mut out);
+        failing(store, comm, *k, g, &w, args, &mut out);
         if latency && !g.members.is_empty() {
             shares(comm, *k, g, &w, args, store.time_split(), &mut out);
         }

@@ -6,6 +6,7 @@
 pub mod buckets;
 pub mod error;
 pub mod exposition;
+pub mod failing_args;
 pub mod families;
 pub mod insights;
 pub mod metrics;

@@ -59,6 +59,9 @@ pub struct SyscallStats {
     /// Only with `buckets=true` (empty in counts-only mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buckets: Option<Vec<Bucket>>,
+    /// The paths and addresses behind the failures (views/failing_args.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_args: Vec<super::failing_args::FailingArgStats>,
 }
 
 /// A syscall's `total_ns` in parts that add up to it: on a CPU, runnable on a runqueue
@@ -156,6 +159,7 @@ impl SyscallStats {
                     })
                     .collect()
             }),
+            failing_args: Vec::new(),
         }
     }
 }
@@ -313,7 +317,10 @@ fn process_stats(r: &Ranked, q: &StatsQuery, m: &Matcher, store: &Store) -> Proc
         select::top_syscalls(p.syscalls.iter(), m, q.sort, timing.latency, q.syscalls);
     let calls = calls
         .into_iter()
-        .map(|(k, t)| SyscallStats::new(k, t, timing, q.buckets))
+        .map(|(k, t)| SyscallStats {
+            failing_args: super::failing_args::of(store, p, k, t),
+            ..SyscallStats::new(k, t, timing, q.buckets)
+        })
         .collect();
     let in_flight: Vec<InFlightStats> = p
         .in_flight

@@ -7,8 +7,9 @@ use anyhow::{ensure, Context, Result};
 use std::mem::offset_of;
 
 use profiler_common::{
-    Hist, FILTER_PIDS_MAP, FREE_SLOTS_MAP, HISTS_MAP, HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP,
-    STARTS_MAP, TASKS_MAP,
+    Hist, ARG_BUDGET_PER_CPU, ARG_KINDS_MAP, ARG_KIND_DIRFD_SHIFT, ARG_STATS_MAP,
+    ARG_STAT_ALLOWANCE, FAILED_ARGS_MAP, FILTER_PIDS_MAP, FREE_SLOTS_MAP, HISTS_MAP,
+    HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP, STARTS_MAP, TASKS_MAP,
 };
 
 use super::{
@@ -159,6 +160,16 @@ impl<'a> Sim<'a> {
         if mode == Mode::FilterPids {
             world.insert(FILTER_PIDS_MAP, &1u32.to_le_bytes(), &[1])?;
         }
+        // Failing calls' arguments: openat's path (argument 2, its dirfd argument 1) is
+        // captured, within each CPU's budget.
+        if world.has_map(ARG_KINDS_MAP) {
+            let kind = 2 | 1 << ARG_KIND_DIRFD_SHIFT;
+            world.set_element(ARG_KINDS_MAP, OPENAT as u32, None, &[kind])?;
+            for cpu in 0..2 {
+                let budget = ARG_BUDGET_PER_CPU.to_le_bytes();
+                world.set_element(ARG_STATS_MAP, ARG_STAT_ALLOWANCE, Some(cpu), &budget)?;
+            }
+        }
         world.now = 1_000_000;
         Ok(Sim {
             world,
@@ -268,6 +279,8 @@ impl<'a> Sim<'a> {
 
 const GETPPID: i64 = libc::SYS_getppid;
 const OPENAT: i64 = libc::SYS_openat;
+const CLOSE: i64 = libc::SYS_close;
+const EBADF: i64 = -(libc::EBADF as i64);
 const READ: i64 = libc::SYS_read;
 const WRITE: i64 = libc::SYS_write;
 const ENOENT: i64 = -(libc::ENOENT as i64);
@@ -339,13 +352,17 @@ fn latency(s: &mut Sim) -> Result<Outcome> {
         ],
     )?;
     s.call(GETPPID, 1, [Some("success"), Some("success")])?;
-    // The failing call's histogram and errno exist from its first failure.
+    // The failing call's histogram and errno exist from its first failure. close takes no
+    // path: nothing more happens.
     s.call(
-        OPENAT,
-        ENOENT,
+        CLOSE,
+        EBADF,
         [None, Some("first failure of a syscall (new histogram)")],
     )?;
-    s.call(OPENAT, ENOENT, [None, Some("failure")])?;
+    s.call(CLOSE, EBADF, [None, Some("failure")])?;
+    // openat does: its path is captured (the first time into a new FAILED_ARGS entry).
+    s.call(OPENAT, ENOENT, [None, None])?;
+    s.call(OPENAT, ENOENT, [None, Some("failure, its path captured")])?;
     s.call(READ, 1, [None, None])?;
     blocked_read(s, slot)?;
     s.enter(
@@ -357,14 +374,18 @@ fn latency(s: &mut Sim) -> Result<Outcome> {
     // Preempted in user space, between syscalls.
     s.switch_to(T2, false, Some("switch out, no syscall in flight"))?;
     let blocked_total = BEFORE_SLEEP_NS + ASLEEP_NS + WOKEN_WAIT_NS + AFTER_WAKE_NS;
+    ensure!(
+        s.world.len(FAILED_ARGS_MAP)? == 1,
+        "the two failing openats should leave one captured path"
+    );
     Ok(Outcome {
-        histograms: 4,
-        announced: 4,
+        histograms: 5,
+        announced: 5,
         threads: 1,
         processes: 1,
-        // getppid three times (one preempted), openat and read twice each (one read blocked),
-        // write once.
-        total_ns: 6 * LATENCY_NS + blocked_total + 2 * LATENCY_NS + PREEMPTED_WAIT_NS,
+        // getppid three times (one preempted), close, openat and read twice each (one read
+        // blocked), write once.
+        total_ns: 8 * LATENCY_NS + blocked_total + 2 * LATENCY_NS + PREEMPTED_WAIT_NS,
         runq_ns: WOKEN_WAIT_NS + PREEMPTED_WAIT_NS,
         blocked_ns: ASLEEP_NS,
     })
@@ -404,11 +425,13 @@ fn counts_only(s: &mut Sim) -> Result<Outcome> {
     s.on_cpu(T1, 0)?;
     s.call(GETPPID, 1, [None, Some("first call of a process")])?;
     s.call(GETPPID, 1, [None, Some("success")])?;
+    s.call(CLOSE, EBADF, [None, None])?;
+    s.call(CLOSE, EBADF, [None, Some("failure")])?;
     s.call(OPENAT, ENOENT, [None, None])?;
-    s.call(OPENAT, ENOENT, [None, Some("failure")])?;
+    s.call(OPENAT, ENOENT, [None, Some("failure, its path captured")])?;
     Ok(Outcome {
-        histograms: 2,
-        announced: 2,
+        histograms: 3,
+        announced: 3,
         threads: 1,
         processes: 1,
         total_ns: 0,

@@ -74,6 +74,9 @@ fn neg(errno: u64) -> Val {
     Val::Scalar(errno.wrapping_neg())
 }
 
+/// The path the scenarios' failing calls name (see `bpf_probe_read_user_str`).
+pub const FAILING_PATH: &[u8] = b"/etc/app/config.yaml";
+
 impl World {
     pub fn new(maps: Vec<Map>, layout: Layout) -> Result<World> {
         let mut mem = Memory::default();
@@ -192,6 +195,25 @@ impl World {
             .values()
             .find(|m| m.name == name)
             .with_context(|| format!("the programs use no map named {name}"))
+    }
+
+    /// Whether a loaded program uses a map of this name.
+    pub fn has_map(&self, name: &str) -> bool {
+        self.maps.values().any(|m| m.name == name)
+    }
+
+    /// Writes element `idx` of array `map` (of CPU `cpu` for a per-CPU array), as the daemon
+    /// fills one before attaching.
+    pub fn set_element(
+        &mut self,
+        map: &str,
+        idx: u32,
+        cpu: Option<u32>,
+        value: &[u8],
+    ) -> Result<()> {
+        let id = self.map_named(map)?.id;
+        self.mem
+            .put_bytes(&Self::array_value(id, idx, cpu), 0, value)
     }
 
     pub fn push_queue(&mut self, map: &str, value: &[u8]) -> Result<()> {
@@ -374,6 +396,18 @@ impl World {
                     self.mem.put_bytes(&dst, off, &data)?;
                 }
                 Val::Scalar(0)
+            }
+            // The user string a failing call named: the one path the scenarios fail on, read
+            // whole (its length with the NUL), as the helper copies it.
+            "bpf_probe_read_user_str" => {
+                let (dst, off) = self.ptr_arg(&a[0])?;
+                let (dst, off) = self.resolve(dst, off)?;
+                let max = a[1].scalar()? as usize;
+                let mut path = FAILING_PATH.to_vec();
+                path.push(0);
+                path.truncate(max);
+                self.mem.put_bytes(&dst, off, &path)?;
+                Val::Scalar(path.len() as u64)
             }
             "__htab_map_lookup_elem" => {
                 let (m, key) = self.map_and_key(&a[0], &a[1])?;

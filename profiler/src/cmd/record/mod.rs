@@ -184,6 +184,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     report.pid = args.pid;
+    report.failing_paths = crate::views::failing_args::top_lines(&s, &members, 10);
     report.command_pid = command_pid;
     report.exit_code = exit_status.map(command::exit_code);
     if let Scope::Tree(t) = &scope {

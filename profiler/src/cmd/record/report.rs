@@ -26,6 +26,9 @@ pub struct Report {
     pub exit_code: Option<i32>,
     /// Fork events the kernel dropped (descendants forked then may be missing).
     pub lost_process_events: u64,
+    /// The most frequent arguments of failing calls (views/failing_args.rs), as lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_paths: Vec<String>,
     /// Sorted by total time, descending, as `strace -c` does.
     pub syscalls: Vec<Row>,
     pub total: Row,
@@ -202,6 +205,13 @@ impl Report {
         }
         s.push_str(RULE);
         s.push_str(&line(&self.total, "total"));
+        if !self.failing_paths.is_empty() {
+            s.push_str("\ntop failing paths (calls, errno, syscall, process, path or address)\n");
+            for l in &self.failing_paths {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
         s
     }
 }
