@@ -228,9 +228,10 @@ impl Daemon {
 
     /// Waits until `pid`'s newest entry has exited and two more drains have passed (the first
     /// reads it for the last time, the second retires it), then returns that answer: every
-    /// syscall of the process listed, with its buckets (and 1,000 of the system-wide list).
+    /// syscall of the process listed, with its buckets and its failing arguments (and 1,000 of
+    /// the system-wide list).
     pub fn final_stats(&self, pid: u32) -> Value {
-        let query = format!("?pid={pid}&syscalls=1000&buckets=true");
+        let query = format!("?pid={pid}&syscalls=1000&buckets=true&failing_args=100");
         let wait = Duration::from_secs(30);
         let s = self.wait_for(&query, wait, |s| {
             process(s, pid).is_some_and(|p| p["exited"] == true)

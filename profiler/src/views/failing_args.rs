@@ -11,7 +11,7 @@ use crate::{
     syscalls,
 };
 
-/// Arguments listed per (process, syscall).
+/// Arguments per (process, syscall, errno) an insight sums over its processes.
 pub const TOP: usize = 10;
 
 #[derive(Clone, Debug, Serialize)]
@@ -63,7 +63,16 @@ impl FailingArgStats {
 
 /// The top arguments of `p`'s failing calls of `sc` (whose totals are `t`), most frequent
 /// first, over every errno.
-pub fn of(store: &Store, p: &Process, sc: SyscallKey, t: &SyscallTotals) -> Vec<FailingArgStats> {
+pub fn of(
+    store: &Store,
+    p: &Process,
+    sc: SyscallKey,
+    t: &SyscallTotals,
+    n: usize,
+) -> Vec<FailingArgStats> {
+    if n == 0 {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     for (&errno, &failures) in &t.errnos {
         let Some(call) = store.failing_args().of(p.key, sc, errno) else {
@@ -76,7 +85,7 @@ pub fn of(store: &Store, p: &Process, sc: SyscallKey, t: &SyscallTotals) -> Vec<
             (captured as f64 / failures as f64).min(1.0)
         };
         let sampled = captured < failures;
-        for (arg, count) in call.top(TOP) {
+        for (arg, count) in call.top(n) {
             out.push(stats_of(errno, arg, count, sampled, share));
         }
         if call.other != 0 {
@@ -87,7 +96,7 @@ pub fn of(store: &Store, p: &Process, sc: SyscallKey, t: &SyscallTotals) -> Vec<
         }
     }
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.arg.cmp(&b.arg)));
-    out.truncate(TOP);
+    out.truncate(n);
     out
 }
 

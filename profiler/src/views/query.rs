@@ -18,6 +18,12 @@ pub const MAX_SYSCALLS: usize = 1_000;
 /// 10, not 20: the default answer (50 processes) must stay within 256 KiB, and a syscall
 /// entry weighs about 300 bytes without its buckets (docs/performance.md).
 pub const DEFAULT_SYSCALLS: usize = 10;
+/// The most failing arguments listed per syscall (`failing_args`).
+pub const MAX_FAILING_ARGS: usize = 100;
+/// 3: the paths behind a syscall's failures are the longest strings of an entry, and a
+/// short-lived shell fails a few syscalls on several paths each; the default answer must stay
+/// within 256 KiB.
+pub const DEFAULT_FAILING_ARGS: usize = 3;
 
 /// Which syscalls a query asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +113,8 @@ pub struct StatsQuery {
     pub syscalls: usize,
     /// Whether syscall entries carry their histogram buckets.
     pub buckets: bool,
+    /// Failing arguments listed per syscall entry.
+    pub failing_args: usize,
     pub exited: ExitedFilter,
 }
 
@@ -121,12 +129,14 @@ impl Default for StatsQuery {
             offset: 0,
             syscalls: DEFAULT_SYSCALLS,
             buckets: false,
+            failing_args: DEFAULT_FAILING_ARGS,
             exited: ExitedFilter::default(),
         }
     }
 }
 
-const KNOWN: &str = "pid, comm, syscall, sort, limit, top, offset, syscalls, buckets, exited";
+const KNOWN: &str =
+    "pid, comm, syscall, sort, limit, top, offset, syscalls, buckets, failing_args, exited";
 
 fn whole(param: &str, value: &str) -> Result<usize, BadParam> {
     value
@@ -192,6 +202,14 @@ impl StatsQuery {
                 "offset" => q.offset = whole("offset", value)?,
                 "syscalls" => {
                     q.syscalls = within("syscalls", whole("syscalls", value)?, 0, MAX_SYSCALLS)?;
+                }
+                "failing_args" => {
+                    q.failing_args = within(
+                        "failing_args",
+                        whole("failing_args", value)?,
+                        0,
+                        MAX_FAILING_ARGS,
+                    )?;
                 }
                 "buckets" => {
                     q.buckets = match value {
@@ -315,6 +333,7 @@ mod tests {
             ("syscalls=1001", "syscalls"),
             ("syscalls=-2", "syscalls"),
             ("buckets=maybe", "buckets"),
+            ("failing_args=101", "failing_args"),
             ("buckets=1", "buckets"),
             ("exited=yes", "exited"),
             ("sort=latency", "sort"),

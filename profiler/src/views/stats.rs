@@ -318,7 +318,7 @@ fn process_stats(r: &Ranked, q: &StatsQuery, m: &Matcher, store: &Store) -> Proc
     let calls = calls
         .into_iter()
         .map(|(k, t)| SyscallStats {
-            failing_args: super::failing_args::of(store, p, k, t),
+            failing_args: super::failing_args::of(store, p, k, t, q.failing_args),
             ..SyscallStats::new(k, t, timing, q.buckets)
         })
         .collect();
