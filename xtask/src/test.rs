@@ -48,6 +48,11 @@ pub const TEST_PACKAGES: &[Package] = &[
         "tests/tests/daemon.rs, privileges.rs drop privileges",
     ),
     Package::new(
+        "dash",
+        Proof::OnPath(&["sh"]),
+        "tests/tests/stats_bounded.rs runs 3,000 short-lived shells",
+    ),
+    Package::new(
         "prometheus",
         Proof::OnPath(&["prometheus", "promtool"]),
         "tests/tests/metrics.rs, deploy.rs scrape and check rules",
