@@ -3,7 +3,9 @@
 # at a 1 s refresh, for SECONDS seconds (default 60) at each terminal size (80x24, 200x60),
 # while PROCS idle processes (default 2000) live, a 1-byte dd storm runs and short-lived
 # processes come and go. Prints the size of the unfiltered /stats answer top no longer reads,
-# and of the narrow one it reads. Root (the daemon attaches eBPF); tmux. Loopback only.
+# and of the narrow one it reads; and the daemon's own CPU share with no viewer, with top, and
+# with top and the dashboard (headless chromium) open. Root (the daemon attaches eBPF); tmux,
+# chromium. Loopback only.
 #
 #   scripts/top-cost.sh                      # builds the release binary first
 #   PROFILER_TEST_BIN=path SECONDS_EACH=30 PROCS=1000 scripts/top-cost.sh
@@ -49,7 +51,7 @@ url=$(grep -o 'serving on http://[0-9.:]*' "$work/daemon.log" | head -n1 | sed '
 
 # The busy host: PROCS idle processes (each a /stats entry with its start-up syscalls), a
 # syscall storm, and process churn (exited processes stay in /stats for the retention).
-end=$((SECONDS_EACH * 2 + 30))
+end=$((SECONDS_EACH * 4 + 40))
 for _ in $(seq "$PROCS"); do sleep "$end" & pids+=("$!"); done
 timeout "$end" dd if=/dev/zero of=/dev/null bs=1 status=none &
 pids+=("$!")
@@ -64,23 +66,44 @@ echo "narrow (schema 2): $(curl -s -o /dev/null -w '%{http_code} %{size_download
     "schema 1: $(curl -s -o /dev/null -w '%{size_download}' "$url/stats?sort=total&top=19") bytes"
 
 tick=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+share() { echo "($2 - $1) * 100 / $tick / $3" | bc -l | xargs printf '%.2f'; }
+# daemon_cpu WHAT: the daemon's CPU share over SECONDS_EACH s of what is open now.
+daemon_cpu() {
+    local t0 t1
+    t0=$(ticks "$daemon")
+    sleep "$SECONDS_EACH"
+    t1=$(ticks "$daemon")
+    echo "daemon with $1: $(share "$t0" "$t1" "$SECONDS_EACH")% of a core over $SECONDS_EACH s"
+}
+daemon_cpu "no viewer"
+
 for size in 80x24 200x60; do
     cols=${size%x*} lines=${size#*x}
     tmux -L "$sock" -f /dev/null new-session -d -s "t$size" -x "$cols" -y "$lines" \
         "exec $BIN top --url $url --interval 1s"
     sleep 3
     top=$(tmux -L "$sock" list-panes -t "t$size" -F '#{pane_pid}')
-    cpu() { awk '{print $14 + $15}' "/proc/$top/stat"; }
-    t0=$(cpu); s0=$(date +%s.%N)
+    cpu() { ticks "$top"; }
+    t0=$(cpu); d0=$(ticks "$daemon"); s0=$(date +%s.%N)
     sleep "$SECONDS_EACH"
-    t1=$(cpu); s1=$(date +%s.%N)
+    t1=$(cpu); d1=$(ticks "$daemon"); s1=$(date +%s.%N)
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$top/status")
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$top/status")
     echo "top at $size: VmHWM $((hwm / 1024)) MiB, VmRSS $((rss / 1024)) MiB," \
         "CPU $(echo "($t1 - $t0) * 100 / $tick / ($s1 - $s0)" | bc -l | xargs printf '%.2f')% of a core" \
-        "over $SECONDS_EACH s"
+        "over $SECONDS_EACH s; the daemon meanwhile $(share "$d0" "$d1" "$(echo "$s1 - $s0" | bc -l)")%"
     tmux -L "$sock" capture-pane -p -t "t$size" >"$work/screen"
     head -n 8 "$work/screen"
     grep ' rows' "$work/screen" || true
     tmux -L "$sock" kill-session -t "t$size"
 done
+
+# One top (80x24) and one dashboard open at once: what the daemon pays for its viewers.
+tmux -L "$sock" -f /dev/null new-session -d -s both -x 80 -y 24 "exec $BIN top --url $url --interval 1s"
+chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$work/chromium" "$url/" >/dev/null 2>&1 &
+pids+=("$!")
+sleep 5
+daemon_cpu "one top (80x24, 1 s) and one dashboard"
