@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod raw_http;
 pub mod record;
+pub mod tls;
 pub mod tmux;
 
 /// Panics with the reason unless running as root: these tests exercise the live kernel and must

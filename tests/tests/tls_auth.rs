@@ -3,47 +3,12 @@
 use std::{io::Write, net::TcpStream, sync::Arc, time::Duration};
 
 use base64::Engine;
-use tests::{get_json, Daemon, Spawn};
+use tests::{get_json, tls::setup, Daemon, Spawn};
 
 /// The Authorization header for basic auth.
 fn basic(user: &str, password: &str) -> String {
     let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {creds}")
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    web: std::path::PathBuf,
-    ca_pem: String,
-}
-
-/// A self-signed certificate for 127.0.0.1 and a web config with TLS and user alice.
-fn setup(password: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-    // Cost 4 keeps the test fast; the daemon accepts any bcrypt cost.
-    let hash = bcrypt::hash(password, 4).unwrap();
-    let web = dir.path().join("web.toml");
-    std::fs::write(
-        &web,
-        format!(
-            "[tls_server_config]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\n\
-             [basic_auth_users]\nalice = \"{hash}\"\n"
-        ),
-    )
-    .unwrap();
-    Setup {
-        _dir: dir,
-        web,
-        ca_pem: cert.pem(),
-    }
 }
 
 fn tls_agent(ca_pem: Option<&str>) -> ureq::Agent {

@@ -3,44 +3,10 @@
 //! password, without credentials, or without trusting the certificate.
 
 use tests::{
+    tls::setup,
     tmux::{top_command, Tmux},
     Daemon,
 };
-
-struct Setup {
-    dir: tempfile::TempDir,
-    web: std::path::PathBuf,
-    ca: std::path::PathBuf,
-}
-
-/// A self-signed certificate for 127.0.0.1 and a web config with TLS and user alice.
-fn setup(password: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-    // Cost 4 keeps the test fast; the daemon accepts any bcrypt cost.
-    let hash = bcrypt::hash(password, 4).unwrap();
-    let web = dir.path().join("web.toml");
-    std::fs::write(
-        &web,
-        format!(
-            "[tls_server_config]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\n\
-             [basic_auth_users]\nalice = \"{hash}\"\n"
-        ),
-    )
-    .unwrap();
-    Setup {
-        ca: dir.path().join("server.crt"),
-        web,
-        dir,
-    }
-}
 
 /// Runs top to its exit and returns the one line it printed about it (the screen has the
 /// command's exit status too).
