@@ -222,8 +222,10 @@ function filterParams(q) {
 
 // Each panel asks for only what it shows: /stats (schema 2) ranks the processes panel's page by
 // time on a CPU inside syscalls (sort=cpu) and the in-flight panel's by syscall time.
+// Insights every third refresh: their rates are over the last 5 to 10 s, and the daemon walks
+// every process to answer (30-45 ms of its CPU on a host of 5,000; docs/performance.md).
 const PANELS = [
-  { id: "insights-panel", query: () => "/insights?" + filterParams(new URLSearchParams({ top: ROWS })), draw: drawInsights },
+  { id: "insights-panel", every: 3, query: () => "/insights?" + filterParams(new URLSearchParams({ top: ROWS })), draw: drawInsights },
   { id: "processes-panel", query: () => "/stats?" + filterParams(new URLSearchParams({ limit: ROWS, sort: "cpu" })), draw: drawProcesses },
   { id: "errors-panel", query: () => `/history?seconds=${ERROR_SECONDS}&sort=errors&top=${ROWS}`, draw: drawErrors },
   { id: "heatmap-panel", query: () => "/history?top=" + ROWS, draw: drawHeatmaps },
@@ -267,8 +269,11 @@ async function refreshPanel(panel) {
   else delete section.dataset.error;
 }
 
+let cycle = 0;
 async function refresh() {
-  await Promise.all(PANELS.map(refreshPanel));
+  const due = PANELS.filter((p) => cycle % (p.every || 1) === 0);
+  cycle += 1;
+  await Promise.all(due.map(refreshPanel));
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
