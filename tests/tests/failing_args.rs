@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{process, require_root, Daemon};
+use tests::{process, require_root, syscall, Daemon};
 
 /// Builds tests/c/failing_args.c (static; `-m32` for the 32-bit one).
 fn build(dir: &Path, m32: bool) -> PathBuf {
@@ -178,12 +178,7 @@ fn past_the_budget_failures_count_and_the_list_says_sampled() {
     let (pid, _) = run(&bin, &dir, &["storm", "20000"]);
     let stats = daemon.final_stats(pid);
     let p = process(&stats, pid).expect("the process");
-    let s = p["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "openat")
-        .unwrap();
+    let s = syscall(&p["syscalls"], "openat").expect("openat");
     assert_eq!(
         s["errnos"]["ENOENT"], 20000,
         "every failure counted by errno"
@@ -213,12 +208,7 @@ fn capture_args_false_captures_nothing() {
     let (pid, _) = run(&bin, &dir, &["open"]);
     let stats = daemon.final_stats(pid);
     let p = process(&stats, pid).expect("the process");
-    let s = p["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "openat")
-        .unwrap();
+    let s = syscall(&p["syscalls"], "openat").expect("openat");
     assert_eq!(s["errnos"]["ENOENT"], 5);
     assert!(s.get("failing_args").is_none(), "{s}");
     std::fs::remove_dir_all(&dir).unwrap();
