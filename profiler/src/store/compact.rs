@@ -60,6 +60,37 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
         }
     }
 
+    /// `k`'s value, inserted as the default if absent, for a caller visiting keys in ascending
+    /// order: every key before `*cursor` is below `k`. The next key is then usually at the
+    /// cursor, so a walk over many keys reads the entries front to back instead of binary
+    /// searching each (whose scattered reads miss the cache one after another). Moves the
+    /// cursor past `k`.
+    pub fn entry_from(&mut self, cursor: &mut usize, k: K) -> Entry<'_, K, V> {
+        let from = (*cursor).min(self.0.len());
+        debug_assert!(self.0[..from].iter().all(|(key, _)| *key < k));
+        let at = match self.0.get(from) {
+            Some((key, _)) if *key == k => Ok(from),
+            Some((key, _)) if *key < k => {
+                match self.0[from + 1..].binary_search_by(|(key, _)| key.cmp(&k)) {
+                    Ok(i) => Ok(from + 1 + i),
+                    Err(i) => Err(from + 1 + i),
+                }
+            }
+            _ => Err(from),
+        };
+        *cursor = at.unwrap_or_else(|i| i) + 1;
+        Entry {
+            at,
+            map: &mut self.0,
+            key: k,
+        }
+    }
+
+    /// The value at position `at` (by key), if there is one.
+    pub fn value_at(&self, at: usize) -> Option<&V> {
+        self.0.get(at).map(|(_, v)| v)
+    }
+
     /// By key.
     pub fn iter(&self) -> Pairs<'_, K, V> {
         self.0.iter().map(pair as fn(&(K, V)) -> (&K, &V))
@@ -192,5 +223,27 @@ mod tests {
         assert_eq!(back, m);
         let from: SortedMap<u32, u64> = [(9, 1), (1, 2), (9, 5)].into_iter().collect();
         assert_eq!(from.into_iter().collect::<Vec<_>>(), vec![(1, 2), (9, 5)]);
+    }
+
+    #[test]
+    fn a_walk_from_a_cursor_finds_and_inserts_like_entry() {
+        let keys = [3u32, 5, 8, 13, 21];
+        for walk in [
+            vec![1, 3, 4, 5, 8, 9, 13, 21, 30],
+            vec![21],
+            vec![0, 30],
+            vec![5, 6, 7, 13],
+            vec![],
+        ] {
+            let mut by_entry: SortedMap<u32, u64> = keys.iter().map(|&k| (k, 1)).collect();
+            let mut by_cursor = by_entry.clone();
+            let mut cursor = 0;
+            for &k in &walk {
+                *by_entry.entry(k).or_default() += 10;
+                *by_cursor.entry_from(&mut cursor, k).or_default() += 10;
+                assert_eq!(by_cursor.0[cursor - 1].0, k, "the cursor is just past {k}");
+            }
+            assert_eq!(by_cursor, by_entry, "walk {walk:?}");
+        }
     }
 }

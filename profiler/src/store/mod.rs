@@ -245,8 +245,8 @@ impl Store {
         }]);
     }
 
-    /// Adds what many (process, syscall) pairs gained since the last drain. Give them grouped
-    /// by process (the drain sorts them): each process and its /metrics totals are then looked
+    /// Adds what many (process, syscall) pairs gained since the last drain. Give them sorted by
+    /// process, then syscall (the drain sorts them): each process and its /metrics totals are then looked
     /// up once per group, not once per syscall, and a pair's calls and failures by errno are
     /// added in one visit. The system-wide totals and the history take each syscall's sum over
     /// the batch, once.
@@ -261,12 +261,14 @@ impl Store {
                 .or_insert_with(|| Process::new(key));
             let mut metrics = self.metrics.totals_of(p);
             let mut next = Some(first);
+            // The gains of a process come by syscall, like its totals.
+            let mut cursor = 0;
             while let Some(Gain {
                 sc, delta, errnos, ..
             }) = next
             {
                 metrics.add(sc, delta, errnos);
-                p.add(sc, delta, errnos);
+                p.add_from(&mut cursor, sc, delta, errnos);
                 p.interval_ns += delta.total_ns;
                 let sum = by_syscall.entry(sc).or_default();
                 if !delta.is_empty() {

@@ -113,8 +113,26 @@ impl Process {
 
     /// Adds calls and failures by errno of syscall `sc` to the process's totals.
     pub(super) fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+        self.add_from(&mut 0, sc, delta, errnos);
+    }
+
+    /// [`Process::add`] for a caller adding syscalls in ascending order, `cursor` (0 at first)
+    /// carried from one call to the next: the entries are then visited front to back (see
+    /// `SortedMap::entry_from`).
+    pub(super) fn add_from(
+        &mut self,
+        cursor: &mut usize,
+        sc: SyscallKey,
+        delta: DeltaRef<'_>,
+        errnos: &[(u32, u64)],
+    ) {
         self.gained = true;
-        let t = self.syscalls.entry(sc).or_default();
+        // The next syscall a walk adds to is most often the next entry: its buckets are
+        // fetched while this one's are added to.
+        if let Some(next) = self.syscalls.value_at(*cursor + 1) {
+            next.hist.prefetch_buckets();
+        }
+        let t = self.syscalls.entry_from(cursor, sc).or_default();
         if !delta.is_empty() {
             t.hist.add_ref(delta);
             let count = delta.count();
