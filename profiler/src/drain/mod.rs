@@ -77,6 +77,7 @@ pub struct Drain {
     iter_buf: Vec<u8>,
     errnos_now: Vec<(ErrnoKey, u32)>,
     deltas: Deltas,
+    programs: bpf_stats::OwnPrograms,
 }
 
 /// Where and how the drain commits its checkpoint.
@@ -166,6 +167,7 @@ impl Drain {
             iter_buf: Vec::new(),
             errnos_now: Vec::new(),
             deltas: Deltas::default(),
+            programs: bpf_stats::OwnPrograms::default(),
         }
     }
 
@@ -193,7 +195,7 @@ impl Drain {
         self.retire(exited);
         // With the counters just read: a map's first "full" line shows up with its count.
         self.maps.log.forward();
-        record_cost(store, started, checkpoint);
+        record_cost(store, started, checkpoint, &mut self.programs);
         Ok(())
     }
 
@@ -488,8 +490,14 @@ impl Drain {
 
 /// The drain's own cost (its checkpoint's too), and the kernel's accounting of our programs,
 /// for /metrics.
-fn record_cost(store: &RwLock<Store>, started: Instant, checkpoint: Option<CheckpointCost>) {
-    let programs = bpf_stats::read_own()
+fn record_cost(
+    store: &RwLock<Store>,
+    started: Instant,
+    checkpoint: Option<CheckpointCost>,
+    programs: &mut bpf_stats::OwnPrograms,
+) {
+    let programs = programs
+        .read()
         .into_iter()
         .map(|p| BpfProgram {
             name: p.name,
