@@ -56,3 +56,40 @@ pub fn uptime_seconds() -> Option<f64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_uptime_at_an_instant_follows_the_read_both_ways() {
+        let read = Instant::now();
+        let host = HostInfo {
+            hostname: "h".into(),
+            kernel: "k".into(),
+            arch: "x86_64",
+            uptime_at_read: Some((read, 100.0)),
+        };
+        let at = |secs: f64| host.uptime_seconds_at(read + Duration::from_secs_f64(secs));
+        assert_eq!(at(2.5), Some(102.5));
+        assert_eq!(at(0.0), Some(100.0));
+        let before = host.uptime_seconds_at(read - Duration::from_secs(3));
+        assert_eq!(
+            before,
+            Some(97.0),
+            "an instant before the read, like the store's start"
+        );
+        assert_eq!(
+            host.uptime_seconds_at(read + Duration::from_secs(1)),
+            host.uptime_seconds_at(read + Duration::from_secs(1)),
+            "the same for every answer about one instant"
+        );
+        let unknown = HostInfo {
+            uptime_at_read: None,
+            ..host
+        };
+        assert_eq!(unknown.uptime_seconds_at(read), None);
+    }
+}
