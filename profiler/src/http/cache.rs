@@ -105,7 +105,7 @@ impl<K: Clone + PartialEq, V: Copy + PartialEq> AnswerCache<K, V> {
             }
             None => {
                 if entries.len() >= MAX_ENTRIES {
-                    let oldest = least_recently_used(entries, None);
+                    let oldest = least_recently_used(entries, |_| true);
                     entries.swap_remove(oldest);
                 }
                 entries.push(fresh());
@@ -135,7 +135,9 @@ impl<K: Clone + PartialEq, V: Copy + PartialEq> AnswerCache<K, V> {
         entries[i].bytes = size;
         while entries.iter().map(|e| e.bytes).sum::<usize>() > self.max_bytes {
             let kept = entries[i].flight.clone();
-            let oldest = least_recently_used(entries, Some(&kept));
+            // Only kept answers free bytes: one still rendering stays.
+            let oldest =
+                least_recently_used(entries, |e| e.bytes > 0 && !Arc::ptr_eq(&e.flight, &kept));
             entries.swap_remove(oldest);
             // swap_remove moved the last entry into `oldest`: find ours again.
             i = entries
@@ -154,15 +156,18 @@ impl<K: Clone + PartialEq, V: Copy + PartialEq> AnswerCache<K, V> {
     }
 }
 
-/// The index of the entry used longest ago, other than `except`'s.
-fn least_recently_used<K, V>(entries: &[Entry<K, V>], except: Option<&Arc<Flight>>) -> usize {
+/// The index of the entry used longest ago among those `evictable` admits.
+fn least_recently_used<K, V>(
+    entries: &[Entry<K, V>],
+    evictable: impl Fn(&Entry<K, V>) -> bool,
+) -> usize {
     entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| except.is_none_or(|f| !Arc::ptr_eq(&e.flight, f)))
+        .filter(|(_, e)| evictable(e))
         .min_by_key(|(_, e)| e.used)
         .map(|(i, _)| i)
-        .expect("a cache never evicts from fewer than two entries")
+        .expect("over a bound, there is another entry to evict")
 }
 
 #[cfg(test)]
@@ -312,6 +317,20 @@ mod tests {
         assert_eq!(get(&cache, "/b", 1, "BBBB").await, ("BBBB".into(), true));
         assert!(get(&cache, "/big", 1, "0123456789A").await.1);
         assert_eq!(cache.held().1, 8, "larger than the bound: served, not kept");
+
+        let cache = AnswerCache::new(10);
+        let Lookup::Join(rendering) = cache.lookup(&"/r", 1) else {
+            panic!()
+        };
+        get(&cache, "/a", 1, "aaaa").await;
+        get(&cache, "/b", 1, "bbbbbbbb").await;
+        assert_eq!(
+            cache.held(),
+            (2, 8),
+            "/a evicted for bytes, not /r, which holds none yet"
+        );
+        cache.settle(&"/r", &rendering, &answer(StatusCode::OK, "rr"));
+        assert_eq!(cache.held(), (2, 10));
 
         let cache = AnswerCache::new(1 << 20);
         const KEYS: [&str; MAX_ENTRIES + 2] = [
