@@ -4,6 +4,7 @@
 //! JSON body of every refusal (errors.rs). The answers themselves are the views'.
 
 pub mod auth;
+pub mod cache;
 mod conn;
 mod errors;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! The routes, and what every request passes, outermost first: the JSON body for refusals
 //! (errors.rs), a deadline, basic auth (when the web config names users; auth.rs), a request
 //! body limit, and, for the answers that are rendered, the caps on rendering and on unsent
-//! answers (limits.rs). /healthz and the static assets cost nothing and take no render slot;
+//! answers, and the answers kept until the store changes (limits.rs, cache.rs). /healthz and the static assets cost nothing and take no render slot;
 //! /healthz also needs no credentials.
 
 use std::sync::Arc;
@@ -32,9 +32,9 @@ pub fn router(ctx: Arc<Context>, limits: &Limits, web: Shared) -> Router {
         .route("/metrics", get(scrape::handler))
         .route("/history", get(page::history))
         .route("/insights", get(page::insights))
-        .with_state(ctx)
+        .with_state(ctx.clone())
         .layer(middleware::from_fn_with_state(
-            ResponseLimits::new(limits),
+            ResponseLimits::new(limits, ctx),
             limit_response,
         ));
     Router::new()

@@ -435,9 +435,11 @@ fn fmt_window(w: Duration) -> String {
 }
 
 /// Every finding, highest score first (ties: program, syscall, errno), and the seconds the
-/// current rates are over.
+/// current rates are over. "Now" is the last drain: the store's counts run up to it, so a rate
+/// over the time until then is exact, and the answer is the same until the next drain (so
+/// http/cache.rs can keep it).
 pub fn find(store: &Store, args: &InsightArgs, interval: Duration) -> (Vec<Finding>, f64) {
-    let now = (Instant::now(), SystemTime::now());
+    let now = super::as_of(store);
     let span = now
         .1
         .duration_since(store.epochs().start.1)

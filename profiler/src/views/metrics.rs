@@ -19,7 +19,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, regis
 use super::{buckets::BucketSet, exposition::Shown, families::FAMILIES, snapshot::Snapshot};
 use crate::{host::procself::ProcSelf, store::Store};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// The Prometheus text format 0.0.4, which every scraper reads.
     Text,

@@ -1,8 +1,11 @@
 //! What the daemon answers, read from the store: `/stats` (stats.rs; its query in query.rs, what it shows in select.rs),
 //! `/metrics` (scrape.rs answers, metrics.rs renders families.rs's table), the dashboard and `/history` (page.rs),
 //! `/insights` (insights.rs). Each handler takes a read lock, renders, and lets go; a bad query
-//! is a 400 naming the parameter (error.rs).
+//! is a 400 naming the parameter (error.rs). An answer depends on the store and the request
+//! alone ("now" is the last drain: [`as_of`]), so the HTTP layer keeps it until the next drain
+//! (answer_key.rs says which requests share one).
 
+pub mod answer_key;
 pub mod buckets;
 pub mod error;
 pub mod exposition;
@@ -19,7 +22,7 @@ pub mod stats;
 
 use std::{
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use metrics::ScrapeStats;
@@ -35,6 +38,13 @@ pub struct Context {
     pub scrape: ScrapeStats,
     /// Thresholds for `/insights`.
     pub insights: InsightArgs,
+}
+
+/// The instant the store's figures are as of: its last drain (its start before the first).
+/// Views say "now" with it, so an answer depends on the store alone and is the same bytes
+/// until the next drain.
+pub fn as_of(store: &Store) -> (Instant, SystemTime) {
+    store.last_drain().unwrap_or(store.started())
 }
 
 /// Wall-clock time as Unix milliseconds, as every JSON view reports it.

@@ -88,7 +88,7 @@ fn top_param(v: &str) -> Result<usize, BadParam> {
 }
 
 /// What /history lists: which syscalls, over how many of the last slices.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HistoryQuery {
     pub top: usize,
     /// Only the slices that ended in the last this many seconds.
@@ -97,7 +97,7 @@ pub struct HistoryQuery {
     pub by_errors: bool,
 }
 
-fn parse_history_query(raw: Option<&str>) -> Result<HistoryQuery, BadParam> {
+pub fn parse_history_query(raw: Option<&str>) -> Result<HistoryQuery, BadParam> {
     let mut q = HistoryQuery {
         top: 12,
         seconds: None,
@@ -146,7 +146,9 @@ fn parse_history_query(raw: Option<&str>) -> Result<HistoryQuery, BadParam> {
 }
 
 pub fn render_history(store: &Store, q: &HistoryQuery) -> HistoryResponse {
-    let now = std::time::Instant::now();
+    // "The last S seconds" as of the last drain: the slices end at drains, and an answer is
+    // the same bytes until the next one (http/cache.rs keeps it that long).
+    let now = super::as_of(store).0;
     let slices: Vec<&Slice> = store
         .history()
         .slices
@@ -270,14 +272,14 @@ pub struct Thresholds {
     pub min_calls: u64,
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-struct InsightsQuery {
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InsightsQuery {
     pid: Option<u32>,
     comm: Option<String>,
     top: Option<usize>,
 }
 
-fn parse_insights_query(raw: Option<&str>) -> Result<InsightsQuery, BadParam> {
+pub fn parse_insights_query(raw: Option<&str>) -> Result<InsightsQuery, BadParam> {
     let mut q = InsightsQuery::default();
     let mut seen = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {

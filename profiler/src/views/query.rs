@@ -26,7 +26,7 @@ pub const MAX_FAILING_ARGS: usize = 100;
 pub const DEFAULT_FAILING_ARGS: usize = 3;
 
 /// Which syscalls a query asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SyscallFilter {
     /// By name, in whichever ABI has it (`openat` matches native 257 and i386 295).
     Name(String),
@@ -66,7 +66,7 @@ impl SyscallFilter {
 
 /// What processes and syscalls are ranked by, descending. `cpu` and `blocked` are the parts of
 /// `total` spent on a CPU and blocked (the time split).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SortKey {
     Count,
@@ -79,7 +79,7 @@ pub enum SortKey {
 }
 
 /// Whether a query wants running processes, exited ones, or both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ExitedFilter {
     #[default]
     All,
@@ -99,7 +99,7 @@ impl ExitedFilter {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StatsQuery {
     pub pid: Option<u32>,
     pub comm: Option<String>,

@@ -56,6 +56,24 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     gzip.or(any).is_some_and(|q| q > 0.0)
 }
 
+/// The format and the encoding a scrape's headers ask for: all of a request, besides its
+/// query, that changes the bytes of the answer.
+pub fn negotiate(headers: &HeaderMap) -> (Format, bool) {
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let format = if wants_openmetrics(get(header::ACCEPT)) {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    };
+    (format, accepts_gzip(get(header::ACCEPT_ENCODING)))
+}
+
+/// Counts an answer the HTTP layer sent from its cache (http/cache.rs) without asking
+/// [`handler`]: it is a scrape like any other, which took `seconds`.
+pub fn record_cached(ctx: &Context, seconds: f64) {
+    ctx.scrape.record(seconds);
+}
+
 pub async fn handler(
     State(ctx): State<Arc<Context>>,
     RawQuery(query): RawQuery,
@@ -70,13 +88,7 @@ pub async fn handler(
             .map_or(String::new(), |(k, _)| k.into_owned());
         return BadParam::new(&param, "/metrics takes no query parameters").into_response();
     }
-    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let format = if wants_openmetrics(get(header::ACCEPT)) {
-        Format::OpenMetrics
-    } else {
-        Format::Text
-    };
-    let gzip = accepts_gzip(get(header::ACCEPT_ENCODING));
+    let (format, gzip) = negotiate(&headers);
     // Rendering walks every series under the store's read lock. The HTTP layer already runs
     // every rendered answer on one of its bounded blocking threads (http/limits.rs), so this
     // renders in place: a second spawn_blocking from there would wait for a thread of the same

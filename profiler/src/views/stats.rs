@@ -18,7 +18,7 @@ use super::{
     unix_ms, Context,
 };
 use crate::{
-    host::{cgroups, info as host},
+    host::cgroups,
     store::{histogram::Histogram, InFlight, Store, SyscallKey, SyscallTotals},
     syscalls::{self, Abi, Category},
 };
@@ -399,6 +399,7 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
     let next = q.offset.saturating_add(q.limit);
 
     let k = store.kernel();
+    let as_of = super::as_of(store);
     StatsResponse {
         schema_version: SCHEMA_VERSION,
         host: HostStats {
@@ -406,8 +407,12 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
             hostname: ctx.host.hostname.clone(),
             kernel: ctx.host.kernel.clone(),
             arch: ctx.host.arch,
-            uptime_seconds: host::uptime_seconds(),
-            daemon_uptime_seconds: store.started().0.elapsed().as_secs_f64(),
+            // Both as of the last drain, like every figure of the answer (docs/api.md).
+            uptime_seconds: ctx.host.uptime_seconds_at(as_of.0),
+            daemon_uptime_seconds: as_of
+                .0
+                .saturating_duration_since(store.started().0)
+                .as_secs_f64(),
             interval_ms: ctx.interval.as_millis() as u64,
             drains: store.drains(),
             last_drain_unix_ms: store.last_drain().map(|(_, wall)| unix_ms(wall)),
