@@ -3,7 +3,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{mpsc, Arc, RwLock},
+    sync::{mpsc, Arc},
     thread,
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ use crate::{
     host::info::HostInfo,
     http::{self, auth, limits::Limits},
     kernel::{self as bpf, caps, Maps},
-    store::{aggregates::MetricsConfig, Store, StoreConfig},
+    store::{aggregates::MetricsConfig, shared::SharedStore, Store, StoreConfig},
     views::{self, buckets::BucketSet, metrics::ScrapeStats},
 };
 
@@ -65,7 +65,7 @@ pub fn run(args: ServeArgs) -> Result<(), Fatal> {
     drop_capabilities(&maps)?;
 
     let watchdog = watchdog(settings.interval);
-    let store = Arc::new(RwLock::new(new_store(
+    let store = Arc::new(SharedStore::new(new_store(
         &settings,
         probes.time_split(),
         bpf_stats_fd.is_some(),
@@ -163,7 +163,7 @@ fn new_store(settings: &Settings, time_split: bool, bpf_stats_enabled: bool) -> 
 /// the returned channel stops it.
 fn start_drain(
     maps: Maps,
-    store: &Arc<RwLock<Store>>,
+    store: &Arc<SharedStore>,
     settings: &Settings,
     watchdog: Option<Duration>,
 ) -> Result<(mpsc::Sender<()>, thread::JoinHandle<()>), Fatal> {
@@ -197,7 +197,7 @@ fn start_drain(
 fn serve_http(
     args: ServeArgs,
     settings: Settings,
-    store: Arc<RwLock<Store>>,
+    store: Arc<SharedStore>,
     log_handle: LogHandle,
     web: WebConfig,
     listener: std::net::TcpListener,
@@ -265,7 +265,7 @@ fn load_web_config(settings: &Settings) -> Result<WebConfig, config::Error> {
 
 fn drain_loop(
     mut drain: Drain,
-    store: &RwLock<Store>,
+    store: &SharedStore,
     interval: Duration,
     stop: mpsc::Receiver<()>,
     watchdog: Option<Duration>,
@@ -300,7 +300,7 @@ fn drain_loop(
 async fn reload_on_hangup(
     args: ServeArgs,
     mut running: Settings,
-    store: Arc<RwLock<Store>>,
+    store: Arc<SharedStore>,
     log: LogHandle,
     web: auth::Shared,
     tls: bool,
@@ -345,7 +345,7 @@ fn reload(args: &ServeArgs, tls: bool) -> anyhow::Result<Reloaded> {
 fn apply(
     running: &Settings,
     new: Reloaded,
-    store: &RwLock<Store>,
+    store: &SharedStore,
     log: &LogHandle,
     web: &auth::Shared,
 ) -> Settings {
@@ -355,7 +355,6 @@ fn apply(
     let applied = running.reloaded(&new.settings);
     store
         .write()
-        .unwrap_or_else(|e| e.into_inner())
         .apply_reload(applied.retention, applied.max_exited);
     if let Err(e) = log.reload(new.log_filter) {
         error!("applying log_level: {e}");

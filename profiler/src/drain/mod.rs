@@ -26,7 +26,6 @@ mod retire;
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    sync::RwLock,
     time::{Instant, SystemTime},
 };
 
@@ -49,8 +48,9 @@ use crate::{
     kernel::{batch::Batch, bpf_stats, CheckpointMaps, Maps},
     store::{
         failing_args::CaptureCounters,
+        shared::SharedStore,
         telemetry::{BpfProgram, CheckpointCost},
-        FastMap, FastSet, KernelCounters, ProcKey, Store,
+        FastMap, FastSet, KernelCounters, ProcKey,
     },
 };
 
@@ -173,7 +173,7 @@ impl Drain {
 
     /// One drain. A failed read leaves the maps and the previous readings as they were, so the
     /// next drain picks up where this one failed.
-    pub fn run_once(&mut self, store: &RwLock<Store>) -> Result<()> {
+    pub fn run_once(&mut self, store: &SharedStore) -> Result<()> {
         let started = Instant::now();
         self.read_slots()?;
         self.read_errnos()?;
@@ -203,14 +203,14 @@ impl Drain {
     /// checkpoint that fails or does not fit is skipped (counted, logged once per episode): a
     /// restart would then resume from the last one committed, and lose the calls of processes
     /// retired since (never count any twice).
-    fn commit_checkpoint(&mut self, store: &RwLock<Store>) -> Option<CheckpointCost> {
+    fn commit_checkpoint(&mut self, store: &SharedStore) -> Option<CheckpointCost> {
         let cp = self.checkpoint.as_mut()?;
         let started = Instant::now();
         let mut retiring: Vec<ProcKey> = self.retiring.iter().copied().collect();
         retiring.sort_unstable();
         cp.bytes.clear();
         let encoded = {
-            let store = store.read().unwrap_or_else(|e| e.into_inner());
+            let store = store.read();
             let c = CheckpointRef {
                 format: checkpoint::format(),
                 exported: store.exported(started),
@@ -399,12 +399,12 @@ impl Drain {
     /// Every store write of this drain, under one lock. Returns the processes seen exiting.
     fn apply(
         &self,
-        store: &RwLock<Store>,
+        store: &SharedStore,
         s: Snapshot,
         (args, capture): (Vec<failing_args::Entry>, CaptureCounters),
     ) -> FastSet<ProcKey> {
         let now = (Instant::now(), SystemTime::now());
-        let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+        let mut store = store.write();
         store.add_cgroup_labels(s.cgroup_labels);
         // Named first, so a new process's calls count under its name in /metrics.
         let starts = &s.in_flight.starts;
@@ -491,7 +491,7 @@ impl Drain {
 /// The drain's own cost (its checkpoint's too), and the kernel's accounting of our programs,
 /// for /metrics.
 fn record_cost(
-    store: &RwLock<Store>,
+    store: &SharedStore,
     started: Instant,
     checkpoint: Option<CheckpointCost>,
     programs: &mut bpf_stats::OwnPrograms,
@@ -505,7 +505,7 @@ fn record_cost(
             run_count: p.run_count,
         })
         .collect();
-    let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+    let mut store = store.write();
     store.record_drain(started.elapsed(), programs);
     if let Some(c) = checkpoint {
         store.record_checkpoint(c);

@@ -6,7 +6,7 @@
 //! history: their per-process totals start from the checkpointed readings. Exited processes
 //! already retired are in the totals, but their own /stats entries are gone.
 
-use std::{sync::RwLock, time::Instant};
+use std::time::Instant;
 
 use super::{
     checkpoint,
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     kernel::{self, pin},
-    store::{FastSet, ProcKey, Store},
+    store::{shared::SharedStore, FastSet, ProcKey},
 };
 
 /// What a daemon resumed from.
@@ -34,7 +34,7 @@ impl Drain {
     /// With pinned maps holding a checkpoint, resumes from it (see the module's comment); None
     /// without one (new maps, or no pinning). A checkpoint that cannot be read is an error:
     /// counting from zero again would break the promise that counters continue.
-    pub fn resume(&mut self, store: &RwLock<Store>) -> Result<Option<Resumed>, kernel::Error> {
+    pub fn resume(&mut self, store: &SharedStore) -> Result<Option<Resumed>, kernel::Error> {
         let Some(cp) = &mut self.checkpoint else {
             return Ok(None);
         };
@@ -72,7 +72,7 @@ impl Drain {
         let mut errnos = c.errnos;
         self.errnos.replace(&mut errnos);
         {
-            let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+            let mut store = store.write();
             store.restore(c.exported, Instant::now());
             // Retiring processes' totals are in, and their entries about to go.
             store.seed(self.deltas.gains().filter(|g| !retiring.contains(&g.proc)));

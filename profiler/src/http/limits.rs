@@ -6,7 +6,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, TryLockError,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -21,16 +21,10 @@ use axum::{
 };
 use futures_util::stream;
 use serde_json::json;
-use tokio::{
-    runtime::{Handle, RuntimeFlavor},
-    sync::{OwnedSemaphorePermit, Semaphore},
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::cache::{Answer, AnswerCache, Lookup};
-use crate::views::{
-    answer_key::{AnswerKey, StoreVersion},
-    Context,
-};
+use crate::views::{answer_key::AnswerKey, Context};
 
 /// The request line and headers, buffered whole by hyper; a larger head gets 431.
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -58,7 +52,7 @@ pub struct ResponseLimits {
     /// share (until the write deadline closes its connection), not a rendering slot.
     unsent_kib: Arc<Semaphore>,
     /// Answers kept until the store changes (cache.rs), and the views whose store they read.
-    answers: Arc<AnswerCache<AnswerKey, StoreVersion>>,
+    answers: Arc<AnswerCache<AnswerKey, u64>>,
     ctx: Arc<Context>,
 }
 
@@ -77,22 +71,10 @@ impl ResponseLimits {
         }
     }
 
-    /// The store's version, read under its lock without holding up an async worker: should
-    /// the drain hold or wait for the lock, this worker's other connections move to another
-    /// thread while it waits (a commit takes milliseconds).
-    fn store_version(&self) -> StoreVersion {
-        let store = &self.ctx.store;
-        match store.try_read() {
-            Ok(s) => StoreVersion::of(&s),
-            Err(TryLockError::Poisoned(e)) => StoreVersion::of(&e.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                let read = || StoreVersion::of(&store.read().unwrap_or_else(|e| e.into_inner()));
-                match Handle::current().runtime_flavor() {
-                    RuntimeFlavor::CurrentThread => read(),
-                    _ => tokio::task::block_in_place(read),
-                }
-            }
-        }
+    /// The store's version: an atomic the drain moves when it takes the write lock, read
+    /// without waiting for the lock.
+    fn store_version(&self) -> u64 {
+        self.ctx.store.version()
     }
 }
 
@@ -285,16 +267,19 @@ fn closed() -> Response {
 mod tests {
     use super::*;
 
-    use std::sync::RwLock;
-
     use crate::{
-        config::insights::InsightArgs, host::info::HostInfo, store::Store,
+        config::insights::InsightArgs,
+        host::info::HostInfo,
+        store::{shared::SharedStore, Store},
         views::metrics::ScrapeStats,
     };
 
     fn ctx() -> Arc<Context> {
         Arc::new(Context {
-            store: Arc::new(RwLock::new(Store::for_test(Duration::from_secs(60), 10))),
+            store: Arc::new(SharedStore::new(Store::for_test(
+                Duration::from_secs(60),
+                10,
+            ))),
             host: HostInfo::read(),
             interval: Duration::from_secs(1),
             scrape: ScrapeStats::default(),

@@ -15,6 +15,7 @@ pub mod keys;
 mod memory;
 pub mod persist;
 pub mod recent;
+pub mod shared;
 pub mod telemetry;
 pub mod totals;
 

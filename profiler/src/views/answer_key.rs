@@ -1,7 +1,7 @@
 //! When two requests get the same bytes: the views' side of the HTTP layer's cache of rendered
 //! answers (http/cache.rs). An answer is a function of what the request asks for
 //! ([`AnswerKey`]: the endpoint, its parsed query, the negotiated format and encoding) and of
-//! the store's state ([`StoreVersion`]); the views say "now" as of the last drain
+//! the store's state (its version: store/shared.rs); the views say "now" as of the last drain
 //! ([`super::as_of`]) so that nothing else enters it.
 
 use axum::http::HeaderMap;
@@ -12,7 +12,6 @@ use super::{
     query::StatsQuery,
     scrape, Context,
 };
-use crate::store::Store;
 
 /// What of a request decides its answer's bytes. Queries are compared parsed, so spellings of
 /// one query (`top=5` and `limit=5`, a default given or left out, another order) share one
@@ -56,43 +55,11 @@ impl AnswerKey {
     }
 }
 
-/// The state of the store as far as the views can tell, changed by every write to the store:
-/// a drain's commit (`drains`, counted by `Store::finish_drain`), the drain's own accounting
-/// after it (`drains_timed`, and a checkpoint's `committed`/`skipped`), a SIGHUP reload
-/// (`max_exited`; `retention` shows only through later drains). Two reads with equal versions
-/// read equal stores, so an answer rendered at one version is the answer at that version.
-/// A new kind of write to the store must change one of these fields, or be added here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreVersion {
-    drains: u64,
-    drains_timed: u64,
-    checkpoints: u64,
-    max_exited: usize,
-}
-
-impl StoreVersion {
-    pub fn of(store: &Store) -> StoreVersion {
-        let telemetry = &store.metrics().telemetry;
-        StoreVersion {
-            drains: store.drains(),
-            drains_timed: telemetry.drains_timed,
-            checkpoints: telemetry
-                .checkpoint
-                .as_ref()
-                .map_or(0, |c| c.committed + c.skipped),
-            max_exited: store.max_exited(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant, SystemTime};
-
     use axum::http::{header, HeaderValue};
 
     use super::*;
-    use crate::store::telemetry::CheckpointCost;
 
     #[test]
     fn spellings_of_one_query_share_a_key() {
@@ -160,28 +127,5 @@ mod tests {
         );
         assert_ne!(with("*/*", "gzip"), with("*/*", "identity"));
         assert_ne!(with("text/plain", "gzip"), prometheus);
-    }
-
-    #[test]
-    fn every_write_to_the_store_changes_its_version() {
-        let mut s = Store::for_test(Duration::from_secs(60), 10);
-        let mut seen = vec![StoreVersion::of(&s)];
-        let mut changed = |s: &Store, what: &str| {
-            let v = StoreVersion::of(s);
-            assert!(!seen.contains(&v), "{what}: {v:?} was seen before");
-            seen.push(v);
-        };
-        s.finish_drain((Instant::now(), SystemTime::now()));
-        changed(&s, "a drain's commit");
-        s.record_drain(Duration::from_millis(1), Vec::new());
-        changed(&s, "the drain's cost");
-        s.record_checkpoint(CheckpointCost {
-            committed: true,
-            bytes: 10,
-            took: Duration::from_millis(1),
-        });
-        changed(&s, "a checkpoint");
-        s.apply_reload(Duration::from_secs(60), 11);
-        changed(&s, "a reload");
     }
 }

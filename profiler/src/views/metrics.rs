@@ -8,7 +8,7 @@ use std::{
     io::Write,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
+        Arc, Mutex,
     },
 };
 
@@ -17,7 +17,7 @@ use flate2::{write::GzEncoder, Compression};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 use super::{buckets::BucketSet, exposition::Shown, families::FAMILIES, snapshot::Snapshot};
-use crate::{host::procself::ProcSelf, store::Store};
+use crate::{host::procself::ProcSelf, store::shared::SharedStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -83,11 +83,11 @@ impl ScrapeStats {
 
     /// The body in `format` as of the store's last drain, gzipped if `gzip`. None only on an
     /// encoder bug (a series that does not fit its row): writing to memory cannot fail.
-    pub fn body(&self, store: &Arc<RwLock<Store>>, format: Format, gzip: bool) -> Option<Bytes> {
+    pub fn body(&self, store: &Arc<SharedStore>, format: Format, gzip: bool) -> Option<Bytes> {
         let mut slot = self.rendered[format as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let drains = store.read().unwrap_or_else(|e| e.into_inner()).drains();
+        let drains = store.read().drains();
         if slot.as_ref().is_none_or(|r| r.drains != drains) {
             let (body, drains) = render(store, self.cost(), format, self.buckets)?;
             *slot = Some(Rendered {
@@ -110,7 +110,7 @@ impl ScrapeStats {
 /// Every family this daemon shows, in the table's order, and the drain the store had made when
 /// they were read.
 fn render(
-    store: &Arc<RwLock<Store>>,
+    store: &Arc<SharedStore>,
     cost: (u64, f64, f64),
     format: Format,
     buckets: BucketSet,
@@ -137,7 +137,7 @@ fn render(
 /// The registry's view of the store: prometheus-client hands a collector the encoder.
 #[derive(Debug)]
 struct StoreCollector {
-    store: Arc<RwLock<Store>>,
+    store: Arc<SharedStore>,
     cost: (u64, f64, f64),
     process: Option<ProcSelf>,
     buckets: BucketSet,
@@ -146,7 +146,7 @@ struct StoreCollector {
 
 impl Collector for StoreCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = self.store.read();
         self.drains.store(store.drains(), Ordering::Relaxed);
         let per_pid = store.metrics().config.per_pid;
         let snapshot = Snapshot::new(&store, self.cost, self.process);
@@ -184,7 +184,7 @@ mod tests {
             aggregates::MetricsConfig,
             histogram::{Delta, TimeSplit},
             telemetry::{BpfProgram, CheckpointCost},
-            Gain, ProcKey, StoreConfig, SyscallKey,
+            Gain, ProcKey, Store, StoreConfig, SyscallKey,
         },
         syscalls::Abi,
         views::exposition::{Family, Kind, Unit},
@@ -192,7 +192,7 @@ mod tests {
 
     /// A store with something in every family: a process in a pod's container that opened
     /// files (3 failing with ENOENT) in 3 µs each, a drain, a BPF program's run time.
-    fn store(per_pid: bool) -> Arc<RwLock<Store>> {
+    fn store(per_pid: bool) -> Arc<SharedStore> {
         let mut s = Store::new(StoreConfig {
             retention: Duration::from_secs(60),
             max_exited: 100,
@@ -252,10 +252,10 @@ mod tests {
         };
         s.record_drain(Duration::from_millis(2), vec![sys_exit]);
         s.finish_drain((Instant::now(), SystemTime::now()));
-        Arc::new(RwLock::new(s))
+        Arc::new(SharedStore::new(s))
     }
 
-    fn text(stats: &ScrapeStats, store: &Arc<RwLock<Store>>, format: Format) -> String {
+    fn text(stats: &ScrapeStats, store: &Arc<SharedStore>, format: Format) -> String {
         let body = stats.body(store, format, false).expect("renders");
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -409,7 +409,6 @@ mod tests {
         assert!(om.ends_with(b"# EOF\n"));
         store
             .write()
-            .unwrap()
             .finish_drain((Instant::now(), SystemTime::now()));
         let next = stats.body(&store, Format::Text, false).unwrap();
         let next = String::from_utf8(next.to_vec()).unwrap();

@@ -21,17 +21,21 @@ pub mod snapshot;
 pub mod stats;
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use metrics::ScrapeStats;
 
-use crate::{config::insights::InsightArgs, host::info::HostInfo, store::Store};
+use crate::{
+    config::insights::InsightArgs,
+    host::info::HostInfo,
+    store::{shared::SharedStore, Store},
+};
 
 /// What every view reads: the store, and what the answers quote besides it.
 pub struct Context {
-    pub store: Arc<RwLock<Store>>,
+    pub store: Arc<SharedStore>,
     pub host: HostInfo,
     pub interval: Duration,
     /// /metrics' own cost, reported by the next scrape.

@@ -237,7 +237,7 @@ pub async fn history(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -
         Err(bad) => return bad.into_response(),
     };
     let body = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = ctx.store.read();
         render_history(&store, &q)
     };
     Json(body).into_response()
@@ -321,7 +321,7 @@ pub async fn insights(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) 
         Err(bad) => return bad.into_response(),
     };
     let (mut findings, rate_window_seconds) = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = ctx.store.read();
         insights::find(&store, &ctx.insights, ctx.interval)
     };
     findings.retain(|f| {

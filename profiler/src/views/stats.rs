@@ -470,7 +470,7 @@ pub async fn handler(State(ctx): State<Arc<Context>>, RawQuery(raw): RawQuery) -
         Err(bad) => return bad.into_response(),
     };
     let body = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = ctx.store.read();
         render(&store, &ctx, &q)
     };
     Json(body).into_response()

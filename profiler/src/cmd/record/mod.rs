@@ -13,10 +13,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Child, ExitStatus},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        RwLock,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -34,7 +31,7 @@ use crate::{
     drain::Drain,
     host::procfs,
     kernel::{self as bpf, ExecMarks, Probes},
-    store::{aggregates::MetricsConfig, Process, Store, StoreConfig},
+    store::{aggregates::MetricsConfig, shared::SharedStore, Process, Store, StoreConfig},
 };
 
 #[derive(Args, Clone, Debug)]
@@ -158,7 +155,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     };
     let mut drain = Drain::new(maps);
     // Everything must still be in the store at the end: nothing expires during a run.
-    let store = RwLock::new(Store::new(StoreConfig {
+    let store = SharedStore::new(Store::new(StoreConfig {
         retention: Duration::from_secs(365 * 86_400),
         max_exited: usize::MAX,
         latency: true,
@@ -174,7 +171,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
     let command = program.as_deref().zip(marks.as_ref());
     let (elapsed, command_pid, exit_status) = recording.until_done(command, &mut drain, probes)?;
 
-    let s = store.read().unwrap_or_else(|e| e.into_inner());
+    let s = store.read();
     let members = scope.members(&s);
     let host = matches!(scope, Scope::Host).then(|| s.system());
     let mut report = Report::build(&members, host, elapsed, s.time_split());
@@ -205,7 +202,7 @@ pub fn run(args: RecordArgs) -> Result<u8, Fatal> {
 struct Recording<'a> {
     args: &'a RecordArgs,
     scope: &'a Scope,
-    store: &'a RwLock<Store>,
+    store: &'a SharedStore,
 }
 
 /// Where a recording stands, checked every few milliseconds.
@@ -248,7 +245,7 @@ impl Recording<'_> {
                 drain
                     .run_once(self.store)
                     .context("reading the kernel maps")?;
-                let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+                let s = self.store.read();
                 progress.show(started.elapsed(), &self.scope.members(&s));
             }
         }
@@ -259,7 +256,7 @@ impl Recording<'_> {
             .run_once(self.store)
             .context("reading the kernel maps")?;
         drop(probes);
-        let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let s = self.store.read();
         progress.finish(elapsed, &self.scope.members(&s));
         let command_pid = watch.child.as_ref().map(Child::id);
         Ok((elapsed, command_pid, watch.exit_status))
