@@ -7,8 +7,10 @@
 //! of every live process (`rotate`); the window is from the second-to-last snapshot until now,
 //! `EPOCH` to twice it. A process first seen inside the window needs no snapshot: all of its
 //! calls are in it. Memory: two snapshots of each live (process, syscall) — no histogram, about
-//! 64 bytes each — and none of exited or short-lived processes; /history keeps the system-wide
-//! per-second view.
+//! 64 bytes each; one, shared, for a process idle since the older — and none of exited or
+//! short-lived processes; /history keeps the system-wide per-second view. A process whose
+//! change count equals its snapshot's made no call since: its activity is none, found without
+//! building a snapshot (most of a busy host's processes, most of the time).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,6 +64,8 @@ impl Sums {
 /// A process's sums at an instant, sorted by key (`Process::snapshot`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The process's `changes` when it was taken.
+    pub changes: u64,
     pub sums: Vec<(SyscallKey, Sums)>,
     pub errnos: Vec<((SyscallKey, u32), u64)>,
 }

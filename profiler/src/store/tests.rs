@@ -406,6 +406,8 @@ mod metrics {
 
 /// Current rates (recent.rs): totals less the older snapshot.
 mod recent {
+    use std::sync::Arc;
+
     use super::*;
     use crate::store::recent::Activity;
 
@@ -466,6 +468,29 @@ mod recent {
             Activity::default(),
             "idle since 10 s"
         );
+    }
+
+    #[test]
+    fn an_idle_process_shares_one_snapshot_and_wakes_exactly() {
+        let mut s = Store::for_test(Duration::from_secs(600), 100);
+        reads(&mut s, 1, 100, 10);
+        s.finish_drain(at(&s, 5));
+        s.finish_drain(at(&s, 10));
+        let p = &s.processes()[&key(1)];
+        let (base, next) = (p.base.clone().unwrap(), p.next_base.clone().unwrap());
+        assert!(Arc::ptr_eq(&base, &next), "idle: one snapshot for both");
+        assert_eq!(activity(&s, 1).unwrap(), Activity::default());
+        // A call after the shared snapshot: the window sees it, and the next snapshot is new.
+        reads(&mut s, 1, 3, 2);
+        let a = activity(&s, 1).unwrap();
+        assert_eq!((a.sums[0].1.count, a.sums[0].1.errors), (3, 2));
+        s.finish_drain(at(&s, 15));
+        let p = &s.processes()[&key(1)];
+        assert!(!Arc::ptr_eq(
+            p.base.as_ref().unwrap(),
+            p.next_base.as_ref().unwrap()
+        ));
+        assert_eq!(activity(&s, 1).unwrap().sums[0].1.count, 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -82,9 +83,13 @@ pub struct Process {
     pub(super) interval_cpu_ns: u64,
     /// Whether it gained calls or failures in this drain interval (`last_seen`).
     pub(super) gained: bool,
-    /// Its sums at the start of the current-rates window, and at the last snapshot (recent.rs).
-    pub(super) base: Option<Box<Snapshot>>,
-    pub(super) next_base: Option<Box<Snapshot>>,
+    /// How many times calls or failures were added to it: equal counts, equal sums, so an idle
+    /// process's activity is known to be none without building a snapshot (recent.rs).
+    pub(super) changes: u64,
+    /// Its sums at the start of the current-rates window, and at the last snapshot (recent.rs);
+    /// shared between the two while it is idle.
+    pub(super) base: Option<Arc<Snapshot>>,
+    pub(super) next_base: Option<Arc<Snapshot>>,
 }
 
 impl Process {
@@ -106,6 +111,7 @@ impl Process {
             interval_ns: 0,
             interval_cpu_ns: 0,
             gained: false,
+            changes: 0,
             base: None,
             next_base: None,
         }
@@ -127,6 +133,7 @@ impl Process {
         errnos: &[(u32, u64)],
     ) {
         self.gained = true;
+        self.changes += 1;
         // The next syscall a walk adds to is most often the next entry: its buckets are
         // fetched while this one's are added to.
         if let Some(next) = self.syscalls.value_at(*cursor + 1) {
@@ -152,7 +159,10 @@ impl Process {
 
     /// Its sums now, for the current-rates window (recent.rs).
     pub(super) fn snapshot(&self) -> Snapshot {
-        let mut s = Snapshot::default();
+        let mut s = Snapshot {
+            changes: self.changes,
+            ..Snapshot::default()
+        };
         for (&k, t) in &self.syscalls {
             let h = &t.hist;
             s.sums.push((
@@ -175,6 +185,7 @@ impl Process {
     /// restart's checkpoint).
     pub fn activity_since(&self, start: SystemTime) -> Option<Activity> {
         match &self.base {
+            Some(base) if base.changes == self.changes => Some(Activity::default()),
             Some(base) => Some(self.snapshot().since(base)),
             None if self.first_seen >= start => Some(self.snapshot().since(&Snapshot::default())),
             None => None,
@@ -185,7 +196,13 @@ impl Process {
     /// a new one.
     pub(super) fn rotate_snapshots(&mut self) {
         self.base = self.next_base.take();
-        self.next_base = self.exited.is_none().then(|| Box::new(self.snapshot()));
+        if self.exited.is_some() {
+            return;
+        }
+        self.next_base = Some(match &self.base {
+            Some(base) if base.changes == self.changes => base.clone(),
+            _ => Arc::new(self.snapshot()),
+        });
     }
 
     /// The share of this process's syscall time (since the daemon started) spent in `cat`.
