@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// parked in task storage.
     #[arg(long)]
     pub task_storage: bool,
+    /// Measure only these configurations (and "none"), by name, comma-separated (e.g.
+    /// `limit,tid-array,ts-entry`): a focused A/B with more rounds in the same time.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
     /// Leave out the bpftrace configuration even when bpftrace is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
@@ -164,6 +168,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
                 "slot-parked",
                 "task-storage",
                 "slot-ts",
+                "tid-array",
+                "regs-array",
+                "ts-entry",
                 "bpftrace",
             ]
             .contains(&v.name.as_str())
@@ -192,6 +199,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             Config::slot_parked(),
             Config::task_storage(),
             Config::slot_task_storage(),
+            Config::tid_array(),
+            Config::regs_array(),
+            Config::task_storage_entry(),
         ]);
     }
     configs.extend(variants.iter().cloned().map(Config::daemon));
@@ -201,6 +211,16 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             args: a.iter().map(|s| s.to_string()).collect(),
         })
     }));
+
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !configs.iter().any(|c| &c.name == name) {
+                bail!("--only: no configuration named '{name}'");
+            }
+        }
+        // "none" stays: every figure is an overhead over it.
+        configs.retain(|c| c.kind == ConfigKind::Nothing || args.only.contains(&c.name));
+    }
 
     let mut tracefs = None;
     let bpftrace = if args.no_bpftrace {
