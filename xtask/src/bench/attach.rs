@@ -200,6 +200,15 @@ pub enum Attached {
 }
 
 impl Attached {
+    /// The process holding the configuration's BPF programs, if it has any (`--bpf-stats`).
+    pub fn programs_pid(&self) -> Option<u32> {
+        match self {
+            Attached::Programs(_) => Some(std::process::id()),
+            Attached::Daemon(d) => Some(d.child.id()),
+            Attached::Nothing | Attached::Bpftrace(_) => None,
+        }
+    }
+
     /// Detaches, reporting a configuration that did not stop cleanly.
     pub fn detach(self) -> Result<()> {
         match self {
