@@ -95,6 +95,24 @@ pub const fn bucket_upper_ns(index: usize) -> u64 {
 /// starts over, each thread's first call finding its process in [`LIVE_MAP`].
 pub const TASKS_MAP: &str = "TASKS";
 
+/// The BTF programs' first place for a thread's [`TaskEntry`]: an array indexed by
+/// `tid & (TIDS_MAX_ENTRIES - 1)`, whose lookup the verifier inlines (no helper call, where
+/// `bpf_task_storage_get` is one on each side of every syscall: 40-46 ns a syscall on an AMD
+/// Zen 3 with retpolines, docs/performance.md). An entry is owned by `(tid, start_time)`, which
+/// name a task even across tid reuse: a thread's exit frees it, an owner of the same tid but
+/// another start time is a dead thread (its entry is taken over), and a thread whose entry
+/// another live thread owns keeps its own in [`TASKS_MAP`] (`COUNTER_TIDS_SHARED`).
+/// `BPF_F_MMAPABLE` so that the values start on a page and each 256-byte entry covers whole
+/// cache lines (a plain array's values start 56 bytes into a line: neighbouring threads on two
+/// CPUs would write one line). `pid_max` rounded up to a power of two, at most 32,768 entries
+/// (8 MiB), preallocated; not pinned.
+pub const TIDS_MAP: &str = "TIDS";
+pub const TIDS_MAX_ENTRIES: u32 = 32_768;
+/// `TIDS`'s length less one, a `u32` the loader sets with the length it makes the map: the
+/// kernel's `pid_max` rounded up to a power of two, at most [`TIDS_MAX_ENTRIES`] (the tests
+/// make it small, to have tids share entries).
+pub const GLOBAL_TIDS_MASK: &str = "TIDS_MASK";
+
 /// The raw-tracepoint fallback only (kernels that refuse the BTF programs): the syscall in
 /// flight on each CPU, value [`Start`], one entry (per CPU: 56 bytes a CPU). `sys_enter` writes
 /// it and `sys_exit` reads it when the thread has not left the CPU in between, which is the
@@ -198,7 +216,7 @@ pub const EXEC_MARKS_MAX_ENTRIES: u32 = 64;
 pub const META_MAP: &str = "META";
 /// Bumped whenever a record's layout or a map's meaning changes, and whenever a type the
 /// checkpoint serializes changes (the daemon's store totals too).
-pub const LAYOUT_VERSION: u64 = 5;
+pub const LAYOUT_VERSION: u64 = 6;
 
 /// [`META_MAP`]'s record. `fingerprint` first and 0 until the daemon has prepared new maps.
 /// `generation` counts commits (0: no checkpoint yet); the committed checkpoint is `len` bytes in
@@ -254,7 +272,10 @@ pub const COUNTER_UNMATCHED_EXITS: u32 = 3;
 pub const COUNTER_ERRNOS_FULL: u32 = 4;
 /// See [`NEW_SLOTS_MAP`].
 pub const COUNTER_NEW_SLOTS_FULL: u32 = 5;
-pub const COUNTERS_LEN: u32 = 6;
+/// Threads whose [`TIDS_MAP`] entry another live thread held (their tids equal modulo its
+/// length): their calls are kept in [`TASKS_MAP`] instead. Counted once a thread.
+pub const COUNTER_TIDS_SHARED: u32 = 6;
+pub const COUNTERS_LEN: u32 = 7;
 
 // ---- Failing calls' arguments (issue 14) ------------------------------------------------------
 
@@ -380,6 +401,8 @@ pub struct TaskLayout {
     pub rq_of_cfs_rq: u32,
     pub rq_clock: u32,
     pub rq_clock_task: u32,
+    /// `start_time`: with `pid`, the owner of a [`TIDS_MAP`] entry.
+    pub start_time: u32,
 }
 
 // ---- Records ----------------------------------------------------------------------------------
@@ -426,7 +449,9 @@ pub struct SplitMark {
     pub involuntary: u64,
 }
 
-/// A thread's [`TASKS_MAP`] entry: its syscall in flight (`ts_ns`, 0 when none; `key_high`,
+/// A thread's [`TIDS_MAP`] (or [`TASKS_MAP`]) entry: its owner (`owner_tid`, `owner_start`:
+/// the task's `pid` and `start_time`; `owner_tid` 0 is a free entry; unused in task storage,
+/// which is the task's own), its syscall in flight (`ts_ns`, 0 when none; `key_high`,
 /// `mark`) and what is fixed for the thread's life, set at its first syscall: its process
 /// (`key_low`), whether it is the process's main thread, and whether the filters keep it
 /// (`state`). The key comes as the two words the histogram's key is compared by (bytes 0..8
@@ -438,15 +463,22 @@ pub struct SplitMark {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskEntry {
-    pub ts_ns: u64,
-    pub mark: SplitMark,
-    pub key_low: u64,
-    pub key_high: u32,
+    pub owner_start: u64,
+    pub owner_tid: u32,
     pub state: u8,
     pub main_thread: u8,
     pub _pad: [u8; 2],
+    pub ts_ns: u64,
+    pub key_low: u64,
+    pub key_high: u32,
+    pub _pad2: u32,
+    pub mark: SplitMark,
     pub slots: [u32; TASK_SLOT_CACHE],
+    /// To 256 bytes: a [`TIDS_MAP`] entry covers whole cache lines.
+    pub _pad3: [u64; 7],
 }
+
+const _: () = assert!(core::mem::size_of::<TaskEntry>() == 256);
 
 /// See [`TaskEntry::slots`] (a power of two).
 pub const TASK_SLOT_CACHE: usize = 32;

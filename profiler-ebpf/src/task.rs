@@ -1,25 +1,35 @@
 //! The BTF way of keeping a syscall's start (the loader's first choice): in the thread's own
-//! BPF task storage entry ([`TaskEntry`]), found through the task, so it survives the thread
-//! leaving its CPU with nothing to do at context switches. The entry also keeps what is fixed
-//! for the thread's life (its process's incarnation, whether it is the main thread, the pid
-//! filter's verdict), so a call needs no pid/tgid helper and no hash: per side, the task
-//! pointer, its entry and the clock; everything else is a direct load from the task.
+//! [`TaskEntry`], found through the task, so it survives the thread leaving its CPU with
+//! nothing to do at context switches. The entry also keeps what is fixed for the thread's life
+//! (its process's incarnation, whether it is the main thread, the pid filter's verdict), so a
+//! call needs no pid/tgid helper and no hash: per side, the task pointer and the clock;
+//! everything else is a direct load from the task or the inlined lookup of the entry.
+//!
+//! The entry is in TIDS (profiler_common::TIDS_MAP) at `tid & (TIDS_MAX_ENTRIES - 1)`, owned by
+//! the task's `(pid, start_time)`; a thread whose entry there another live thread owns keeps
+//! it in BPF task storage (TASKS), at the cost of a helper call per side, as all threads did
+//! before (docs/performance.md, "The start in an array indexed by tid"). A thread's exit frees
+//! its TIDS entry; a non-leader's exec, which takes the leader's tid, moves it.
+
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{
-        bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, seq_file, BPF_F_NO_PREALLOC,
+        bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, seq_file, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
         BPF_LOCAL_STORAGE_GET_F_CREATE,
     },
     helpers::{
-        bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         generated::{bpf_seq_write, bpf_task_storage_get},
     },
-    macros::{btf_map, btf_tracepoint},
+    macros::{btf_map, btf_tracepoint, map},
+    maps::Array,
     programs::BtfTracePointContext,
 };
 use profiler_common::{
-    slot_cache_index, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, TASK_IGNORED,
-    TASK_SLOT_CACHE, TASK_TRACED,
+    slot_cache_index, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
+    COUNTER_UNMATCHED_EXITS, TASK_IGNORED, TASK_NEW, TASK_SLOT_CACHE, TASK_TRACED,
+    TIDS_MAX_ENTRIES,
 };
 
 use crate::programs::{
@@ -29,10 +39,18 @@ use crate::programs::{
         cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
         task_u32,
     },
+    global,
     hist::{add_timed, key_high, key_low, key_nr, latency_since, shard},
-    lifecycle::{exec, process_incarnation},
-    split::{self, Direct, Split},
+    lifecycle::{exec, process_incarnation, thread_exit},
+    split::{self, Direct, Reader, Split},
 };
+
+/// The threads' entries by tid (profiler_common::TIDS_MAP), made by the loader with
+/// `TIDS_MASK + 1` entries.
+#[map]
+static TIDS: Array<TaskEntry> = Array::with_max_entries(TIDS_MAX_ENTRIES, BPF_F_MMAPABLE);
+#[no_mangle]
+static TIDS_MASK: u32 = TIDS_MAX_ENTRIES - 1;
 
 /// A BTF map definition (task storage needs its key and value types in BTF), laid out as
 /// aya-ebpf's `btf_maps` are: each field's pointee encodes one attribute.
@@ -64,10 +82,79 @@ fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
-/// `task`'s entry, created (zeroed) if `create`; null when it has none (or, creating, when the
-/// kernel could not allocate one).
+/// Who `task` is: its tid and `start_time`, which together name it even across tid reuse.
+#[inline(always)]
+fn identity(task: *const u8) -> (u32, u64) {
+    (
+        task_u32(task, split::offset(|l| &l.pid)),
+        Direct::u64_at(task, split::offset(|l| &l.start_time)),
+    )
+}
+
+/// `tid`'s TIDS entry (whoever owns it).
+#[inline(always)]
+fn tid_entry(tid: u32) -> Option<*mut TaskEntry> {
+    TIDS.get_ptr_mut(tid & global(&TIDS_MASK))
+}
+
+/// `task`'s entry: its own in TIDS, else its task storage entry. Creating (`create`), a free
+/// TIDS entry, or one a dead thread of the same tid left, becomes the task's (as new), and a
+/// task whose TIDS entry another live thread owns gets a task storage entry. Null when it has
+/// none (or, creating, when the kernel could not allocate one).
 #[inline(always)]
 fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
+    let (tid, born) = identity(task);
+    if let Some(e) = tid_entry(tid) {
+        // SAFETY (this block): a TIDS value pointer, checked for null; `owner_tid` is a u32
+        // of the value, 4-byte aligned.
+        let (owner, owner_born) = unsafe { ((*e).owner_tid, (*e).owner_start) };
+        if owner == tid && owner_born == born {
+            return e;
+        }
+        if create && (owner == tid || owner == 0) {
+            // Claimed with a compare-and-swap: two threads whose tids share the entry may
+            // find it free at once on two CPUs (the same tid is one live thread). On the u64
+            // of `owner_tid`, `state`, `main_thread`, all 0 in a free entry (BPF has 32-bit
+            // atomics only from cpu v3).
+            let claimed = owner == tid
+                || unsafe {
+                    atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                        (&raw mut (*e).owner_tid).cast::<u64>(),
+                        0,
+                        u64::from(tid),
+                    )
+                }
+                .1;
+            if claimed {
+                unsafe {
+                    (*e).owner_tid = tid;
+                    (*e).owner_start = born;
+                    (*e).ts_ns = 0;
+                    (*e).state = TASK_NEW;
+                }
+                return e;
+            }
+        }
+    }
+    stored_entry(task, create)
+}
+
+/// `task`'s task storage entry, for a thread whose TIDS entry another live thread owns (or had
+/// when the thread's entry was made): counted once a thread when made.
+#[inline(never)]
+fn stored_entry(task: *const u8, create: bool) -> *mut TaskEntry {
+    let me = storage_entry(task, create);
+    // SAFETY: a task storage value pointer, checked for null.
+    if create && !me.is_null() && unsafe { (*me).state } == TASK_NEW {
+        bump(COUNTER_TIDS_SHARED);
+    }
+    me
+}
+
+/// `task`'s task storage entry, created (zeroed) if `create`; null when it has none (or,
+/// creating, when the kernel could not allocate one).
+#[inline(always)]
+fn storage_entry(task: *const u8, create: bool) -> *mut TaskEntry {
     let flags = if create {
         u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
     } else {
@@ -241,10 +328,13 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
     // arg 1: the pid the thread had before the exec.
-    let Some(incarnation) = exec(ctx.arg::<u64>(1) as u32) else {
+    let old_tid = ctx.arg::<u64>(1) as u32;
+    let task = current_task();
+    move_entry(task, old_tid);
+    let Some(incarnation) = exec(old_tid) else {
         return 0;
     };
-    let me = entry_of(current_task(), false);
+    let me = entry_of(task, false);
     // SAFETY: a task storage value pointer, checked for null.
     if !me.is_null() && unsafe { (*me).state } == TASK_TRACED {
         unsafe {
@@ -253,6 +343,105 @@ pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
         }
     }
     0
+}
+
+/// A thread that execs while not its process's leader takes the leader's tid (and the kernel
+/// gives it the leader's `start_time`): its TIDS entry, at the index of `old_tid`, moves to its
+/// new tid's (the dead leader's, freed at its exit or taken over here), or into task storage
+/// when another live thread owns that one, so the execve in flight keeps its start.
+#[inline(never)]
+fn move_entry(task: *const u8, old_tid: u32) {
+    let (tid, born) = identity(task);
+    if tid == old_tid {
+        return;
+    }
+    let Some(to_tid) = tid_entry(tid) else {
+        return;
+    };
+    // SAFETY (this function): TIDS and task storage value pointers, checked for null.
+    let to_owner = unsafe { (*to_tid).owner_tid };
+    if to_owner == tid {
+        // The dead leader's, if it is still there: not this thread's.
+        unsafe { free(to_tid) };
+    }
+    let Some(from) = tid_entry(old_tid) else {
+        return;
+    };
+    // No entry in TIDS: the thread's is in task storage, which goes with the task.
+    if unsafe { (*from).owner_tid } != old_tid {
+        return;
+    }
+    let to = if to_owner == tid || to_owner == 0 {
+        to_tid
+    } else {
+        let stored = storage_entry(task, true);
+        if stored.is_null() {
+            bump_full(COUNTER_STARTS_FULL);
+            unsafe { free(from) };
+            return;
+        }
+        bump(COUNTER_TIDS_SHARED);
+        stored
+    };
+    unsafe {
+        (*to).ts_ns = (*from).ts_ns;
+        (*to).mark = (*from).mark;
+        (*to).key_low = (*from).key_low;
+        (*to).key_high = (*from).key_high;
+        (*to).main_thread = (*from).main_thread;
+        (*to).state = (*from).state;
+        (*to).owner_start = born;
+        (*to).owner_tid = tid;
+        free(from);
+    }
+}
+
+/// Frees a TIDS entry: no owner, no call in flight, and `owner_tid`'s u64 all 0 for the next
+/// claim's compare-and-swap (see [`entry_of`]).
+///
+/// # Safety
+///
+/// `e` is a TIDS value pointer.
+#[inline(always)]
+unsafe fn free(e: *mut TaskEntry) {
+    unsafe {
+        (*e).ts_ns = 0;
+        (*e).state = TASK_NEW;
+        (*e).main_thread = 0;
+        (*e).owner_tid = 0;
+    }
+}
+
+/// A thread exits: what the raw-tracepoint program does (lifecycle::thread_exit), and its
+/// TIDS entry is freed for the next thread whose tid falls on it (task storage frees itself).
+/// Arg 1 is `group_dead` (kernels since 6.16).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    free_entry(current_task());
+    thread_exit(ctx.arg::<u64>(1) & 0xff != 0)
+}
+
+/// The same for kernels whose tracepoint has no `group_dead` (see
+/// lifecycle::sched_process_exit_leader).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_leader_btf(_ctx: BtfTracePointContext) -> i32 {
+    free_entry(current_task());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    thread_exit(pid_tgid as u32 == (pid_tgid >> 32) as u32)
+}
+
+/// Frees `task`'s TIDS entry, if it owns one.
+#[inline(always)]
+fn free_entry(task: *const u8) {
+    let (tid, born) = identity(task);
+    if let Some(e) = tid_entry(tid) {
+        // SAFETY: a TIDS value pointer, checked for null.
+        unsafe {
+            if (*e).owner_tid == tid && (*e).owner_start == born {
+                free(e);
+            }
+        }
+    }
 }
 
 /// The context of a task iterator program (`struct bpf_iter__task`).
@@ -270,13 +459,15 @@ struct IterMeta {
 
 /// The syscalls in flight, for the drain (task storage has no user-space iteration): run over
 /// every thread on each read of the iterator, it writes a [`Start`] for each one inside a
-/// recorded call. Per drain, not per event.
+/// recorded call, from the thread's own TIDS entry, else its task storage entry. Per drain,
+/// not per event.
 #[no_mangle]
 #[link_section = "iter/task"]
 pub fn in_flight(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = ctx as *const TaskIterContext;
     // SAFETY (this function): the iterator's context, a task the kernel hands us (null at the
-    // end of the walk, checked), our task storage value (checked for null), helper calls.
+    // end of the walk, checked), our TIDS or task storage value (checked for null), helper
+    // calls.
     let (meta, task) = unsafe { ((*ctx).meta, (*ctx).task) };
     if task.is_null() {
         return 0;

@@ -29,6 +29,8 @@ pub const BENCH_LIMIT_OBJECT: &str = "profiler/bpf/bench-limit.bpf.o";
 pub const BENCH_SLOT_OBJECT: &str = "profiler/bpf/bench-slot.bpf.o";
 pub const BENCH_TASK_STORAGE_OBJECT: &str = "profiler/bpf/bench-task-storage.bpf.o";
 pub const BENCH_SLOT_TS_OBJECT: &str = "profiler/bpf/bench-slot-ts.bpf.o";
+/// The start in an array indexed by the thread id, or by the saved registers' address.
+pub const BENCH_TID_ARRAY_OBJECT: &str = "profiler/bpf/bench-tid-array.bpf.o";
 /// Every object `build-ebpf` writes: (bin target of profiler-ebpf, committed path).
 pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("profiler", EBPF_OBJECT),
@@ -38,6 +40,7 @@ pub const EBPF_OBJECTS: &[(&str, &str)] = &[
     ("bench-slot", BENCH_SLOT_OBJECT),
     ("bench-task-storage", BENCH_TASK_STORAGE_OBJECT),
     ("bench-slot-ts", BENCH_SLOT_TS_OBJECT),
+    ("bench-tid-array", BENCH_TID_ARRAY_OBJECT),
 ];
 
 /// Everything that determines the object's contents, relative to the workspace root.

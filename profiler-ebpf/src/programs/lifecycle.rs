@@ -189,7 +189,7 @@ pub fn sched_process_exit_leader(_ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn thread_exit(process_gone: bool) -> i32 {
+pub(crate) fn thread_exit(process_gone: bool) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;

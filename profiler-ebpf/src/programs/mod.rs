@@ -3,9 +3,9 @@
 //!
 //! A syscall's start goes from `sys_enter` to `sys_exit` one of two ways (the loader takes the
 //! first the kernel accepts; the rules and reasons are in docs/design.md):
-//! - ../task.rs, BTF tracepoints (kernels ≥ 5.11): in the thread's own BPF task storage entry,
-//!   found through the task. Nothing runs at context switches. Per call: the task pointer, its
-//!   entry and the clock on each side, the rest direct loads. Only in the main object
+//! - ../task.rs, BTF tracepoints (kernels ≥ 5.11): in the thread's entry in an array by tid, or
+//!   its BPF task storage entry when another live thread holds that one. Nothing runs at context
+//!   switches. Per call: the task pointer and the clock on each side, the rest direct loads. Only in the main object
 //!   (main.rs): a kernel without task storage cannot even create its map, and gets the slot
 //!   object (main_slot.rs), which has everything here and nothing of task.rs.
 //! - slot.rs, raw tracepoints: in a per-CPU slot, which `sched_switch` parks in the thread's

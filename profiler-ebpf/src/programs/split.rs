@@ -29,6 +29,7 @@ static TASK_LAYOUT: TaskLayout = TaskLayout {
     rq_of_cfs_rq: 0,
     rq_clock: 0,
     rq_clock_task: 0,
+    start_time: 0,
 };
 
 /// The byte offset in `struct task_struct` (or the struct named in TaskLayout) of a field.

@@ -25,6 +25,9 @@ pub const ENV_SHARED_SHARDS: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
 /// For the tests: `before-flip` or `before-deletes` makes the daemon SIGKILL itself at that
 /// instant of the first checkpoint commit that retires processes (the drain layer reads it).
 pub const ENV_CRASH_AT: &str = "SYSCALL_PROFILER_CRASH_AT";
+/// For the tests: the length of the kernel's tid-indexed array (a power of two), small so that
+/// live threads share entries (the kernel layer reads it).
+pub const ENV_TIDS_ENTRIES: &str = "SYSCALL_PROFILER_TIDS_ENTRIES";
 /// `top`'s basic-auth user and password (the command line would show them in `ps`); serve
 /// ignores them, so one shell can export them and run both.
 pub const ENV_USER: &str = "SYSCALL_PROFILER_USER";
@@ -41,6 +44,11 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
     (
         ENV_SHARED_SHARDS,
         "set to anything: the many-CPU histogram path on any host (tests and diagnosis)",
+    ),
+    (
+        ENV_TIDS_ENTRIES,
+        "a power of two: the tid-indexed array's length, small so that threads share entries \
+         (tests)",
     ),
     (
         ENV_CRASH_AT,

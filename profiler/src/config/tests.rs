@@ -280,8 +280,8 @@ fn an_unknown_variable_with_our_prefix_is_an_error_like_an_unknown_key() {
         e.ends_with(
             "(known: SYSCALL_PROFILER_<KEY> for each key of docs/configuration.md, \
              SYSCALL_PROFILER_CONFIG, SYSCALL_PROFILER_SKIP_PROGRAMS, \
-             SYSCALL_PROFILER_SHARED_SHARDS, SYSCALL_PROFILER_CRASH_AT, SYSCALL_PROFILER_USER, \
-             SYSCALL_PROFILER_PASSWORD)"
+             SYSCALL_PROFILER_SHARED_SHARDS, SYSCALL_PROFILER_TIDS_ENTRIES, \
+             SYSCALL_PROFILER_CRASH_AT, SYSCALL_PROFILER_USER, SYSCALL_PROFILER_PASSWORD)"
         ),
         "{e}"
     );

@@ -35,7 +35,8 @@ use checkpoint::{CheckpointRef, ReadingsRef};
 use commit::{CommitError, Committer};
 use profiler_common::{
     ErrnoKey, HistHead, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
-    COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS,
+    COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
+    COUNTER_UNMATCHED_EXITS,
 };
 use tracing::{info, warn};
 
@@ -483,6 +484,7 @@ impl Drain {
             starts_full: sum(COUNTER_STARTS_FULL)?,
             errnos_full: sum(COUNTER_ERRNOS_FULL)?,
             unmatched_exits: sum(COUNTER_UNMATCHED_EXITS)?,
+            tids_shared: sum(COUNTER_TIDS_SHARED)?,
             ..sizes
         })
     }

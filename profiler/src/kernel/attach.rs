@@ -24,6 +24,8 @@ pub(super) const TASK_STORAGE_PROGRAMS: &[&str] = &[
     "sys_exit_btf",
     "sys_exit_counts_btf",
     "sched_process_exec_btf",
+    "sched_process_exit_btf",
+    "sched_process_exit_leader_btf",
 ];
 
 /// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
@@ -32,7 +34,13 @@ pub(super) const TASK_STORAGE_PROGRAMS: &[&str] = &[
 pub(super) const LIFECYCLE: &[(&str, &[&str])] = &[
     (
         "sched_process_exit",
-        &["sched_process_exit", "sched_process_exit_leader"],
+        // The BTF ones (main object) also free the thread's TIDS entry.
+        &[
+            "sched_process_exit_btf",
+            "sched_process_exit_leader_btf",
+            "sched_process_exit",
+            "sched_process_exit_leader",
+        ],
     ),
     (
         "sched_process_exec",

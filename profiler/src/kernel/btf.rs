@@ -141,6 +141,7 @@ pub fn task_layout(btf: &Btf) -> Result<(TaskLayout, Option<String>)> {
     let mut layout = TaskLayout {
         pid: task("pid")?,
         tgid: task("tgid")?,
+        start_time: task("start_time")?,
         ..TaskLayout::default()
     };
     match split_fields(btf, &mut layout) {

@@ -12,7 +12,8 @@ use profiler_common::{
     Meta, TaskLayout, ARG_REGS_LEN, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_ARG_REGS,
     GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON,
     GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET,
-    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, HIST_SHARDS, META_MAP, PINNED_MAPS, STARTS_MAP,
+    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, GLOBAL_TIDS_MASK, HIST_SHARDS, META_MAP, PINNED_MAPS,
+    STARTS_MAP, TIDS_MAP, TIDS_MAX_ENTRIES,
 };
 use tracing::{info, warn};
 
@@ -43,6 +44,10 @@ static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
 /// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
 pub const SHARED_SHARDS_ENV: &str = "SYSCALL_PROFILER_SHARED_SHARDS";
+
+/// A power of two: the length of TIDS (profiler_common::TIDS_MAP) instead of pid_max's; the
+/// tests make it small so that live threads share entries.
+pub const TIDS_ENTRIES_ENV: &str = crate::config::declare::ENV_TIDS_ENTRIES;
 
 /// Attached programs; dropping this detaches them.
 pub struct Probes {
@@ -208,6 +213,8 @@ impl Setup<'_> {
             .override_global(GLOBAL_ARG_REGS, &g.arg_regs, true);
         if main {
             loader.map_max_entries(STARTS_MAP, 1);
+            loader.map_max_entries(TIDS_MAP, g.tids_entries);
+            loader.override_global(GLOBAL_TIDS_MASK, &g.tids_mask, true);
         }
         match self.pin_dir {
             Some(dir) => {
@@ -264,6 +271,9 @@ struct Globals {
     nr_offset: u32,
     clone_nrs: [u32; CLONE_NRS_LEN],
     shard_per_cpu: u32,
+    /// TIDS's length, and it less one.
+    tids_entries: u32,
+    tids_mask: u32,
     pids_on: u32,
     cgroup_on: u32,
     syscalls_on: u32,
@@ -316,6 +326,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
             0
         }
     };
+    let tids_entries = tids_entries();
     let pids_on = u32::from(!filter.pids.is_empty());
     let cgroup_on = u32::from(filter.cgroup.is_some());
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
@@ -328,11 +339,31 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         nr_offset,
         clone_nrs,
         shard_per_cpu,
+        tids_entries,
+        tids_mask: tids_entries - 1,
         pids_on,
         cgroup_on,
         syscalls_on,
         arg_regs: args::arg_regs(),
     })
+}
+
+/// TIDS's length: one entry per tid the kernel can hand out (`pid_max`, rounded up to a power
+/// of two for the mask), at most TIDS_MAX_ENTRIES; or what `TIDS_ENTRIES_ENV` says.
+fn tids_entries() -> u32 {
+    if let Some(n) = std::env::var(TIDS_ENTRIES_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && *n <= TIDS_MAX_ENTRIES)
+    {
+        info!("{TIDS_ENTRIES_ENV}: {n} entries in TIDS");
+        return n;
+    }
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(TIDS_MAX_ENTRIES);
+    pid_max.max(2).next_power_of_two().min(TIDS_MAX_ENTRIES)
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.

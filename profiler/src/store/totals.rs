@@ -224,6 +224,8 @@ pub struct KernelCounters {
     pub starts_full: u64,
     pub errnos_full: u64,
     pub unmatched_exits: u64,
+    /// Threads whose TIDS entry another live thread held, kept in task storage instead.
+    pub tids_shared: u64,
     pub hists_entries: u64,
     pub starts_entries: u64,
     pub procs_entries: u64,

@@ -260,6 +260,15 @@ pub static FAMILIES: &[Family] = &[
         shown: Shown::Always,
         series: |s, out| out.value(&[], s.store.kernel().unmatched_exits),
     },
+    Family {
+        name: "syscall_profiler_tids_shared",
+        kind: Kind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Threads whose entry in the tid-indexed array another live thread held, their syscalls timed through task storage instead",
+        shown: Shown::Always,
+        series: |s, out| out.value(&[], s.store.kernel().tids_shared),
+    },
     // The daemon's own work.
     Family {
         name: "syscall_profiler_drains",

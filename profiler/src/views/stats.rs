@@ -251,6 +251,9 @@ pub struct MapStats {
     /// Exits with no recorded enter: a new thread's first return from clone/fork, a syscall in
     /// flight at attach, or one whose start was dropped.
     pub unmatched_exits: u64,
+    /// Threads whose entry in the tid-indexed array (TIDS) another live thread held (their
+    /// tids equal modulo its length): their calls kept in task storage, timed as well.
+    pub tids_shared: u64,
 }
 
 #[derive(Serialize)]
@@ -433,6 +436,7 @@ pub fn render(store: &Store, ctx: &Context, q: &StatsQuery) -> StatsResponse {
                 errnos_full: k.errnos_full,
             },
             unmatched_exits: k.unmatched_exits,
+            tids_shared: k.tids_shared,
         },
         store: StoreStats {
             processes: store.processes().len(),

@@ -28,6 +28,8 @@
 //!   threads T N [F]   a child runs T threads that each make N getppid (then F close(-1),
 //!       EBADF) and exit before it does.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
+//!   thread-exec N     a child whose second thread execs `exec-chain 0 N` (so takes the
+//!       leader's tid). Prints {"pid", "child_pid"} (and the new image its {"pid"}).
 //!   storm COUNT       COUNT children, one after another, each one getppid and exit.
 //!   series COUNT NRS MS  COUNT children one after another, MS ms apart, each calling NRS
 //!       distinct unallocated syscall numbers (1000, 1001, …: ENOSYS) once: COUNT × NRS
@@ -426,6 +428,27 @@ fn exec_chain(depth: usize, n: usize) {
         say(format!("{{\"pid\": {}}}", std::process::id()));
         return;
     }
+    exec_self(&["exec-chain".into(), (depth - 1).to_string(), n.to_string()])
+}
+
+/// A child whose second thread (not the leader) execs `exec-chain 0 N`: the thread takes the
+/// leader's tid in the exec, and its execve returns into the new image.
+fn thread_exec(n: usize) {
+    let child = spawn(|| {
+        let exec = std::thread::spawn(move || {
+            exec_self(&["exec-chain".into(), "0".into(), n.to_string()]);
+        });
+        exec.join().unwrap();
+    });
+    reap(child);
+    say(format!(
+        "{{\"pid\": {}, \"child_pid\": {child}}}",
+        std::process::id()
+    ));
+}
+
+/// Execs this binary as `workload ARGS…`, with an empty environment.
+fn exec_self(args: &[String]) -> ! {
     let exe = CString::new(
         std::env::current_exe()
             .unwrap()
@@ -433,15 +456,10 @@ fn exec_chain(depth: usize, n: usize) {
             .into_encoded_bytes(),
     )
     .unwrap();
-    let args: Vec<CString> = [
-        "workload".to_string(),
-        "exec-chain".into(),
-        (depth - 1).to_string(),
-        n.to_string(),
-    ]
-    .into_iter()
-    .map(|a| CString::new(a).unwrap())
-    .collect();
+    let args: Vec<CString> = std::iter::once("workload")
+        .chain(args.iter().map(String::as_str))
+        .map(|a| CString::new(a).unwrap())
+        .collect();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(ptr::null());
     let envp: [*const libc::c_char; 1] = [ptr::null()];
@@ -573,6 +591,7 @@ fn main() {
             threads(num(args.get(2)), num(args.get(3)), failing)
         }
         Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
+        Some("thread-exec") => thread_exec(num(args.get(2))),
         Some("storm") => storm(num(args.get(2))),
         Some("series") => series(num(args.get(2)), num(args.get(3)), num(args.get(4))),
         Some("reuse-pid") => reuse_pid(num(args.get(2)), num(args.get(3))),

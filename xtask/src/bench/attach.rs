@@ -16,7 +16,7 @@ use super::workload::die_with_parent;
 use crate::{
     bpfcost::scenarios::{SLOT_PARKED_PROGRAMS, SLOT_TS_PROGRAMS, TASK_STORAGE_PROGRAMS},
     BENCH_FLOOR_OBJECT, BENCH_LIMIT_OBJECT, BENCH_SLOT_OBJECT, BENCH_SLOT_TS_OBJECT,
-    BENCH_TASK_STORAGE_OBJECT,
+    BENCH_TASK_STORAGE_OBJECT, BENCH_TID_ARRAY_OBJECT,
 };
 
 /// A daemon configuration: the shipped daemon, or a cheaper mode of it selected by extra
@@ -70,6 +70,13 @@ pub enum ConfigKind {
     TaskStorage,
     /// The slot, parked in task storage instead of a hash.
     SlotTaskStorage,
+    /// The start in an array indexed by the thread id (an inlined lookup), task storage only
+    /// for tids that collide.
+    TidArray,
+    /// The same indexed by the saved registers' address: no task call at all.
+    RegsArray,
+    /// The same entry in task storage, reached as the daemon reaches its own.
+    TaskStorageEntry,
     Daemon(DaemonVariant),
     Bpftrace,
 }
@@ -127,6 +134,33 @@ impl Config {
             kind: ConfigKind::SlotTaskStorage,
         }
     }
+    pub fn tid_array() -> Config {
+        Config {
+            name: "tid-array".into(),
+            what: "the limit + the start in an array indexed by tid, owner checked by tid and \
+                   start time (bench_tid_array.rs)"
+                .into(),
+            kind: ConfigKind::TidArray,
+        }
+    }
+    pub fn regs_array() -> Config {
+        Config {
+            name: "regs-array".into(),
+            what: "the limit + the start in an array indexed by the pt_regs address, no task \
+                   call (bench_tid_array.rs)"
+                .into(),
+            kind: ConfigKind::RegsArray,
+        }
+    }
+    pub fn task_storage_entry() -> Config {
+        Config {
+            name: "ts-entry".into(),
+            what: "the limit + the start in task storage, reached as the daemon reaches its \
+                   entry: task, entry, clock (bench_tid_array.rs)"
+                .into(),
+            kind: ConfigKind::TaskStorageEntry,
+        }
+    }
     pub fn daemon(v: DaemonVariant) -> Config {
         let mut cmd = String::from("syscall-profiler serve");
         for a in &v.args {
@@ -166,6 +200,15 @@ pub enum Attached {
 }
 
 impl Attached {
+    /// The process holding the configuration's BPF programs, if it has any (`--bpf-stats`).
+    pub fn programs_pid(&self) -> Option<u32> {
+        match self {
+            Attached::Programs(_) => Some(std::process::id()),
+            Attached::Daemon(d) => Some(d.child.id()),
+            Attached::Nothing | Attached::Bpftrace(_) => None,
+        }
+    }
+
     /// Detaches, reporting a configuration that did not stop cleanly.
     pub fn detach(self) -> Result<()> {
         match self {
@@ -199,6 +242,18 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
             &env.root.join(BENCH_SLOT_TS_OBJECT),
             SLOT_TS_PROGRAMS,
         )?),
+        ConfigKind::TidArray => Attached::Programs(load_with_task_offsets(
+            &env.root.join(BENCH_TID_ARRAY_OBJECT),
+            TID_ARRAY_PROGRAMS,
+        )?),
+        ConfigKind::RegsArray => Attached::Programs(load_with_task_offsets(
+            &env.root.join(BENCH_TID_ARRAY_OBJECT),
+            REGS_ARRAY_PROGRAMS,
+        )?),
+        ConfigKind::TaskStorageEntry => Attached::Programs(load_with_task_offsets(
+            &env.root.join(BENCH_TID_ARRAY_OBJECT),
+            TS_ENTRY_PROGRAMS,
+        )?),
         ConfigKind::Daemon(v) => Attached::Daemon(Daemon::start(&env.daemon_bin, &v.args)?),
         ConfigKind::Bpftrace => {
             let bin = env
@@ -213,14 +268,53 @@ pub fn attach(config: &Config, env: &Env) -> Result<Attached> {
 /// The floor's and the limit's programs: (program, tracepoint).
 const SYSCALL_PAIR: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
 
+/// bench_tid_array.rs's programs: (program, tracepoint).
+pub const TID_ARRAY_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_tid", "sys_enter"),
+    ("sys_exit_tid", "sys_exit"),
+    ("sched_process_exit_tid", "sched_process_exit"),
+];
+pub const REGS_ARRAY_PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter_regs", "sys_enter"),
+    ("sys_exit_regs", "sys_exit"),
+];
+pub const TS_ENTRY_PROGRAMS: &[(&str, &str)] =
+    &[("sys_enter_ts", "sys_enter"), ("sys_exit_ts", "sys_exit")];
+
+/// [`load_programs`] for bench_tid_array.rs, whose programs load the task fields at the
+/// offsets the kernel's BTF gives.
+pub fn load_with_task_offsets(object: &Path, programs: &[(&str, &str)]) -> Result<Ebpf> {
+    let btf = crate::bpfcost::btf::Btf::from_sys_fs()?;
+    let task = |m| btf.member_offset("task_struct", m);
+    let globals = [
+        ("PID_OFFSET", task("pid")?),
+        ("TGID_OFFSET", task("tgid")?),
+        ("START_TIME_OFFSET", task("start_time")?),
+    ];
+    load_programs_with(object, programs, &globals)
+}
+
 /// Loads a reference object and attaches each (program, tracepoint), as a raw or a BTF
 /// tracepoint, whichever the object says the program is.
 pub fn load_programs(object: &Path, programs: &[(&str, &str)]) -> Result<Ebpf> {
+    load_programs_with(object, programs, &[])
+}
+
+/// [`load_programs`] with these `u32` globals set first.
+fn load_programs_with(
+    object: &Path,
+    programs: &[(&str, &str)],
+    globals: &[(&str, u32)],
+) -> Result<Ebpf> {
     let bytes = std::fs::read(object)
         .with_context(|| format!("reading {}: run `cargo xtask build-ebpf`", object.display()))?;
     // aya has no user-space type for task storage; the programs need none.
-    let mut bpf = EbpfLoader::new()
-        .allow_unsupported_maps()
+    let mut loader = EbpfLoader::new();
+    loader.allow_unsupported_maps();
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    let mut bpf = loader
         .load(&bytes)
         .with_context(|| format!("loading {}", object.display()))?;
     let mut btf = None;

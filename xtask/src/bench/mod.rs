@@ -8,6 +8,7 @@ pub mod hostile;
 pub mod load;
 pub mod machine;
 pub mod pingpong;
+pub mod progstats;
 pub mod report;
 pub mod stats;
 pub mod tracers;
@@ -66,10 +67,20 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub daemon_bin: Option<PathBuf>,
     /// Also measure issue 17's experiment: the limit plus a syscall's start kept in a per-CPU
-    /// slot parked at sched_switch (the daemon's way), in BPF task storage, and in the slot
-    /// parked in task storage.
+    /// slot parked at sched_switch, in BPF task storage, in the slot parked in task storage,
+    /// and in an array indexed by tid (bench_tid_array.rs, against the same entry in task
+    /// storage reached the daemon's way).
     #[arg(long)]
     pub task_storage: bool,
+    /// Measure only these configurations (and "none"), by name, comma-separated (e.g.
+    /// `limit,tid-array,ts-entry`): a focused A/B with more rounds in the same time.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// Also read each configuration's BPF programs' own run time per workload from the
+    /// kernel's statistics (`kernel.bpf_stats_enabled`, on for the run): a low-noise
+    /// comparison of programs; the syscall timings of such a run carry the statistics' cost.
+    #[arg(long)]
+    pub bpf_stats: bool,
     /// Leave out the bpftrace configuration even when bpftrace is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
@@ -164,6 +175,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
                 "slot-parked",
                 "task-storage",
                 "slot-ts",
+                "tid-array",
+                "regs-array",
+                "ts-entry",
                 "bpftrace",
             ]
             .contains(&v.name.as_str())
@@ -192,6 +206,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             Config::slot_parked(),
             Config::task_storage(),
             Config::slot_task_storage(),
+            Config::tid_array(),
+            Config::regs_array(),
+            Config::task_storage_entry(),
         ]);
     }
     configs.extend(variants.iter().cloned().map(Config::daemon));
@@ -201,6 +218,16 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             args: a.iter().map(|s| s.to_string()).collect(),
         })
     }));
+
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !configs.iter().any(|c| &c.name == name) {
+                bail!("--only: no configuration named '{name}'");
+            }
+        }
+        // "none" stays: every figure is an overhead over it.
+        configs.retain(|c| c.kind == ConfigKind::Nothing || args.only.contains(&c.name));
+    }
 
     let mut tracefs = None;
     let bpftrace = if args.no_bpftrace {
@@ -258,17 +285,40 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     let mut wall = SyscallResults::new(usable, Workload::ALL.to_vec());
     let mut cpu = wall.clone();
     let mut rounds = RoundLog::new(settings.max_wait);
+    let stats_on = match args.bpf_stats {
+        true => Some(progstats::Enabled::new()?),
+        false => None,
+    };
+    let mut prog_stats = progstats::ProgStats::default();
     while rounds.kept < settings.rounds as usize {
         let before = rounds.wait_for_clean_host();
-        let samples = run_round(&wall, &env, &exe, &settings, rounds.kept)?;
+        let mut round_stats = stats_on.as_ref().map(|_| progstats::ProgStats::default());
+        let samples = run_round(
+            &wall,
+            &env,
+            &exe,
+            &settings,
+            rounds.kept,
+            round_stats.as_mut(),
+        )?;
         let after = tracers::foreign_tracers();
         if rounds.keep(&before, &after, settings.rounds as usize) {
             for (c, w, ns) in samples {
                 wall.samples[c][w].push(ns.wall);
                 cpu.samples[c][w].push(ns.cpu);
             }
+            for (key, per_workload) in round_stats.into_iter().flat_map(|r| r.samples) {
+                let into = prog_stats
+                    .samples
+                    .entry(key)
+                    .or_insert_with(|| vec![Vec::new(); per_workload.len()]);
+                for (w, v) in per_workload.into_iter().enumerate() {
+                    into[w].extend(v);
+                }
+            }
         }
     }
+    drop(stats_on);
     notes.extend(rounds.notes(settings.rounds));
     drop(tracefs);
 
@@ -325,6 +375,21 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         http_notes: load.http_notes,
     };
     let mut md = report::render(&report);
+    if args.bpf_stats {
+        let names: Vec<String> = report.syscalls[0]
+            .1
+            .configs
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let workloads: Vec<String> = report.syscalls[0]
+            .1
+            .workloads
+            .iter()
+            .map(|w| w.label().to_string())
+            .collect();
+        md = insert_before_end(&md, &prog_stats.render(&names, &workloads));
+    }
     if !args.no_load {
         let rows = hostile::measure(&env.daemon_bin, settings.http)?;
         let table = hostile::render(&rows, settings.http.as_secs());
@@ -343,14 +408,24 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `section` with `table` added at its end, before the CPU kind's closing marker.
+fn insert_before_end(section: &str, table: &str) -> String {
+    match section.rfind("<!-- /cpu-kind -->") {
+        Some(at) => format!("{}{table}\n{}", &section[..at], &section[at..]),
+        None => format!("{section}\n{table}"),
+    }
+}
+
 /// One round: every configuration in the round's order, every workload under each. Returns
 /// (configuration, workload, cost per operation) triples. Prints wall/on-CPU ns per workload.
+/// With `prog_stats`, also each configuration's programs' run time per workload.
 fn run_round(
     results: &SyscallResults,
     env: &Env,
     exe: &Path,
     settings: &Settings,
     round: usize,
+    mut prog_stats: Option<&mut progstats::ProgStats>,
 ) -> Result<Vec<(usize, usize, Cost)>> {
     let t0 = Instant::now();
     let mut samples = Vec::new();
@@ -360,8 +435,15 @@ fn run_round(
         let attached = attach(config, env)
             .with_context(|| format!("attaching configuration {}", config.name))?;
         let mut cells = Vec::new();
+        let pid = attached.programs_pid().filter(|_| prog_stats.is_some());
         for (w, &workload) in results.workloads.iter().enumerate() {
+            let before = pid.map(progstats::snapshot).transpose()?;
             let ns = time_workload(exe, workload, settings.ops(workload))?;
+            if let (Some(pid), Some(before), Some(stats)) = (pid, before, prog_stats.as_mut()) {
+                let after = progstats::snapshot(pid)?;
+                let per_run = progstats::between(&before, &after);
+                stats.add(c, w, results.workloads.len(), per_run);
+            }
             cells.push(format!("{:.0}/{:.0}", ns.wall, ns.cpu));
             samples.push((c, w, ns));
         }

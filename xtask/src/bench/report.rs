@@ -325,24 +325,36 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    // Issue 17's experiment: each way of keeping the start against the limit, then the two
-    // against each other.
+    // Issue 17's experiment: each way of keeping the start against the limit, then against
+    // its reference.
     let slot = s.find(|k| *k == ConfigKind::SlotParked);
     let task = s.find(|k| *k == ConfigKind::TaskStorage);
     let slot_ts = s.find(|k| *k == ConfigKind::SlotTaskStorage);
+    let tid_array = s.find(|k| *k == ConfigKind::TidArray);
+    let regs_array = s.find(|k| *k == ConfigKind::RegsArray);
+    let ts_entry = s.find(|k| *k == ConfigKind::TaskStorageEntry);
     let experiment = [
         (slot, "slot-parked"),
         (task, "task-storage"),
         (slot_ts, "slot-ts"),
+        (tid_array, "tid-array"),
+        (regs_array, "regs-array"),
+        (ts_entry, "ts-entry"),
     ];
     for (e, name) in experiment {
         if let (Some(e), Some(limit)) = (e, limit) {
             rows.push((format!("{name} / limit{suffix}"), ratio_row(e, limit)));
         }
     }
-    for (e, name) in &experiment[1..] {
+    for (e, name) in &experiment[1..3] {
         if let (Some(e), Some(slot)) = (e, slot) {
             rows.push((format!("{name} / slot-parked{suffix}"), ratio_row(*e, slot)));
+        }
+    }
+    // The arrays against their reference, the same entry in task storage.
+    for (e, name) in &experiment[3..5] {
+        if let (Some(e), Some(ts)) = (e, ts_entry) {
+            rows.push((format!("{name} / ts-entry{suffix}"), ratio_row(*e, ts)));
         }
     }
     let Some(bt) = bpftrace else {
@@ -731,6 +743,21 @@ mod tests {
             md.contains("| task-storage / slot-parked | 0.95 | – |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_tid_array_experiment_is_compared_with_its_task_storage_reference() {
+        let mut r = report(false);
+        let s = &mut r.syscalls[0].1;
+        s.configs.push(Config::tid_array());
+        s.configs.push(Config::task_storage_entry());
+        // tid-array 170, ts-entry 190 on getppid: (80 and 100) over none's 90.
+        s.samples.push(vec![vec![170.0], vec![]]);
+        s.samples.push(vec![vec![190.0], vec![]]);
+        let md = render(&r);
+        assert!(md.contains("| tid-array / ts-entry | 0.80 | – |"), "{md}");
+        assert!(md.contains("| ts-entry / limit | 1.11 | – |"), "{md}");
+        assert!(!md.contains("tid-array / slot-parked"), "{md}");
     }
 
     #[test]

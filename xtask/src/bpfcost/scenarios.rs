@@ -7,9 +7,9 @@ use anyhow::{ensure, Context, Result};
 use std::mem::offset_of;
 
 use profiler_common::{
-    Hist, ARG_BUDGET_PER_CPU, ARG_KINDS_MAP, ARG_KIND_DIRFD_SHIFT, ARG_STATS_MAP,
+    Hist, TaskEntry, ARG_BUDGET_PER_CPU, ARG_KINDS_MAP, ARG_KIND_DIRFD_SHIFT, ARG_STATS_MAP,
     ARG_STAT_ALLOWANCE, FAILED_ARGS_MAP, FILTER_PIDS_MAP, FREE_SLOTS_MAP, HISTS_MAP,
-    HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP, STARTS_MAP, TASKS_MAP,
+    HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP, STARTS_MAP, TASKS_MAP, TIDS_MAP,
 };
 
 use super::{
@@ -119,6 +119,10 @@ pub struct PathCost {
 /// threads can never be the daemon itself, which its programs skip. (tgid, tid).
 const T1: (u32, u32) = (5_000_001, 5_000_001);
 const T2: (u32, u32) = (5_000_002, 5_000_002);
+/// Another thread of T1's process whose tid falls on T1's TIDS entry (equal modulo its length,
+/// profiler_common::TIDS_MAX_ENTRIES): T1 is alive, so the BTF programs keep T3's start in task
+/// storage.
+const T3: (u32, u32) = (T1.0, T1.1 + profiler_common::TIDS_MAX_ENTRIES);
 /// The one process `--filter-pids 1` records.
 const INIT: (u32, u32) = (1, 1);
 /// Every timed call lasts this long (the bucket index's branches depend on the latency).
@@ -309,7 +313,12 @@ pub fn run(mut sim: Sim) -> Result<Vec<PathCost>> {
     let found = Outcome {
         histograms: w.len(HIST_SLOTS_MAP)?,
         announced: w.len(NEW_SLOTS_MAP)?,
-        threads: w.len_if_used(STARTS_MAP)? + w.len_if_used(TASKS_MAP)?,
+        threads: w.len_if_used(STARTS_MAP)?
+            + w.len_if_used(TASKS_MAP)?
+            + match w.has_map(TIDS_MAP) {
+                true => w.count_nonzero_u32(TIDS_MAP, offset_of!(TaskEntry, owner_tid) as i64)?,
+                false => 0,
+            },
         processes: w.len(LIVE_MAP)?,
         total_ns: head(offset_of!(Hist, head.total_ns))?,
         runq_ns: head(offset_of!(Hist, head.runq_ns))?,
@@ -373,19 +382,40 @@ fn latency(s: &mut Sim) -> Result<Outcome> {
     preempted_call(s)?;
     // Preempted in user space, between syscalls.
     s.switch_to(T2, false, Some("switch out, no syscall in flight"))?;
+    // A thread whose TIDS entry T1 holds (its first call also makes its histogram shard:
+    // not the main thread).
+    s.switch_to(T3, false, None)?;
+    let shared = |path| (!slot).then_some(path);
+    s.call(
+        GETPPID,
+        1,
+        [
+            shared("first call of a thread whose tid's entry another thread holds"),
+            None,
+        ],
+    )?;
+    s.call(
+        GETPPID,
+        1,
+        [
+            shared("success, the entry in task storage (tid shared)"),
+            shared("success, the entry in task storage (tid shared)"),
+        ],
+    )?;
     let blocked_total = BEFORE_SLEEP_NS + ASLEEP_NS + WOKEN_WAIT_NS + AFTER_WAKE_NS;
     ensure!(
         s.world.len(FAILED_ARGS_MAP)? == 1,
         "the two failing openats should leave one captured path"
     );
     Ok(Outcome {
-        histograms: 5,
-        announced: 5,
-        threads: 1,
+        // T3's getppid shard is the sixth.
+        histograms: 6,
+        announced: 6,
+        threads: 2,
         processes: 1,
         // getppid three times (one preempted), close, openat and read twice each (one read
-        // blocked), write once.
-        total_ns: 8 * LATENCY_NS + blocked_total + 2 * LATENCY_NS + PREEMPTED_WAIT_NS,
+        // blocked), write once; T3's getppid twice.
+        total_ns: 10 * LATENCY_NS + blocked_total + 2 * LATENCY_NS + PREEMPTED_WAIT_NS,
         runq_ns: WOKEN_WAIT_NS + PREEMPTED_WAIT_NS,
         blocked_ns: ASLEEP_NS,
     })

@@ -70,6 +70,11 @@ pub struct World {
     threads: BTreeMap<u32, Sched>,
 }
 
+/// The `start_time` the model gives thread `tid` (boot-relative ns, fixed for its life).
+pub fn start_time(tid: u32) -> u64 {
+    1_000_000 + u64::from(tid) * 1_000
+}
+
 fn neg(errno: u64) -> Val {
     Val::Scalar(errno.wrapping_neg())
 }
@@ -180,6 +185,8 @@ impl World {
                 (l.run_delay, 8, t.run_delay),
                 (l.nvcsw, 8, t.nvcsw),
                 (l.nivcsw, 8, t.nivcsw),
+                // Any value a thread keeps for life; the tid's entry is owned by (tid, it).
+                (l.start_time, 8, start_time(tid)),
             ];
             for (off, size, v) in fields {
                 self.mem.write(&task, at(off), size, &Val::Scalar(v))?;
@@ -241,6 +248,19 @@ impl World {
             true => self.len(map),
             false => Ok(0),
         }
+    }
+
+    /// Elements of array `map` that were written whose u32 at `offset` is not 0 (TIDS's owned
+    /// entries).
+    pub fn count_nonzero_u32(&self, map: &str, offset: i64) -> Result<usize> {
+        let id = self.map_named(map)?.id;
+        let mut n = 0;
+        for region in self.mem.regions() {
+            if matches!(region, Region::Value { map, .. } if *map == id) {
+                n += usize::from(self.mem.read(region, offset, 4)?.scalar()? != 0);
+            }
+        }
+        Ok(n)
     }
 
     /// The sum of the u64 at `offset` of every element of array `map` that was written.

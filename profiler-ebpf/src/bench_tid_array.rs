@@ -1,0 +1,283 @@
+//! Experiment of issue 17 on CPUs where calls are dear (AMD with retpolines and safe RET): the
+//! limit (bench_limit.rs) plus a syscall's start kept in a plain ARRAY indexed by the thread id,
+//! whose lookup the verifier inlines, instead of BPF task storage (bench_task_storage.rs), whose
+//! `bpf_task_storage_get` is a call on each side.
+//!
+//! `sys_enter_tid`/`sys_exit_tid` ("tid-array"): the task pointer (a call), its `pid` and
+//! `start_time` (direct loads: together they name a task even when tids are reused), the entry
+//! at `pid & (TIDS_LEN - 1)` (inlined), the clock. An entry owned by another live thread (two
+//! tids equal modulo the array's length) sends the call to task storage; a thread's exit frees
+//! its entry (`sched_process_exit_tid`). Two calls per side, as the daemon's programs would make.
+//!
+//! `sys_enter_regs`/`sys_exit_regs` ("regs-array"): the same with the entry found and owned by
+//! the tracepoint's `pt_regs` pointer (the top of the thread's kernel stack, one per live
+//! thread), so no task call at all: the limit's one call per side. Not a design as it stands (a
+//! stack is reused by a later thread, and the programs need the task for the split anyway):
+//! measured to show what the task call itself costs.
+//!
+//! `sys_enter_ts`/`sys_exit_ts` ("ts-entry"), the reference: the same entry in task storage,
+//! reached as the daemon's programs reach theirs (task pointer, `bpf_task_storage_get`, clock:
+//! three calls per side).
+//!
+//! Loaded by `cargo xtask bench --task-storage`, which sets the task offsets below from the
+//! kernel's BTF. Not part of the daemon.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        bindings::{
+            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
+            BPF_LOCAL_STORAGE_GET_F_CREATE,
+        },
+        helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns, generated::bpf_task_storage_get},
+        macros::{btf_map, btf_tracepoint, map},
+        maps::Array,
+        programs::BtfTracePointContext,
+    };
+
+    // Set by the bench's loader from the kernel's BTF: byte offsets in `struct task_struct`.
+    #[no_mangle]
+    static PID_OFFSET: u32 = 0;
+    #[no_mangle]
+    static TGID_OFFSET: u32 = 0;
+    #[no_mangle]
+    static START_TIME_OFFSET: u32 = 0;
+
+    #[inline(always)]
+    fn global(v: &u32) -> usize {
+        unsafe { core::ptr::read_volatile(v) as usize }
+    }
+
+    /// A thread's entry: who owns it, and its call in flight. 64 bytes in a map whose values
+    /// start on a page (`BPF_F_MMAPABLE`), so each entry is one cache line of its own: threads
+    /// with neighbouring tids running on different CPUs would otherwise write the same line on
+    /// every call (a plain array's values start 312 bytes into the map on 6.18, 56 modulo 64).
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    pub struct Entry {
+        owner_start: u64,
+        owner_tid: u32,
+        tgid: u32,
+        ts_ns: u64,
+        pad: [u64; 5],
+    }
+
+    const TIDS_LEN: u32 = 32_768;
+
+    #[map]
+    static TIDS: Array<Entry> = Array::with_max_entries(TIDS_LEN, BPF_F_MMAPABLE);
+
+    #[map]
+    static REGS: Array<Entry> = Array::with_max_entries(TIDS_LEN, BPF_F_MMAPABLE);
+
+    /// Calls sent to task storage because their entry belonged to another live thread.
+    #[map]
+    static COLLISIONS: Array<u64> = Array::with_max_entries(1, 0);
+
+    #[repr(C)]
+    pub struct TaskStorage {
+        r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+        key: *const i32,
+        value: *const Entry,
+        max_entries: *const [i32; 0],
+        map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+    }
+
+    unsafe impl Sync for TaskStorage {}
+
+    #[btf_map]
+    static OVERFLOW: TaskStorage = TaskStorage {
+        r#type: core::ptr::null(),
+        key: core::ptr::null(),
+        value: core::ptr::null(),
+        max_entries: core::ptr::null(),
+        map_flags: core::ptr::null(),
+    };
+
+    #[inline(always)]
+    fn load<T: Copy>(task: *const u8, off: usize) -> T {
+        unsafe { core::ptr::read_volatile(task.add(off) as *const T) }
+    }
+
+    /// The current thread's entry: its own in TIDS (claimed if free), or in task storage when
+    /// another live thread owns that one. Null only when task storage cannot allocate.
+    #[inline(always)]
+    fn entry_of(task: *const u8, create: bool) -> *mut Entry {
+        let tid: u32 = load(task, global(&PID_OFFSET));
+        let born: u64 = load(task, global(&START_TIME_OFFSET));
+        if let Some(e) = TIDS.get_ptr_mut(tid & (TIDS_LEN - 1)) {
+            let (owner, owner_born) = unsafe { ((*e).owner_tid, (*e).owner_start) };
+            if owner == tid && owner_born == born {
+                return e;
+            }
+            if owner == 0 && create {
+                unsafe {
+                    (*e).owner_tid = tid;
+                    (*e).owner_start = born;
+                    (*e).tgid = load(task, global(&TGID_OFFSET));
+                }
+                return e;
+            }
+        }
+        overflow(task, create)
+    }
+
+    #[inline(never)]
+    fn overflow(task: *const u8, create: bool) -> *mut Entry {
+        if let Some(n) = COLLISIONS.get_ptr_mut(0) {
+            unsafe { *n += 1 };
+        }
+        let flags = if create {
+            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
+        } else {
+            0
+        };
+        let map = &OVERFLOW as *const TaskStorage as *mut core::ffi::c_void;
+        unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags).cast() }
+    }
+
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter_tid(_ctx: BtfTracePointContext) -> i32 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let e = entry_of(task, true);
+        if !e.is_null() {
+            unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
+        }
+        0
+    }
+
+    #[btf_tracepoint(function = "sys_exit")]
+    pub fn sys_exit_tid(_ctx: BtfTracePointContext) -> i32 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let e = entry_of(task, false);
+        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
+            return 0;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (start, tgid) = unsafe { ((*e).ts_ns, (*e).tgid) };
+        unsafe { (*e).ts_ns = 0 };
+        core::hint::black_box((now.wrapping_sub(start), tgid));
+        0
+    }
+
+    /// "ts-entry", the reference: the daemon's way, the entry in task storage (a call).
+    #[inline(always)]
+    fn stored_entry(task: *const u8, create: bool) -> *mut Entry {
+        let flags = if create {
+            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
+        } else {
+            0
+        };
+        let map = &OVERFLOW as *const TaskStorage as *mut core::ffi::c_void;
+        let e: *mut Entry =
+            unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags) }
+                .cast();
+        if create && !e.is_null() && unsafe { (*e).owner_tid } == 0 {
+            unsafe {
+                (*e).owner_tid = load(task, global(&PID_OFFSET));
+                (*e).tgid = load(task, global(&TGID_OFFSET));
+            }
+        }
+        e
+    }
+
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter_ts(_ctx: BtfTracePointContext) -> i32 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let e = stored_entry(task, true);
+        if !e.is_null() {
+            unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
+        }
+        0
+    }
+
+    #[btf_tracepoint(function = "sys_exit")]
+    pub fn sys_exit_ts(_ctx: BtfTracePointContext) -> i32 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let e = stored_entry(task, false);
+        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
+            return 0;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (start, tgid) = unsafe { ((*e).ts_ns, (*e).tgid) };
+        unsafe { (*e).ts_ns = 0 };
+        core::hint::black_box((now.wrapping_sub(start), tgid));
+        0
+    }
+
+    /// A thread's exit frees its TIDS entry for the next thread with a tid equal modulo
+    /// TIDS_LEN (task storage frees itself).
+    #[btf_tracepoint(function = "sched_process_exit")]
+    pub fn sched_process_exit_tid(ctx: BtfTracePointContext) -> i32 {
+        let task: *const u8 = ctx.arg(0);
+        let tid: u32 = load(task, global(&PID_OFFSET));
+        let born: u64 = load(task, global(&START_TIME_OFFSET));
+        if let Some(e) = TIDS.get_ptr_mut(tid & (TIDS_LEN - 1)) {
+            if unsafe { (*e).owner_tid == tid && (*e).owner_start == born } {
+                unsafe {
+                    (*e).ts_ns = 0;
+                    (*e).owner_tid = 0;
+                }
+            }
+        }
+        0
+    }
+
+    /// The entry of the thread whose saved registers are at `regs` (its kernel stack's top).
+    #[inline(always)]
+    fn regs_entry(regs: *const u8, create: bool) -> *mut Entry {
+        // The verifier allows no arithmetic on a pointer but the difference of two (a number,
+        // to a privileged program): against a fixed address, the map's first element.
+        let Some(base) = REGS.get_ptr(0) else {
+            return core::ptr::null_mut();
+        };
+        let regs = (regs as u64).wrapping_sub(base as u64) | 1;
+        // Stacks are 16 KiB apart at least: hash the bits above.
+        let index = ((regs >> 14).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 49) as u32;
+        if let Some(e) = REGS.get_ptr_mut(index & (TIDS_LEN - 1)) {
+            let owner = unsafe { (*e).owner_start };
+            if owner == regs {
+                return e;
+            }
+            if owner == 0 && create {
+                unsafe { (*e).owner_start = regs };
+                return e;
+            }
+        }
+        core::ptr::null_mut()
+    }
+
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter_regs(ctx: BtfTracePointContext) -> i32 {
+        let e = regs_entry(ctx.arg(0), true);
+        if !e.is_null() {
+            unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
+        }
+        0
+    }
+
+    #[btf_tracepoint(function = "sys_exit")]
+    pub fn sys_exit_regs(ctx: BtfTracePointContext) -> i32 {
+        let e = regs_entry(ctx.arg(0), false);
+        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
+            return 0;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let start = unsafe { (*e).ts_ns };
+        unsafe { (*e).ts_ns = 0 };
+        core::hint::black_box(now.wrapping_sub(start));
+        0
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("bench-tid-array is built for the BPF target by `cargo xtask build-ebpf`");
+    std::process::exit(1);
+}
