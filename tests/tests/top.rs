@@ -68,9 +68,15 @@ fn top_shows_exact_numbers_and_keys_change_the_view() {
             && line_with(s, &["openat", &pid]).map(|x| x.0)
                 < line_with(s, &["getppid", "1234"]).map(|x| x.0)
     });
+    // Table rows only: the insight line above the table may name workload processes too
+    // ("2 workload processes made …", other tests' children among them).
     assert_eq!(
         s.lines()
-            .filter(|l| l.split_whitespace().any(|f| f == "workload"))
+            .filter(|l| {
+                let mut fields = l.split_whitespace();
+                fields.next().is_some_and(|f| f.parse::<u32>().is_ok())
+                    && fields.next() == Some("workload")
+            })
             .count(),
         2,
         "only the child's syscalls:\n{s}"

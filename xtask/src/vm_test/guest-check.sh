@@ -112,8 +112,9 @@ systemctl status "$unit" --no-pager --lines=0 | sed -n '1,8p'
 
 section "programs the loader chose on $(uname -r)"
 run_log | grep -E 'attached|capabilities|kernel checks' | sed -E 's/^.*(INFO|WARN) [^ ]+ //'
-check "sched_process_exit: the pre-6.16 program (the preferred one is refused)" \
-    log_has "attached sched_process_exit_leader to tracepoint sched_process_exit"
+# The BTF one: it frees the exiting thread's TIDS entry (profiler-ebpf/src/task.rs).
+check "sched_process_exit: the pre-6.16 BTF program (the preferred one is refused)" \
+    log_has "attached sched_process_exit_leader_btf to tracepoint sched_process_exit"
 
 section "/healthz and a known workload's exact counts"
 check "/healthz answers ok" test "$(curl -fsS $base/healthz)" = ok
