@@ -105,3 +105,23 @@ fn a_non_leader_exec_keeps_its_execve() {
     assert_eq!(c.get("execve"), Some(&(1, 0)), "{p:#}");
     assert_eq!(c.get("getppid"), Some(&(100, 0)), "{p:#}");
 }
+
+/// The test knob is refused, in one line with exit 2, when it is not a power of two the array
+/// can take: never ignored for the default size.
+#[test]
+fn a_bad_array_length_is_refused() {
+    for value in ["3", "0", "65536", "four"] {
+        let out = std::process::Command::new(tests::daemon_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SYSCALL_PROFILER_TIDS_ENTRIES", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("SYSCALL_PROFILER_TIDS_ENTRIES=\"{value}\"")),
+            "{stderr}"
+        );
+    }
+}

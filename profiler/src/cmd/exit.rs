@@ -49,6 +49,7 @@ impl Fatal {
             Fatal::Kernel(e) => match **e {
                 K::FilterCgroup { .. }
                 | K::NotCgroupV2 { .. }
+                | K::BadVariable { .. }
                 | K::Pin(pin::Error::Relative(_)) => 2,
                 K::NotPermitted { .. } | K::Denied { .. } => 3,
                 K::Refused { .. } | K::NoBtf(_) => 4,

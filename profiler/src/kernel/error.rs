@@ -37,6 +37,13 @@ pub enum Error {
     },
     #[error("setting the failing-argument capture budget: {0}")]
     Budget(String),
+    /// A test knob's value the daemon cannot use (config/declare.rs' OTHER_VARIABLES).
+    #[error("{name}={value:?}: {expected}")]
+    BadVariable {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("counts_only needs the kernel's BTF to find the syscall number")]
     NoBtf(#[source] BoxError),
     #[error("no program left for tracepoint {tracepoint}: {why}")]

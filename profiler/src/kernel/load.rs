@@ -326,7 +326,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
             0
         }
     };
-    let tids_entries = tids_entries();
+    let tids_entries = tids_entries()?;
     let pids_on = u32::from(!filter.pids.is_empty());
     let cgroup_on = u32::from(filter.cgroup.is_some());
     let syscalls_on = u32::from(!filter.syscalls.is_empty());
@@ -350,20 +350,27 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
 
 /// TIDS's length: one entry per tid the kernel can hand out (`pid_max`, rounded up to a power
 /// of two for the mask), at most TIDS_MAX_ENTRIES; or what `TIDS_ENTRIES_ENV` says.
-fn tids_entries() -> u32 {
-    if let Some(n) = std::env::var(TIDS_ENTRIES_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|n| n.is_power_of_two() && *n <= TIDS_MAX_ENTRIES)
-    {
+/// A value that is not such a power of two is refused, never ignored.
+fn tids_entries() -> Result<u32, Error> {
+    if let Some(value) = std::env::var_os(TIDS_ENTRIES_ENV) {
+        let value = value.to_string_lossy().into_owned();
+        let n = value
+            .parse::<u32>()
+            .ok()
+            .filter(|n| n.is_power_of_two() && *n <= TIDS_MAX_ENTRIES)
+            .ok_or(Error::BadVariable {
+                name: TIDS_ENTRIES_ENV,
+                value,
+                expected: "a power of two from 1 to 32768",
+            })?;
         info!("{TIDS_ENTRIES_ENV}: {n} entries in TIDS");
-        return n;
+        return Ok(n);
     }
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(TIDS_MAX_ENTRIES);
-    pid_max.max(2).next_power_of_two().min(TIDS_MAX_ENTRIES)
+    Ok(pid_max.max(2).next_power_of_two().min(TIDS_MAX_ENTRIES))
 }
 
 /// Whether the pinned maps are new: META is stamped only once they are complete.
