@@ -48,7 +48,7 @@ impl HostInfo {
 }
 
 /// Seconds since boot, from /proc/uptime.
-pub fn uptime_seconds() -> Option<f64> {
+fn uptime_seconds() -> Option<f64> {
     std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()

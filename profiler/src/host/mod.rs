@@ -1,4 +1,5 @@
 pub mod cgroups;
 pub mod info;
+pub mod prefetch;
 pub mod procfs;
 pub mod procself;

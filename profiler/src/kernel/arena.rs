@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use profiler_common::{Hist, HistHead, BUCKETS, TOUCHED_ALL, TOUCH_BLOCK};
 
+use crate::host::prefetch::prefetch;
+
 pub struct HistArena {
     /// The map the mapping is of, kept alive as long as it (None: memory of the tests' own).
     map: Option<MapData>,
@@ -181,17 +183,6 @@ fn blocks(touched: u32) -> impl Iterator<Item = usize> {
             block
         })
     })
-}
-
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl Drop for HistArena {

@@ -4,6 +4,8 @@
 use profiler_common::{bucket_lower_ns, bucket_upper_ns, OVERFLOW_BUCKET};
 use serde::{Deserialize, Serialize};
 
+use crate::host::prefetch::prefetch;
+
 /// Sparse: a syscall's latencies usually fill a handful of the 273 buckets, and the daemon keeps
 /// one histogram per (process, syscall) for every live and recently exited process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,12 +140,7 @@ impl Histogram {
     /// store adds to thousands of histograms a drain, each once, and this list is where it
     /// waited for memory.
     pub fn prefetch_buckets(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.buckets.as_ptr().cast()) };
-        }
+        prefetch(self.buckets.as_ptr());
     }
 
     /// Adds another histogram's totals: the histogram of both sets of calls.
