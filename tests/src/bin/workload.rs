@@ -24,7 +24,8 @@
 //!       CPU. Prints {"pid", "child_pid"}.
 //!   contend N BYTES   like compute, with a second child that only spins in user space, both
 //!       pinned to one CPU: the calls wait their turn for it. Prints {"pid", "child_pid"}.
-//!   block SECS        a child blocks in read() on a pipe for SECS seconds. Prints {"child_pid"}.
+//!   block SECS|go     a child blocks in read() on a pipe for SECS seconds, or with `go` until a
+//!       line arrives on stdin (however slow the test's other steps are). Prints {"child_pid"}.
 //!   threads T N [F]   a child runs T threads that each make N getppid (then F close(-1),
 //!       EBADF) and exit before it does.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
@@ -377,7 +378,13 @@ fn contend(n: usize, bytes: usize) {
     ));
 }
 
-fn block(secs: usize) {
+/// How long `block` holds its child's read.
+enum Release {
+    After(std::time::Duration),
+    OnStdinLine,
+}
+
+fn block(release: Release) {
     let mut pipe = [0; 2];
     unsafe { libc::pipe(pipe.as_mut_ptr()) };
     let child = spawn(|| unsafe {
@@ -388,7 +395,13 @@ fn block(secs: usize) {
         "{{\"pid\": {}, \"child_pid\": {child}}}",
         std::process::id()
     ));
-    std::thread::sleep(std::time::Duration::from_secs(secs as u64));
+    match release {
+        Release::After(d) => std::thread::sleep(d),
+        Release::OnStdinLine => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).unwrap();
+        }
+    }
     unsafe { libc::write(pipe[1], b"x".as_ptr().cast(), 1) };
     reap(child);
     say("{\"released\": true}".to_string());
@@ -585,7 +598,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("calls") => calls(&args[2..]),
-        Some("block") => block(num(args.get(2))),
+        Some("block") => block(match args.get(2).map(String::as_str) {
+            Some("go") => Release::OnStdinLine,
+            _ => Release::After(std::time::Duration::from_secs(num(args.get(2)) as u64)),
+        }),
         Some("threads") => {
             let failing = args.get(4).map_or(0, |f| num(Some(f)));
             threads(num(args.get(2)), num(args.get(3)), failing)
