@@ -459,7 +459,9 @@ pub struct SplitMark {
 /// `nr | abi << 16` (the shard, `<< 24`, is added at the exit: another thread's depends on
 /// the CPU). `slots` caches, by `nr % TASK_SLOT_CACHE`, the HISTS slot of the thread's last
 /// key with that number, which the slot's own key confirms: unlike a per-CPU cache, two
-/// processes that take turns on a CPU do not evict each other's.
+/// processes that take turns on a CPU do not evict each other's. `left_out`: with the pid
+/// filter on, the thread's key in the kernel side's `LEFT_OUT` cache when the filter leaves it
+/// out (0 otherwise), which its exit forgets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskEntry {
@@ -474,8 +476,9 @@ pub struct TaskEntry {
     pub _pad2: u32,
     pub mark: SplitMark,
     pub slots: [u32; TASK_SLOT_CACHE],
+    pub left_out: u64,
     /// To 256 bytes: a [`TIDS_MAP`] entry covers whole cache lines.
-    pub _pad3: [u64; 7],
+    pub _pad3: [u64; 6],
 }
 
 const _: () = assert!(core::mem::size_of::<TaskEntry>() == 256);

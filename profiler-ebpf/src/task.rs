@@ -34,10 +34,10 @@ use profiler_common::{
 
 use crate::programs::{
     args::capture,
-    bump, bump_full,
+    bump, bump_full, filters,
     filters::{
-        cgroup_wanted, known_left_out, pid_wanted, remember_left_out, syscall_wanted, task_abi,
-        task_u32,
+        cgroup_wanted, forget_left_out, known_left_out, pid_wanted, remember_left_out,
+        syscall_wanted, task_abi, task_u32,
     },
     global,
     hist::{add_timed, key_high, key_low, key_nr, latency_since, shard},
@@ -166,9 +166,10 @@ fn storage_entry(task: *const u8, create: bool) -> *mut TaskEntry {
 }
 
 /// `task`'s entry for a call to record, made on the thread's first syscall; null (counted when
-/// the kernel could not allocate it) when the thread is left out for good.
+/// the kernel could not allocate it) when the thread is left out for good. `regs`: the
+/// tracepoint's saved registers, the thread's key in the pid filter's left-out cache.
 #[inline(always)]
-fn traced_entry(task: *const u8) -> *mut TaskEntry {
+fn traced_entry(task: *const u8, regs: *const u8) -> *mut TaskEntry {
     let me = entry_of(task, true);
     if me.is_null() {
         bump_full(COUNTER_STARTS_FULL);
@@ -178,17 +179,18 @@ fn traced_entry(task: *const u8) -> *mut TaskEntry {
     match unsafe { (*me).state } {
         TASK_TRACED => me,
         TASK_IGNORED => {
-            remember_left_out(unsafe { (*me).key_low } as u32);
+            // Its cache entry was taken by another thread (or it is the daemon's own thread).
+            unsafe { (*me).left_out = remember_left_out(regs) };
             core::ptr::null_mut()
         }
-        _ => first_call(task, me),
+        _ => first_call(task, regs, me),
     }
 }
 
 /// A thread's first syscall since attach: the pid filter's verdict, and if it is kept, its
 /// process (recorded if new) and whether it is the main thread.
 #[inline(never)]
-fn first_call(task: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
+fn first_call(task: *const u8, regs: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
     let tgid = task_u32(task, split::offset(|l| &l.tgid));
     let pid = task_u32(task, split::offset(|l| &l.pid));
     // SAFETY (this function): a task storage value pointer, checked for null by the caller.
@@ -196,8 +198,8 @@ fn first_call(task: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
         unsafe {
             (*me).key_low = u64::from(tgid);
             (*me).state = TASK_IGNORED;
+            (*me).left_out = remember_left_out(regs);
         }
-        remember_left_out(tgid);
         return core::ptr::null_mut();
     }
     unsafe {
@@ -210,11 +212,13 @@ fn first_call(task: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
-    let task = current_task();
-    if known_left_out(task) {
+    // arg 0: the saved registers.
+    let regs: *const u8 = ctx.arg(0);
+    if known_left_out(regs) {
         return 0;
     }
-    let me = traced_entry(task);
+    let task = current_task();
+    let me = traced_entry(task, regs);
     if me.is_null() {
         return 0;
     }
@@ -242,10 +246,10 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    let task = current_task();
-    if known_left_out(task) {
+    if known_left_out(ctx.arg(0)) {
         return 0;
     }
+    let task = current_task();
     let me = entry_of(task, false);
     // A thread whose first event is an exit: a new thread's first return, or a call in flight
     // at attach.
@@ -293,15 +297,15 @@ fn cached_slot(me: *mut TaskEntry, nr: u32) -> *mut u32 {
 /// the saved registers (arg 0) and every call lands in bucket 0 (the daemon knows the mode).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
-    let task = current_task();
-    if known_left_out(task) {
+    let regs: *const u8 = ctx.arg(0);
+    if known_left_out(regs) {
         return 0;
     }
-    let me = traced_entry(task);
+    let task = current_task();
+    let me = traced_entry(task, regs);
     if me.is_null() || !cgroup_wanted() {
         return 0;
     }
-    let regs: *const u8 = ctx.arg(0);
     // SAFETY (this function): a BTF-checked load from the saved registers; a task storage
     // value pointer, checked for null.
     let nr = unsafe {
@@ -390,6 +394,7 @@ fn move_entry(task: *const u8, old_tid: u32) {
         (*to).key_high = (*from).key_high;
         (*to).main_thread = (*from).main_thread;
         (*to).state = (*from).state;
+        (*to).left_out = (*from).left_out;
         (*to).owner_start = born;
         (*to).owner_tid = tid;
         free(from);
@@ -406,6 +411,7 @@ fn move_entry(task: *const u8, old_tid: u32) {
 unsafe fn free(e: *mut TaskEntry) {
     unsafe {
         (*e).ts_ns = 0;
+        (*e).left_out = 0;
         (*e).state = TASK_NEW;
         (*e).main_thread = 0;
         (*e).owner_tid = 0;
@@ -413,7 +419,8 @@ unsafe fn free(e: *mut TaskEntry) {
 }
 
 /// A thread exits: what the raw-tracepoint program does (lifecycle::thread_exit), and its
-/// TIDS entry is freed for the next thread whose tid falls on it (task storage frees itself).
+/// TIDS entry is freed for the next thread whose tid falls on it (task storage frees itself),
+/// and the pid filter's left-out cache forgets it (its stack may go to the next thread).
 /// Arg 1 is `group_dead` (kernels since 6.16).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> i32 {
@@ -430,7 +437,8 @@ pub fn sched_process_exit_leader_btf(_ctx: BtfTracePointContext) -> i32 {
     thread_exit(pid_tgid as u32 == (pid_tgid >> 32) as u32)
 }
 
-/// Frees `task`'s TIDS entry, if it owns one.
+/// Frees `task`'s TIDS entry, if it owns one, and forgets the thread in the pid filter's
+/// left-out cache (from its task storage entry if it had one there).
 #[inline(always)]
 fn free_entry(task: *const u8) {
     let (tid, born) = identity(task);
@@ -438,8 +446,17 @@ fn free_entry(task: *const u8) {
         // SAFETY: a TIDS value pointer, checked for null.
         unsafe {
             if (*e).owner_tid == tid && (*e).owner_start == born {
+                forget_left_out((*e).left_out);
                 free(e);
+                return;
             }
+        }
+    }
+    if filters::pids_filtered() {
+        let stored = storage_entry(task, false);
+        // SAFETY: a task storage value pointer, checked for null.
+        if !stored.is_null() {
+            forget_left_out(unsafe { (*stored).left_out });
         }
     }
 }

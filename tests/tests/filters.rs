@@ -68,6 +68,33 @@ fn only_allowlisted_processes_are_recorded() {
     );
 }
 
+/// The kernel side knows a left-out thread by its kernel stack (programs/filters.rs,
+/// LEFT_OUT), which the kernel gives to a later thread once the first exits: threads of the
+/// allowlisted process that start on the stacks of left-out ones that just exited are counted,
+/// every call.
+#[test]
+fn an_allowlisted_thread_on_a_left_out_threads_stack_is_recorded() {
+    let (rounds, n) = (300, 50);
+    let mut w = RunningWorkload::start(&["stack-reuse", &rounds.to_string(), &n.to_string()]);
+    let pid = pid_of(&w.next_line(), "pid");
+    let daemon = Daemon::start(&["--interval", "100ms", "--filter-pids", &pid.to_string()]);
+    w.send_line();
+    assert_eq!(w.next_line()["getppid"], rounds * n);
+    w.wait_success();
+    let stats = daemon.final_stats(pid);
+    let p = process(&stats, pid).unwrap();
+    assert_eq!(
+        counts(p, native_abi()).get("getppid"),
+        Some(&(rounds * n, 0)),
+        "every getppid of the allowlisted process's threads"
+    );
+    assert_eq!(
+        stats["processes"].as_array().unwrap().len(),
+        1,
+        "only {pid}"
+    );
+}
+
 #[test]
 fn only_processes_in_the_cgroup_are_recorded() {
     tests::require_root();

@@ -5,11 +5,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, CgroupArray, HashMap, PerCpuArray},
+    maps::{Array, CgroupArray, HashMap},
 };
 use profiler_common::{ABI_COMPAT, ABI_NATIVE, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI};
 
-use super::{global, split::offset};
+use super::global;
 
 // Set by the loader (see profiler_common::GLOBAL_*).
 #[no_mangle]
@@ -34,13 +34,6 @@ static FILTER_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 #[map]
 static FILTER_SYSCALLS: Array<u8> = Array::with_max_entries(2 * FILTER_SYSCALLS_PER_ABI, 0);
 
-/// With the pid filter on, the processes this CPU last found left out, by `tgid % 64`: a
-/// process the filter leaves out is then told apart with the task pointer and an inlined
-/// array access, no map lookup and no task storage (the verdict depends on the pid alone).
-#[map]
-static LEFT_OUT: PerCpuArray<u32> = PerCpuArray::with_max_entries(LEFT_OUT_LEN, 0);
-const LEFT_OUT_LEN: u32 = 64;
-
 /// Whether the process passes the checks that depend on its pid alone, which never change for
 /// a thread: not the daemon itself, and in the pid filter when it is on (with a filter off,
 /// its branch is dead code the verifier removes).
@@ -49,30 +42,84 @@ pub(crate) fn pid_wanted(tgid: u32) -> bool {
     if tgid == global(&IGNORE_TGID) {
         return false;
     }
-    global(&FILTER_PIDS_ON) == 0 || FILTER_PIDS.get_ptr(tgid).is_some()
+    !pids_filtered() || FILTER_PIDS.get_ptr(tgid).is_some()
 }
 
-/// Whether this CPU has seen the process of `task` (a BTF task pointer) left out by the pid
-/// filter. Always false with the filter off (then the verifier removes the lookup).
+/// With the pid filter on, the threads found left out, by where their syscalls save their
+/// registers: the tracepoint's own `pt_regs` argument, the top of the thread's kernel stack,
+/// one per live thread. A left-out call is told apart with that argument and an inlined array
+/// lookup: no helper call, not even for the task. Shared by every CPU and written only at a
+/// left-out thread's first call (or when a thread whose hash collides took its entry: it is
+/// looked up again, the way every call was) and at its exit, which forgets it before its stack
+/// can go to a new thread (task.rs, `free_entry`). Not pinned: a new daemon starts it empty.
+#[map]
+static LEFT_OUT: Array<u64> = Array::with_max_entries(LEFT_OUT_LEN, 0);
+const LEFT_OUT_LEN: u32 = 1 << LEFT_OUT_BITS;
+const LEFT_OUT_BITS: u32 = 13;
+
+/// The left-out key of the thread whose syscall saved its registers at `regs`: the address as
+/// a number, never 0 (a free entry). A pointer difference is a number to the verifier (with
+/// CAP_PERFMON, which the daemon needs anyway); the other pointer is any fixed address.
 #[inline(always)]
-pub(crate) fn known_left_out(task: *const u8) -> bool {
-    if global(&FILTER_PIDS_ON) == 0 {
+fn left_out_key(regs: *const u8) -> u64 {
+    (regs as u64).wrapping_sub(&IGNORE_TGID as *const u32 as u64) | 1
+}
+
+/// The LEFT_OUT entry for `key`. Stacks are 16 KiB apart at least: the bits above 14, hashed.
+#[inline(always)]
+fn left_out_entry(key: u64) -> Option<*mut u64> {
+    let index = ((key >> 14).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - LEFT_OUT_BITS)) as u32;
+    LEFT_OUT.get_ptr_mut(index)
+}
+
+/// Whether the pid filter is on (else the verifier removes the code behind it).
+#[inline(always)]
+pub(crate) fn pids_filtered() -> bool {
+    global(&FILTER_PIDS_ON) != 0
+}
+
+/// Whether the thread whose syscall saved its registers at `regs` (the tracepoint's argument 0)
+/// is known to be left out by the pid filter. Always false with the filter off (then the
+/// verifier removes the lookup).
+#[inline(always)]
+pub(crate) fn known_left_out(regs: *const u8) -> bool {
+    if !pids_filtered() {
         return false;
     }
-    let tgid = task_u32(task, offset(|l| &l.tgid));
-    // SAFETY: this CPU's element of a per-CPU array (see "Safety" in mod.rs).
-    matches!(LEFT_OUT.get_ptr(tgid & (LEFT_OUT_LEN - 1)), Some(seen) if unsafe { *seen } == tgid)
+    let key = left_out_key(regs);
+    // SAFETY: a LEFT_OUT value pointer (see "Safety" in mod.rs).
+    matches!(left_out_entry(key), Some(e) if unsafe { *e } == key)
 }
 
-/// Remembers that the pid filter leaves `tgid` out (see `known_left_out`).
+/// Remembers that the pid filter leaves out the thread of `regs` (see `known_left_out`);
+/// returns its key, which its exit forgets (0 with the filter off).
 #[inline(always)]
-pub(crate) fn remember_left_out(tgid: u32) {
-    if global(&FILTER_PIDS_ON) == 0 {
+pub(crate) fn remember_left_out(regs: *const u8) -> u64 {
+    if !pids_filtered() {
+        return 0;
+    }
+    let key = left_out_key(regs);
+    if let Some(e) = left_out_entry(key) {
+        // SAFETY: as above.
+        unsafe { *e = key };
+    }
+    key
+}
+
+/// A left-out thread exits: its entry goes, if it still holds it, before a new thread can get
+/// its stack (and so its key).
+#[inline(always)]
+pub(crate) fn forget_left_out(key: u64) {
+    if !pids_filtered() || key == 0 {
         return;
     }
-    if let Some(seen) = LEFT_OUT.get_ptr_mut(tgid & (LEFT_OUT_LEN - 1)) {
+    if let Some(e) = left_out_entry(key) {
         // SAFETY: as above.
-        unsafe { *seen = tgid };
+        unsafe {
+            if *e == key {
+                *e = 0;
+            }
+        }
     }
 }
 

@@ -243,6 +243,22 @@ impl Setup<'_> {
         }
         let lifecycle = attach_each(&mut ebpf, LIFECYCLE, skipped)?;
         let set = attach_first_set(&mut ebpf, sets, skipped)?;
+        // The pid filter's left-out cache (task.rs) is keyed by the thread's kernel stack, which
+        // a later thread gets: only a BTF exit program forgets a thread before that.
+        if set.in_task_storage()
+            && g.pids_on != 0
+            && !lifecycle
+                .iter()
+                .any(|p| p.ends_with("_btf") && p.contains("exit"))
+        {
+            return Err(Error::NoProgramLeft {
+                tracepoint: "sched_process_exit",
+                why:
+                    "the pid filter needs sched_process_exit_btf or sched_process_exit_leader_btf \
+                      with the BTF syscall programs"
+                        .into(),
+            });
+        }
         let exec_boundary = !set.in_task_storage() || lifecycle.contains(&"sched_process_exec_btf");
         let in_flight = match set.task_iterator {
             true => Some(link_task_iterator(&mut ebpf)?),

@@ -28,6 +28,9 @@
 //!       line arrives on stdin (however slow the test's other steps are). Prints {"child_pid"}.
 //!   threads T N [F]   a child runs T threads that each make N getppid (then F close(-1),
 //!       EBADF) and exit before it does.
+//!   stack-reuse R N   prints {"pid"}, waits for a line on stdin, then R times, on one CPU: a
+//!       child makes 3 getppid and exits, then a new thread of this process makes N getppid
+//!       (likely on the child's kernel stack). Prints {"getppid": R × N}.
 //!   exec-chain D N    this process execs itself D times; each image makes N getppid.
 //!   thread-exec N     a child whose second thread execs `exec-chain 0 N` (so takes the
 //!       leader's tid). Prints {"pid", "child_pid"} (and the new image its {"pid"}).
@@ -341,8 +344,8 @@ fn compute(n: usize, bytes: usize) {
     ));
 }
 
-fn contend(n: usize, bytes: usize) {
-    // Both children inherit the mask: one CPU, the last, for the two of them.
+/// Pins this thread (and what it starts from now on) to the last CPU.
+fn pin_to_last_cpu() {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in its bounds.
     unsafe {
@@ -356,6 +359,11 @@ fn contend(n: usize, bytes: usize) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+fn contend(n: usize, bytes: usize) {
+    // Both children inherit the mask: one CPU, the last, for the two of them.
+    pin_to_last_cpu();
     let stop = shared::<AtomicU32>(1);
     let stop_ref = unsafe { &*stop };
     let spinner = spawn(|| {
@@ -405,6 +413,31 @@ fn block(release: Release) {
     unsafe { libc::write(pipe[1], b"x".as_ptr().cast(), 1) };
     reap(child);
     say("{\"released\": true}".to_string());
+}
+
+/// Kernel stacks passed from threads of other processes to this one's: on one CPU, whose
+/// cache of freed stacks the next new thread takes from, each round a child process makes a
+/// few getppid and exits, then a new thread of this process makes `n`.
+fn stack_reuse(rounds: usize, n: usize) {
+    say(format!("{{\"pid\": {}}}", std::process::id()));
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+    pin_to_last_cpu();
+    for _ in 0..rounds {
+        reap(spawn(|| {
+            for _ in 0..3 {
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        }));
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    say(format!("{{\"getppid\": {}}}", rounds * n));
 }
 
 fn threads(count: usize, n: usize, failing: usize) {
@@ -606,6 +639,7 @@ fn main() {
             let failing = args.get(4).map_or(0, |f| num(Some(f)));
             threads(num(args.get(2)), num(args.get(3)), failing)
         }
+        Some("stack-reuse") => stack_reuse(num(args.get(2)), num(args.get(3))),
         Some("exec-chain") => exec_chain(num(args.get(2)), num(args.get(3))),
         Some("thread-exec") => thread_exec(num(args.get(2))),
         Some("storm") => storm(num(args.get(2))),

@@ -260,6 +260,12 @@ impl Interp<'_> {
             self.regs[dst] = Val::Ptr(region.clone(), o + *v as i64);
             return Ok(pc + 1);
         }
+        // pointer - pointer: a number (the verifier allows it with CAP_PERFMON).
+        if let (0x10, true, Val::Ptr(a, ao), Val::Ptr(b, bo)) = (op, wide, &self.regs[dst], &src) {
+            let (a, b) = (a.address().wrapping_add(*ao as u64), b.address());
+            self.regs[dst] = Val::Scalar(a.wrapping_sub(b.wrapping_add(*bo as u64)));
+            return Ok(pc + 1);
+        }
         if let Val::Ptr(region, o) = &self.regs[dst] {
             let delta = src.scalar().with_context(|| format!("insn {pc}"))? as i64;
             let o = match (op, wide) {

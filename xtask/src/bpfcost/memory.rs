@@ -29,8 +29,32 @@ pub enum Region {
     /// A CPU's `struct cfs_rq` and `struct rq` (a task's `se.cfs_rq`, then its `rq`).
     CfsRq(u32),
     Rq(u32),
-    /// The syscall's saved registers (struct pt_regs).
-    Regs,
+    /// This thread's saved registers (struct pt_regs), at the top of its kernel stack.
+    Regs(u32),
+}
+
+impl Region {
+    /// A modelled kernel address for the region's start, for what only a pointer difference
+    /// sees (the programs subtract one pointer from another to key a thread by its `pt_regs`):
+    /// threads' registers 16 KiB apart, everything else at a fixed address of its own kind.
+    pub fn address(&self) -> u64 {
+        const VMALLOC: u64 = 0xffff_c900_0000_0000;
+        const DIRECT: u64 = 0xffff_8880_0000_0000;
+        match self {
+            Region::Regs(tid) => VMALLOC + u64::from(*tid) * 0x4000 + 0x3f58,
+            Region::Ctx => DIRECT + 0x1000,
+            Region::Stack(depth) => DIRECT + 0x2000 + *depth as u64 * 0x200,
+            Region::MapObject(id) => DIRECT + 0x100_0000 + u64::from(*id) * 0x1_0000,
+            Region::Value { map, .. } => DIRECT + 0x1000_0000 + u64::from(*map) * 0x100_0000,
+            Region::PerCpuElement(map, idx) => {
+                DIRECT + 0x2000_0000 + u64::from(*map) * 0x100_0000 + u64::from(*idx) * 0x100
+            }
+            Region::PerCpuVariable(a) => *a,
+            Region::Task(tid) => DIRECT + 0x4000_0000 + u64::from(*tid) * 0x4000,
+            Region::CfsRq(cpu) => DIRECT + 0x6000_0000 + u64::from(*cpu) * 0x1000,
+            Region::Rq(cpu) => DIRECT + 0x7000_0000 + u64::from(*cpu) * 0x1000,
+        }
+    }
 }
 
 /// A register or memory word: a number, or a region and an offset in it.
@@ -166,7 +190,7 @@ mod tests {
         m.write(&s, 8, 4, &Val::Scalar(0x0102_0304)).unwrap();
         assert_eq!(m.read(&s, 8, 8).unwrap(), Val::Scalar(0x0102_0304));
         assert_eq!(m.read(&s, 9, 1).unwrap(), Val::Scalar(3));
-        assert_eq!(m.read(&Region::Regs, 0, 8).unwrap(), Val::Scalar(0));
+        assert_eq!(m.read(&Region::Regs(1), 0, 8).unwrap(), Val::Scalar(0));
         assert!(m.write(&s, 0, 4, &p).is_err());
     }
 }

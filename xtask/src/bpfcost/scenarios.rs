@@ -209,6 +209,11 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// The current thread's saved registers.
+    fn regs(&self) -> Region {
+        Region::Regs(self.world.current.1)
+    }
+
     /// `thread` starts running on `cpu`.
     pub fn on_cpu(&mut self, thread: (u32, u32), cpu: u32) -> Result<()> {
         self.world.switch_in(thread, cpu)
@@ -222,14 +227,14 @@ impl<'a> Sim<'a> {
     pub fn enter(&mut self, nr: i64, path: Option<&'static str>) -> Result<()> {
         self.world
             .mem
-            .write(&Region::Regs, self.nr_offset, 8, &Val::Scalar(nr as u64))?;
-        let ctx = [Val::Ptr(Region::Regs, 0), Val::Scalar(nr as u64)];
+            .write(&self.regs(), self.nr_offset, 8, &Val::Scalar(nr as u64))?;
+        let ctx = [Val::Ptr(self.regs(), 0), Val::Scalar(nr as u64)];
         self.run(&["sys_enter_btf", "sys_enter"], &ctx, path)
     }
 
     pub fn exit(&mut self, ret: i64, took_ns: u64, path: Option<&'static str>) -> Result<()> {
         self.world.now += took_ns;
-        let ctx = [Val::Ptr(Region::Regs, 0), Val::Scalar(ret as u64)];
+        let ctx = [Val::Ptr(self.regs(), 0), Val::Scalar(ret as u64)];
         let programs: &[&str] = if self.mode == Mode::CountsOnly {
             &["sys_exit_counts_btf", "sys_exit_counts"]
         } else {
@@ -243,7 +248,7 @@ impl<'a> Sim<'a> {
         if self.mode == Mode::CountsOnly {
             self.world
                 .mem
-                .write(&Region::Regs, self.nr_offset, 8, &Val::Scalar(nr as u64))?;
+                .write(&self.regs(), self.nr_offset, 8, &Val::Scalar(nr as u64))?;
         } else {
             self.enter(nr, paths[0])?;
         }
