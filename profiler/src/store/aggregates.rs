@@ -14,12 +14,13 @@
 //!   `pid` series plus `other` every call is counted exactly once.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use super::{
+    compact::SortedMap,
     histogram::DeltaRef,
     keys::{FastMap, ProcKey, SyscallKey},
     telemetry::Telemetry,
@@ -55,7 +56,7 @@ pub struct GroupKey {
 
 #[derive(Clone, Debug, Default)]
 pub struct Group {
-    pub syscalls: BTreeMap<SyscallKey, SyscallTotals>,
+    pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
     pub(super) touched: bool,
     pub(super) last_active: Option<Instant>,
 }
@@ -68,24 +69,27 @@ pub struct Aggregates {
     /// still in use.
     pub cgroup_labels: HashMap<u64, cgroups::Cgroup>,
     /// Per-pid mode: the promoted processes' totals since promotion.
-    pub promoted: HashMap<ProcKey, BTreeMap<SyscallKey, SyscallTotals>>,
+    pub promoted: HashMap<ProcKey, SortedMap<SyscallKey, SyscallTotals>>,
     /// Per-pid mode: every call of a process that was not promoted when it was drained.
-    pub other: BTreeMap<SyscallKey, SyscallTotals>,
+    pub other: SortedMap<SyscallKey, SyscallTotals>,
     pub telemetry: Telemetry,
 }
 
-/// One process's share of the aggregates (see [`Aggregates::totals_of`]).
+/// One process's share of the aggregates (see [`Aggregates::totals_of`]), for one walk over
+/// its gains by syscall: each map is walked front to back from a cursor (as the process's own
+/// totals are), not searched once per syscall.
 pub struct Totals<'a> {
-    group: &'a mut BTreeMap<SyscallKey, SyscallTotals>,
-    pid: Option<&'a mut BTreeMap<SyscallKey, SyscallTotals>>,
+    group: (&'a mut SortedMap<SyscallKey, SyscallTotals>, usize),
+    pid: Option<(&'a mut SortedMap<SyscallKey, SyscallTotals>, usize)>,
 }
 
 impl Totals<'_> {
+    /// Adds one syscall's gains; give the syscalls in ascending order.
     pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
-        let into = self.group.entry(sc).or_default();
-        add_to(into, delta, errnos);
-        if let Some(t) = &mut self.pid {
-            add_to(t.entry(sc).or_default(), delta, errnos);
+        let (group, cursor) = &mut self.group;
+        add_to(group.entry_from(cursor, sc).or_default(), delta, errnos);
+        if let Some((t, cursor)) = &mut self.pid {
+            add_to(t.entry_from(cursor, sc).or_default(), delta, errnos);
         }
     }
 }
@@ -134,7 +138,7 @@ impl Aggregates {
         };
         let pid = if self.config.per_pid {
             if !self.promoted.contains_key(&p.key) && self.promoted.len() < self.config.top_pids {
-                self.promoted.insert(p.key, BTreeMap::new());
+                self.promoted.insert(p.key, SortedMap::default());
             }
             Some(match self.promoted.get_mut(&p.key) {
                 Some(t) => t,
@@ -143,7 +147,10 @@ impl Aggregates {
         } else {
             None
         };
-        Totals { group, pid }
+        Totals {
+            group: (group, 0),
+            pid: pid.map(|t| (t, 0)),
+        }
     }
 
     /// After the store has expired its processes: expire idle groups, re-rank the promoted

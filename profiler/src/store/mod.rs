@@ -16,6 +16,7 @@ mod memory;
 pub mod persist;
 pub mod recent;
 pub mod shared;
+mod sums;
 pub mod telemetry;
 pub mod totals;
 
@@ -29,7 +30,7 @@ use aggregates::{Aggregates, MetricsConfig};
 use histogram::Delta;
 #[cfg(test)]
 use histogram::DeltaRef;
-use history::{History, SliceEntry};
+use history::History;
 use recent::Epochs;
 use telemetry::{BpfProgram, CheckpointCost};
 
@@ -83,6 +84,8 @@ pub struct Store {
     epochs: Epochs,
     /// The arguments behind failing calls.
     failing_args: failing_args::FailingArgs,
+    /// A drain's gains per syscall, before they reach `system` and `history`.
+    sums: sums::DrainSums,
 }
 
 impl Store {
@@ -106,6 +109,7 @@ impl Store {
             history: History::default(),
             epochs: Epochs::new(started),
             failing_args: failing_args::FailingArgs::default(),
+            sums: sums::DrainSums::default(),
         }
     }
 
@@ -253,7 +257,6 @@ impl Store {
     /// the batch, once.
     pub fn add_batch<'a>(&mut self, gains: impl IntoIterator<Item = Gain<'a>>) {
         let mut gains = gains.into_iter().filter(|g| !g.is_empty()).peekable();
-        let mut by_syscall: FastMap<SyscallKey, SliceEntry> = FastMap::default();
         while let Some(first) = gains.next() {
             let key = first.proc;
             let p = self
@@ -271,26 +274,14 @@ impl Store {
                 metrics.add(sc, delta, errnos);
                 p.add_from(&mut cursor, sc, delta, errnos);
                 p.interval_ns += delta.total_ns;
-                let sum = by_syscall.entry(sc).or_default();
-                if !delta.is_empty() {
-                    sum.hist.add_ref(delta);
-                }
-                for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
-                    *sum.errnos.entry(errno).or_default() += n;
-                }
+                self.sums.add(sc, delta, errnos);
                 next = gains.next_if(|g| g.proc == key);
             }
         }
-        for (sc, sum) in by_syscall {
-            let d = Delta {
-                errors: sum.hist.errors,
-                total_ns: sum.hist.total_ns,
-                split: sum.hist.split,
-                buckets: sum.hist.bucket_counts().collect(),
-            };
+        for (sc, d, errnos) in self.sums.take() {
             self.add_system(sc, &d);
             self.history.add(sc, &d);
-            for (errno, n) in sum.errnos {
+            for (errno, n) in errnos {
                 self.add_system_errno(sc, errno, n);
                 self.history.add_errno(sc, errno, n);
             }

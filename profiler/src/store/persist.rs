@@ -25,13 +25,15 @@ use super::{
     Store,
 };
 
-type Totals = BTreeMap<SyscallKey, SyscallTotals>;
+type Totals = SortedMap<SyscallKey, SyscallTotals>;
+/// The system-wide totals, as the store keeps them.
+type SystemTotals = BTreeMap<SyscallKey, SyscallTotals>;
 
 /// The store's cumulative exported state, borrowed for serializing. Field for field the
 /// serialized form of [`Exported`] (a round-trip test holds them together).
 #[derive(Serialize)]
 pub struct ExportedRef<'a> {
-    system: &'a Totals,
+    system: &'a SystemTotals,
     groups: Vec<GroupRef<'a>>,
     promoted: Vec<PromotedRef<'a>>,
     other: &'a Totals,
@@ -69,7 +71,7 @@ struct GroupRef<'a> {
 /// See [`ExportedRef`].
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Exported {
-    system: Totals,
+    system: SystemTotals,
     groups: Vec<GroupState>,
     promoted: Vec<Promoted>,
     other: Totals,

@@ -2,14 +2,11 @@
 //! scrapes' own cost, the daemon's process), and the syscall sets both syscall families of a
 //! scope walk, sorted and named once.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, HashMap},
-};
+use std::{borrow::Cow, collections::HashMap};
 
 use crate::{
     host::{cgroups, procself::ProcSelf},
-    store::{aggregates::OTHER, Store, SyscallKey, SyscallTotals},
+    store::{aggregates::OTHER, compact::SortedMap, Store, SyscallKey, SyscallTotals},
     syscalls,
 };
 
@@ -31,7 +28,7 @@ pub struct Snapshot<'a> {
 /// Per-syscall totals and the values of the labels before `abi` and `syscall`.
 pub struct SyscallSet<'a> {
     pub labels: Vec<Cow<'a, str>>,
-    pub totals: &'a BTreeMap<SyscallKey, SyscallTotals>,
+    pub totals: &'a SortedMap<SyscallKey, SyscallTotals>,
 }
 
 impl<'a> Snapshot<'a> {
