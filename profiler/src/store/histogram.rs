@@ -140,7 +140,9 @@ impl Histogram {
     /// store adds to thousands of histograms a drain, each once, and this list is where it
     /// waited for memory.
     pub fn prefetch_buckets(&self) {
+        // The first two lines: four to eight buckets, what most histograms hold.
         prefetch(self.buckets.as_ptr());
+        prefetch(self.buckets.as_ptr().wrapping_add(4));
     }
 
     /// Adds another histogram's totals: the histogram of both sets of calls.
