@@ -7,20 +7,18 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod task_storage;
+
+#[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::{
-            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, BPF_F_NO_PREALLOC,
-            BPF_LOCAL_STORAGE_GET_F_CREATE,
-        },
-        helpers::{
-            bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-            generated::bpf_task_storage_get,
-        },
+        helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns},
         macros::{btf_map, btf_tracepoint, map, raw_tracepoint},
         maps::PerCpuArray,
         programs::{BtfTracePointContext, RawTracePointContext},
     };
+
+    use crate::task_storage::TaskStorage;
 
     #[derive(Clone, Copy)]
     #[repr(C)]
@@ -33,38 +31,8 @@ mod programs {
     #[map]
     static SLOT: PerCpuArray<Start> = PerCpuArray::with_max_entries(1, 0);
 
-    /// See bench_task_storage.rs.
-    #[repr(C)]
-    pub struct TaskStorage {
-        r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-        key: *const i32,
-        value: *const Start,
-        max_entries: *const [i32; 0],
-        map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    }
-
-    // Placeholders the loader reads from BTF; never dereferenced.
-    unsafe impl Sync for TaskStorage {}
-
     #[btf_map]
-    static STARTS: TaskStorage = TaskStorage {
-        r#type: core::ptr::null(),
-        key: core::ptr::null(),
-        value: core::ptr::null(),
-        max_entries: core::ptr::null(),
-        map_flags: core::ptr::null(),
-    };
-
-    #[inline(always)]
-    fn record_of(task: *mut core::ffi::c_void, create: bool) -> *mut Start {
-        let flags = if create {
-            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
-        } else {
-            0
-        };
-        let map = &STARTS as *const TaskStorage as *mut core::ffi::c_void;
-        unsafe { bpf_task_storage_get(map, task.cast(), core::ptr::null_mut(), flags).cast() }
-    }
+    static STARTS: TaskStorage<Start> = TaskStorage::new();
 
     #[btf_tracepoint(function = "sys_enter")]
     pub fn sys_enter_btf(_ctx: BtfTracePointContext) -> i32 {
@@ -76,7 +44,7 @@ mod programs {
         };
         if unsafe { (*slot).tid } != tid {
             // The thread's record, created on its first syscall.
-            let record = record_of(unsafe { bpf_get_current_task_btf() }.cast(), true);
+            let record = STARTS.get(unsafe { bpf_get_current_task_btf() }.cast(), true);
             if !record.is_null() {
                 unsafe { (*record).ts_ns = 0 };
             }
@@ -105,7 +73,7 @@ mod programs {
         }
         if start.ts_ns != 0 {
             // (preempt, prev, next, prev_state): the task leaving, no helper call to find it.
-            let record = record_of(ctx.arg(1), false);
+            let record = STARTS.get(ctx.arg(1), false);
             if !record.is_null() {
                 unsafe { (*record).ts_ns = start.ts_ns };
             }
@@ -137,7 +105,7 @@ mod programs {
 
     #[inline(never)]
     fn parked() -> Option<Start> {
-        let record = record_of(unsafe { bpf_get_current_task_btf() }.cast(), false);
+        let record = STARTS.get(unsafe { bpf_get_current_task_btf() }.cast(), false);
         if record.is_null() {
             return None;
         }

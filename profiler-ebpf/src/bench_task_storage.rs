@@ -6,19 +6,17 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod task_storage;
+
+#[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::{
-            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, BPF_F_NO_PREALLOC,
-            BPF_LOCAL_STORAGE_GET_F_CREATE,
-        },
-        helpers::{
-            bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-            generated::bpf_task_storage_get,
-        },
+        helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns},
         macros::{btf_map, btf_tracepoint},
         programs::BtfTracePointContext,
     };
+
+    use crate::task_storage::TaskStorage;
 
     #[derive(Clone, Copy)]
     #[repr(C)]
@@ -28,41 +26,12 @@ mod programs {
         pad: u32,
     }
 
-    /// A BTF map definition (task storage needs the key and value types in BTF), laid out as
-    /// aya-ebpf's `btf_maps` are: each field's pointee encodes one attribute.
-    #[repr(C)]
-    pub struct TaskStorage {
-        r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-        key: *const i32,
-        value: *const Start,
-        max_entries: *const [i32; 0],
-        map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    }
-
-    // Placeholders the loader reads from BTF; never dereferenced.
-    unsafe impl Sync for TaskStorage {}
-
     #[btf_map]
-    static STARTS: TaskStorage = TaskStorage {
-        r#type: core::ptr::null(),
-        key: core::ptr::null(),
-        value: core::ptr::null(),
-        max_entries: core::ptr::null(),
-        map_flags: core::ptr::null(),
-    };
+    static STARTS: TaskStorage<Start> = TaskStorage::new();
 
     #[inline(always)]
     fn current_start(create: bool) -> *mut Start {
-        let flags = if create {
-            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
-        } else {
-            0
-        };
-        let map = &STARTS as *const TaskStorage as *mut core::ffi::c_void;
-        unsafe {
-            let task = bpf_get_current_task_btf();
-            bpf_task_storage_get(map, task.cast(), core::ptr::null_mut(), flags).cast()
-        }
+        STARTS.get(unsafe { bpf_get_current_task_btf() }.cast(), create)
     }
 
     #[btf_tracepoint(function = "sys_enter")]

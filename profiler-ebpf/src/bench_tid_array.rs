@@ -24,17 +24,19 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod task_storage;
+
+#[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::{
-            bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-            BPF_LOCAL_STORAGE_GET_F_CREATE,
-        },
-        helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns, generated::bpf_task_storage_get},
+        bindings::BPF_F_MMAPABLE,
+        helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns},
         macros::{btf_map, btf_tracepoint, map},
         maps::Array,
         programs::BtfTracePointContext,
     };
+
+    use crate::task_storage::TaskStorage;
 
     // Set by the bench's loader from the kernel's BTF: byte offsets in `struct task_struct`.
     #[no_mangle]
@@ -75,25 +77,8 @@ mod programs {
     #[map]
     static COLLISIONS: Array<u64> = Array::with_max_entries(1, 0);
 
-    #[repr(C)]
-    pub struct TaskStorage {
-        r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-        key: *const i32,
-        value: *const Entry,
-        max_entries: *const [i32; 0],
-        map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-    }
-
-    unsafe impl Sync for TaskStorage {}
-
     #[btf_map]
-    static OVERFLOW: TaskStorage = TaskStorage {
-        r#type: core::ptr::null(),
-        key: core::ptr::null(),
-        value: core::ptr::null(),
-        max_entries: core::ptr::null(),
-        map_flags: core::ptr::null(),
-    };
+    static OVERFLOW: TaskStorage<Entry> = TaskStorage::new();
 
     #[inline(always)]
     fn load<T: Copy>(task: *const u8, off: usize) -> T {
@@ -128,13 +113,7 @@ mod programs {
         if let Some(n) = COLLISIONS.get_ptr_mut(0) {
             unsafe { *n += 1 };
         }
-        let flags = if create {
-            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
-        } else {
-            0
-        };
-        let map = &OVERFLOW as *const TaskStorage as *mut core::ffi::c_void;
-        unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags).cast() }
+        OVERFLOW.get(task, create)
     }
 
     #[btf_tracepoint(function = "sys_enter")]
@@ -164,15 +143,7 @@ mod programs {
     /// "ts-entry", the reference: the daemon's way, the entry in task storage (a call).
     #[inline(always)]
     fn stored_entry(task: *const u8, create: bool) -> *mut Entry {
-        let flags = if create {
-            u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
-        } else {
-            0
-        };
-        let map = &OVERFLOW as *const TaskStorage as *mut core::ffi::c_void;
-        let e: *mut Entry =
-            unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags) }
-                .cast();
+        let e = OVERFLOW.get(task, create);
         if create && !e.is_null() && unsafe { (*e).owner_tid } == 0 {
             unsafe {
                 (*e).owner_tid = load(task, global(&PID_OFFSET));

@@ -16,6 +16,8 @@
 mod programs;
 #[cfg(target_arch = "bpf")]
 mod task;
+#[cfg(target_arch = "bpf")]
+mod task_storage;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {

@@ -14,13 +14,10 @@
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{
-        bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, seq_file, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-        BPF_LOCAL_STORAGE_GET_F_CREATE,
-    },
+    bindings::{seq_file, BPF_F_MMAPABLE},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        generated::{bpf_seq_write, bpf_task_storage_get},
+        generated::bpf_seq_write,
     },
     macros::{btf_map, btf_tracepoint, map},
     maps::Array,
@@ -31,6 +28,8 @@ use profiler_common::{
     COUNTER_UNMATCHED_EXITS, TASK_IGNORED, TASK_NEW, TASK_SLOT_CACHE, TASK_TRACED,
     TIDS_MAX_ENTRIES,
 };
+
+use crate::task_storage::TaskStorage;
 
 use crate::programs::{
     args::capture,
@@ -52,28 +51,8 @@ static TIDS: Array<TaskEntry> = Array::with_max_entries(TIDS_MAX_ENTRIES, BPF_F_
 #[no_mangle]
 static TIDS_MASK: u32 = TIDS_MAX_ENTRIES - 1;
 
-/// A BTF map definition (task storage needs its key and value types in BTF), laid out as
-/// aya-ebpf's `btf_maps` are: each field's pointee encodes one attribute.
-#[repr(C)]
-pub struct TaskStorage {
-    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-    key: *const i32,
-    value: *const TaskEntry,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: placeholders the loader reads from BTF; never dereferenced.
-unsafe impl Sync for TaskStorage {}
-
 #[btf_map]
-static TASKS: TaskStorage = TaskStorage {
-    r#type: core::ptr::null(),
-    key: core::ptr::null(),
-    value: core::ptr::null(),
-    max_entries: core::ptr::null(),
-    map_flags: core::ptr::null(),
-};
+static TASKS: TaskStorage<TaskEntry> = TaskStorage::new();
 
 /// The current task, as a BTF pointer the verifier lets us load from.
 #[inline(always)]
@@ -143,26 +122,12 @@ fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
 /// when the thread's entry was made): counted once a thread when made.
 #[inline(never)]
 fn stored_entry(task: *const u8, create: bool) -> *mut TaskEntry {
-    let me = storage_entry(task, create);
+    let me = TASKS.get(task, create);
     // SAFETY: a task storage value pointer, checked for null.
     if create && !me.is_null() && unsafe { (*me).state } == TASK_NEW {
         bump(COUNTER_TIDS_SHARED);
     }
     me
-}
-
-/// `task`'s task storage entry, created (zeroed) if `create`; null when it has none (or,
-/// creating, when the kernel could not allocate one).
-#[inline(always)]
-fn storage_entry(task: *const u8, create: bool) -> *mut TaskEntry {
-    let flags = if create {
-        u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE)
-    } else {
-        0
-    };
-    let map = &TASKS as *const TaskStorage as *mut core::ffi::c_void;
-    // SAFETY: a helper call with the map and a BTF task pointer (see "Safety" in programs/mod.rs).
-    unsafe { bpf_task_storage_get(map, task as *mut _, core::ptr::null_mut(), flags).cast() }
 }
 
 /// `task`'s entry for a call to record, made on the thread's first syscall; null (counted when
@@ -378,7 +343,7 @@ fn move_entry(task: *const u8, old_tid: u32) {
     let to = if to_owner == tid || to_owner == 0 {
         to_tid
     } else {
-        let stored = storage_entry(task, true);
+        let stored = TASKS.get(task, true);
         if stored.is_null() {
             bump_full(COUNTER_STARTS_FULL);
             unsafe { free(from) };
@@ -453,7 +418,7 @@ fn free_entry(task: *const u8) {
         }
     }
     if filters::pids_filtered() {
-        let stored = storage_entry(task, false);
+        let stored = TASKS.get(task, false);
         // SAFETY: a task storage value pointer, checked for null.
         if !stored.is_null() {
             forget_left_out(unsafe { (*stored).left_out });
