@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
@@ -281,7 +281,27 @@ pub fn get_json(agent: &ureq::Agent, url: &str, auth: Option<&str>) -> (u16, Val
 
 /// Runs the workload (src/bin/workload.rs) to completion and returns its JSON lines.
 pub fn workload(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(workload_bin())
+    run_workload_program(&workload_bin(), args)
+}
+
+/// [`workload`] under another name (its processes' comm), run through a symlink of that name:
+/// for checks of what the daemon groups by name, since the tests of a file run at once, each
+/// with a daemon that sees every process on the host, other tests' `workload`s included.
+pub fn workload_as(comm: &str, args: &[&str]) -> Vec<Value> {
+    let dir = std::env::temp_dir().join(format!("spt-workload-{}-{comm}", std::process::id()));
+    let link = dir.join(comm);
+    if !link.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        // Another thread of this test may have made it meanwhile.
+        if let Err(e) = std::os::unix::fs::symlink(workload_bin(), &link) {
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        }
+    }
+    run_workload_program(&link, args)
+}
+
+fn run_workload_program(program: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(program)
         .args(args)
         .output()
         .expect("running the workload");

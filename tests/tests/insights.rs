@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{pid_of, workload, Daemon, RunningWorkload};
+use tests::{pid_of, workload, workload_as, Daemon, RunningWorkload};
 
 fn findings(daemon: &Daemon, query: &str) -> Vec<Value> {
     let (status, body) = daemon.get(&format!("/insights{query}"));
@@ -98,15 +98,22 @@ fn failing_calls_are_reported_above_the_threshold_only() {
 #[test]
 fn eight_runs_of_one_program_are_one_finding_listing_eight_pids() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
-    // At once, so that all eight are inside the window (5 to 10 s) on a slow machine too.
+    // At once, so that all eight are inside the window (5 to 10 s) on a slow machine too; under
+    // a name of their own, so that the other tests' `workload`s, running meanwhile, are not in
+    // the finding.
     let runs: Vec<_> = (0..8)
-        .map(|_| thread::spawn(|| pid_of(&workload(&["calls", "enoent=2000"])[0], "child_pid")))
+        .map(|_| {
+            thread::spawn(|| {
+                let lines = workload_as("eightruns", &["calls", "enoent=2000"]);
+                pid_of(&lines[0], "child_pid")
+            })
+        })
         .collect();
     let children: Vec<u32> = runs.into_iter().map(|r| r.join().unwrap()).collect();
     for &c in &children {
         daemon.final_stats(c);
     }
-    let f = findings(&daemon, "?comm=workload");
+    let f = findings(&daemon, "?comm=eightruns");
     let failing: Vec<&Value> = of_kind(&f, "failing_calls")
         .into_iter()
         .filter(|x| x["syscall"] == "openat" && x["errno"] == "ENOENT")
@@ -120,7 +127,7 @@ fn eight_runs_of_one_program_are_one_finding_listing_eight_pids() {
     assert_eq!(x["processes"].as_u64(), Some(listed.len() as u64), "{x}");
     assert_eq!(x["exited"], true, "every run has exited: {x}");
     let summary = x["summary"].as_str().unwrap();
-    assert!(summary.contains(" workload processes made "), "{summary}");
+    assert!(summary.contains(" eightruns processes made "), "{summary}");
     assert!(summary.contains("(exited "), "{summary}");
 }
 
