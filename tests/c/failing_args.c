@@ -3,7 +3,10 @@
  * calls and no libc wrapper picks another syscall.
  * usage: failing_args DIR full   (chdir DIR, then every case below; prints what it used)
  *        failing_args DIR open   (only the absolute and the unreadable openat: the 32-bit run)
- *        failing_args DIR storm N (N failing openats of one path, as fast as it can) */
+ *        failing_args DIR storm N (N failing openats of one path, as fast as it can)
+ *        failing_args DIR late   (40 missing paths once each, as a program's start-up looks
+ *                                 for things; then, a few drains later, 300 failing openats of
+ *                                 /nonexistent/failing-args/app/config.yaml) */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -30,6 +33,16 @@ int main(int argc, char **argv) {
     struct __user_cap_data_struct none[2] = {{0}};
     if (syscall(SYS_capset, &hdr, none) != 0) return 7;
     if (chdir(argv[1]) != 0) return 3;
+    if (strcmp(argv[2], "late") == 0) {
+        char path[64];
+        for (int i = 0; i < 40; i++) {
+            snprintf(path, sizeof path, "/nonexistent/failing-args/start-up/%d", i);
+            sys_openat(AT_FDCWD, path);
+        }
+        usleep(300 * 1000);
+        for (int i = 0; i < 300; i++) sys_openat(AT_FDCWD, "/nonexistent/failing-args/app/config.yaml");
+        return 0;
+    }
     if (strcmp(argv[2], "storm") == 0) {
         long n = atol(argv[3]);
         for (long i = 0; i < n; i++) sys_openat(AT_FDCWD, "/nonexistent/failing-args/storm");

@@ -199,6 +199,37 @@ fn past_the_budget_failures_count_and_the_list_says_sampled() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 14's story: a program names many paths at start-up, then fails on one again and
+/// again. That one is listed first, its count exact, and the insight names it (the store keeps
+/// at most 16 arguments per process, syscall and errno: the start-up's must give way).
+#[test]
+fn the_path_a_program_keeps_failing_on_is_listed_after_its_start_up_ones() {
+    require_root();
+    let dir = workdir("late");
+    let bin = build(&dir, false);
+    let daemon = Daemon::start(&["--interval", "100ms", "--insight-failures-per-sec", "10"]);
+    let (pid, _) = run(&bin, &dir, &["late"]);
+    let stats = daemon.final_stats(pid);
+    let p = process(&stats, pid).expect("the process");
+    let openat = failing_args(p, "openat", tests::native_abi());
+    let hot = "/nonexistent/failing-args/app/config.yaml";
+    assert_eq!(openat[0]["arg"], hot, "{openat:#?}");
+    assert_eq!(openat[0]["count"], 300, "{openat:#?}");
+    assert_eq!(openat[0]["sampled"], false, "{openat:#?}");
+    let (status, body) = daemon.get(&format!("/insights?pid={pid}"));
+    assert_eq!(status, 200, "{body}");
+    let finding = body["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "failing_calls" && f["syscall"] == "openat")
+        .unwrap_or_else(|| panic!("a failing openat finding: {body:#}"));
+    assert_eq!(finding["failing_arg"], hot, "{finding}");
+    let summary = finding["summary"].as_str().unwrap();
+    assert!(summary.contains(&format!(" on {hot} ")), "{summary}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn capture_args_false_captures_nothing() {
     require_root();

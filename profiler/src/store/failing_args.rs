@@ -2,8 +2,12 @@
 //! path or address a failing call named and how many failing calls named it, exactly, as the
 //! kernel captured them (within its per-CPU budget: /stats marks a list sampled when its counts
 //! add up to fewer than the errno's). Bounded: at most `PER_CALL` arguments per (process,
-//! syscall, errno), `PER_PROCESS` per process and `GLOBAL` in all; an argument past a bound is
-//! folded into its call's `other` count. Entries go with their process.
+//! syscall, errno), `PER_PROCESS` per process and `GLOBAL` in all. Past a bound the most
+//! frequent stay listed: a new argument takes the place of its call's least frequent one when
+//! it failed at least as often in its drain (that one's failures go to the call's `other`
+//! count), else it is folded into `other` itself. So a program that names many paths at
+//! start-up, then fails on one again and again, has that one listed. Entries go with their
+//! process.
 
 use serde::Serialize;
 
@@ -61,7 +65,7 @@ pub enum ArgKind {
 pub struct CallArgs {
     /// Count per argument.
     pub args: FastMap<Arg, u64>,
-    /// Failures whose argument was past a bound.
+    /// Failures whose argument is not listed: past a bound, or given way to a more frequent one.
     pub other: u64,
 }
 
@@ -110,14 +114,29 @@ impl FailingArgs {
             return;
         }
         let in_process = self.per_process.entry(p).or_default();
-        if call.args.len() >= PER_CALL || *in_process >= PER_PROCESS || self.held >= GLOBAL {
-            call.other += n;
-            self.folded += n;
+        if call.args.len() < PER_CALL && *in_process < PER_PROCESS && self.held < GLOBAL {
+            call.args.insert(arg, n);
+            *in_process += 1;
+            self.held += 1;
             return;
         }
-        call.args.insert(arg, n);
-        *in_process += 1;
-        self.held += 1;
+        // Full: the call's least frequent argument (the greatest, of equals: deterministic)
+        // gives way to this one if it is not more frequent, which keeps every bound.
+        let least = call
+            .args
+            .iter()
+            .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(a, &c)| (a.clone(), c));
+        let folded = match least {
+            Some((least, c)) if c <= n => {
+                call.args.remove(&least);
+                call.args.insert(arg, n);
+                c
+            }
+            _ => n,
+        };
+        call.other += folded;
+        self.folded += folded;
     }
 
     /// The arguments of `p`'s failing calls of `sc`, by errno.
@@ -178,5 +197,47 @@ mod tests {
         f.retain(|_| false);
         assert_eq!(f.held(), 0);
         assert!(f.of(p, sc, 2).is_none());
+    }
+
+    /// What a program does at start-up (many paths, once each), then in its loop (one path,
+    /// again and again): the loop's path is listed, its count exact from its first drain, the
+    /// total exact, the bounds kept.
+    #[test]
+    fn a_path_failing_often_after_many_others_takes_the_least_frequents_place() {
+        let p = ProcKey {
+            pid: 1,
+            incarnation: 0,
+        };
+        let sc = SyscallKey {
+            abi: Abi::Native,
+            nr: 262,
+        };
+        let mut f = FailingArgs::default();
+        for i in 0..PER_CALL + 24 {
+            f.add(p, sc, 2, path(&format!("/usr/lib/python3/x{i}")), 1);
+        }
+        f.add(p, sc, 2, path("/usr/lib/python3/x0"), 1);
+        // Drain by drain: 900, then 1,000 more.
+        f.add(p, sc, 2, path("/etc/app/config.yaml"), 900);
+        f.add(p, sc, 2, path("/etc/app/config.yaml"), 1000);
+        let call = f.of(p, sc, 2).unwrap();
+        assert_eq!(call.top(2)[0], (&path("/etc/app/config.yaml"), 1900));
+        assert_eq!(call.top(2)[1], (&path("/usr/lib/python3/x0"), 2));
+        assert_eq!(call.args.len(), PER_CALL);
+        assert_eq!(call.total(), (PER_CALL as u64 + 24) + 1 + 1900);
+        assert_eq!(f.held(), PER_CALL);
+        // A newcomer less frequent than every listed one is folded, not listed.
+        f.add(p, sc, 2, path("/etc/app/config.yaml"), 5);
+        for i in 0..PER_CALL {
+            f.add(p, sc, 2, path(&format!("/usr/lib/python3/x{i}")), 10);
+        }
+        let before = f.of(p, sc, 2).unwrap().args.clone();
+        f.add(p, sc, 2, path("/tmp/rare"), 1);
+        let call = f.of(p, sc, 2).unwrap();
+        assert_eq!(call.args, before);
+        assert_eq!(
+            call.total(),
+            (PER_CALL as u64 + 24) + 1 + 1905 + 10 * PER_CALL as u64 + 1
+        );
     }
 }

@@ -35,8 +35,9 @@ pub struct FailingArgStats {
     /// uncaptured: the counts are a sample (`captured_share` of the errno's failures).
     pub sampled: bool,
     pub captured_share: f64,
-    /// The failures whose arguments were past the store's bounds (16 per process, syscall and
-    /// errno; 256 per process; 20,000 in all), folded into one entry with an empty `arg`.
+    /// The failures whose arguments are not listed (past the store's bounds: 16 per process,
+    /// syscall and errno; 256 per process; 20,000 in all; or given way to more frequent ones),
+    /// folded into one entry with an empty `arg`.
     pub other: bool,
 }
 
