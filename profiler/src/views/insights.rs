@@ -347,8 +347,9 @@ fn shares(
         let mut f = about(kind, comm, k, &procs, w);
         f.score = share / threshold;
         f.summary = format!(
-            "{} spends {:.0}% of wall time {doing}{exited}",
+            "{} {} {:.0}% of wall time {doing}{exited}",
             who(comm, &procs),
+            if procs.len() == 1 { "spends" } else { "spend" },
             share * 100.0
         );
         f.evidence = format!(
