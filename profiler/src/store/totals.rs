@@ -165,6 +165,11 @@ impl Process {
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
             changes: self.changes,
+            in_flight: self
+                .in_flight
+                .iter()
+                .map(|f| (f.syscall, f.oldest_age_ns))
+                .collect(),
             ..Snapshot::default()
         };
         for (&k, t) in &self.syscalls {
@@ -193,6 +198,31 @@ impl Process {
             Some(base) => Some(self.snapshot().since(base)),
             None if self.first_seen >= start => Some(self.snapshot().since(&Snapshot::default())),
             None => None,
+        }
+    }
+
+    /// How much of the window's time in `k` (its sums since the window's start, `span_ns` long
+    /// as of the last drain) lies before the window: a call in flight at the start that has
+    /// returned since added its whole latency. The oldest such call's age at the start: exact
+    /// when one thread makes the syscall, less than the truth with several or when the base
+    /// snapshot is an idle process's older one, never more (but for a process killed inside
+    /// the call, whose latency was never added). 0 while a call from before the start is
+    /// still in flight: the views count those by their age inside the window.
+    pub fn window_overhang(&self, k: SyscallKey, span_ns: u64) -> u64 {
+        let Some(base) = &self.base else {
+            return 0;
+        };
+        let Some(&(_, then)) = base.in_flight.iter().find(|f| f.0 == k) else {
+            return 0;
+        };
+        let still = self
+            .in_flight
+            .iter()
+            .any(|f| f.syscall == k && f.oldest_age_ns >= span_ns);
+        if still {
+            0
+        } else {
+            then
         }
     }
 

@@ -483,10 +483,18 @@ fn find_at(
         if a.sums.is_empty() && a.errnos.is_empty() && waiting.is_empty() {
             continue;
         }
+        // Only the window's part of calls that began before it (a 16 s sleep that returned
+        // inside a 9 s window is 9 s of it, not 16).
+        let sums = a.sums.into_iter().map(|(k, mut sums)| {
+            let before = p.window_overhang(k, span_ns).min(sums.total_ns);
+            sums.total_ns -= before;
+            sums.split.blocked_ns -= before.min(sums.split.blocked_ns);
+            (k, sums)
+        });
         recent.insert(
             p.key,
             Recent {
-                sums: a.sums.into_iter().collect(),
+                sums: sums.collect(),
                 errnos: a.errnos.into_iter().collect(),
                 waiting,
             },
@@ -681,6 +689,51 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!((f[0].kind, f[0].syscall.as_str()), ("blocked", "read"));
         assert!(f[0].summary.contains("100% of wall time blocked in read"));
+    }
+
+    /// A call that began 4 s before the window and returned inside it counts for its part in
+    /// the window only: 8 s blocked, 4 of them in a 5 s window, is 80%, not 160%.
+    #[test]
+    fn a_call_from_before_the_window_counts_for_its_part_inside() {
+        let mut s = Store::for_test(Duration::from_secs(60), 10);
+        let read = SyscallKey {
+            abi: Abi::Native,
+            nr: 0,
+        };
+        s.identify(P, "sleeper", 0);
+        s.add(P, OPENAT, &calls(1, 1000, 0));
+        s.finish_drain(at(&s, 1000));
+        let in_flight = |age_ns| crate::store::InFlight {
+            syscall: read,
+            count: 1,
+            oldest_age_ns: age_ns,
+        };
+        for ms in [2000, 3000, 4000, 5000] {
+            s.set_in_flight([(P, vec![in_flight((ms - 1000) * 1_000_000)])].into());
+            s.finish_drain(at(&s, ms));
+        }
+        let mut slept = calls(1, 8_000_000_000, 0);
+        slept.split.blocked_ns = 8_000_000_000;
+        slept.split.blocked_calls = 1;
+        s.add(P, read, &slept);
+        s.set_in_flight(Default::default());
+        s.finish_drain(at(&s, 10_000));
+        assert_eq!(
+            s.epochs().start.0,
+            at(&s, 5000).0,
+            "the window is 5 to 10 s"
+        );
+        let f = find_at(&s, &InsightArgs::default(), SEC, at(&s, 10_000));
+        let blocked: Vec<&Finding> = f.iter().filter(|f| f.kind == "blocked").collect();
+        assert_eq!(blocked.len(), 1, "{f:#?}");
+        assert_eq!(blocked[0].share, Some(0.8), "{:#?}", blocked[0]);
+        assert!(
+            blocked[0]
+                .summary
+                .contains("80% of wall time blocked in read"),
+            "{}",
+            blocked[0].summary
+        );
     }
 
     /// 800 ms of calls in one second, split as given.
