@@ -387,7 +387,7 @@ impl Store {
             .close_drain(self.last_drain.unwrap_or(self.started), now);
         if self.epochs.advance(now) {
             for p in self.processes.values_mut() {
-                p.rotate_snapshots();
+                p.rotate_snapshots(now.0);
             }
         }
         self.drains += 1;

@@ -68,8 +68,8 @@ pub struct Snapshot {
     pub changes: u64,
     pub sums: Vec<(SyscallKey, Sums)>,
     pub errnos: Vec<((SyscallKey, u32), u64)>,
-    /// Its calls in flight then: each syscall's oldest, by age (`Process::window_overhang`).
-    pub in_flight: Vec<(SyscallKey, u64)>,
+    /// Its calls in flight then: when each syscall's oldest began (`Process::window_overhang`).
+    pub in_flight: Vec<(SyscallKey, Instant)>,
 }
 
 /// What one process did in the window: sums and failures by errno, per syscall (non-zero only).

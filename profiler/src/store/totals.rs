@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -165,11 +165,6 @@ impl Process {
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
             changes: self.changes,
-            in_flight: self
-                .in_flight
-                .iter()
-                .map(|f| (f.syscall, f.oldest_age_ns))
-                .collect(),
             ..Snapshot::default()
         };
         for (&k, t) in &self.syscalls {
@@ -201,18 +196,18 @@ impl Process {
         }
     }
 
-    /// How much of the window's time in `k` (its sums since the window's start, `span_ns` long
-    /// as of the last drain) lies before the window: a call in flight at the start that has
-    /// returned since added its whole latency. The oldest such call's age at the start: exact
-    /// when one thread makes the syscall, less than the truth with several or when the base
-    /// snapshot is an idle process's older one, never more (but for a process killed inside
-    /// the call, whose latency was never added). 0 while a call from before the start is
-    /// still in flight: the views count those by their age inside the window.
-    pub fn window_overhang(&self, k: SyscallKey, span_ns: u64) -> u64 {
+    /// How much of the window's time in `k` (its sums since the window's `start`, `span_ns`
+    /// long as of the last drain) lies before the window: a call in flight at the start that
+    /// has returned since added its whole latency. The oldest such call's time before the
+    /// start: exact when one thread makes the syscall, less than the truth with several, never
+    /// more (but for a process killed inside the call, whose latency was never added). 0 while
+    /// a call from before the start is still in flight: the views count those by their age
+    /// inside the window.
+    pub fn window_overhang(&self, k: SyscallKey, start: Instant, span_ns: u64) -> u64 {
         let Some(base) = &self.base else {
             return 0;
         };
-        let Some(&(_, then)) = base.in_flight.iter().find(|f| f.0 == k) else {
+        let Some(&(_, began)) = base.in_flight.iter().find(|f| f.0 == k) else {
             return 0;
         };
         let still = self
@@ -222,20 +217,33 @@ impl Process {
         if still {
             0
         } else {
-            then
+            start.saturating_duration_since(began).as_nanos() as u64
         }
     }
 
-    /// At a snapshot's instant: the older snapshot becomes the base, and a live process takes
-    /// a new one.
-    pub(super) fn rotate_snapshots(&mut self) {
+    /// At a snapshot's instant `now`: the older snapshot becomes the base, and a live process
+    /// takes a new one (with when each syscall's oldest call in flight began).
+    pub(super) fn rotate_snapshots(&mut self, now: Instant) {
         self.base = self.next_base.take();
         if self.exited.is_some() {
             return;
         }
         self.next_base = Some(match &self.base {
             Some(base) if base.changes == self.changes => base.clone(),
-            _ => Arc::new(self.snapshot()),
+            _ => {
+                let mut s = self.snapshot();
+                s.in_flight = self
+                    .in_flight
+                    .iter()
+                    .filter_map(|f| {
+                        Some((
+                            f.syscall,
+                            now.checked_sub(Duration::from_nanos(f.oldest_age_ns))?,
+                        ))
+                    })
+                    .collect();
+                Arc::new(s)
+            }
         });
     }
 

@@ -469,6 +469,7 @@ fn find_at(
     };
 
     let span_ns = span.as_nanos() as u64;
+    let window_start = store.epochs().start.0;
     let mut recent: BTreeMap<ProcKey, Recent> = BTreeMap::new();
     for p in store.processes().values() {
         let Some(a) = p.activity_since(start) else {
@@ -486,7 +487,9 @@ fn find_at(
         // Only the window's part of calls that began before it (a 16 s sleep that returned
         // inside a 9 s window is 9 s of it, not 16).
         let sums = a.sums.into_iter().map(|(k, mut sums)| {
-            let before = p.window_overhang(k, span_ns).min(sums.total_ns);
+            let before = p
+                .window_overhang(k, window_start, span_ns)
+                .min(sums.total_ns);
             sums.total_ns -= before;
             sums.split.blocked_ns -= before.min(sums.split.blocked_ns);
             (k, sums)
@@ -691,8 +694,9 @@ mod tests {
         assert!(f[0].summary.contains("100% of wall time blocked in read"));
     }
 
-    /// A call that began 4 s before the window and returned inside it counts for its part in
-    /// the window only: 8 s blocked, 4 of them in a 5 s window, is 80%, not 160%.
+    /// A call that began 9 s before the window and returned inside it counts for its part in
+    /// the window only: 13 s blocked, 4 of them in a 5 s window, is 80%, not 260%. The process
+    /// was idle (no call returned) across two snapshots, so its base is the older one, reused.
     #[test]
     fn a_call_from_before_the_window_counts_for_its_part_inside() {
         let mut s = Store::for_test(Duration::from_secs(60), 10);
@@ -708,22 +712,19 @@ mod tests {
             count: 1,
             oldest_age_ns: age_ns,
         };
-        for ms in [2000, 3000, 4000, 5000] {
+        for ms in (2..=14).map(|s| s * 1000) {
             s.set_in_flight([(P, vec![in_flight((ms - 1000) * 1_000_000)])].into());
             s.finish_drain(at(&s, ms));
         }
-        let mut slept = calls(1, 8_000_000_000, 0);
-        slept.split.blocked_ns = 8_000_000_000;
+        let mut slept = calls(1, 13_000_000_000, 0);
+        slept.split.blocked_ns = 13_000_000_000;
         slept.split.blocked_calls = 1;
         s.add(P, read, &slept);
         s.set_in_flight(Default::default());
-        s.finish_drain(at(&s, 10_000));
-        assert_eq!(
-            s.epochs().start.0,
-            at(&s, 5000).0,
-            "the window is 5 to 10 s"
-        );
-        let f = find_at(&s, &InsightArgs::default(), SEC, at(&s, 10_000));
+        s.finish_drain(at(&s, 15_000));
+        let window = (s.epochs().start.0, s.epochs().last.0);
+        assert_eq!(window, (at(&s, 10_000).0, at(&s, 15_000).0));
+        let f = find_at(&s, &InsightArgs::default(), SEC, at(&s, 15_000));
         let blocked: Vec<&Finding> = f.iter().filter(|f| f.kind == "blocked").collect();
         assert_eq!(blocked.len(), 1, "{f:#?}");
         assert_eq!(blocked[0].share, Some(0.8), "{:#?}", blocked[0]);
