@@ -47,13 +47,16 @@ function bars(svg, items, emptyText) {
     return;
   }
   const max = Math.max(...items.map((i) => i.value), 1);
+  // Room after the longest bar for the longest text beside a bar (about 6.2 units a character
+  // at 11px), so no text runs out of the panel.
+  const textW = Math.min(330, Math.max(170, 6.2 * Math.max(...items.map((i) => (i.text || "").length))));
   svg.setAttribute("viewBox", `0 0 ${width} ${items.length * rowH + 4}`);
   items.forEach((it, n) => {
     const y = n * rowH + 2;
     const g = el("g", { class: "item" });
     for (const [k, v] of Object.entries(it.data || {})) g.dataset[k] = v;
     g.append(el("text", { x: labelW - 6, y: y + 13, "text-anchor": "end" }, it.label));
-    const w = Math.max(1, ((width - labelW - 170) * it.value) / max);
+    const w = Math.max(1, ((width - labelW - textW) * it.value) / max);
     g.append(el("rect", { x: labelW, y: y + 2, width: w, height: rowH - 6, class: "bar " + (it.cls || "") }));
     g.append(el("text", { x: labelW + w + 6, y: y + 13 }, it.text));
     svg.append(g);
