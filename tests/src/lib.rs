@@ -68,6 +68,13 @@ pub struct Spawn {
 }
 
 impl Spawn {
+    /// `syscall-profiler serve` on a free loopback port, logging at info, with extra `args`.
+    pub fn serve(args: &[&str]) -> Spawn {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "info"];
+        all.extend_from_slice(args);
+        Spawn::new(&all)
+    }
+
     pub fn new(args: &[&str]) -> Spawn {
         Spawn {
             wrapper: Vec::new(),
@@ -164,9 +171,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `syscall-profiler serve` on a free loopback port with extra `args`.
     pub fn start(args: &[&str]) -> Daemon {
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "info"];
-        all.extend_from_slice(args);
-        Spawn::new(&all).start()
+        Spawn::serve(args).start()
     }
 
     pub fn pid(&self) -> u32 {

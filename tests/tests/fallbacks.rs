@@ -12,9 +12,7 @@ use tests::{
 const SKIP: &str = "SYSCALL_PROFILER_SKIP_PROGRAMS";
 
 fn start(skip: &str, args: &[&str]) -> Daemon {
-    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "info"];
-    all.extend_from_slice(args);
-    Spawn::new(&all).env(SKIP, skip).start()
+    Spawn::serve(args).env(SKIP, skip).start()
 }
 
 /// Runs a workload child whose calls are known (int 0x80 ones too on x86_64: the raw
@@ -103,17 +101,9 @@ fn leaving_out_every_program_for_a_tracepoint_is_one_clear_error() {
 /// slots) and count errnos in ERRNOS: threads on both CPUs, failing and not.
 #[test]
 fn shared_shards_as_on_big_hosts_count_exactly() {
-    let daemon = Spawn::new(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "info",
-        "--interval",
-        "100ms",
-    ])
-    .env("SYSCALL_PROFILER_SHARED_SHARDS", "1")
-    .start();
+    let daemon = Spawn::serve(&["--interval", "100ms"])
+        .env("SYSCALL_PROFILER_SHARED_SHARDS", "1")
+        .start();
     let log = daemon.stderr();
     assert!(log.contains("shards will use atomic adds"), "{log}");
     let lines = workload(&["threads", "4", "50000", "300"]);

@@ -503,20 +503,10 @@ fn restarts_resume_every_counter_exactly() {
 fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
     for (at, nr) in [("before-flip", 1411), ("before-deletes", 1421)] {
         let pin = PinDir::new(at);
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-            "--interval",
-            "100ms",
-            "--pin-path",
-            &pin.arg(),
-        ];
+        let args = ["--interval", "100ms", "--pin-path", &pin.arg()];
         let mut c = Controller::start(nr);
         let mut seen = BTreeMap::new();
-        let mut crashing = Spawn::new(&args)
+        let mut crashing = Spawn::serve(&args)
             .env("SYSCALL_PROFILER_CRASH_AT", at)
             .start();
         c.attached = true;
@@ -540,7 +530,7 @@ fn a_kill_inside_a_commit_loses_and_doubles_nothing() {
         c.attached = false;
         c.run("release");
 
-        let daemon = Spawn::new(&args).start();
+        let daemon = Spawn::serve(&args).start();
         c.attached = true;
         wait_drains(&daemon, 2);
         assert_exact(&daemon, &c, &mut seen, &format!("after a crash {at}"));

@@ -17,19 +17,24 @@ fn child_of(lines: &[serde_json::Value]) -> u32 {
 
 /// `serve` logging what it attached, with `env`.
 fn serve(env: &[(&str, &str)]) -> Daemon {
-    let mut spawn = Spawn::new(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "info",
-        "--interval",
-        "100ms",
-    ]);
+    let mut spawn = Spawn::serve(&["--interval", "100ms"]);
     for (k, v) in env {
         spawn = spawn.env(k, v);
     }
     spawn.start()
+}
+
+/// Eight threads of a child, each making 20,000 getppid and 300 failing close, counted exactly;
+/// the stats it was read from.
+fn eight_threads_count_exactly(daemon: &Daemon) -> serde_json::Value {
+    let lines = workload(&["threads", "8", "20000", "300"]);
+    let child = child_of(&lines);
+    let stats = daemon.final_stats(child);
+    let p = process(&stats, child).unwrap();
+    let c = counts(p, native_abi());
+    assert_eq!(c.get("getppid"), Some(&(160_000, 0)), "{p:#}");
+    assert_eq!(c.get("close"), Some(&(2_400, 2_400)), "{p:#}");
+    stats
 }
 
 #[test]
@@ -38,13 +43,7 @@ fn threads_sharing_entries_count_exactly() {
     let daemon = serve(&[("SYSCALL_PROFILER_TIDS_ENTRIES", "4")]);
     let log = daemon.stderr();
     assert!(log.contains("4 entries in TIDS"), "{log}");
-    let lines = workload(&["threads", "8", "20000", "300"]);
-    let child = child_of(&lines);
-    let stats = daemon.final_stats(child);
-    let p = process(&stats, child).unwrap();
-    let c = counts(p, native_abi());
-    assert_eq!(c.get("getppid"), Some(&(160_000, 0)), "{p:#}");
-    assert_eq!(c.get("close"), Some(&(2_400, 2_400)), "{p:#}");
+    let stats = eight_threads_count_exactly(&daemon);
     let shared = stats["kernel_maps"]["tids_shared"].as_u64().unwrap();
     assert!(shared > 0, "no thread was sent to task storage: {stats:#}");
 }
@@ -62,25 +61,13 @@ fn the_pre_6_16_exit_program_counts_exactly_too() {
         log.contains("attached sched_process_exit_leader_btf to tracepoint sched_process_exit"),
         "{log}"
     );
-    let lines = workload(&["threads", "8", "20000", "300"]);
-    let child = child_of(&lines);
-    let stats = daemon.final_stats(child);
-    let p = process(&stats, child).unwrap();
-    let c = counts(p, native_abi());
-    assert_eq!(c.get("getppid"), Some(&(160_000, 0)), "{p:#}");
-    assert_eq!(c.get("close"), Some(&(2_400, 2_400)), "{p:#}");
+    eight_threads_count_exactly(&daemon);
 }
 
 #[test]
 fn threads_on_their_own_entries_count_exactly_and_share_none() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
-    let lines = workload(&["threads", "8", "20000", "300"]);
-    let child = child_of(&lines);
-    let stats = daemon.final_stats(child);
-    let p = process(&stats, child).unwrap();
-    let c = counts(p, native_abi());
-    assert_eq!(c.get("getppid"), Some(&(160_000, 0)), "{p:#}");
-    assert_eq!(c.get("close"), Some(&(2_400, 2_400)), "{p:#}");
+    let stats = eight_threads_count_exactly(&daemon);
     // pid_max is at most TIDS's length here (32,768 by default), so no two live tids share.
     let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
