@@ -28,6 +28,10 @@ pub(super) const TASK_STORAGE_PROGRAMS: &[&str] = &[
     "sched_process_exit_leader_btf",
 ];
 
+/// The exit programs that free a thread's TIDS entry and forget it in the pid filter's
+/// left-out cache (they read the task, typed by BTF).
+pub(super) const BTF_EXITS: &[&str] = &["sched_process_exit_btf", "sched_process_exit_leader_btf"];
+
 /// The lifecycle programs, attached first so no thread that starts a syscall can exit unseen.
 /// Each entry lists the programs for one tracepoint, preferred first: kernels before 6.16 have
 /// no `group_dead` argument on `sched_process_exit`, and refuse the program that reads it.

@@ -21,7 +21,7 @@ use super::{
     args,
     attach::{
         attach_each, attach_first_set, link_task_iterator, skipped_programs, task_storage_wanted,
-        ProgramSet, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
+        ProgramSet, BTF_EXITS, COUNTS_ONLY, LATENCY, LIFECYCLE, TASK_STORAGE_PROGRAMS,
     },
     btf as kernel_btf, caps,
     error::{is_permission_error, load_error, Error},
@@ -247,16 +247,14 @@ impl Setup<'_> {
         // a later thread gets: only a BTF exit program forgets a thread before that.
         if set.in_task_storage()
             && g.pids_on != 0
-            && !lifecycle
-                .iter()
-                .any(|p| p.ends_with("_btf") && p.contains("exit"))
+            && !lifecycle.iter().any(|p| BTF_EXITS.contains(p))
         {
             return Err(Error::NoProgramLeft {
                 tracepoint: "sched_process_exit",
-                why:
-                    "the pid filter needs sched_process_exit_btf or sched_process_exit_leader_btf \
-                      with the BTF syscall programs"
-                        .into(),
+                why: format!(
+                    "the pid filter needs {} with the BTF syscall programs",
+                    BTF_EXITS.join(" or ")
+                ),
             });
         }
         let exec_boundary = !set.in_task_storage() || lifecycle.contains(&"sched_process_exec_btf");
