@@ -116,27 +116,40 @@ mod programs {
         OVERFLOW.get(task, create)
     }
 
-    #[btf_tracepoint(function = "sys_enter")]
-    pub fn sys_enter_tid(_ctx: BtfTracePointContext) -> i32 {
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let e = entry_of(task, true);
+    /// A syscall starts: its entry (null when it has none) takes the clock.
+    #[inline(always)]
+    fn begin(e: *mut Entry) {
         if !e.is_null() {
             unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
         }
+    }
+
+    /// A syscall returns: its entry's start, if it has one, gives way to the latency (and the
+    /// process, where the entry keeps it), for the caller to keep from being optimised away.
+    #[inline(always)]
+    fn end(e: *mut Entry) -> Option<(u64, u32)> {
+        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
+            return None;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let (start, tgid) = unsafe { ((*e).ts_ns, (*e).tgid) };
+        unsafe { (*e).ts_ns = 0 };
+        Some((now.wrapping_sub(start), tgid))
+    }
+
+    #[btf_tracepoint(function = "sys_enter")]
+    pub fn sys_enter_tid(_ctx: BtfTracePointContext) -> i32 {
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        begin(entry_of(task, true));
         0
     }
 
     #[btf_tracepoint(function = "sys_exit")]
     pub fn sys_exit_tid(_ctx: BtfTracePointContext) -> i32 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let e = entry_of(task, false);
-        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
-            return 0;
+        if let Some(measured) = end(entry_of(task, false)) {
+            core::hint::black_box(measured);
         }
-        let now = unsafe { bpf_ktime_get_ns() };
-        let (start, tgid) = unsafe { ((*e).ts_ns, (*e).tgid) };
-        unsafe { (*e).ts_ns = 0 };
-        core::hint::black_box((now.wrapping_sub(start), tgid));
         0
     }
 
@@ -156,24 +169,16 @@ mod programs {
     #[btf_tracepoint(function = "sys_enter")]
     pub fn sys_enter_ts(_ctx: BtfTracePointContext) -> i32 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let e = stored_entry(task, true);
-        if !e.is_null() {
-            unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
-        }
+        begin(stored_entry(task, true));
         0
     }
 
     #[btf_tracepoint(function = "sys_exit")]
     pub fn sys_exit_ts(_ctx: BtfTracePointContext) -> i32 {
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        let e = stored_entry(task, false);
-        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
-            return 0;
+        if let Some(measured) = end(stored_entry(task, false)) {
+            core::hint::black_box(measured);
         }
-        let now = unsafe { bpf_ktime_get_ns() };
-        let (start, tgid) = unsafe { ((*e).ts_ns, (*e).tgid) };
-        unsafe { (*e).ts_ns = 0 };
-        core::hint::black_box((now.wrapping_sub(start), tgid));
         0
     }
 
@@ -221,23 +226,16 @@ mod programs {
 
     #[btf_tracepoint(function = "sys_enter")]
     pub fn sys_enter_regs(ctx: BtfTracePointContext) -> i32 {
-        let e = regs_entry(ctx.arg(0), true);
-        if !e.is_null() {
-            unsafe { (*e).ts_ns = bpf_ktime_get_ns() };
-        }
+        begin(regs_entry(ctx.arg(0), true));
         0
     }
 
     #[btf_tracepoint(function = "sys_exit")]
     pub fn sys_exit_regs(ctx: BtfTracePointContext) -> i32 {
-        let e = regs_entry(ctx.arg(0), false);
-        if e.is_null() || unsafe { (*e).ts_ns } == 0 {
-            return 0;
+        // The entry keeps no process here: the latency alone.
+        if let Some((latency, _)) = end(regs_entry(ctx.arg(0), false)) {
+            core::hint::black_box(latency);
         }
-        let now = unsafe { bpf_ktime_get_ns() };
-        let start = unsafe { (*e).ts_ns };
-        unsafe { (*e).ts_ns = 0 };
-        core::hint::black_box(now.wrapping_sub(start));
         0
     }
 
