@@ -163,6 +163,18 @@ mod tests {
     use super::*;
     use crate::syscalls::Abi;
 
+    const P: ProcKey = ProcKey {
+        pid: 1,
+        incarnation: 0,
+    };
+
+    fn native(nr: u32) -> SyscallKey {
+        SyscallKey {
+            abi: Abi::Native,
+            nr,
+        }
+    }
+
     fn path(s: &str) -> Arg {
         Arg {
             text: s.into(),
@@ -176,14 +188,7 @@ mod tests {
 
     #[test]
     fn counts_add_and_a_full_call_folds_into_other() {
-        let p = ProcKey {
-            pid: 1,
-            incarnation: 0,
-        };
-        let sc = SyscallKey {
-            abi: Abi::Native,
-            nr: 257,
-        };
+        let (p, sc) = (P, native(257));
         let mut f = FailingArgs::default();
         for i in 0..PER_CALL + 3 {
             f.add(p, sc, 2, path(&format!("/x{i}")), 2);
@@ -204,14 +209,7 @@ mod tests {
     /// total exact, the bounds kept.
     #[test]
     fn a_path_failing_often_after_many_others_takes_the_least_frequents_place() {
-        let p = ProcKey {
-            pid: 1,
-            incarnation: 0,
-        };
-        let sc = SyscallKey {
-            abi: Abi::Native,
-            nr: 262,
-        };
+        let (p, sc) = (P, native(262));
         let mut f = FailingArgs::default();
         for i in 0..PER_CALL + 24 {
             f.add(p, sc, 2, path(&format!("/usr/lib/python3/x{i}")), 1);
