@@ -1,22 +1,36 @@
-//! One drain's deltas, gathered from the slots and ERRNOS in the kernel's order and sorted by
-//! process and syscall, as the store takes them.
+//! One drain's deltas, gathered from the slots and ERRNOS in the kernel's order and put in
+//! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), the rest
+//! by a sort.
 
+use super::ranking::{Order, Ranking, NONE};
 use crate::store::{
     histogram::{DeltaRef, TimeSplit},
     Gain, ProcKey, SyscallKey,
 };
 
-/// One drain's deltas: their buckets share one buffer, kept from drain to drain.
+/// One drain's deltas: their buckets share one buffer; the buffers and the slots' ranking are
+/// kept from drain to drain.
 #[derive(Default)]
 pub(super) struct Deltas {
     list: Vec<DeltaAt>,
     pub(super) buckets: Vec<(usize, u64)>,
-    /// Failures by errno as read, from slots and ERRNOS, in any order, until sorted into:
-    pub(super) unsorted_errnos: Vec<(ProcKey, SyscallKey, u32, u64)>,
-    /// failures by errno, in the order of `list` once sorted.
+    /// A slot's failures by errno as read (the slot, then the failure), each slot's together.
+    slot_errnos: Vec<(u32, Failure)>,
+    /// Failures by errno from ERRNOS (or a checkpoint), in any order.
+    pub(super) unsorted_errnos: Vec<Failure>,
+    /// All failures by errno, in the order of `list` once ordered.
     errno_keys: Vec<(ProcKey, SyscallKey)>,
     errnos: Vec<(u32, u64)>,
+    ranking: Ranking,
+    /// Scratch for the ordering by rank: a delta's index, or a slot's failures, by rank.
+    place: Vec<u32>,
+    runs: Vec<(u32, u32)>,
+    ordered: Vec<DeltaAt>,
+    ordered_errnos: Vec<Failure>,
 }
+
+/// Failures of a (process, syscall) with one errno: (process, syscall, errno, failures).
+pub(super) type Failure = (ProcKey, SyscallKey, u32, u64);
 
 /// A delta of [`Deltas`], its buckets `len` entries from `start` of the shared buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +40,14 @@ struct DeltaAt {
     errors: u64,
     total_ns: u64,
     split: TimeSplit,
+    /// The slot it was read from (or, if several, the first).
+    slot: u32,
     start: u32,
     len: u32,
 }
 
 /// (process, syscall) as two integers, cheap to compare in a sort.
-fn order(proc: ProcKey, sc: SyscallKey) -> (u64, u64) {
+fn order(proc: ProcKey, sc: SyscallKey) -> Order {
     (
         u64::from(proc.pid) << 32 | u64::from(proc.incarnation),
         (sc.abi as u64) << 32 | u64::from(sc.nr),
@@ -39,34 +55,86 @@ fn order(proc: ProcKey, sc: SyscallKey) -> (u64, u64) {
 }
 
 impl DeltaAt {
-    fn order(&self) -> (u64, u64) {
+    fn order(&self) -> Order {
         order(self.proc, self.sc)
     }
 }
 
 impl Deltas {
+    /// Empties the lists for the next drain (the ranking stays).
     pub(super) fn clear(&mut self) {
         self.list.clear();
         self.buckets.clear();
+        self.slot_errnos.clear();
         self.unsorted_errnos.clear();
         self.errno_keys.clear();
         self.errnos.clear();
     }
 
-    /// Sorts the failures by errno read so far like `list` (see `gains`).
+    /// Puts the failures by errno read so far in the order of `list` (see `gains`): the slots'
+    /// by rank, ERRNOS' sorted, then the two merged.
     pub(super) fn sort_errnos(&mut self) {
+        if !self.order_slot_errnos() {
+            let slots = self.slot_errnos.iter().map(|&(_, f)| f);
+            self.unsorted_errnos.extend(slots);
+            self.ordered_errnos.clear();
+        }
         self.unsorted_errnos
             .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
         self.errno_keys.clear();
         self.errnos.clear();
-        for &(p, sc, errno, n) in &self.unsorted_errnos {
+        let (mut a, mut b) = (
+            self.ordered_errnos.iter().peekable(),
+            self.unsorted_errnos.iter().peekable(),
+        );
+        let key = |f: &&Failure| order(f.0, f.1);
+        while let Some(&(p, sc, errno, n)) = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if key(x) <= key(y) => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => None,
+        } {
             self.errno_keys.push((p, sc));
             self.errnos.push((errno, n));
         }
     }
 
+    /// Puts the slots' failures in `ordered_errnos` by their slots' ranks; false if two runs of
+    /// failures claim one rank (a slot read twice in a drain, which should not be).
+    fn order_slot_errnos(&mut self) -> bool {
+        self.ordered_errnos.clear();
+        if self.slot_errnos.is_empty() {
+            return true;
+        }
+        let seen = self.slot_errnos.iter().map(|&(s, f)| (order(f.0, f.1), s));
+        self.ranking.learn(seen);
+        self.runs.clear();
+        self.runs.resize(self.ranking.len(), (NONE, 0));
+        let mut at = 0;
+        while let Some(&(slot, (p, sc, _, _))) = self.slot_errnos.get(at) {
+            let len = self.slot_errnos[at..]
+                .iter()
+                .take_while(|&&(s, _)| s == slot)
+                .count();
+            match self.ranking.rank(order(p, sc), slot) {
+                Some(r) if self.runs[r as usize].0 == NONE => {
+                    self.runs[r as usize] = (at as u32, len as u32)
+                }
+                _ => return false,
+            }
+            at += len;
+        }
+        for &(start, len) in self.runs.iter().filter(|r| r.0 != NONE) {
+            let run = &self.slot_errnos[start as usize..][..len as usize];
+            self.ordered_errnos.extend(run.iter().map(|&(_, f)| f));
+        }
+        true
+    }
+
+    /// A delta of `slot`, whose buckets were appended to `buckets` from `from` on.
     pub(super) fn push(
         &mut self,
+        slot: u32,
         proc: ProcKey,
         sc: SyscallKey,
         (errors, total_ns, split): (u64, u64, TimeSplit),
@@ -78,20 +146,48 @@ impl Deltas {
             errors,
             total_ns,
             split,
+            slot,
             start: from as u32,
             len: (self.buckets.len() - from) as u32,
         });
+    }
+
+    /// Failures of `slot` with one errno (a slot's together, after its delta).
+    pub(super) fn push_slot_errno(&mut self, slot: u32, failure: Failure) {
+        self.slot_errnos.push((slot, failure));
+    }
+
+    /// Puts `list` in the ranking's order, each delta at its slot's rank; false (`list` as it
+    /// was) if two deltas claim one rank (a slot read twice in a drain, which should not be).
+    fn order_by_rank(&mut self) -> bool {
+        let seen = self.list.iter().map(|d| (d.order(), d.slot));
+        self.ranking.learn(seen);
+        self.place.clear();
+        self.place.resize(self.ranking.len(), NONE);
+        for (i, d) in self.list.iter().enumerate() {
+            match self.ranking.rank(d.order(), d.slot) {
+                Some(r) if self.place[r as usize] == NONE => self.place[r as usize] = i as u32,
+                _ => return false,
+            }
+        }
+        self.ordered.clear();
+        let placed = self.place.iter().filter(|&&i| i != NONE);
+        self.ordered.extend(placed.map(|&i| self.list[i as usize]));
+        std::mem::swap(&mut self.list, &mut self.ordered);
+        true
     }
 
     fn buckets_of(&self, d: &DeltaAt) -> &[(usize, u64)] {
         &self.buckets[d.start as usize..][..d.len as usize]
     }
 
-    /// Sorts by process, then syscall: the store takes them grouped by process (see
+    /// Orders by process, then syscall: the store takes them grouped by process (see
     /// Store::add_batch), and sees the same order whatever the kernel's hash order. The deltas
     /// of one (process, syscall)'s shards become one.
     pub(super) fn sort_and_merge_shards(&mut self) {
-        self.list.sort_unstable_by_key(DeltaAt::order);
+        if !self.order_by_rank() {
+            self.list.sort_unstable_by_key(|d| (d.order(), d.slot));
+        }
         let mut kept = 0;
         for at in 0..self.list.len() {
             let d = self.list[at];
@@ -180,5 +276,87 @@ fn merge_sorted(buckets: &mut Vec<(usize, u64)>, a: DeltaAt, b: DeltaAt) {
             }
         };
         buckets.push(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscalls::Abi;
+
+    fn pk(pid: u32) -> ProcKey {
+        ProcKey {
+            pid,
+            incarnation: 1,
+        }
+    }
+
+    fn sc(nr: u32) -> SyscallKey {
+        SyscallKey {
+            abi: Abi::from_kernel(0),
+            nr,
+        }
+    }
+
+    /// A delta of one call in bucket `bucket` read from `slot`.
+    fn push(d: &mut Deltas, slot: u32, pid: u32, nr: u32, bucket: usize) {
+        let from = d.buckets.len();
+        d.buckets.push((bucket, 1));
+        d.push(slot, pk(pid), sc(nr), (0, 1, TimeSplit::default()), from);
+    }
+
+    /// (pid, nr, calls, failures by errno) of a gain.
+    type Seen = (u32, u32, u64, Vec<(u32, u64)>);
+
+    /// Each gain, in order.
+    fn gains(d: &Deltas) -> Vec<Seen> {
+        d.gains()
+            .map(|g| (g.proc.pid, g.sc.nr, g.delta.count(), g.errnos.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn deltas_come_by_process_and_syscall_from_drain_to_drain_as_slots_come_and_go() {
+        let mut d = Deltas::default();
+        // Slots in the kernel's order; 5 and 8 are two shards of one pair.
+        push(&mut d, 3, 2, 1, 4);
+        push(&mut d, 5, 1, 9, 4);
+        push(&mut d, 8, 2, 1, 6);
+        d.push_slot_errno(3, (pk(2), sc(1), 2, 1));
+        d.push_slot_errno(3, (pk(2), sc(1), 13, 2));
+        d.push_slot_errno(5, (pk(1), sc(9), 2, 5));
+        d.sort_and_merge_shards();
+        // From ERRNOS: a pair with no calls this drain, and a shard's fifth errno.
+        d.unsorted_errnos.push((pk(2), sc(1), 9, 1));
+        d.unsorted_errnos.push((pk(1), sc(4), 2, 3));
+        d.sort_errnos();
+        let mut got = gains(&d);
+        got[2].3.sort();
+        assert_eq!(
+            got,
+            [
+                (1, 4, 0, vec![(2, 3)]),
+                (1, 9, 1, vec![(2, 5)]),
+                (2, 1, 2, vec![(2, 1), (9, 1), (13, 2)]),
+            ]
+        );
+        assert_eq!(d.buckets_of(&d.list[1]), [(4, 1), (6, 1)]);
+
+        // The next drain: slot 5 idle, slot 3 handed out again to another pair, a new slot.
+        d.clear();
+        push(&mut d, 3, 0, 7, 1);
+        push(&mut d, 8, 2, 1, 6);
+        push(&mut d, 12, 1, 9, 2);
+        d.push_slot_errno(12, (pk(1), sc(9), 4, 1));
+        d.sort_and_merge_shards();
+        d.sort_errnos();
+        assert_eq!(
+            gains(&d),
+            [
+                (0, 7, 1, vec![]),
+                (1, 9, 1, vec![(4, 1)]),
+                (2, 1, 1, vec![]),
+            ]
+        );
     }
 }

@@ -19,6 +19,7 @@ mod deltas;
 mod failing_args;
 mod identify;
 mod keys;
+mod ranking;
 mod readings;
 mod resume;
 mod retire;

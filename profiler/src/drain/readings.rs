@@ -168,14 +168,14 @@ impl HistReadings {
             syscall_key(head.key.abi, head.key.nr.into()),
         );
         if deltas.buckets.len() > from || errors != 0 || total_ns != 0 {
-            deltas.push(proc, sc, (errors, total_ns, split), from);
+            deltas.push(slot, proc, sc, (errors, total_ns, split), from);
         }
         // An entry's errno, once claimed, stays until the slot is freed.
         for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
             let d = head.errno_counts[i].wrapping_sub(old.head.errno_counts[i]);
             if d != 0 {
                 let errno = u32::from(head.errnos[i]);
-                deltas.unsorted_errnos.push((proc, sc, errno, u64::from(d)));
+                deltas.push_slot_errno(slot, (proc, sc, errno, u64::from(d)));
             }
         }
         self.now.push((
@@ -354,9 +354,12 @@ mod tests {
             })
             .collect();
         let errnos = deltas
-            .unsorted_errnos
-            .iter()
-            .map(|&(p, sc, errno, n)| (p.pid, sc.nr, errno, n))
+            .gains()
+            .flat_map(|g| {
+                g.errnos
+                    .iter()
+                    .map(move |&(e, n)| (g.proc.pid, g.sc.nr, e, n))
+            })
             .collect();
         if fail {
             readings.now.clear();
