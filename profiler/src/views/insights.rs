@@ -344,10 +344,16 @@ fn shares(
             fmt_ns(sum[2])
         };
         let exited = exited_note(&procs, w).map_or(String::new(), |e| format!(" ({e})"));
+        // Threads add up: say so where a share passes what one thread can spend.
+        let threads = match (share > 1.0, procs.len()) {
+            (false, _) => "",
+            (true, 1) => " (its threads' time added up)",
+            (true, _) => " (their threads' time added up)",
+        };
         let mut f = about(kind, comm, k, &procs, w);
         f.score = share / threshold;
         f.summary = format!(
-            "{} {} {:.0}% of wall time {doing}{exited}",
+            "{} {} {:.0}% of wall time {doing}{threads}{exited}",
             who(comm, &procs),
             if procs.len() == 1 { "spends" } else { "spend" },
             share * 100.0
@@ -739,9 +745,14 @@ mod tests {
 
     /// 800 ms of calls in one second, split as given.
     fn split_run(runq_ns: u64, blocked_ns: u64) -> Vec<Finding> {
+        calls_run(8_000_000, runq_ns, blocked_ns)
+    }
+
+    /// 100 calls of `each_ns` in one second, split as given.
+    fn calls_run(each_ns: u64, runq_ns: u64, blocked_ns: u64) -> Vec<Finding> {
         let mut s = Store::for_test(Duration::from_secs(60), 10);
         s.identify(P, "burner", 0);
-        let mut d = calls(100, 8_000_000, 0);
+        let mut d = calls(100, each_ns, 0);
         d.split = TimeSplit {
             runq_ns,
             blocked_ns,
@@ -767,6 +778,21 @@ mod tests {
         assert_eq!(on_cpu[0].share, Some(0.8));
         assert_eq!(kinds(&split_run(400_000_000, 0)), ["cpu_starved"]);
         assert_eq!(kinds(&split_run(0, 700_000_000)), ["blocked"]);
+    }
+
+    /// Three seconds blocked in one: several threads' time, which the sentence says it is.
+    #[test]
+    fn a_share_past_one_thread_says_threads_add_up() {
+        let f = calls_run(30_000_000, 0, 2_900_000_000);
+        let blocked: Vec<&Finding> = f.iter().filter(|f| f.kind == "blocked").collect();
+        assert_eq!(blocked.len(), 1, "{f:#?}");
+        assert_eq!(
+            blocked[0].summary,
+            "pid 42 (burner) spends 290% of wall time blocked in openat \
+             (its threads' time added up)"
+        );
+        let one = split_run(0, 700_000_000);
+        assert!(!one[0].summary.contains("added up"), "{}", one[0].summary);
     }
 
     /// Two windows of 2 s: fast calls, then `each_ns` ones that spent `blocked` of their time
