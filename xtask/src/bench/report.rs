@@ -421,7 +421,8 @@ fn render_load(out: &mut String, r: &Report) {
             "\n### The daemon draining live series\n\n\
              N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
-             events between drains. CPU is the daemon's utime + stime from /proc/PID/stat over \
+             events between drains. CPU is the daemon's process CPU-time clock (all its threads, to the \
+             nanosecond: `clock_getcpuclockid`) over \
              {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
              daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
              in docs/kernel-maps.md, not allocated by the daemon). \"in kernel map\" \
@@ -438,7 +439,7 @@ fn render_load(out: &mut String, r: &Report) {
         for row in &r.series {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {} | {:.2} | {:.1} |",
                 row.daemon,
                 row.target,
                 row.processes,
@@ -780,7 +781,7 @@ mod tests {
     fn renders_series_and_http() {
         let md = render(&report(false));
         assert!(
-            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.3 | 20.0 |"),
+            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.34 | 20.0 |"),
             "{md}"
         );
         // 100 latencies 1..=100 ms: p50 50, p99 99, max 100; 10 req/s; 2 KiB each.
