@@ -71,6 +71,38 @@ pub struct Machine {
     pub load_after: String,
 }
 
+/// The busy and total time of all CPUs so far, in clock ticks, from the `cpu` line of
+/// /proc/stat (`user nice system idle iowait irq softirq steal …`): busy is all but idle and
+/// iowait.
+pub fn parse_proc_stat_cpu(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
+/// How many CPUs' worth of work the machine did over `window` (the caller sleeping): what
+/// else runs while the bench is about to measure. The load average cannot tell it: its
+/// minute includes the bench's own daemon build and attach pass just before.
+pub fn busy_cpus(window: std::time::Duration, cores: usize) -> Option<f64> {
+    let read = || parse_proc_stat_cpu(&std::fs::read_to_string("/proc/stat").ok()?);
+    let (b0, t0) = read()?;
+    std::thread::sleep(window);
+    let (b1, t1) = read()?;
+    Some(busy_share(b1 - b0, t1 - t0) * cores as f64)
+}
+
+/// The busy share of `total` ticks.
+pub fn busy_share(busy: u64, total: u64) -> f64 {
+    busy as f64 / total.max(1) as f64
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -200,6 +232,15 @@ pub fn merge_section(existing: &str, key: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_busy_is_all_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 0 5 0 0 0\ncpu0 50 2 25 400 20 0 3 0 0 0\n";
+        assert_eq!(parse_proc_stat_cpu(stat), Some((160, 1000)));
+        assert_eq!(parse_proc_stat_cpu("cpu0 1 2 3\n"), None);
+        assert_eq!(busy_share(160, 1000), 0.16);
+        assert!(busy_cpus(std::time::Duration::from_millis(50), 2).is_some());
+    }
 
     const CPUINFO: &str = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
         model\t\t: 17\nmodel name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu\n\n\

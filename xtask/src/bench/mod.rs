@@ -281,6 +281,9 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         }
     }
     let machine_before = machine(root);
+    // What else runs, measured over a few seconds now rather than read from a load average
+    // that still holds the build and the attach pass above.
+    let busy_before = machine::busy_cpus(Duration::from_secs(3), machine_before.cores);
 
     let mut wall = SyscallResults::new(usable, Workload::ALL.to_vec());
     let mut cpu = wall.clone();
@@ -332,15 +335,21 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
 
     let mut machine = machine_before;
     machine.load_after = loadavg();
-    if let Ok(l) = machine.load_before.parse::<f64>() {
-        if l >= 0.5 {
-            notes.push(format!(
-                "the machine was not idle (load average {l:.2} at the start): other work shared \
-                 its {} cores, which raises and spreads the figures; the alternated rounds and \
-                 medians limit the effect on comparisons but do not remove it.",
-                machine.cores
-            ));
-        }
+    match busy_before {
+        Some(busy) if busy >= 0.1 => notes.push(format!(
+            "the machine was not idle: its CPUs did {busy:.2} CPUs' worth of other work in the \
+             3 s before the first round, which shares its {} cores with the workloads, raises \
+             and spreads the figures; the alternated rounds and medians limit the effect on \
+             comparisons but do not remove it.",
+            machine.cores
+        )),
+        Some(busy) => notes.push(format!(
+            "the machine was idle before the first round ({busy:.2} CPUs' worth of other work \
+             in the 3 s before it)."
+        )),
+        None => notes.push(
+            "/proc/stat could not be read: whether the machine was idle is not known.".into(),
+        ),
     }
     notes.extend(args.note.iter().cloned());
 
