@@ -2,7 +2,7 @@
 //! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), the rest
 //! by a sort.
 
-use super::ranking::{Order, Ranking, NONE};
+use super::ranking::{merge_by_key, Order, Ranking};
 use crate::store::{
     histogram::{DeltaRef, TimeSplit},
     Gain, ProcKey, SyscallKey,
@@ -22,11 +22,9 @@ pub(super) struct Deltas {
     errno_keys: Vec<(ProcKey, SyscallKey)>,
     errnos: Vec<(u32, u64)>,
     ranking: Ranking,
-    /// Scratch for the ordering by rank: a delta's index, or a slot's failures, by rank.
-    place: Vec<u32>,
-    runs: Vec<(u32, u32)>,
+    /// Scratch for the ordering by rank: the deltas, then the slots' failures, in rank order.
     ordered: Vec<DeltaAt>,
-    ordered_errnos: Vec<Failure>,
+    ordered_errnos: Vec<(u32, Failure)>,
 }
 
 /// Failures of a (process, syscall) with one errno: (process, syscall, errno, failures).
@@ -74,7 +72,11 @@ impl Deltas {
     /// Puts the failures by errno read so far in the order of `list` (see `gains`): the slots'
     /// by rank, ERRNOS' sorted, then the two merged.
     pub(super) fn sort_errnos(&mut self) {
-        if !self.order_slot_errnos() {
+        let by_slot = |&(slot, (p, sc, _, _)): &(u32, Failure)| (order(p, sc), slot);
+        if !self
+            .ranking
+            .order_runs(&self.slot_errnos, by_slot, &mut self.ordered_errnos)
+        {
             let slots = self.slot_errnos.iter().map(|&(_, f)| f);
             self.unsorted_errnos.extend(slots);
             self.ordered_errnos.clear();
@@ -83,52 +85,13 @@ impl Deltas {
             .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
         self.errno_keys.clear();
         self.errnos.clear();
-        let (mut a, mut b) = (
-            self.ordered_errnos.iter().peekable(),
-            self.unsorted_errnos.iter().peekable(),
-        );
-        let key = |f: &&Failure| order(f.0, f.1);
-        while let Some(&(p, sc, errno, n)) = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if key(x) <= key(y) => a.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, None) => None,
-        } {
+        let ranked = self.ordered_errnos.iter().map(|&(_, f)| f);
+        let rest = self.unsorted_errnos.iter().copied();
+        let key = |f: &Failure| order(f.0, f.1);
+        for (p, sc, errno, n) in merge_by_key(ranked, rest, key) {
             self.errno_keys.push((p, sc));
             self.errnos.push((errno, n));
         }
-    }
-
-    /// Puts the slots' failures in `ordered_errnos` by their slots' ranks; false if two runs of
-    /// failures claim one rank (a slot read twice in a drain, which should not be).
-    fn order_slot_errnos(&mut self) -> bool {
-        self.ordered_errnos.clear();
-        if self.slot_errnos.is_empty() {
-            return true;
-        }
-        let seen = self.slot_errnos.iter().map(|&(s, f)| (order(f.0, f.1), s));
-        self.ranking.learn(seen);
-        self.runs.clear();
-        self.runs.resize(self.ranking.len(), (NONE, 0));
-        let mut at = 0;
-        while let Some(&(slot, (p, sc, _, _))) = self.slot_errnos.get(at) {
-            let len = self.slot_errnos[at..]
-                .iter()
-                .take_while(|&&(s, _)| s == slot)
-                .count();
-            match self.ranking.rank(order(p, sc), slot) {
-                Some(r) if self.runs[r as usize].0 == NONE => {
-                    self.runs[r as usize] = (at as u32, len as u32)
-                }
-                _ => return false,
-            }
-            at += len;
-        }
-        for &(start, len) in self.runs.iter().filter(|r| r.0 != NONE) {
-            let run = &self.slot_errnos[start as usize..][..len as usize];
-            self.ordered_errnos.extend(run.iter().map(|&(_, f)| f));
-        }
-        true
     }
 
     /// A delta of `slot`, whose buckets were appended to `buckets` from `from` on.
@@ -160,19 +123,13 @@ impl Deltas {
     /// Puts `list` in the ranking's order, each delta at its slot's rank; false (`list` as it
     /// was) if two deltas claim one rank (a slot read twice in a drain, which should not be).
     fn order_by_rank(&mut self) -> bool {
-        let seen = self.list.iter().map(|d| (d.order(), d.slot));
-        self.ranking.learn(seen);
-        self.place.clear();
-        self.place.resize(self.ranking.len(), NONE);
-        for (i, d) in self.list.iter().enumerate() {
-            match self.ranking.rank(d.order(), d.slot) {
-                Some(r) if self.place[r as usize] == NONE => self.place[r as usize] = i as u32,
-                _ => return false,
-            }
+        let by_slot = |d: &DeltaAt| (d.order(), d.slot);
+        if !self
+            .ranking
+            .order_runs(&self.list, by_slot, &mut self.ordered)
+        {
+            return false;
         }
-        self.ordered.clear();
-        let placed = self.place.iter().filter(|&&i| i != NONE);
-        self.ordered.extend(placed.map(|&i| self.list[i as usize]));
         std::mem::swap(&mut self.list, &mut self.ordered);
         true
     }

@@ -21,17 +21,49 @@ pub(super) struct Ranking {
     /// Scratch, kept from drain to drain.
     fresh: Vec<(Order, u32)>,
     merged: Vec<(Order, u32)>,
+    /// By rank, the run of items placed there: (start, len), or (NONE, 0).
+    runs: Vec<(u32, u32)>,
 }
 
 impl Ranking {
-    /// How many places there are: every rank is below it.
-    pub(super) fn len(&self) -> usize {
-        self.ranked.len()
-    }
-
     /// `slot`'s rank, if it is ranked under `order`.
     pub(super) fn rank(&self, order: Order, slot: u32) -> Option<u32> {
         rank_in(&self.ranked, &self.rank_of, order, slot)
+    }
+
+    /// Copies `items` into `out` in rank order: each run of consecutive items of one slot
+    /// (`key` gives an item's order and slot) at that slot's rank, new slots ranked first.
+    /// False (`out` then unspecified) if two runs claim one rank: a slot read twice in a drain,
+    /// which should not be; the caller sorts instead.
+    pub(super) fn order_runs<T: Copy>(
+        &mut self,
+        items: &[T],
+        key: impl Fn(&T) -> (Order, u32),
+        out: &mut Vec<T>,
+    ) -> bool {
+        out.clear();
+        if items.is_empty() {
+            return true;
+        }
+        self.learn(items.iter().map(&key));
+        self.runs.clear();
+        self.runs.resize(self.ranked.len(), (NONE, 0));
+        let mut at = 0;
+        while let Some(first) = items.get(at) {
+            let (order, slot) = key(first);
+            let len = items[at..].iter().take_while(|i| key(i).1 == slot).count();
+            match self.rank(order, slot) {
+                Some(r) if self.runs[r as usize].0 == NONE => {
+                    self.runs[r as usize] = (at as u32, len as u32)
+                }
+                _ => return false,
+            }
+            at += len;
+        }
+        for &(start, len) in self.runs.iter().filter(|r| r.0 != NONE) {
+            out.extend_from_slice(&items[start as usize..][..len as usize]);
+        }
+        true
     }
 
     /// Ranks every (order, slot) of `seen` that is not ranked under that order yet; a slot
@@ -59,15 +91,8 @@ impl Ranking {
         self.ranked.retain(|&(_, slot)| slot != NONE);
         self.fresh.sort_unstable();
         self.merged.clear();
-        let (mut a, mut b) = (self.ranked.iter().peekable(), self.fresh.iter().peekable());
-        while let Some(next) = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x <= y => a.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, None) => None,
-        } {
-            self.merged.push(*next);
-        }
+        let (ranked, fresh) = (self.ranked.iter().copied(), self.fresh.iter().copied());
+        self.merged.extend(merge_by_key(ranked, fresh, |&e| e));
         std::mem::swap(&mut self.ranked, &mut self.merged);
         let slots = self.ranked.iter().map(|&(_, s)| s as usize + 1).max();
         self.rank_of.clear();
@@ -76,6 +101,21 @@ impl Ranking {
             self.rank_of[slot as usize] = r as u32;
         }
     }
+}
+
+/// The items of `a` and `b`, each sorted by `key`, as one sorted sequence (`a`'s first where
+/// keys tie).
+pub(super) fn merge_by_key<T, K: Ord>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if key(x) <= key(y) => a.next(),
+        (_, Some(_)) => b.next(),
+        _ => a.next(),
+    })
 }
 
 /// `slot`'s index in `ranked` if it is there under `order`.
@@ -109,7 +149,7 @@ mod tests {
             ranks(&r, &[d, b, a, c2]),
             [Some(0), Some(1), Some(2), Some(3)]
         );
-        assert_eq!(r.len(), 4);
+        assert_eq!(r.ranked.len(), 4);
         assert_eq!(r.rank((9, 9), 1000), None, "a slot never seen");
     }
 }
