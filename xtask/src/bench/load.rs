@@ -57,14 +57,18 @@ pub fn cpu_ns(pid: u32) -> Result<u64> {
         let e = std::io::Error::from_raw_os_error(rc);
         anyhow::bail!("the CPU clock of process {pid}: {e}");
     }
+    clock_ns(clock).with_context(|| format!("reading the CPU clock of process {pid}"))
+}
+
+/// The time of `clock` (`clock_gettime`), in ns.
+pub fn clock_ns(clock: libc::clockid_t) -> std::io::Result<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: the call writes one timespec, which `ts` is.
     if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        let e = std::io::Error::last_os_error();
-        anyhow::bail!("reading the CPU clock of process {pid}: {e}");
+        return Err(std::io::Error::last_os_error());
     }
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }

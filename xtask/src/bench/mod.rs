@@ -648,7 +648,7 @@ fn measure_load(
             for path in ["/stats", "/metrics"] {
                 match load::get(&agent, &format!("{}{path}", daemon.base)) {
                     Ok((200, _)) => {
-                        let ticks0 = load::cpu_ticks(daemon.pid())?;
+                        let cpu0 = load::cpu_ns(daemon.pid())?;
                         let result = load::http_load(
                             &daemon.base,
                             path,
@@ -656,10 +656,9 @@ fn measure_load(
                             settings.http,
                             MAX_REQUESTS_PER_CLIENT,
                         );
-                        let daemon_cpu_percent = load::percent_of_cpu(
-                            load::cpu_ticks(daemon.pid())? - ticks0,
-                            load::clock_ticks_per_sec(),
-                            result.secs,
+                        let daemon_cpu_percent = load::percent_of_cpu_ns(
+                            load::cpu_ns(daemon.pid())? - cpu0,
+                            Duration::from_secs_f64(result.secs),
                         );
                         let peak_rss_kib = load::status_kib(daemon.pid(), "VmHWM")?;
                         println!(

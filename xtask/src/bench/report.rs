@@ -421,9 +421,8 @@ fn render_load(out: &mut String, r: &Report) {
             "\n### The daemon draining live series\n\n\
              N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
-             events between drains. CPU is the daemon's process CPU-time clock (all its threads, to the \
-             nanosecond: `clock_getcpuclockid`) over \
-             {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
+             events between drains. CPU is the daemon's process CPU-time clock (all its \
+             threads, to the nanosecond: `clock_getcpuclockid`) over {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
              daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
              in docs/kernel-maps.md, not allocated by the daemon). \"in kernel map\" \
              is the daemon's own `kernel_maps` (its series of every process on the host, so \

@@ -153,17 +153,9 @@ pub struct Cost {
 }
 
 pub(super) fn thread_cpu_ns() -> Result<u128> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        bail!(
-            "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128)
+    let ns = super::load::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+        .context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)")?;
+    Ok(u128::from(ns))
 }
 
 /// Times `f(n)` on both clocks of [`Cost`], after an untimed `f(n / 10)`: a thread's first
