@@ -113,6 +113,12 @@ pub const TIDS_MAX_ENTRIES: u32 = 32_768;
 /// make it small, to have tids share entries).
 pub const GLOBAL_TIDS_MASK: &str = "TIDS_MASK";
 
+/// The BTF programs only: each CPU's runqueue (`struct rq`) address, one per-CPU `u64`
+/// (8 bytes a CPU), learned at the first syscall on the CPU after a load; the programs then
+/// find the current task as the runqueue's `curr` (see `TaskLayout::rq_btf_id`). Not pinned.
+/// It never fills: one entry.
+pub const RUNQUEUE_MAP: &str = "RUNQUEUE";
+
 /// The raw-tracepoint fallback only (kernels that refuse the BTF programs): the syscall in
 /// flight on each CPU, value [`Start`], one entry (per CPU: 56 bytes a CPU). `sys_enter` writes
 /// it and `sys_exit` reads it when the thread has not left the CPU in between, which is the
@@ -403,7 +409,21 @@ pub struct TaskLayout {
     pub rq_clock_task: u32,
     /// `start_time`: with `pid`, the owner of a [`TIDS_MAP`] entry.
     pub start_time: u32,
+    /// The current task without a helper call: `struct rq`'s BTF type id and the offset of its
+    /// `curr`. The BTF syscall programs learn their CPU's runqueue once (from the task's
+    /// `se.cfs_rq`), then load `curr` from it through `bpf_rdonly_cast` (see
+    /// [`KFUNC_RDONLY_CAST`]). 0: the kernel lacks one of them, and they call
+    /// `bpf_get_current_task_btf`.
+    pub rq_btf_id: u32,
+    pub rq_curr: u32,
 }
+
+/// What the kernel programs call `bpf_rdonly_cast` by: a helper call with this number, which the
+/// loader turns into a call of the kernel function (its BTF id from the kernel's BTF) before
+/// loading, as libbpf does for a declared kfunc (aya cannot declare one). The verifier then
+/// replaces the call by a register move: it costs nothing at run time. Left as is where
+/// `TaskLayout::rq_btf_id` is 0, in code the verifier removes unvisited.
+pub const KFUNC_RDONLY_CAST: u32 = 0x4b46_0001;
 
 // ---- Records ----------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 //! [`TaskEntry`], found through the task, so it survives the thread leaving its CPU with
 //! nothing to do at context switches. The entry also keeps what is fixed for the thread's life
 //! (its process's incarnation, whether it is the main thread, the pid filter's verdict), so a
-//! call needs no pid/tgid helper and no hash: per side, the task pointer and the clock;
-//! everything else is a direct load from the task or the inlined lookup of the entry.
+//! call needs no pid/tgid helper and no hash: per side, one call (the clock); the task is its
+//! CPU's runqueue's `curr` (`running_task`), everything else a direct load from the task or
+//! the inlined lookup of the entry.
 //!
 //! The entry is in TIDS (profiler_common::TIDS_MAP) at `tid & (TIDS_MAX_ENTRIES - 1)`, owned by
 //! the task's `(pid, start_time)`; a thread whose entry there another live thread owns keeps
@@ -20,13 +21,13 @@ use aya_ebpf::{
         generated::bpf_seq_write,
     },
     macros::{btf_map, btf_tracepoint, map},
-    maps::Array,
+    maps::{Array, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use profiler_common::{
-    slot_cache_index, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
-    COUNTER_UNMATCHED_EXITS, TASK_IGNORED, TASK_NEW, TASK_SLOT_CACHE, TASK_TRACED,
-    TIDS_MAX_ENTRIES,
+    slot_cache_index, SplitMark, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
+    COUNTER_UNMATCHED_EXITS, KFUNC_RDONLY_CAST, TASK_IGNORED, TASK_NEW, TASK_SLOT_CACHE,
+    TASK_TRACED, TIDS_MAX_ENTRIES,
 };
 
 use crate::task_storage::TaskStorage;
@@ -54,11 +55,85 @@ static TIDS_MASK: u32 = TIDS_MAX_ENTRIES - 1;
 #[btf_map]
 static TASKS: TaskStorage<TaskEntry> = TaskStorage::new();
 
-/// The current task, as a BTF pointer the verifier lets us load from.
+/// The current task, as a trusted BTF pointer: what task storage takes. A helper call.
 #[inline(always)]
 fn current_task() -> *const u8 {
     // SAFETY: a helper call.
     unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// Each CPU's runqueue (`struct rq`) address (profiler_common::RUNQUEUE_MAP), learned at the
+/// first syscall a program sees on the CPU: runqueues are per-CPU variables, fixed for the
+/// kernel's life.
+#[map]
+static RUNQUEUE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The thread a syscall program runs in, and its CPU's runqueue when the kernel lets the
+/// programs find the thread through it (else null: see TaskLayout::rq_btf_id).
+#[derive(Clone, Copy)]
+struct Running {
+    task: *const u8,
+    rq: *const u8,
+}
+
+impl Running {
+    /// Where the thread stands in the scheduler's accounting (split::mark), from the runqueue
+    /// already in hand when there is one: two dependent loads fewer.
+    #[inline(always)]
+    fn mark(&self) -> SplitMark {
+        if split::rq_btf_id() == 0 {
+            split::mark::<Direct>(self.task)
+        } else {
+            split::mark_on::<Direct>(self.task, self.rq)
+        }
+    }
+}
+
+/// The current task for the syscall programs, without a helper call where the kernel allows:
+/// this CPU's runqueue's `curr` (an inlined per-CPU lookup and a load), which is the task the
+/// program runs in — a program runs with migration disabled, and only this CPU's scheduler
+/// changes `curr`. The pointer is untrusted BTF: loads from it are exception-handled like
+/// those from the helper's (see "Safety" in programs/mod.rs), but task storage needs the
+/// helper's ([`current_task`]).
+#[inline(always)]
+fn running_task() -> Running {
+    let helper = || Running {
+        task: current_task(),
+        rq: core::ptr::null(),
+    };
+    let rq_btf_id = split::rq_btf_id();
+    if rq_btf_id == 0 {
+        return helper();
+    }
+    let Some(cached) = RUNQUEUE.get_ptr_mut(0) else {
+        return helper();
+    };
+    // SAFETY (this function): this CPU's element of a per-CPU array; the verifier types
+    // `bpf_rdonly_cast`'s result from the kernel's BTF, and loads from it as from the task.
+    let mut rq = unsafe { *cached };
+    if rq == 0 {
+        // The task's `se.cfs_rq` is one of this CPU's: its `rq` is this CPU's runqueue.
+        rq = split::runqueue_of::<Direct>(current_task()) as u64;
+        unsafe { *cached = rq };
+    }
+    let rq = rdonly_cast(rq, rq_btf_id);
+    Running {
+        task: Direct::ptr_at(rq, split::offset(|l| &l.rq_curr)),
+        rq,
+    }
+}
+
+/// The kernel's `bpf_rdonly_cast(obj, btf_id)`: `obj` as an untrusted pointer to the BTF type
+/// `btf_id` (a constant to the verifier), through the call the loader rewrites (see
+/// profiler_common::KFUNC_RDONLY_CAST). The verifier turns it into a register move.
+#[inline(always)]
+fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
+    // SAFETY: a call the loader makes a kfunc call; the verifier checks it like a helper's.
+    unsafe {
+        let f: unsafe extern "C" fn(u64, u32) -> *const u8 =
+            core::mem::transmute(KFUNC_RDONLY_CAST as usize);
+        f(obj, btf_id)
+    }
 }
 
 /// Who `task` is: its tid and `start_time`, which together name it even across tid reuse.
@@ -81,7 +156,7 @@ fn tid_entry(tid: u32) -> Option<*mut TaskEntry> {
 /// task whose TIDS entry another live thread owns gets a task storage entry. Null when it has
 /// none (or, creating, when the kernel could not allocate one).
 #[inline(always)]
-fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
+fn entry_of(task: *const u8, create: bool, trusted: impl FnOnce() -> *const u8) -> *mut TaskEntry {
     let (tid, born) = identity(task);
     if let Some(e) = tid_entry(tid) {
         // SAFETY (this block): a TIDS value pointer, checked for null; `owner_tid` is a u32
@@ -115,7 +190,7 @@ fn entry_of(task: *const u8, create: bool) -> *mut TaskEntry {
             }
         }
     }
-    stored_entry(task, create)
+    stored_entry(trusted(), create)
 }
 
 /// `task`'s task storage entry, for a thread whose TIDS entry another live thread owns (or had
@@ -135,7 +210,7 @@ fn stored_entry(task: *const u8, create: bool) -> *mut TaskEntry {
 /// tracepoint's saved registers, the thread's key in the pid filter's left-out cache.
 #[inline(always)]
 fn traced_entry(task: *const u8, regs: *const u8) -> *mut TaskEntry {
-    let me = entry_of(task, true);
+    let me = entry_of(task, true, current_task);
     if me.is_null() {
         bump_full(COUNTER_STARTS_FULL);
         return me;
@@ -182,7 +257,8 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     if known_left_out(regs) {
         return 0;
     }
-    let task = current_task();
+    let running = running_task();
+    let task = running.task;
     let me = traced_entry(task, regs);
     if me.is_null() {
         return 0;
@@ -202,7 +278,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     unsafe {
         (*me).key_high = key_high(key_nr(nr as u32), abi, 0);
         if split::split_on() {
-            (*me).mark = split::mark::<Direct>(task);
+            (*me).mark = running.mark();
         }
         (*me).ts_ns = bpf_ktime_get_ns();
     }
@@ -214,8 +290,9 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     if known_left_out(ctx.arg(0)) {
         return 0;
     }
-    let task = current_task();
-    let me = entry_of(task, false);
+    let running = running_task();
+    let task = running.task;
+    let me = entry_of(task, false, current_task);
     // A thread whose first event is an exit: a new thread's first return, or a call in flight
     // at attach.
     if me.is_null() {
@@ -232,7 +309,7 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     let (mark, low, high, main) =
         unsafe { ((*me).mark, (*me).key_low, (*me).key_high, (*me).main_thread) };
     let split = if split::split_on() && split::left_cpu::<Direct>(task, &mark) {
-        split::between(&mark, &split::mark::<Direct>(task), latency)
+        split::between(&mark, &running.mark(), latency)
     } else {
         Split::default()
     };
@@ -266,7 +343,7 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
     if known_left_out(regs) {
         return 0;
     }
-    let task = current_task();
+    let task = running_task().task;
     let me = traced_entry(task, regs);
     if me.is_null() || !cgroup_wanted() {
         return 0;
@@ -303,7 +380,7 @@ pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
     let Some(incarnation) = exec(old_tid) else {
         return 0;
     };
-    let me = entry_of(task, false);
+    let me = entry_of(task, false, || task);
     // SAFETY: a task storage value pointer, checked for null.
     if !me.is_null() && unsafe { (*me).state } == TASK_TRACED {
         unsafe {
@@ -454,7 +531,7 @@ pub fn in_flight(ctx: *mut core::ffi::c_void) -> i32 {
     if task.is_null() {
         return 0;
     }
-    let me = entry_of(task, false);
+    let me = entry_of(task, false, || task);
     if me.is_null() {
         return 0;
     }

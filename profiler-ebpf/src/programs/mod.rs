@@ -5,7 +5,8 @@
 //! first the kernel accepts; the rules and reasons are in docs/design.md):
 //! - ../task.rs, BTF tracepoints (kernels ≥ 5.11): in the thread's entry in an array by tid, or
 //!   its BPF task storage entry when another live thread holds that one. Nothing runs at context
-//!   switches. Per call: the task pointer and the clock on each side, the rest direct loads. Only in the main object
+//!   switches. Per call: the clock on each side, the rest direct loads (the task from its
+//!   CPU's runqueue) and inlined lookups. Only in the main object
 //!   (main.rs): a kernel without task storage cannot even create its map, and gets the slot
 //!   object (main_slot.rs), which has everything here and nothing of task.rs.
 //! - slot.rs, raw tracepoints: in a per-CPU slot, which `sched_switch` parks in the thread's
@@ -31,6 +32,12 @@
 //!   (`add_u32`/`add_u64`, `single_writer`).
 //! - The context: `ctx.arg(n)` reads the tracepoint's n-th argument; the verifier checks n
 //!   against the tracepoint's arguments.
+//! - The syscall programs' current task is the `curr` of their CPU's runqueue, whose address
+//!   they learn once per CPU (a pointer stored as a number: the daemon has CAP_PERFMON) and
+//!   turn back into a `struct rq` pointer with the kfunc `bpf_rdonly_cast`, which the
+//!   verifier types from the kernel's BTF as untrusted: every load from it and from what it
+//!   leads to is exception-handled (a bad address reads 0), and it can be passed to no helper
+//!   (task storage takes the helper's task, below).
 //! - The current task, from `bpf_get_current_task_btf`, is typed by the kernel's BTF: the
 //!   verifier checks every load from it against `struct task_struct` (offset and size of a real
 //!   member; the offsets come from the same BTF at load time, constants in the frozen

@@ -30,12 +30,21 @@ static TASK_LAYOUT: TaskLayout = TaskLayout {
     rq_clock: 0,
     rq_clock_task: 0,
     start_time: 0,
+    rq_btf_id: 0,
+    rq_curr: 0,
 };
 
 /// The byte offset in `struct task_struct` (or the struct named in TaskLayout) of a field.
 #[inline(always)]
 pub(crate) fn offset(field: fn(&TaskLayout) -> &u32) -> usize {
     global(field(&TASK_LAYOUT)) as usize
+}
+
+/// `struct rq`'s BTF type id, 0 when the current task comes from the helper (see
+/// TaskLayout::rq_btf_id).
+#[inline(always)]
+pub(crate) fn rq_btf_id() -> u32 {
+    global(&TASK_LAYOUT.rq_btf_id)
 }
 
 /// Whether the kernel has every field the split reads (else the verifier removes its code).
@@ -94,8 +103,19 @@ impl Reader for Probe {
 /// Where `task` stands now (see SplitMark).
 #[inline(always)]
 pub(crate) fn mark<R: Reader>(task: *const u8) -> SplitMark {
+    mark_on::<R>(task, runqueue_of::<R>(task))
+}
+
+/// The runqueue of the CPU `task` runs on (its `se.cfs_rq`'s `rq`).
+#[inline(always)]
+pub(crate) fn runqueue_of<R: Reader>(task: *const u8) -> *const u8 {
     let cfs_rq = R::ptr_at(task, offset(|l| &l.cfs_rq));
-    let rq = R::ptr_at(cfs_rq, offset(|l| &l.rq_of_cfs_rq));
+    R::ptr_at(cfs_rq, offset(|l| &l.rq_of_cfs_rq))
+}
+
+/// [`mark`] of `task`, running on the CPU of runqueue `rq`.
+#[inline(always)]
+pub(crate) fn mark_on<R: Reader>(task: *const u8, rq: *const u8) -> SplitMark {
     // How far this CPU's task clock runs behind its clock.
     let lag = R::u64_at(rq, offset(|l| &l.rq_clock))
         .wrapping_sub(R::u64_at(rq, offset(|l| &l.rq_clock_task)));

@@ -7,6 +7,8 @@ use profiler_common::TaskLayout;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_FUNC: u32 = 12;
 
 pub struct Btf {
     data: Vec<u8>,
@@ -60,34 +62,105 @@ impl Btf {
         std::str::from_utf8(&bytes[..end]).context("BTF name is not UTF-8")
     }
 
-    /// Byte offset of `member` in `struct name`.
-    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+    /// Every type as (id, its 12-byte header's offset, kind, vlen); ids count from 1.
+    fn types(&self) -> impl Iterator<Item = Result<(u32, usize, u32, usize)>> + '_ {
         let d = &self.data;
         let mut at = self.types.start;
-        while at < self.types.end {
-            let (name_off, info) = (u32_at(d, at)?, u32_at(d, at + 4)?);
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            at += 12;
-            if kind == KIND_STRUCT && self.name(name_off)? == name {
-                for m in 0..vlen {
-                    let rec = at + m * 12;
-                    if self.name(u32_at(d, rec)?)? == member {
-                        let mut bits = u32_at(d, rec + 8)?;
-                        if kind_flag {
-                            // High byte is the bitfield size; the rest is the bit offset.
-                            bits &= 0x00ff_ffff;
-                        }
-                        ensure!(bits % 8 == 0, "{name}.{member} is a bitfield");
-                        return Ok(bits / 8);
-                    }
-                }
-                bail!("struct {name} has no member {member}");
+        let mut id = 0;
+        std::iter::from_fn(move || {
+            if at >= self.types.end {
+                return None;
             }
-            at += trailing_len(kind, vlen)?;
+            id += 1;
+            let here = at;
+            let step = u32_at(d, at + 4).and_then(|info| {
+                let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+                at += 12 + trailing_len(kind, vlen)?;
+                Ok((id, here, kind, vlen))
+            });
+            if step.is_err() {
+                at = self.types.end;
+            }
+            Some(step)
+        })
+    }
+
+    /// The id and header offset of the type `name` of kind `kind`.
+    fn find(&self, name: &str, kind: u32) -> Result<(u32, usize)> {
+        for t in self.types() {
+            let (id, at, k, _) = t?;
+            if k == kind && self.name(u32_at(&self.data, at)?)? == name {
+                return Ok((id, at));
+            }
         }
-        bail!("no struct {name} in the kernel's BTF")
+        bail!("no {} {name} in the kernel's BTF", kind_name(kind))
+    }
+
+    /// The BTF id of `struct name`.
+    pub fn struct_id(&self, name: &str) -> Result<u32> {
+        Ok(self.find(name, KIND_STRUCT)?.0)
+    }
+
+    /// The BTF id of the kernel function `name` (a kfunc a program may call).
+    pub fn func_id(&self, name: &str) -> Result<u32> {
+        Ok(self.find(name, KIND_FUNC)?.0)
+    }
+
+    /// Byte offset of `member` in `struct name`, looking into its anonymous unions and structs.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+        let (_, at) = self.find(name, KIND_STRUCT)?;
+        self.member_in(at, member)?
+            .with_context(|| format!("struct {name} has no member {member}"))
+    }
+
+    /// `member`'s byte offset in the struct or union whose header is at `at`, if it has one.
+    fn member_in(&self, at: usize, member: &str) -> Result<Option<u32>> {
+        let d = &self.data;
+        let info = u32_at(d, at + 4)?;
+        let (vlen, kind_flag) = ((info & 0xffff) as usize, info >> 31 == 1);
+        for m in 0..vlen {
+            let rec = at + 12 + m * 12;
+            let mut bits = u32_at(d, rec + 8)?;
+            if kind_flag {
+                // High byte is the bitfield size; the rest is the bit offset.
+                bits &= 0x00ff_ffff;
+            }
+            let name = self.name(u32_at(d, rec)?)?;
+            let found = if name == member {
+                Some(0)
+            } else if name.is_empty() {
+                match self.header_of(u32_at(d, rec + 4)?)? {
+                    Some(inner) => self.member_in(inner, member)?,
+                    None => None,
+                }
+            } else {
+                None
+            };
+            if let Some(inner_off) = found {
+                ensure!(bits % 8 == 0, "{member} is a bitfield");
+                return Ok(Some(bits / 8 + inner_off));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The header offset of type `id` when it is a struct or union.
+    fn header_of(&self, id: u32) -> Result<Option<usize>> {
+        for t in self.types() {
+            let (tid, at, kind, _) = t?;
+            if tid == id {
+                return Ok((kind == KIND_STRUCT || kind == KIND_UNION).then_some(at));
+            }
+        }
+        bail!("BTF type {id} out of range")
+    }
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        KIND_STRUCT => "struct",
+        KIND_FUNC => "function",
+        _ => "type",
     }
 }
 
@@ -147,10 +220,26 @@ pub fn task_layout(btf: &Btf) -> Result<(TaskLayout, Option<String>)> {
     match split_fields(btf, &mut layout) {
         Ok(()) => {
             layout.split = 1;
+            // Learning the runqueue takes the split's `se.cfs_rq` and `cfs_rq.rq`.
+            if let Ok((id, curr)) = runqueue(btf) {
+                (layout.rq_btf_id, layout.rq_curr) = (id, curr);
+            }
             Ok((layout, None))
         }
         Err(e) => Ok((layout, Some(format!("{e:#}")))),
     }
+}
+
+/// `struct rq`'s id and where its `curr` is, when the kernel has `bpf_rdonly_cast` to load it
+/// through (see TaskLayout::rq_btf_id).
+fn runqueue(btf: &Btf) -> Result<(u32, u32)> {
+    rdonly_cast_id(btf)?;
+    Ok((btf.struct_id("rq")?, btf.member_offset("rq", "curr")?))
+}
+
+/// The BTF id of the kfunc `bpf_rdonly_cast` (kernels since 6.2).
+pub fn rdonly_cast_id(btf: &Btf) -> Result<u32> {
+    btf.func_id("bpf_rdonly_cast")
 }
 
 /// TaskLayout's split fields: nested members as `task_struct` offsets.
@@ -221,5 +310,15 @@ mod tests {
         assert_eq!(l.nivcsw, l.nvcsw + 8, "unsigned long nvcsw, nivcsw;");
         assert_eq!(l.sum_exec_runtime, l.exec_start + 8);
         assert!(l.rq_clock_task > l.rq_clock);
+        assert!(
+            l.rq_btf_id > 0,
+            "struct rq and bpf_rdonly_cast are in this kernel's BTF"
+        );
+        assert_eq!(
+            l.rq_curr,
+            btf.member_offset("rq", "curr").unwrap(),
+            "curr, found inside rq's anonymous union"
+        );
+        assert!(l.rq_curr > 0 && l.rq_curr < btf.member_offset("rq", "clock").unwrap());
     }
 }

@@ -12,8 +12,8 @@ use profiler_common::{
     Meta, TaskLayout, ARG_REGS_LEN, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_ARG_REGS,
     GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON,
     GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET,
-    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, GLOBAL_TIDS_MASK, HIST_SHARDS, META_MAP, PINNED_MAPS,
-    STARTS_MAP, TIDS_MAP, TIDS_MAX_ENTRIES,
+    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, GLOBAL_TIDS_MASK, HIST_SHARDS, KFUNC_RDONLY_CAST,
+    META_MAP, PINNED_MAPS, STARTS_MAP, TIDS_MAP, TIDS_MAX_ENTRIES,
 };
 use tracing::{info, warn};
 
@@ -28,6 +28,7 @@ use super::{
     exec_marks::ExecMarks,
     filters,
     iter::InFlightIter,
+    kfunc,
     maps::{self, CheckpointMaps, Maps},
     pin,
 };
@@ -108,7 +109,14 @@ pub fn load_and_attach(
     if let Some(dir) = pin_dir {
         pin::prepare(dir)?;
     }
-    let g = globals(filter, counts_only)?;
+    let mut g = globals(filter, counts_only)?;
+    // The syscall programs find the current task through `bpf_rdonly_cast` (task.rs,
+    // `running_task`), a kfunc: its calls are linked here, or the programs call the helper.
+    let main_object = kfunc::link(OBJECT, KFUNC_RDONLY_CAST, g.rdonly_cast);
+    if g.task_layout.rq_btf_id != 0 && main_object.1 == 0 {
+        warn!("no bpf_rdonly_cast call in the eBPF object: the current task comes from a helper");
+        g.task_layout.rq_btf_id = 0;
+    }
     let mut skipped = skipped_programs(g.btf_usable);
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
     let setup = Setup {
@@ -119,7 +127,7 @@ pub fn load_and_attach(
     // The main object for the task-storage programs; the one without them if the kernel lacks
     // task storage, refuses those programs, or they are left out.
     let main = match task_storage_wanted(&skipped, counts_only) {
-        true => match setup.load(OBJECT, true, &sets[..1], &skipped) {
+        true => match setup.load(main_object.0.bytes(), true, &sets[..1], &skipped) {
             Ok(loaded) => Some(loaded),
             Err(e) if !matches!(e, Error::Denied { .. }) => {
                 warn!("{e}; loading the programs without task storage");
@@ -278,6 +286,8 @@ impl Setup<'_> {
 struct Globals {
     own_tgid: u32,
     task_layout: TaskLayout,
+    /// The BTF id of the kfunc `bpf_rdonly_cast`, 0 when the programs do without.
+    rdonly_cast: u32,
     /// Whether the BTF programs can find what they load (else they are left out).
     btf_usable: bool,
     compat_offset: u32,
@@ -308,7 +318,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         warn!("32-bit compat syscalls will be counted as native ones: {e}");
         (0, 0)
     });
-    let (task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
+    let (mut task_layout, btf_usable) = match in_btf(&btf, kernel_btf::task_layout) {
         Ok((layout, None)) => (layout, true),
         Ok((layout, Some(missing))) => {
             if !counts_only {
@@ -323,6 +333,14 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
             (TaskLayout::default(), false)
         }
     };
+    // Only with the runqueue's layout: nothing calls it otherwise.
+    let rdonly_cast = match task_layout.rq_btf_id {
+        0 => 0,
+        _ => in_btf(&btf, kernel_btf::rdonly_cast_id).unwrap_or(0),
+    };
+    if rdonly_cast == 0 {
+        task_layout.rq_btf_id = 0;
+    }
     let nr_offset = if counts_only {
         in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?
     } else {
@@ -347,6 +365,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     Ok(Globals {
         own_tgid,
         task_layout,
+        rdonly_cast,
         btf_usable,
         compat_offset,
         compat_mask,

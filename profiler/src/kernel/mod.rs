@@ -1,7 +1,7 @@
 //! Everything that talks to the kernel's BPF side: loading the programs (load.rs) and
 //! choosing which to attach (attach.rs), the maps' handles (maps.rs) and their in-place mapping
 //! (arena.rs), batch reads (batch.rs), the calls in flight (iter.rs), record's exec boundary
-//! (exec_marks.rs), the programs' log lines (log.rs), pinning (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the
+//! (exec_marks.rs), the programs' log lines (log.rs), their kfunc calls (kfunc.rs), pinning (pin.rs), the kernel's BTF (btf.rs), capabilities (caps.rs) and the
 //! programs' own run time (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
 
 pub mod arena;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec_marks;
 pub mod filters;
 pub mod iter;
+pub mod kfunc;
 pub mod load;
 pub mod log;
 pub mod maps;

@@ -113,14 +113,20 @@ impl Btf {
         id
     }
 
-    /// Byte offset of `member` in struct `name`, looking into anonymous unions and structs.
-    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+    /// The type id of struct `name`.
+    pub fn struct_id(&self, name: &str) -> Result<u32> {
         let id = self
             .types
             .iter()
             .position(|t| t.kind == KIND_STRUCT && self.name(t.name) == name)
             .with_context(|| format!("no struct {name} in the kernel's BTF"))?;
-        self.find_member(id as u32, member)
+        Ok(id as u32)
+    }
+
+    /// Byte offset of `member` in struct `name`, looking into anonymous unions and structs.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+        let id = self.struct_id(name)?;
+        self.find_member(id, member)
             .map(|bits| bits / 8)
             .with_context(|| format!("struct {name} has no member {member}"))
     }

@@ -9,7 +9,7 @@ use std::mem::offset_of;
 use profiler_common::{
     Hist, TaskEntry, ARG_BUDGET_PER_CPU, ARG_KINDS_MAP, ARG_KIND_DIRFD_SHIFT, ARG_STATS_MAP,
     ARG_STAT_ALLOWANCE, FAILED_ARGS_MAP, FILTER_PIDS_MAP, FREE_SLOTS_MAP, HISTS_MAP,
-    HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP, STARTS_MAP, TASKS_MAP, TIDS_MAP,
+    HIST_SLOTS_MAP, LIVE_MAP, NEW_SLOTS_MAP, RUNQUEUE_MAP, STARTS_MAP, TASKS_MAP, TIDS_MAP,
 };
 
 use super::{
@@ -173,6 +173,11 @@ impl<'a> Sim<'a> {
                 let budget = ARG_BUDGET_PER_CPU.to_le_bytes();
                 world.set_element(ARG_STATS_MAP, ARG_STAT_ALLOWANCE, Some(cpu), &budget)?;
             }
+        }
+        // CPU 1 has run syscalls since the programs were loaded, so a call that comes back
+        // there finds its runqueue known; CPU 0 learns its own at the scenarios' first call.
+        if world.has_map(RUNQUEUE_MAP) {
+            world.learn_runqueue(RUNQUEUE_MAP, 1)?;
         }
         world.now = 1_000_000;
         Ok(Sim {

@@ -174,6 +174,10 @@ impl World {
             self.mem
                 .write(&Region::CfsRq(cpu), at(l.rq_of_cfs_rq), 8, &rq_ptr)?;
         }
+        // The programs run in the current thread: its CPU's runqueue's `curr`.
+        let curr = Val::Ptr(Region::Task(self.current.1), 0);
+        self.mem
+            .write(&Region::Rq(self.cpu), at(l.rq_curr), 8, &curr)?;
         for (&tid, t) in &self.threads {
             let task = Region::Task(tid);
             let fields = [
@@ -221,6 +225,15 @@ impl World {
         let id = self.map_named(map)?.id;
         self.mem
             .put_bytes(&Self::array_value(id, idx, cpu), 0, value)
+    }
+
+    /// What the programs learn at a CPU's first syscall after a load: its runqueue's address,
+    /// in RUNQUEUE's element of that CPU.
+    pub fn learn_runqueue(&mut self, map: &str, cpu: u32) -> Result<()> {
+        let id = self.map_named(map)?.id;
+        let rq = Val::Ptr(Region::Rq(cpu), 0);
+        self.mem
+            .write(&Self::array_value(id, 0, Some(cpu)), 0, 8, &rq)
     }
 
     pub fn push_queue(&mut self, map: &str, value: &[u8]) -> Result<()> {
