@@ -117,6 +117,7 @@ pub fn load_and_attach(
         warn!("no bpf_rdonly_cast call in the eBPF object: the current task comes from a helper");
         g.task_layout.rq_btf_id = 0;
     }
+
     let mut skipped = skipped_programs(g.btf_usable);
     let sets = if counts_only { COUNTS_ONLY } else { LATENCY };
     let setup = Setup {
@@ -145,6 +146,15 @@ pub fn load_and_attach(
         }
     };
     info!("attached: {}", loaded.set.what);
+    if loaded.set.in_task_storage() {
+        info!(
+            "the syscall programs find the current task {}",
+            match g.task_layout.rq_btf_id {
+                0 => "with a helper call (no bpf_rdonly_cast, or no runqueue fields, in this kernel's BTF)",
+                _ => "as their CPU's runqueue's curr, through bpf_rdonly_cast: no helper call",
+            }
+        );
+    }
     let ebpf = &mut loaded.ebpf;
     let checkpoint = match pin_dir {
         None => None,
