@@ -1,6 +1,8 @@
-//! Just enough of the kernel's BTF (/sys/kernel/btf/vmlinux) to find struct member offsets, so
-//! the kernel programs can read a task field at the right place on any kernel build, without
-//! kernel headers. Format: Documentation/bpf/btf.rst.
+//! Just enough of the kernel's BTF (/sys/kernel/btf/vmlinux) to find struct member offsets and
+//! type ids, so the kernel programs can read a task field at the right place on any kernel
+//! build, without kernel headers. Format: Documentation/bpf/btf.rst. `cargo xtask bpf-cost`
+//! compiles this file too (xtask/src/bpfcost/mod.rs), so its model of the kernel puts every
+//! field where this tells the programs it is.
 
 use anyhow::{bail, ensure, Context, Result};
 use profiler_common::TaskLayout;

@@ -10,6 +10,9 @@
 //! count survives edits to the programs. Time per instruction and per call is the CPU's
 //! business (docs/benchmarks.md); these counts are what the code asks of it.
 
+/// The daemon's own reader of the kernel's BTF: the model puts each field where the loader
+/// tells the programs it is.
+#[path = "../../../profiler/src/kernel/btf.rs"]
 pub mod btf;
 pub mod interp;
 pub mod kernel;
@@ -138,47 +141,20 @@ pub struct Kernel {
 impl Kernel {
     pub fn read() -> Result<Kernel> {
         let btf = btf::Btf::from_sys_fs()?;
-        let nr_member = if cfg!(target_arch = "aarch64") {
-            "syscallno"
-        } else {
-            "orig_ax"
-        };
+        let (task, missing) = btf::task_layout(&btf)?;
+        if let Some(missing) = missing {
+            anyhow::bail!("the model needs every field of the time split: {missing}");
+        }
         Ok(Kernel {
             syms: kernel::Symbols::load()?,
             layout: Layout {
                 array_values: i64::from(btf.member_offset("bpf_array", "value")?),
                 htab_key: i64::from(btf.member_offset("htab_elem", "key")?),
-                task: task_layout(&btf)?,
+                task,
             },
-            nr_offset: i64::from(btf.member_offset("pt_regs", nr_member)?),
+            nr_offset: i64::from(btf::syscall_nr_offset(&btf)?),
         })
     }
-}
-
-/// Where the task fields the programs load are: what the daemon's loader computes
-/// (profiler/src/kernel/btf.rs), for the model to put them there.
-fn task_layout(btf: &btf::Btf) -> Result<profiler_common::TaskLayout> {
-    let task = |m| btf.member_offset("task_struct", m);
-    let se = task("se")?;
-    let entity = |m| -> Result<u32> { Ok(se + btf.member_offset("sched_entity", m)?) };
-    Ok(profiler_common::TaskLayout {
-        pid: task("pid")?,
-        tgid: task("tgid")?,
-        start_time: task("start_time")?,
-        split: 1,
-        state: task("__state")?,
-        exec_start: entity("exec_start")?,
-        sum_exec_runtime: entity("sum_exec_runtime")?,
-        run_delay: task("sched_info")? + btf.member_offset("sched_info", "run_delay")?,
-        nvcsw: task("nvcsw")?,
-        nivcsw: task("nivcsw")?,
-        cfs_rq: entity("cfs_rq")?,
-        rq_of_cfs_rq: btf.member_offset("cfs_rq", "rq")?,
-        rq_clock: btf.member_offset("rq", "clock")?,
-        rq_clock_task: btf.member_offset("rq", "clock_task")?,
-        rq_btf_id: btf.struct_id("rq")?,
-        rq_curr: btf.member_offset("rq", "curr")?,
-    })
 }
 
 /// Every counted path of every configuration. Loads programs: needs root and the kernel lock.
