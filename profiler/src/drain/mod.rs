@@ -35,9 +35,8 @@ use aya::{maps::IterableMap, Pod};
 use checkpoint::{CheckpointRef, ReadingsRef};
 use commit::{CommitError, Committer};
 use profiler_common::{
-    ErrnoKey, HistHead, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL,
-    COUNTER_NEW_SLOTS_FULL, COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
-    COUNTER_UNMATCHED_EXITS,
+    ErrnoKey, ProcInfo, Start, COUNTER_ERRNOS_FULL, COUNTER_HISTS_FULL, COUNTER_NEW_SLOTS_FULL,
+    COUNTER_PROCS_FULL, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED, COUNTER_UNMATCHED_EXITS,
 };
 use tracing::{info, warn};
 
@@ -72,7 +71,6 @@ pub struct Drain {
     checkpoint: Option<Checkpointing>,
     cgroups: Resolver,
     /// Read buffers and this drain's readings and deltas, kept across drains.
-    heads: Vec<HistHead>,
     errnos_read: Batch<ErrnoKey, u32>,
     procs_read: Batch<profiler_common::ProcKey, ProcInfo>,
     starts_read: Batch<u32, Start>,
@@ -162,7 +160,6 @@ impl Drain {
             errnos: Previous::default(),
             retiring: FastSet::default(),
             cgroups: Resolver::new(cgroups::v2_root()),
-            heads: Vec::new(),
             errnos_read: Batch::default(),
             procs_read: Batch::default(),
             starts_read: Batch::default(),
@@ -281,27 +278,27 @@ impl Drain {
         self.deltas.clear();
         self.hists.begin();
         let arena = &self.maps.hists;
-        self.heads.clear();
-        for (at, &slot) in self.live.iter().enumerate() {
-            if let Some(&ahead) = self.live.get(at + PREFETCH_AHEAD) {
-                arena.prefetch_head(ahead);
-            }
-            self.heads.push(arena.head(slot).unwrap_or_default());
+        // One pass, two prefetch distances: a slot's header is asked for 2 × PREFETCH_AHEAD
+        // slots before it is read, and its touched blocks PREFETCH_AHEAD before, by the
+        // header's mask, by then in cache.
+        for &slot in self.live.iter().take(2 * PREFETCH_AHEAD) {
+            arena.prefetch_head(slot);
         }
         let mut next = 0;
-        for (at, (&slot, head)) in self.live.iter().zip(&self.heads).enumerate() {
-            if let (Some(&ahead), Some(h)) = (
-                self.live.get(at + PREFETCH_AHEAD),
-                self.heads.get(at + PREFETCH_AHEAD),
-            ) {
-                arena.prefetch_blocks(ahead, h.touched);
+        for (at, &slot) in self.live.iter().enumerate() {
+            if let Some(&far) = self.live.get(at + 2 * PREFETCH_AHEAD) {
+                arena.prefetch_head(far);
             }
+            if let Some(&ahead) = self.live.get(at + PREFETCH_AHEAD) {
+                arena.prefetch_blocks(ahead, arena.touched(ahead));
+            }
+            let head = arena.head(slot).unwrap_or_default();
             if head.key.tgid == 0 {
                 continue;
             }
             let read_buckets = |into: &mut Vec<_>| arena.nonzero_buckets(slot, head.touched, into);
             self.hists
-                .read(&mut next, slot, head, read_buckets, &mut self.deltas);
+                .read(&mut next, slot, &head, read_buckets, &mut self.deltas);
         }
         self.deltas.sort_and_merge_shards();
         Ok(())

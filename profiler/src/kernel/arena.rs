@@ -107,6 +107,19 @@ impl HistArena {
         Some(unsafe { std::mem::transmute::<[u64; WORDS], HistHead>(words) })
     }
 
+    /// `slot`'s `touched` mask alone (0 for a slot out of range): which blocks to prefetch.
+    pub fn touched(&self, slot: u32) -> u32 {
+        let Some(p) = self.slot_ptr(slot) else {
+            return 0;
+        };
+        // SAFETY: a u32 of the header, inside the slot and 4-aligned.
+        unsafe {
+            p.add(offset_of!(HistHead, touched))
+                .cast::<u32>()
+                .read_volatile()
+        }
+    }
+
     /// Appends the non-zero buckets of `slot`'s blocks named by `touched`, as (bucket, count) by
     /// bucket. Buckets outside them are zero: the kernel sets a block's bit before the drain
     /// can need it (a count it has not marked yet is read by a later drain).
