@@ -81,7 +81,7 @@ impl Running {
     /// already in hand when there is one: two dependent loads fewer.
     #[inline(always)]
     fn mark(&self) -> SplitMark {
-        if split::rq_btf_id() == 0 {
+        if self.rq.is_null() {
             split::mark::<Direct>(self.task)
         } else {
             split::mark_on::<Direct>(self.task, self.rq)
@@ -114,6 +114,10 @@ fn running_task() -> Running {
     if rq == 0 {
         // The task's `se.cfs_rq` is one of this CPU's: its `rq` is this CPU's runqueue.
         rq = split::runqueue_of::<Direct>(current_task()) as u64;
+        if rq == 0 {
+            // A load that faulted (it cannot on a running task): never a task at address 0.
+            return helper();
+        }
         unsafe { *cached = rq };
     }
     let rq = rdonly_cast(rq, rq_btf_id);
@@ -154,7 +158,9 @@ fn tid_entry(tid: u32) -> Option<*mut TaskEntry> {
 /// `task`'s entry: its own in TIDS, else its task storage entry. Creating (`create`), a free
 /// TIDS entry, or one a dead thread of the same tid left, becomes the task's (as new), and a
 /// task whose TIDS entry another live thread owns gets a task storage entry. Null when it has
-/// none (or, creating, when the kernel could not allocate one).
+/// none (or, creating, when the kernel could not allocate one). `trusted` gives the task as
+/// task storage takes it, asked for only then: the helper's for the syscall programs, whose
+/// `task` is untrusted (see `running_task`).
 #[inline(always)]
 fn entry_of(task: *const u8, create: bool, trusted: impl FnOnce() -> *const u8) -> *mut TaskEntry {
     let (tid, born) = identity(task);

@@ -14,7 +14,8 @@ const KIND_FUNC: u32 = 12;
 
 pub struct Btf {
     data: Vec<u8>,
-    types: std::ops::Range<usize>,
+    /// Where each type's 12-byte header is in `data`, by type id less one (ids count from 1).
+    headers: Vec<usize>,
     strings: std::ops::Range<usize>,
 }
 
@@ -44,11 +45,27 @@ impl Btf {
             types.end <= data.len() && strings.end <= data.len(),
             "BTF sections out of bounds"
         );
+        let mut headers = Vec::new();
+        let mut at = types.start;
+        while at < types.end {
+            let info = u32_at(&data, at + 4)?;
+            headers.push(at);
+            at += 12 + trailing_len((info >> 24) & 0x1f, (info & 0xffff) as usize)?;
+        }
         Ok(Self {
             data,
-            types,
+            headers,
             strings,
         })
+    }
+
+    /// Type `id`'s header offset and kind.
+    fn header(&self, id: u32) -> Result<(usize, u32)> {
+        let at = *id
+            .checked_sub(1)
+            .and_then(|i| self.headers.get(i as usize))
+            .with_context(|| format!("BTF type {id} out of range"))?;
+        Ok((at, (u32_at(&self.data, at + 4)? >> 24) & 0x1f))
     }
 
     fn name(&self, off: u32) -> Result<&str> {
@@ -64,33 +81,10 @@ impl Btf {
         std::str::from_utf8(&bytes[..end]).context("BTF name is not UTF-8")
     }
 
-    /// Every type as (id, its 12-byte header's offset, kind, vlen); ids count from 1.
-    fn types(&self) -> impl Iterator<Item = Result<(u32, usize, u32, usize)>> + '_ {
-        let d = &self.data;
-        let mut at = self.types.start;
-        let mut id = 0;
-        std::iter::from_fn(move || {
-            if at >= self.types.end {
-                return None;
-            }
-            id += 1;
-            let here = at;
-            let step = u32_at(d, at + 4).and_then(|info| {
-                let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-                at += 12 + trailing_len(kind, vlen)?;
-                Ok((id, here, kind, vlen))
-            });
-            if step.is_err() {
-                at = self.types.end;
-            }
-            Some(step)
-        })
-    }
-
     /// The id and header offset of the type `name` of kind `kind`.
     fn find(&self, name: &str, kind: u32) -> Result<(u32, usize)> {
-        for t in self.types() {
-            let (id, at, k, _) = t?;
+        for id in 1..=self.headers.len() as u32 {
+            let (at, k) = self.header(id)?;
             if k == kind && self.name(u32_at(&self.data, at)?)? == name {
                 return Ok((id, at));
             }
@@ -148,13 +142,8 @@ impl Btf {
 
     /// The header offset of type `id` when it is a struct or union.
     fn header_of(&self, id: u32) -> Result<Option<usize>> {
-        for t in self.types() {
-            let (tid, at, kind, _) = t?;
-            if tid == id {
-                return Ok((kind == KIND_STRUCT || kind == KIND_UNION).then_some(at));
-            }
-        }
-        bail!("BTF type {id} out of range")
+        let (at, kind) = self.header(id)?;
+        Ok((kind == KIND_STRUCT || kind == KIND_UNION).then_some(at))
     }
 }
 
@@ -232,10 +221,9 @@ pub fn task_layout(btf: &Btf) -> Result<(TaskLayout, Option<String>)> {
     }
 }
 
-/// `struct rq`'s id and where its `curr` is, when the kernel has `bpf_rdonly_cast` to load it
-/// through (see TaskLayout::rq_btf_id).
+/// `struct rq`'s id and where its `curr` is (see TaskLayout::rq_btf_id; the loader also needs
+/// the kfunc `bpf_rdonly_cast` to load through it: [`rdonly_cast_id`]).
 fn runqueue(btf: &Btf) -> Result<(u32, u32)> {
-    rdonly_cast_id(btf)?;
     Ok((btf.struct_id("rq")?, btf.member_offset("rq", "curr")?))
 }
 

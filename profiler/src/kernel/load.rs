@@ -343,7 +343,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
             (TaskLayout::default(), false)
         }
     };
-    // Only with the runqueue's layout: nothing calls it otherwise.
+    // The runqueue's layout is of use only with the kfunc to load through it.
     let rdonly_cast = match task_layout.rq_btf_id {
         0 => 0,
         _ => in_btf(&btf, kernel_btf::rdonly_cast_id).unwrap_or(0),
