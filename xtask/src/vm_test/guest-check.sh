@@ -111,10 +111,15 @@ pid=$(prop MainPID)
 systemctl status "$unit" --no-pager --lines=0 | sed -n '1,8p'
 
 section "programs the loader chose on $(uname -r)"
-run_log | grep -E 'attached|capabilities|kernel checks' | sed -E 's/^.*(INFO|WARN) [^ ]+ //'
+run_log | grep -E 'attached|capabilities|kernel checks|current task' |
+    sed -E 's/^.*(INFO|WARN) [^ ]+ //'
 # The BTF one: it frees the exiting thread's TIDS entry (profiler-ebpf/src/task.rs).
 check "sched_process_exit: the pre-6.16 BTF program (the preferred one is refused)" \
     log_has "attached sched_process_exit_leader_btf to tracepoint sched_process_exit"
+# 6.1 predates the kfunc bpf_rdonly_cast (6.2): the loader leaves the programs' marker calls
+# unlinked, in code the verifier never visits, and they call the helper.
+check "the current task from the helper: no bpf_rdonly_cast before 6.2" \
+    log_has "the syscall programs find the current task with a helper call"
 
 section "/healthz and a known workload's exact counts"
 check "/healthz answers ok" test "$(curl -fsS $base/healthz)" = ok
