@@ -421,8 +421,10 @@ pub struct TaskLayout {
 /// What the kernel programs call `bpf_rdonly_cast` by: a helper call with this number, which the
 /// loader turns into a call of the kernel function (its BTF id from the kernel's BTF) before
 /// loading, as libbpf does for a declared kfunc (aya cannot declare one). The verifier then
-/// replaces the call by a register move: it costs nothing at run time. Left as is where
-/// `TaskLayout::rq_btf_id` is 0, in code the verifier removes unvisited.
+/// replaces the call by a register move: it costs nothing at run time. On a kernel without it
+/// the calls are linked to id 0, libbpf's way for a weak kfunc it could not resolve: the
+/// verifier accepts such a call only in code it removes as dead, which it is there
+/// (`TaskLayout::rq_btf_id` is then 0).
 pub const KFUNC_RDONLY_CAST: u32 = 0x4b46_0001;
 
 // ---- Records ----------------------------------------------------------------------------------

@@ -116,8 +116,8 @@ run_log | grep -E 'attached|capabilities|kernel checks|current task' |
 # The BTF one: it frees the exiting thread's TIDS entry (profiler-ebpf/src/task.rs).
 check "sched_process_exit: the pre-6.16 BTF program (the preferred one is refused)" \
     log_has "attached sched_process_exit_leader_btf to tracepoint sched_process_exit"
-# 6.1 predates the kfunc bpf_rdonly_cast (6.2): the loader leaves the programs' marker calls
-# unlinked, in code the verifier never visits, and they call the helper.
+# 6.1 predates the kfunc bpf_rdonly_cast (6.2): the loader links the programs' calls of it to
+# id 0 (libbpf's unresolved weak kfunc), in code the verifier removes, and they call the helper.
 check "the current task from the helper: no bpf_rdonly_cast before 6.2" \
     log_has "the syscall programs find the current task with a helper call"
 
