@@ -300,9 +300,10 @@ mod tests {
         assert_eq!(l.nivcsw, l.nvcsw + 8, "unsigned long nvcsw, nivcsw;");
         assert_eq!(l.sum_exec_runtime, l.exec_start + 8);
         assert!(l.rq_clock_task > l.rq_clock);
+        assert!(l.rq_btf_id > 0, "struct rq is in this kernel's BTF");
         assert!(
-            l.rq_btf_id > 0,
-            "struct rq and bpf_rdonly_cast are in this kernel's BTF"
+            rdonly_cast_id(&btf).unwrap() > 0,
+            "the kfunc bpf_rdonly_cast is in this kernel's BTF"
         );
         assert_eq!(
             l.rq_curr,

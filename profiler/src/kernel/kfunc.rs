@@ -35,8 +35,9 @@ impl Object {
 /// A copy of `object` in which every call of helper number `marker` calls the kernel function
 /// of BTF id `btf_id` instead, and how many calls were rewritten. `btf_id` 0 (the kernel lacks
 /// the function) is libbpf's unresolved weak kfunc: the verifier accepts the call only in code
-/// it removes as dead, so the caller must make it dead (the programs' own constants). Instructions are 8-byte
-/// aligned in the file (LLVM aligns code sections to 8), so only those offsets are looked at.
+/// it removes as dead, so the caller must make it dead (the programs' own constants).
+/// Instructions are 8-byte aligned in the file (LLVM aligns code sections to 8), so only those
+/// offsets are looked at.
 pub fn link(object: &[u8], marker: u32, btf_id: u32) -> (Object, usize) {
     let mut copy = Object {
         chunks: vec![Chunk([0; 32]); object.len().div_ceil(32)],

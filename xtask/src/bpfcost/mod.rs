@@ -37,7 +37,7 @@ use world::{Layout, World};
 pub const BUDGETS: &[(&str, &str, &str, u64, u32)] = &[
     // Issue 17: the BTF programs find the current task as their CPU's runqueue's `curr`
     // (task.rs, `running_task`): an inlined per-CPU lookup and two loads instead of a
-    // `bpf_get_current_task_btf` call per side, 14-20 instructions more and a call fewer on
+    // `bpf_get_current_task_btf` call per side, 15-20 instructions more and a call fewer on
     // every path that does not need task storage (enter + exit of a getppid 222 -> 211 ns on
     // the Zen 4 of docs/performance.md).
     ("profiler", "sys_enter_btf", "first call of a process (records it)", 414, 8),
