@@ -361,30 +361,29 @@ pub const ARG_REGS_LEN: usize = 12;
 
 /// tgid whose syscalls are not recorded (the daemon's own); 0 records everything.
 pub const GLOBAL_IGNORE_TGID: &str = "IGNORE_TGID";
-/// Where the current task says whether its syscall is a 32-bit compat one: the byte offset of a
-/// `u32` inside `struct task_struct` (from the kernel's BTF) and the bit to test. A mask of 0
-/// turns the check off (no BTF): every call then counts as native.
-pub const GLOBAL_COMPAT_OFFSET: &str = "COMPAT_OFFSET";
+/// Whether the current task's syscall is a 32-bit compat one: the bit to test in the `u32` at
+/// `TaskLayout::compat`. A mask of 0 turns the check off (no BTF): every call then counts as
+/// native.
 pub const GLOBAL_COMPAT_MASK: &str = "COMPAT_MASK";
 /// 1 when every possible CPU has a histogram shard of its own (at most `HIST_SHARDS` CPUs): the
 /// kernel side then adds to shards without atomic instructions (see `HistKey::shard`).
 pub const GLOBAL_SHARD_PER_CPU: &str = "SHARD_PER_CPU";
-/// Counts-only mode reads the syscall number at `sys_exit` from the task's saved registers:
-/// the byte offset in `struct pt_regs` (from the kernel's BTF) of a 32-bit little-endian read.
-pub const GLOBAL_NR_REG_OFFSET: &str = "NR_REG_OFFSET";
 /// Counts-only mode: the numbers of clone, clone3, fork and vfork in the host ABI, then in the
 /// compat ABI (`u32::MAX` where an ABI lacks one). A new task's first return from one of them
 /// (value 0) is the parent's call, already counted there, as strace counts it.
 pub const GLOBAL_CLONE_NRS: &str = "CLONE_NRS";
 pub const CLONE_NRS_LEN: usize = 8;
-/// Where the task fields the programs load live, a [`TaskLayout`] from the kernel's BTF.
+/// A [`TaskLayout`] from the kernel's BTF. The programs read only its flags from this global
+/// (`split`, `rq_btf_id`): its offsets reach them written into their instructions (see
+/// [`task_offset!`]).
 pub const GLOBAL_TASK_LAYOUT: &str = "TASK_LAYOUT";
 
 /// Byte offsets of the fields the programs read from the scheduler's own accounting, from the
 /// kernel's BTF at load time (`task_struct` unless said otherwise). `split` is 1 when every
 /// field was found: the programs then split each call's time (see [`SplitMark`]); 0 leaves the
 /// split out (the verifier removes its code). `pid` and `tgid` are always set when the kernel
-/// has BTF (the BTF programs load them instead of calling a helper).
+/// has BTF (the BTF programs load them instead of calling a helper). All `u32`, in this order:
+/// a field's place is its mark's (see [`task_offset!`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskLayout {
@@ -416,6 +415,52 @@ pub struct TaskLayout {
     /// `bpf_get_current_task_btf`.
     pub rq_btf_id: u32,
     pub rq_curr: u32,
+    /// The `u32` whose `GLOBAL_COMPAT_MASK` bit says the current syscall is a 32-bit compat one
+    /// (x86: `thread_info.status`, `TS_COMPAT`).
+    pub compat: u32,
+    /// `struct pt_regs`' syscall number (x86: `orig_ax`), which counts-only mode reads at
+    /// `sys_exit` from the saved registers, 32 bits little-endian. Set in that mode only.
+    pub nr_reg: u32,
+}
+
+/// How many `u32` a [`TaskLayout`] has.
+pub const TASK_LAYOUT_LEN: usize = core::mem::size_of::<TaskLayout>() / 4;
+
+impl TaskLayout {
+    /// Its fields in order, indexed as their marks are (see [`task_offset!`]).
+    pub fn fields(&self) -> [u32; TASK_LAYOUT_LEN] {
+        // SAFETY: `TaskLayout` is `repr(C)` and all `u32`: exactly TASK_LAYOUT_LEN of them,
+        // with no padding.
+        unsafe { core::mem::transmute(*self) }
+    }
+}
+
+/// Field offsets as immediates (aya emits no CO-RE relocations): a program loads a
+/// [`TaskLayout`] field at offset `task_offset!(field)`, a mark in
+/// `TASK_OFFSET_MARKS..TASK_OFFSET_MARKS + TASK_LAYOUT_LEN * TASK_OFFSET_SPAN`, one window of
+/// `TASK_OFFSET_SPAN` bytes per field (what is read a few bytes past a field, like
+/// `sum_exec_runtime` 8 bytes past `exec_start`, stays in its window), and the loader writes the
+/// field's real offset (plus the bytes past it) into every instruction holding a mark before
+/// loading: the offset of a load, or the immediate of an add or a move. A load at a constant
+/// offset is one instruction; one at an offset read from `.rodata` took three (the address,
+/// the offset, the add) and a cache line of `.rodata`. The marks are above any offset the
+/// programs use otherwise (their largest map value is a few KiB), and below `i16::MAX`, as a
+/// load's offset is 16 bits.
+pub const TASK_OFFSET_MARKS: u32 = 0x7800;
+pub const TASK_OFFSET_SPAN: u32 = 32;
+const _: () = assert!(
+    TASK_OFFSET_MARKS as usize + TASK_LAYOUT_LEN * TASK_OFFSET_SPAN as usize <= i16::MAX as usize
+);
+
+/// The mark a program uses as the byte offset of [`TaskLayout`] field `$field` (see
+/// [`TASK_OFFSET_MARKS`]).
+#[macro_export]
+macro_rules! task_offset {
+    ($field:ident) => {
+        $crate::TASK_OFFSET_MARKS as usize
+            + core::mem::offset_of!($crate::TaskLayout, $field) / 4
+                * $crate::TASK_OFFSET_SPAN as usize
+    };
 }
 
 /// What the kernel programs call `bpf_rdonly_cast` by: a helper call with this number, which the

@@ -25,9 +25,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use profiler_common::{
-    slot_cache_index, SplitMark, Start, TaskEntry, COUNTER_STARTS_FULL, COUNTER_TIDS_SHARED,
-    COUNTER_UNMATCHED_EXITS, KFUNC_RDONLY_CAST, TASK_IGNORED, TASK_NEW, TASK_SLOT_CACHE,
-    TASK_TRACED, TIDS_MAX_ENTRIES,
+    slot_cache_index, task_offset, SplitMark, Start, TaskEntry, COUNTER_STARTS_FULL,
+    COUNTER_TIDS_SHARED, COUNTER_UNMATCHED_EXITS, KFUNC_RDONLY_CAST, TASK_IGNORED, TASK_NEW,
+    TASK_SLOT_CACHE, TASK_TRACED, TIDS_MAX_ENTRIES,
 };
 
 use crate::task_storage::TaskStorage;
@@ -122,7 +122,7 @@ fn running_task() -> Running {
     }
     let rq = rdonly_cast(rq, rq_btf_id);
     Running {
-        task: Direct::ptr_at(rq, split::offset(|l| &l.rq_curr)),
+        task: Direct::ptr_at(rq, task_offset!(rq_curr)),
         rq,
     }
 }
@@ -144,8 +144,8 @@ fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
 #[inline(always)]
 fn identity(task: *const u8) -> (u32, u64) {
     (
-        task_u32(task, split::offset(|l| &l.pid)),
-        Direct::u64_at(task, split::offset(|l| &l.start_time)),
+        task_u32(task, task_offset!(pid)),
+        Direct::u64_at(task, task_offset!(start_time)),
     )
 }
 
@@ -237,8 +237,8 @@ fn traced_entry(task: *const u8, regs: *const u8) -> *mut TaskEntry {
 /// process (recorded if new) and whether it is the main thread.
 #[inline(never)]
 fn first_call(task: *const u8, regs: *const u8, me: *mut TaskEntry) -> *mut TaskEntry {
-    let tgid = task_u32(task, split::offset(|l| &l.tgid));
-    let pid = task_u32(task, split::offset(|l| &l.pid));
+    let tgid = task_u32(task, task_offset!(tgid));
+    let pid = task_u32(task, task_offset!(pid));
     // SAFETY (this function): a task storage value pointer, checked for null by the caller.
     if !pid_wanted(tgid) {
         unsafe {
@@ -312,10 +312,12 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
     }
     unsafe { (*me).ts_ns = 0 };
     let latency = latency_since(start, unsafe { bpf_ktime_get_ns() });
-    let (mark, low, high, main) =
-        unsafe { ((*me).mark, (*me).key_low, (*me).key_high, (*me).main_thread) };
-    let split = if split::split_on() && split::left_cpu::<Direct>(task, &mark) {
-        split::between(&mark, &running.mark(), latency)
+    let (low, high, main) = unsafe { ((*me).key_low, (*me).key_high, (*me).main_thread) };
+    // The start's mark by reference: read only for a call that left its CPU (a copy made
+    // here was four loads and two spills on every call).
+    let mark = unsafe { &raw const (*me).mark };
+    let split = if split::split_on() && split::left_cpu::<Direct>(task, mark) {
+        split::between(mark, &running.mark(), latency)
     } else {
         Split::default()
     };
@@ -356,9 +358,7 @@ pub fn sys_exit_counts_btf(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY (this function): a BTF-checked load from the saved registers; a task storage
     // value pointer, checked for null.
-    let nr = unsafe {
-        core::ptr::read_volatile(regs.add(crate::programs::counts::nr_offset()) as *const i32)
-    };
+    let nr = unsafe { core::ptr::read_volatile(regs.add(task_offset!(nr_reg)) as *const i32) };
     let (low, main) = unsafe { ((*me).key_low, (*me).main_thread) };
     let high = |abi| key_high(key_nr(nr as u32), abi, shard(main != 0));
     let cached = cached_slot(me, nr as u32);
@@ -550,7 +550,7 @@ pub fn in_flight(ctx: *mut core::ffi::c_void) -> i32 {
         nr: me.key_high & 0xffff,
         tgid: me.key_low as u32,
         incarnation: (me.key_low >> 32) as u32,
-        tid: task_u32(task, split::offset(|l| &l.pid)),
+        tid: task_u32(task, task_offset!(pid)),
         abi: (me.key_high >> 16) as u8,
         ..Start::default()
     };

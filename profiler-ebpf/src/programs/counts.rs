@@ -8,25 +8,15 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use profiler_common::task_offset;
 
 use super::{
     args::capture,
     filters::{cgroup_wanted, current_abi, pid_wanted, syscall_wanted},
-    global,
     hist::{add_counted, cpu_cached_slot, is_clone, key_high, key_low, key_nr, shard, Words},
     lifecycle::process_incarnation,
     split::Probe,
 };
-
-// Set by the loader (see profiler_common::GLOBAL_NR_REG_OFFSET).
-#[no_mangle]
-static NR_REG_OFFSET: u32 = 0;
-
-/// Where the saved registers hold the syscall number.
-#[inline(always)]
-pub(crate) fn nr_offset() -> usize {
-    global(&NR_REG_OFFSET) as usize
-}
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
@@ -37,7 +27,8 @@ pub fn sys_exit_counts(ctx: RawTracePointContext) -> i32 {
     }
     let regs = ctx.arg::<u64>(0) as *const u8;
     // SAFETY: the helper checks the address and fails on a fault.
-    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(nr_offset()) as *const i32) }) else {
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel(regs.add(task_offset!(nr_reg)) as *const i32) })
+    else {
         return 0;
     };
     let Some(cached) = cpu_cached_slot(key_nr(nr as u32)) else {

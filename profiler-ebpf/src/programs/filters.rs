@@ -7,15 +7,15 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, CgroupArray, HashMap},
 };
-use profiler_common::{ABI_COMPAT, ABI_NATIVE, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI};
+use profiler_common::{
+    task_offset, ABI_COMPAT, ABI_NATIVE, FILTER_PIDS_MAX_ENTRIES, FILTER_SYSCALLS_PER_ABI,
+};
 
 use super::global;
 
 // Set by the loader (see profiler_common::GLOBAL_*).
 #[no_mangle]
 static IGNORE_TGID: u32 = 0;
-#[no_mangle]
-static COMPAT_OFFSET: u32 = 0;
 #[no_mangle]
 static COMPAT_MASK: u32 = 0;
 #[no_mangle]
@@ -154,7 +154,7 @@ pub(crate) fn syscall_wanted(nr: u32, abi: u8) -> bool {
 /// Whether the current syscall is a 32-bit compat one. The kernel flags it per syscall in the
 /// task (x86: `thread_info.status & TS_COMPAT`, also set for `int 0x80` from 64-bit code), so
 /// this is exact where the pt_regs code segment would not be. `read` loads the `u32` at a byte
-/// offset of the current task.
+/// offset of the current task (`TaskLayout::compat`'s).
 #[inline(always)]
 fn compat_flag(read: impl FnOnce(usize) -> Option<u32>) -> u8 {
     // A mask of 0: the check is off (no BTF), every call counts as native.
@@ -162,7 +162,7 @@ fn compat_flag(read: impl FnOnce(usize) -> Option<u32>) -> u8 {
     if mask == 0 {
         return ABI_NATIVE;
     }
-    match read(global(&COMPAT_OFFSET) as usize) {
+    match read(task_offset!(compat)) {
         Some(w) if w & mask != 0 => ABI_COMPAT,
         _ => ABI_NATIVE,
     }

@@ -11,7 +11,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
-use profiler_common::{Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES};
+use profiler_common::{
+    task_offset, Start, COUNTER_STARTS_FULL, COUNTER_UNMATCHED_EXITS, STARTS_MAX_ENTRIES,
+};
 
 use super::{
     args::capture,
@@ -138,7 +140,7 @@ fn park(start: &Start, preempted: bool) {
     let mut mark = split::mark::<Probe>(task);
     // The switch counts already include this switch: blocking if the thread chose to go and
     // is not runnable, as the scheduler counts it.
-    let state = Probe::u64_at(task, split::offset(|l| &l.state)) as u32;
+    let state = Probe::u64_at(task, task_offset!(state)) as u32;
     if !preempted && state != 0 {
         mark.voluntary -= 1;
     } else {

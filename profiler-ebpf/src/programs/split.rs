@@ -7,13 +7,15 @@
 //! latency): runnable `min(Δrun_delay, off)`, blocked the rest of `off` if the thread switched
 //! out blocking at least once (else 0: only preempted), on-CPU the remainder of the latency.
 
-use profiler_common::{SplitMark, TaskLayout};
+use profiler_common::{task_offset, SplitMark, TaskLayout};
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
 use super::global;
 
-// Set by the loader from the kernel's BTF (see profiler_common::TaskLayout).
+// Set by the loader from the kernel's BTF (see profiler_common::TaskLayout). The programs read
+// only its flags here: its offsets the loader writes into their instructions
+// (profiler_common::task_offset!).
 #[no_mangle]
 static TASK_LAYOUT: TaskLayout = TaskLayout {
     pid: 0,
@@ -32,13 +34,9 @@ static TASK_LAYOUT: TaskLayout = TaskLayout {
     start_time: 0,
     rq_btf_id: 0,
     rq_curr: 0,
+    compat: 0,
+    nr_reg: 0,
 };
-
-/// The byte offset in `struct task_struct` (or the struct named in TaskLayout) of a field.
-#[inline(always)]
-pub(crate) fn offset(field: fn(&TaskLayout) -> &u32) -> usize {
-    global(field(&TASK_LAYOUT)) as usize
-}
 
 /// `struct rq`'s BTF type id, 0 when the current task comes from the helper (see
 /// TaskLayout::rq_btf_id).
@@ -109,34 +107,38 @@ pub(crate) fn mark<R: Reader>(task: *const u8) -> SplitMark {
 /// The runqueue of the CPU `task` runs on (its `se.cfs_rq`'s `rq`).
 #[inline(always)]
 pub(crate) fn runqueue_of<R: Reader>(task: *const u8) -> *const u8 {
-    let cfs_rq = R::ptr_at(task, offset(|l| &l.cfs_rq));
-    R::ptr_at(cfs_rq, offset(|l| &l.rq_of_cfs_rq))
+    let cfs_rq = R::ptr_at(task, task_offset!(cfs_rq));
+    R::ptr_at(cfs_rq, task_offset!(rq_of_cfs_rq))
 }
 
 /// [`mark`] of `task`, running on the CPU of runqueue `rq`.
 #[inline(always)]
 pub(crate) fn mark_on<R: Reader>(task: *const u8, rq: *const u8) -> SplitMark {
     // How far this CPU's task clock runs behind its clock.
-    let lag = R::u64_at(rq, offset(|l| &l.rq_clock))
-        .wrapping_sub(R::u64_at(rq, offset(|l| &l.rq_clock_task)));
+    let lag = R::u64_at(rq, task_offset!(rq_clock))
+        .wrapping_sub(R::u64_at(rq, task_offset!(rq_clock_task)));
     // sum_exec_runtime and nivcsw follow exec_start and nvcsw (the loader checks).
-    let clocks = R::at(task, offset(|l| &l.exec_start));
+    let clocks = R::at(task, task_offset!(exec_start));
     let (exec_start, runtime) = (R::u64_at(clocks, 0), R::u64_at(clocks, 8));
-    let switches = R::at(task, offset(|l| &l.nvcsw));
+    let switches = R::at(task, task_offset!(nvcsw));
     SplitMark {
         off_cpu_ns: exec_start.wrapping_add(lag).wrapping_sub(runtime),
-        run_delay_ns: R::u64_at(task, offset(|l| &l.run_delay)),
+        run_delay_ns: R::u64_at(task, task_offset!(run_delay)),
         voluntary: R::u64_at(switches, 0),
         involuntary: R::u64_at(switches, 8),
     }
 }
 
 /// Whether `task` switched out since `start` (its switch counts moved): two loads, all a call
-/// that kept its CPU pays at exit.
+/// that kept its CPU pays at exit. `start` points into a map value (see "Safety" in mod.rs).
 #[inline(always)]
-pub(crate) fn left_cpu<R: Reader>(task: *const u8, start: &SplitMark) -> bool {
-    let switches = R::at(task, offset(|l| &l.nvcsw));
-    R::u64_at(switches, 0) != start.voluntary || R::u64_at(switches, 8) != start.involuntary
+pub(crate) fn left_cpu<R: Reader>(task: *const u8, start: *const SplitMark) -> bool {
+    let switches = R::at(task, task_offset!(nvcsw));
+    // SAFETY: see above.
+    unsafe {
+        R::u64_at(switches, 0) != (*start).voluntary
+            || R::u64_at(switches, 8) != (*start).involuntary
+    }
 }
 
 /// A call's time off its CPU, in the parts the histogram adds.
@@ -149,7 +151,9 @@ pub(crate) struct Split {
 
 /// The split of a call of `latency` ns that left its CPU, between marks `start` and `now`.
 #[inline(always)]
-pub(crate) fn between(start: &SplitMark, now: &SplitMark, latency: u64) -> Split {
+pub(crate) fn between(start: *const SplitMark, now: &SplitMark, latency: u64) -> Split {
+    // SAFETY: `start` points into a map value (see "Safety" in mod.rs).
+    let start = unsafe { &*start };
     let off = now.off_cpu_ns.wrapping_sub(start.off_cpu_ns) as i64;
     // Clamped: the lag read at each end is the CPU's as of its last clock update, and the
     // clocks can disagree by a little across CPUs (docs/design.md).

@@ -56,6 +56,7 @@ impl Fatal {
                 K::Pin(_) => 6,
                 K::Status(_)
                 | K::NoProgramLeft { .. }
+                | K::Object(_)
                 | K::MissingProgram(_)
                 | K::NotATracepoint(_)
                 | K::MissingMap(_)

@@ -51,6 +51,9 @@ pub enum Error {
         tracepoint: &'static str,
         why: String,
     },
+    /// The embedded object cannot be linked (link.rs).
+    #[error("{0}")]
+    Object(String),
     #[error("program {0} missing from object")]
     MissingProgram(String),
     #[error("program {0} is neither a raw nor a BTF tracepoint")]

@@ -10,10 +10,10 @@ use aya::{
 };
 use profiler_common::{
     Meta, TaskLayout, ARG_REGS_LEN, CHECKPOINT_MAP, CLONE_NRS_LEN, FREE_SLOTS_MAP, GLOBAL_ARG_REGS,
-    GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_COMPAT_OFFSET, GLOBAL_FILTER_CGROUP_ON,
-    GLOBAL_FILTER_PIDS_ON, GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_NR_REG_OFFSET,
-    GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT, GLOBAL_TIDS_MASK, HIST_SHARDS, KFUNC_RDONLY_CAST,
-    META_MAP, PINNED_MAPS, STARTS_MAP, TIDS_MAP, TIDS_MAX_ENTRIES,
+    GLOBAL_CLONE_NRS, GLOBAL_COMPAT_MASK, GLOBAL_FILTER_CGROUP_ON, GLOBAL_FILTER_PIDS_ON,
+    GLOBAL_FILTER_SYSCALLS_ON, GLOBAL_IGNORE_TGID, GLOBAL_SHARD_PER_CPU, GLOBAL_TASK_LAYOUT,
+    GLOBAL_TIDS_MASK, HIST_SHARDS, KFUNC_RDONLY_CAST, META_MAP, PINNED_MAPS, STARTS_MAP, TIDS_MAP,
+    TIDS_MAX_ENTRIES,
 };
 use tracing::{info, warn};
 
@@ -28,7 +28,7 @@ use super::{
     exec_marks::ExecMarks,
     filters,
     iter::InFlightIter,
-    kfunc,
+    link,
     maps::{self, CheckpointMaps, Maps},
     pin,
 };
@@ -36,10 +36,10 @@ use crate::config::Filter;
 
 /// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
 /// eBPF object") for why it is committed and how it is kept fresh.
-static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
 /// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
 /// on a kernel without task storage the main object cannot create its map and does not load.
-static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
+pub(super) static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
 
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
@@ -110,10 +110,15 @@ pub fn load_and_attach(
         pin::prepare(dir)?;
     }
     let mut g = globals(filter, counts_only)?;
-    // The syscall programs find the current task through `bpf_rdonly_cast` (task.rs,
-    // `running_task`), a kfunc: its calls are linked here, or the programs call the helper.
-    let main_object = kfunc::link(OBJECT, KFUNC_RDONLY_CAST, g.rdonly_cast);
-    if g.task_layout.rq_btf_id != 0 && main_object.1 == 0 {
+    // The task fields' offsets go into the programs' instructions (link.rs). The syscall
+    // programs find the current task through `bpf_rdonly_cast` (task.rs, `running_task`), a
+    // kfunc: its calls are linked here, or the programs call the helper.
+    let mut main_object = link::Object::new(OBJECT)?;
+    main_object.link_task_offsets(&g.task_layout)?;
+    let mut slot_object = link::Object::new(SLOT_OBJECT)?;
+    slot_object.link_task_offsets(&g.task_layout)?;
+    if g.task_layout.rq_btf_id != 0 && main_object.link_kfunc(KFUNC_RDONLY_CAST, g.rdonly_cast) == 0
+    {
         warn!("no bpf_rdonly_cast call in the eBPF object: the current task comes from a helper");
         g.task_layout.rq_btf_id = 0;
     }
@@ -128,7 +133,7 @@ pub fn load_and_attach(
     // The main object for the task-storage programs; the one without them if the kernel lacks
     // task storage, refuses those programs, or they are left out.
     let main = match task_storage_wanted(&skipped, counts_only) {
-        true => match setup.load(main_object.0.bytes(), true, &sets[..1], &skipped) {
+        true => match setup.load(main_object.bytes(), true, &sets[..1], &skipped) {
             Ok(loaded) => Some(loaded),
             Err(e) if !matches!(e, Error::Denied { .. }) => {
                 warn!("{e}; loading the programs without task storage");
@@ -142,7 +147,7 @@ pub fn load_and_attach(
         Some(loaded) => loaded,
         None => {
             skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
-            setup.load(SLOT_OBJECT, false, &sets[1..], &skipped)?
+            setup.load(slot_object.bytes(), false, &sets[1..], &skipped)?
         }
     };
     info!("attached: {}", loaded.set.what);
@@ -220,9 +225,7 @@ impl Setup<'_> {
             .allow_unsupported_maps()
             .override_global(GLOBAL_TASK_LAYOUT, &g.task_layout, true)
             .override_global(GLOBAL_IGNORE_TGID, &g.own_tgid, true)
-            .override_global(GLOBAL_COMPAT_OFFSET, &g.compat_offset, true)
             .override_global(GLOBAL_COMPAT_MASK, &g.compat_mask, true)
-            .override_global(GLOBAL_NR_REG_OFFSET, &g.nr_offset, true)
             .override_global(GLOBAL_CLONE_NRS, &g.clone_nrs, true)
             .override_global(GLOBAL_SHARD_PER_CPU, &g.shard_per_cpu, true)
             .override_global(GLOBAL_FILTER_PIDS_ON, &g.pids_on, true)
@@ -295,14 +298,13 @@ impl Setup<'_> {
 /// need, how the histogram shards are shared, which filters are on.
 struct Globals {
     own_tgid: u32,
+    /// Its offsets go into the programs' instructions (link.rs), its flags into a global.
     task_layout: TaskLayout,
     /// The BTF id of the kfunc `bpf_rdonly_cast`, 0 when the programs do without.
     rdonly_cast: u32,
     /// Whether the BTF programs can find what they load (else they are left out).
     btf_usable: bool,
-    compat_offset: u32,
     compat_mask: u32,
-    nr_offset: u32,
     clone_nrs: [u32; CLONE_NRS_LEN],
     shard_per_cpu: u32,
     /// TIDS's length, and it less one.
@@ -351,11 +353,11 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
     if rdonly_cast == 0 {
         task_layout.rq_btf_id = 0;
     }
-    let nr_offset = if counts_only {
-        in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?
-    } else {
-        0
-    };
+    task_layout.compat = compat_offset;
+    if counts_only {
+        task_layout.nr_reg =
+            in_btf(&btf, kernel_btf::syscall_nr_offset).map_err(|e| Error::NoBtf(e.into()))?;
+    }
     let clone_nrs = filters::clone_numbers();
     let shard_per_cpu = match aya::util::nr_cpus() {
         _ if std::env::var_os(SHARED_SHARDS_ENV).is_some() => {
@@ -377,9 +379,7 @@ fn globals(filter: &Filter, counts_only: bool) -> Result<Globals, Error> {
         task_layout,
         rdonly_cast,
         btf_usable,
-        compat_offset,
         compat_mask,
-        nr_offset,
         clone_nrs,
         shard_per_cpu,
         tids_entries,
