@@ -86,6 +86,14 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
         }
     }
 
+    /// Asks the CPU to start loading the first entries, about to be read (see
+    /// host/prefetch.rs). Nothing to load when the map is empty.
+    pub fn prefetch(&self) {
+        if !self.0.is_empty() {
+            crate::host::prefetch::prefetch(self.0.as_ptr());
+        }
+    }
+
     /// The value at position `at` (by key), if there is one.
     pub fn value_at(&self, at: usize) -> Option<&V> {
         self.0.get(at).map(|(_, v)| v)
@@ -227,13 +235,19 @@ mod tests {
 
     #[test]
     fn a_walk_from_a_cursor_finds_and_inserts_like_entry() {
-        let keys = [3u32, 5, 8, 13, 21];
-        for walk in [
-            vec![1, 3, 4, 5, 8, 9, 13, 21, 30],
-            vec![21],
-            vec![0, 30],
-            vec![5, 6, 7, 13],
-            vec![],
+        let few = vec![3u32, 5, 8, 13, 21];
+        // Long enough that a jump is a binary search of many entries.
+        let many: Vec<u32> = (0..40).map(|i| 3 * i + 1).collect();
+        for (keys, walk) in [
+            (&few, vec![1, 3, 4, 5, 8, 9, 13, 21, 30]),
+            (&few, vec![21]),
+            (&few, vec![0, 30]),
+            (&few, vec![5, 6, 7, 13]),
+            (&few, vec![]),
+            (&many, vec![0, 22, 24, 25, 26, 100, 117, 118, 200]),
+            (&many, vec![1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 118]),
+            (&many, vec![116]),
+            (&many, vec![50, 51]),
         ] {
             let mut by_entry: SortedMap<u32, u64> = keys.iter().map(|&k| (k, 1)).collect();
             let mut by_cursor = by_entry.clone();

@@ -137,11 +137,12 @@ impl Process {
     ) {
         self.gained = true;
         self.changes += 1;
-        // The syscalls a walk adds to next are most often the next entries: the buckets of the
-        // one PREFETCH_AHEAD on are fetched while this one's are added to (memory answers in
-        // about the time of a few adds).
+        // The syscalls a walk adds to next are most often the next entries: the buckets and
+        // the errno table (each its own allocation) of the one PREFETCH_AHEAD on are fetched
+        // while this one's are added to (memory answers in about the time of a few adds).
         if let Some(next) = self.syscalls.value_at(*cursor + PREFETCH_AHEAD) {
             next.hist.prefetch_buckets();
+            next.errnos.prefetch();
         }
         let t = self.syscalls.entry_from(cursor, sc).or_default();
         if !delta.is_empty() {
