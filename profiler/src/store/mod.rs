@@ -357,7 +357,9 @@ impl Store {
             p.interval_ns = 0;
             p.interval_cpu_ns = 0;
             if p.gained {
-                p.last_seen = now.1;
+                // Not before it was first seen: a process new in this drain was created (and
+                // stamped) after the drain took `now`.
+                p.last_seen = now.1.max(p.first_seen);
                 p.gained = false;
             }
         }

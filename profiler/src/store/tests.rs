@@ -128,6 +128,19 @@ fn exited_processes_beyond_the_cap_leave_oldest_first() {
 }
 
 #[test]
+fn a_process_new_in_a_drain_is_last_seen_no_earlier_than_first_seen() {
+    // The drain takes its time before it adds, and the store stamps a new process when it
+    // adds its first calls: later.
+    let mut s = Store::for_test(Duration::from_secs(60), 1000);
+    let drain_began = (Instant::now(), SystemTime::now() - Duration::from_millis(5));
+    s.add(P1, GETPID, &delta(100, 2, 500, 0));
+    s.finish_drain(drain_began);
+    let p = &s.processes[&P1];
+    assert!(p.first_seen > drain_began.1);
+    assert_eq!(p.last_seen, p.first_seen);
+}
+
+#[test]
 fn time_share_covers_the_last_interval_only() {
     let mut s = Store::for_test(Duration::from_secs(60), 1000);
     let t0 = s.started.0;
