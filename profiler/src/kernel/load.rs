@@ -117,8 +117,9 @@ pub fn load_and_attach(
     main_object.link_task_offsets(&g.task_layout)?;
     let mut slot_object = link::Object::new(SLOT_OBJECT)?;
     slot_object.link_task_offsets(&g.task_layout)?;
-    if g.task_layout.rq_btf_id != 0 && main_object.link_kfunc(KFUNC_RDONLY_CAST, g.rdonly_cast) == 0
-    {
+    // Linked whether the kernel has the kfunc or not: to id 0 without it (see link_kfunc).
+    let kfunc_calls = main_object.link_kfunc(KFUNC_RDONLY_CAST, g.rdonly_cast);
+    if g.task_layout.rq_btf_id != 0 && kfunc_calls == 0 {
         warn!("no bpf_rdonly_cast call in the eBPF object: the current task comes from a helper");
         g.task_layout.rq_btf_id = 0;
     }
