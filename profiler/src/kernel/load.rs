@@ -115,8 +115,6 @@ pub fn load_and_attach(
     // kfunc: its calls are linked here, or the programs call the helper.
     let mut main_object = link::Object::new(OBJECT)?;
     main_object.link_task_offsets(&g.task_layout)?;
-    let mut slot_object = link::Object::new(SLOT_OBJECT)?;
-    slot_object.link_task_offsets(&g.task_layout)?;
     // Linked whether the kernel has the kfunc or not: to id 0 without it (see link_kfunc).
     let kfunc_calls = main_object.link_kfunc(KFUNC_RDONLY_CAST, g.rdonly_cast);
     if g.task_layout.rq_btf_id != 0 && kfunc_calls == 0 {
@@ -148,6 +146,9 @@ pub fn load_and_attach(
         Some(loaded) => loaded,
         None => {
             skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
+            // Linked only when it is the one loaded.
+            let mut slot_object = link::Object::new(SLOT_OBJECT)?;
+            slot_object.link_task_offsets(&g.task_layout)?;
             setup.load(slot_object.bytes(), false, &sets[1..], &skipped)?
         }
     };

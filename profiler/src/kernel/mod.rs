@@ -3,7 +3,8 @@
 //! (arena.rs), batch reads (batch.rs), the calls in flight (iter.rs), record's exec boundary
 //! (exec_marks.rs), the programs' log lines (log.rs), what is written into their instructions
 //! before loading (link.rs: kfunc calls, task field offsets), pinning (pin.rs), the kernel's BTF
-//! (btf.rs), capabilities (caps.rs) and the programs' own run time (bpf_stats.rs). Only the drain, and the commands that set it up, use it.
+//! (btf.rs), capabilities (caps.rs) and the programs' own run time (bpf_stats.rs). Only the
+//! drain, and the commands that set it up, use it.
 
 pub mod arena;
 pub mod args;
