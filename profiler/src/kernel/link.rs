@@ -1,5 +1,5 @@
-//! What the loader writes into the programs' instructions before loading them, where libbpf
-//! would resolve a relocation that aya cannot emit:
+//! The embedded eBPF objects, and what the loader writes into their programs' instructions
+//! before loading them, where libbpf would resolve a relocation that aya cannot emit:
 //! - calls of kernel functions (kfuncs): a program calls a helper number that stands for the
 //!   function (profiler_common::KFUNC_*), rewritten into a call of the function's BTF id;
 //! - the offsets of the task fields the programs load (profiler_common::task_offset!): marks,
@@ -14,6 +14,13 @@ use object::{Object as _, ObjectSection as _, SectionKind};
 use profiler_common::{TaskLayout, TASK_OFFSET_MARKS, TASK_OFFSET_SPAN};
 
 use super::error::Error;
+
+/// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
+/// eBPF object") for why it is committed and how it is kept fresh.
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
+/// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
+/// on a kernel without task storage the main object cannot create its map and does not load.
+pub(super) static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
 
 /// An eBPF instruction is 8 bytes: the opcode, the registers byte (source register in the high
 /// nibble), a 16-bit offset and a 32-bit immediate, little-endian. A 16-byte `ld_imm64` is two
@@ -174,7 +181,6 @@ mod tests {
     use profiler_common::{task_offset, KFUNC_RDONLY_CAST, TASK_LAYOUT_LEN};
 
     use super::*;
-    use crate::kernel::load::{OBJECT, SLOT_OBJECT};
 
     /// The instructions of `object`'s code that hold a mark, as (byte, value).
     fn marks(object: &mut Object) -> Vec<(usize, i64)> {

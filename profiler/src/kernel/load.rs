@@ -34,13 +34,6 @@ use super::{
 };
 use crate::config::Filter;
 
-/// Built from profiler-ebpf by `cargo xtask build-ebpf`; see docs/building.md ("The embedded
-/// eBPF object") for why it is committed and how it is kept fresh.
-pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler.bpf.o");
-/// The same programs without the BPF ones that use task storage (profiler-ebpf main_slot.rs):
-/// on a kernel without task storage the main object cannot create its map and does not load.
-pub(super) static SLOT_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profiler-slot.bpf.o");
-
 /// Set (to anything) to run the kernel side as on a host with more CPUs than histogram shards:
 /// every shard but a main thread's taken as shared, so atomic adds, every bucket block marked
 /// touched, and errnos counted in ERRNOS. How the tests run that path on a small machine.
@@ -113,7 +106,7 @@ pub fn load_and_attach(
     // The task fields' offsets go into the programs' instructions (link.rs). The syscall
     // programs find the current task through `bpf_rdonly_cast` (task.rs, `running_task`), a
     // kfunc: its calls are linked here, or the programs call the helper.
-    let mut main_object = link::Object::new(OBJECT)?;
+    let mut main_object = link::Object::new(link::OBJECT)?;
     main_object.link_task_offsets(&g.task_layout)?;
     // Linked whether the kernel has the kfunc or not: to id 0 without it (see link_kfunc).
     let kfunc_calls = main_object.link_kfunc(KFUNC_RDONLY_CAST, g.rdonly_cast);
@@ -147,7 +140,7 @@ pub fn load_and_attach(
         None => {
             skipped.extend(TASK_STORAGE_PROGRAMS.iter().map(|p| p.to_string()));
             // Linked only when it is the one loaded.
-            let mut slot_object = link::Object::new(SLOT_OBJECT)?;
+            let mut slot_object = link::Object::new(link::SLOT_OBJECT)?;
             slot_object.link_task_offsets(&g.task_layout)?;
             setup.load(slot_object.bytes(), false, &sets[1..], &skipped)?
         }
