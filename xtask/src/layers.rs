@@ -982,4 +982,13 @@ mod tests {
             }
         }
     }
+
+    /// The daemon's own sources keep their layers: in the README's test command too, not only
+    /// in CI's lint step (a test module's import once made a cycle that only CI saw).
+    #[test]
+    fn the_daemon_keeps_its_layers() {
+        let src = crate::workspace_root().join(SOURCES);
+        let violations = Graph::read(&src).unwrap().violations();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
 }
