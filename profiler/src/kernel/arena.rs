@@ -129,19 +129,14 @@ impl HistArena {
         };
         for block in blocks(touched) {
             let first = block * TOUCH_BLOCK;
-            // Every bucket written to `found`, the next one over it unless it is non-zero:
-            // no branch on whether a bucket is zero, which the CPU cannot predict (a series
-            // fills a few buckets of a block, not the same from series to series).
-            let mut found = [(0u16, 0u32); TOUCH_BLOCK];
-            let mut kept = 0;
             for i in first..(first + TOUCH_BLOCK).min(BUCKETS) {
                 // SAFETY: i < BUCKETS, an aligned u32 of the buckets array: read whole.
                 let at = offset_of!(Hist, buckets) + 4 * i;
                 let n = unsafe { p.add(at).cast::<u32>().read_volatile() };
-                found[kept] = (i as u16, n);
-                kept += usize::from(n != 0);
+                if n != 0 {
+                    into.push((i as u16, n));
+                }
             }
-            into.extend_from_slice(&found[..kept]);
         }
     }
 
