@@ -7,7 +7,7 @@ use super::{
     attach::{Config, ConfigKind},
     load::{HttpResult, KernelMap},
     machine::section_marker,
-    stats::{median, min_max, overhead_ratio, percentile},
+    stats::{median, min_max, overhead_ratio, percentile, ratio_interval},
     workload::Workload,
 };
 
@@ -133,6 +133,15 @@ fn signed_ns(v: f64) -> String {
 
 fn ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"))
+}
+
+/// An end of a ratio's interval: unbounded where the reference's cost is within the noise.
+fn bound(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "∞".to_string()
+    }
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -271,9 +280,12 @@ fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
         out,
         "\n### Overhead ratios\n\n\
          `a / b` is (a − none) / (b − none), from the medians above: how many times the cost \
-         that `b` adds to a syscall (or round trip) `a` adds. For bpftrace, the ratio of its lowest and highest \
-         per-round value follows in parentheses (its cost here has been seen to be bimodal). \
-         n/a: the reference adds no measurable cost.\n"
+         that `b` adds to a syscall (or round trip) `a` adds. In parentheses, from 3 rounds on, a \
+         90% interval by the bootstrap over the rounds (rounds drawn whole with replacement, the \
+         ratio of each draw's medians; ∞ where some draws' reference added nothing measurable): \
+         a goal is met with confidence where the interval's top is under it. For bpftrace, the \
+         ratio of its lowest and highest per-round value follows in parentheses instead (its \
+         cost here has been seen to be bimodal). n/a: the reference adds no measurable cost.\n"
     );
     let _ = write!(out, "| ratio |");
     for w in &first.workloads {
@@ -311,7 +323,15 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
         (0..s.workloads.len())
             .map(
                 |w| match (s.median(a, w), s.median(b, w), s.median(none, w)) {
-                    (Some(x), Some(y), Some(base)) => ratio(overhead_ratio(x, y, base)),
+                    (Some(x), Some(y), Some(base)) => {
+                        let (xs, ys, ns) =
+                            (&s.samples[a][w], &s.samples[b][w], &s.samples[none][w]);
+                        let r = ratio(overhead_ratio(x, y, base));
+                        match ratio_interval(xs, ys, ns) {
+                            Some((lo, hi)) => format!("{r} ({}–{})", bound(lo), bound(hi)),
+                            None => r,
+                        }
+                    }
                     _ => "–".to_string(),
                 },
             )
@@ -680,9 +700,11 @@ mod tests {
     #[test]
     fn renders_overhead_ratios() {
         let md = render(&report(true));
-        // (200-90)/(130-90) = 2.75; (200-90)/(180-90) = 1.22; mixed: 330/120, 330/270.
-        assert!(md.contains("| profiler / floor | 2.75 | 2.75 |"), "{md}");
-        assert!(md.contains("| profiler / limit | 1.22 | 1.22 |"), "{md}");
+        // (200-90)/(130-90) = 2.75; (200-90)/(180-90) = 1.22; mixed: 330/120, 330/270. The
+        // getppid column's 3 rounds move together, so every draw's ratio is the same; the mixed
+        // column's single round has no interval.
+        assert!(md.contains("| profiler / floor | 2.75 (2.75–2.75) | 2.75 |"), "{md}");
+        assert!(md.contains("| profiler / limit | 1.22 (1.22–1.22) | 1.22 |"), "{md}");
         // bpftrace: median (350-90)/110 = 2.36, lowest 250/110 = 2.27, highest 400/110 = 3.64.
         assert!(
             md.contains("| bpftrace / profiler | 2.36 (2.27–3.64) |"),
@@ -717,7 +739,7 @@ mod tests {
         assert!(md.contains("## Cost per syscall (wall clock)"), "{md}");
         assert!(md.contains("## Cost per syscall (on-CPU time)"), "{md}");
         assert!(md.contains("CLOCK_THREAD_CPUTIME_ID"), "{md}");
-        assert!(md.contains("| profiler / floor (wall) | 2.75 |"), "{md}");
+        assert!(md.contains("| profiler / floor (wall) | 2.75 (2.75–2.75) |"), "{md}");
         assert!(md.contains("| profiler / floor (on-CPU) | 2.25 |"), "{md}");
         assert!(md.contains("| bpftrace / profiler (on-CPU) |"), "{md}");
         assert!(
