@@ -703,8 +703,14 @@ mod tests {
         // (200-90)/(130-90) = 2.75; (200-90)/(180-90) = 1.22; mixed: 330/120, 330/270. The
         // getppid column's 3 rounds move together, so every draw's ratio is the same; the mixed
         // column's single round has no interval.
-        assert!(md.contains("| profiler / floor | 2.75 (2.75–2.75) | 2.75 |"), "{md}");
-        assert!(md.contains("| profiler / limit | 1.22 (1.22–1.22) | 1.22 |"), "{md}");
+        assert!(
+            md.contains("| profiler / floor | 2.75 (2.75–2.75) | 2.75 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| profiler / limit | 1.22 (1.22–1.22) | 1.22 |"),
+            "{md}"
+        );
         // bpftrace: median (350-90)/110 = 2.36, lowest 250/110 = 2.27, highest 400/110 = 3.64.
         assert!(
             md.contains("| bpftrace / profiler | 2.36 (2.27–3.64) |"),
@@ -739,7 +745,10 @@ mod tests {
         assert!(md.contains("## Cost per syscall (wall clock)"), "{md}");
         assert!(md.contains("## Cost per syscall (on-CPU time)"), "{md}");
         assert!(md.contains("CLOCK_THREAD_CPUTIME_ID"), "{md}");
-        assert!(md.contains("| profiler / floor (wall) | 2.75 (2.75–2.75) |"), "{md}");
+        assert!(
+            md.contains("| profiler / floor (wall) | 2.75 (2.75–2.75) |"),
+            "{md}"
+        );
         assert!(md.contains("| profiler / floor (on-CPU) | 2.25 |"), "{md}");
         assert!(md.contains("| bpftrace / profiler (on-CPU) |"), "{md}");
         assert!(
