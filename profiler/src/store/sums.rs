@@ -26,6 +26,9 @@ struct Sum {
     total_ns: u64,
     split: TimeSplit,
     buckets: Box<[u64; BUCKETS]>,
+    /// The lowest and the highest bucket added to (`BUCKETS`, 0 when none): `take` reads
+    /// those and what lies between, not the whole array.
+    touched: (usize, usize),
     errnos: Vec<(u32, u64)>,
 }
 
@@ -36,6 +39,7 @@ impl Sum {
             total_ns: 0,
             split: TimeSplit::default(),
             buckets: Box::new([0; BUCKETS]),
+            touched: (BUCKETS, 0),
             errnos: Vec::new(),
         }
     }
@@ -53,7 +57,9 @@ impl DrainSums {
         s.total_ns += delta.total_ns;
         s.split.add(delta.split);
         for &(i, n) in delta.buckets {
-            s.buckets[i.min(BUCKETS - 1)] += n;
+            let i = i.min(BUCKETS - 1);
+            s.buckets[i] += n;
+            s.touched = (s.touched.0.min(i), s.touched.1.max(i));
         }
         for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
             match s.errnos.iter_mut().find(|e| e.0 == errno) {
@@ -69,10 +75,13 @@ impl DrainSums {
         let mut out = Vec::with_capacity(self.at.len());
         for (sc, at) in self.at.drain() {
             let s = &mut self.sums[at];
+            let (lo, hi) = std::mem::replace(&mut s.touched, (BUCKETS, 0));
             let buckets = s
                 .buckets
                 .iter_mut()
                 .enumerate()
+                .take(hi + 1)
+                .skip(lo)
                 .filter(|(_, n)| **n != 0)
                 .map(|(i, n)| (i, std::mem::take(n)))
                 .collect();
@@ -103,19 +112,22 @@ mod tests {
             buckets,
         };
         s.add(a, d(&[(3, 2), (7, 1)]), &[(2, 1)]);
-        s.add(b, d(&[(3, 5)]), &[]);
-        s.add(a, d(&[(7, 4)]), &[(2, 2), (9, 1)]);
+        s.add(b, d(&[(3, 5), (BUCKETS - 1, 1)]), &[]);
+        s.add(a, d(&[(7, 4), (0, 1)]), &[(2, 2), (9, 1)]);
         let mut out = s.take();
         out.sort_by_key(|(sc, _, _)| *sc);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].0, a);
-        assert_eq!(out[0].1.buckets, vec![(3, 2), (7, 5)]);
+        assert_eq!(out[0].1.buckets, vec![(0, 1), (3, 2), (7, 5)]);
         assert_eq!((out[0].1.errors, out[0].1.total_ns), (2, 20));
         assert_eq!(out[0].2, vec![(2, 3), (9, 1)]);
-        assert_eq!(out[1].1.buckets, vec![(3, 5)]);
+        assert_eq!(out[1].1.buckets, vec![(3, 5), (BUCKETS - 1, 1)]);
         assert!(s.take().is_empty(), "nothing carried over");
         s.add(b, d(&[(4, 1)]), &[]);
-        let out = s.take();
-        assert_eq!(out[0].1.buckets, vec![(4, 1)], "the arrays were zeroed");
+        s.add(a, d(&[(9, 1)]), &[]);
+        let mut out = s.take();
+        out.sort_by_key(|(sc, _, _)| *sc);
+        assert_eq!(out[0].1.buckets, vec![(9, 1)], "the arrays were zeroed");
+        assert_eq!(out[1].1.buckets, vec![(4, 1)], "the arrays were zeroed");
     }
 }
