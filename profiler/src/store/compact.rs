@@ -3,8 +3,15 @@
 //! whatever it holds, and a process's 20 syscalls with one errno each took 9.9 KiB that way
 //! (see memory.rs); lookups are a binary search over a few dozen entries at most. The API is
 //! the part of `BTreeMap`'s the store and its readers use.
+//!
+//! `INLINE` entries are kept in the map itself, no allocation, until it holds more: a syscall's
+//! failures by errno are nearly always one errno, and as its own allocation that one entry was
+//! a cache miss for each failing series in every drain. One 16-byte entry fits where the
+//! vector's pointer and length were, so it costs no room.
 
 use std::{fmt, marker::PhantomData, ops::Index};
+
+use smallvec::SmallVec;
 
 use serde::{
     de::{MapAccess, Visitor},
@@ -12,15 +19,15 @@ use serde::{
 };
 
 #[derive(Clone, PartialEq, Eq)]
-pub struct SortedMap<K, V>(Vec<(K, V)>);
+pub struct SortedMap<K, V, const INLINE: usize = 0>(SmallVec<[(K, V); INLINE]>);
 
-impl<K, V> Default for SortedMap<K, V> {
+impl<K, V, const INLINE: usize> Default for SortedMap<K, V, INLINE> {
     fn default() -> Self {
-        SortedMap(Vec::new())
+        SortedMap(SmallVec::new())
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for SortedMap<K, V> {
+impl<K: fmt::Debug, V: fmt::Debug, const INLINE: usize> fmt::Debug for SortedMap<K, V, INLINE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| (k, v)))
@@ -34,7 +41,7 @@ fn pair<K, V>((k, v): &(K, V)) -> (&K, &V) {
     (k, v)
 }
 
-impl<K: Ord + Copy, V> SortedMap<K, V> {
+impl<K: Ord + Copy, V, const INLINE: usize> SortedMap<K, V, INLINE> {
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -52,7 +59,7 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
     }
 
     /// `k`'s value, inserted as the default if absent.
-    pub fn entry(&mut self, k: K) -> Entry<'_, K, V> {
+    pub fn entry(&mut self, k: K) -> Entry<'_, K, V, INLINE> {
         Entry {
             at: self.find(&k),
             map: &mut self.0,
@@ -65,7 +72,7 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
     /// cursor, so a walk over many keys reads the entries front to back instead of binary
     /// searching each (whose scattered reads miss the cache one after another). Moves the
     /// cursor past `k`.
-    pub fn entry_from(&mut self, cursor: &mut usize, k: K) -> Entry<'_, K, V> {
+    pub fn entry_from(&mut self, cursor: &mut usize, k: K) -> Entry<'_, K, V, INLINE> {
         let from = (*cursor).min(self.0.len());
         debug_assert!(self.0[..from].iter().all(|(key, _)| *key < k));
         let at = match self.0.get(from) {
@@ -113,13 +120,13 @@ impl<K: Ord + Copy, V> SortedMap<K, V> {
     }
 }
 
-pub struct Entry<'a, K, V> {
-    map: &'a mut Vec<(K, V)>,
+pub struct Entry<'a, K, V, const INLINE: usize> {
+    map: &'a mut SmallVec<[(K, V); INLINE]>,
     at: Result<usize, usize>,
     key: K,
 }
 
-impl<'a, K, V: Default> Entry<'a, K, V> {
+impl<'a, K, V: Default, const INLINE: usize> Entry<'a, K, V, INLINE> {
     pub fn or_default(self) -> &'a mut V {
         let at = match self.at {
             Ok(at) => at,
@@ -134,7 +141,7 @@ impl<'a, K, V: Default> Entry<'a, K, V> {
     }
 }
 
-impl<K: Ord + Copy, V> Index<&K> for SortedMap<K, V> {
+impl<K: Ord + Copy, V, const INLINE: usize> Index<&K> for SortedMap<K, V, INLINE> {
     type Output = V;
 
     fn index(&self, k: &K) -> &V {
@@ -142,7 +149,7 @@ impl<K: Ord + Copy, V> Index<&K> for SortedMap<K, V> {
     }
 }
 
-impl<'a, K: Ord + Copy, V> IntoIterator for &'a SortedMap<K, V> {
+impl<'a, K: Ord + Copy, V, const INLINE: usize> IntoIterator for &'a SortedMap<K, V, INLINE> {
     type Item = (&'a K, &'a V);
     type IntoIter = Pairs<'a, K, V>;
 
@@ -151,47 +158,50 @@ impl<'a, K: Ord + Copy, V> IntoIterator for &'a SortedMap<K, V> {
     }
 }
 
-impl<K, V> IntoIterator for SortedMap<K, V> {
+impl<K, V, const INLINE: usize> IntoIterator for SortedMap<K, V, INLINE> {
     type Item = (K, V);
-    type IntoIter = std::vec::IntoIter<(K, V)>;
+    type IntoIter = smallvec::IntoIter<[(K, V); INLINE]>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
 }
 
-impl<K: Ord + Copy, V> FromIterator<(K, V)> for SortedMap<K, V> {
+impl<K: Ord + Copy, V, const INLINE: usize> FromIterator<(K, V)> for SortedMap<K, V, INLINE> {
     /// The last value of a key given twice wins.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut pairs: Vec<(K, V)> = iter.into_iter().collect();
         pairs.reverse();
         pairs.sort_by_key(|p| p.0);
         pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+        let mut pairs = SmallVec::from_vec(pairs);
         pairs.shrink_to_fit();
         SortedMap(pairs)
     }
 }
 
-impl<K: Serialize + Ord + Copy, V: Serialize> Serialize for SortedMap<K, V> {
+impl<K: Serialize + Ord + Copy, V: Serialize, const INLINE: usize> Serialize
+    for SortedMap<K, V, INLINE>
+{
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
     }
 }
 
-impl<'de, K, V> Deserialize<'de> for SortedMap<K, V>
+impl<'de, K, V, const INLINE: usize> Deserialize<'de> for SortedMap<K, V, INLINE>
 where
     K: Deserialize<'de> + Ord + Copy,
     V: Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Pairs<K, V>(PhantomData<(K, V)>);
+        struct Pairs<K, V, const INLINE: usize>(PhantomData<(K, V)>);
 
-        impl<'de, K, V> Visitor<'de> for Pairs<K, V>
+        impl<'de, K, V, const INLINE: usize> Visitor<'de> for Pairs<K, V, INLINE>
         where
             K: Deserialize<'de> + Ord + Copy,
             V: Deserialize<'de>,
         {
-            type Value = SortedMap<K, V>;
+            type Value = SortedMap<K, V, INLINE>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map")
@@ -231,6 +241,24 @@ mod tests {
         assert_eq!(back, m);
         let from: SortedMap<u32, u64> = [(9, 1), (1, 2), (9, 5)].into_iter().collect();
         assert_eq!(from.into_iter().collect::<Vec<_>>(), vec![(1, 2), (9, 5)]);
+    }
+
+    #[test]
+    fn an_inline_entry_takes_no_room_and_no_allocation() {
+        assert_eq!(
+            size_of::<SortedMap<u32, u64, 1>>(),
+            size_of::<Vec<(u32, u64)>>()
+        );
+        let mut m: SortedMap<u32, u64, 1> = SortedMap::default();
+        *m.entry(2).or_default() += 1;
+        *m.entry(2).or_default() += 1;
+        assert!(!m.0.spilled(), "one errno, in place");
+        *m.entry(13).or_default() += 1;
+        assert!(m.0.spilled());
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&2, &2), (&13, &1)]);
+        let back: SortedMap<u32, u64, 1> =
+            postcard::from_bytes(&postcard::to_allocvec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::syscalls::{self, Category};
 pub struct SyscallTotals {
     pub hist: Histogram,
     /// Failures per positive errno. Sums to `hist.errors` unless the kernel's ERRNOS map was
-    /// full (see `drops.errnos_full`).
-    pub errnos: SortedMap<u32, u64>,
+    /// full (see `drops.errnos_full`). The first errno is kept in place (compact.rs).
+    pub errnos: SortedMap<u32, u64, 1>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,9 +137,10 @@ impl Process {
     ) {
         self.gained = true;
         self.changes += 1;
-        // The syscalls a walk adds to next are most often the next entries: the buckets and
-        // the errno table (each its own allocation) of the one PREFETCH_AHEAD on are fetched
-        // while this one's are added to (memory answers in about the time of a few adds).
+        // The syscalls a walk adds to next are most often the next entries: the buckets (an
+        // allocation of their own) and the errno table (one too, past its first errno) of the
+        // one PREFETCH_AHEAD on are fetched while this one's are added to (memory answers in
+        // about the time of a few adds).
         if let Some(next) = self.syscalls.value_at(*cursor + PREFETCH_AHEAD) {
             next.hist.prefetch_buckets();
             next.errnos.prefetch();
