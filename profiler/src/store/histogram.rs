@@ -157,8 +157,8 @@ impl Histogram {
     }
 
     /// Puts in place the `missing` buckets of `delta` (by index) this histogram lacked, in one
-    /// pass from the back: one reallocation however many are new (growing by one bucket per
-    /// new bucket was a tenth of a drain's time while histograms filled in). No spare room:
+    /// pass from the back: one reallocation however many are new (a reallocation per new
+    /// bucket was 8% of the daemon's time while its histograms filled in). No spare room:
     /// the store holds one histogram per (process, syscall), and most gain buckets rarely.
     fn insert_missing(&mut self, delta: &[(usize, u64)], missing: usize) {
         let mut read = self.buckets.len();
