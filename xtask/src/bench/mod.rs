@@ -47,10 +47,15 @@ pub struct BenchArgs {
     /// Round trips per timed run of a ping-pong workload [default: 200000; --quick: 50000].
     #[arg(long, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
     pub round_trips: Option<u64>,
-    /// Seconds over which the daemon's CPU is measured at each series count [default: 10;
-    /// --quick: 3].
+    /// Seconds over which the daemon's CPU is measured at each series count, per window
+    /// [default: 10; --quick: 3].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub window: Option<u64>,
+    /// Consecutive windows of the daemon's CPU at each series count; the report gives their
+    /// median and range, as a single window is too noisy to read a fraction of a percent
+    /// [default: 5; --quick: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub cpu_windows: Option<u32>,
     /// Seconds of HTTP load per endpoint [default: 10; --quick: 3].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub http_secs: Option<u64>,
@@ -106,6 +111,7 @@ pub struct Settings {
     pub iters: u64,
     pub round_trips: u64,
     pub window: Duration,
+    pub cpu_windows: u32,
     pub http: Duration,
     pub clients: usize,
     pub max_wait: Duration,
@@ -113,16 +119,17 @@ pub struct Settings {
 
 impl BenchArgs {
     pub fn settings(&self) -> Settings {
-        let (rounds, iters, round_trips, window, http, max_wait) = if self.quick {
-            (3, 1_000_000, 50_000, 3, 3, 30)
+        let (rounds, iters, round_trips, window, cpu_windows, http, max_wait) = if self.quick {
+            (3, 1_000_000, 50_000, 3, 3, 3, 30)
         } else {
-            (11, 3_000_000, 200_000, 10, 10, 120)
+            (11, 3_000_000, 200_000, 10, 5, 10, 120)
         };
         Settings {
             rounds: self.rounds.unwrap_or(rounds),
             iters: self.iters.unwrap_or(iters),
             round_trips: self.round_trips.unwrap_or(round_trips),
             window: Duration::from_secs(self.window.unwrap_or(window)),
+            cpu_windows: self.cpu_windows.unwrap_or(cpu_windows),
             http: Duration::from_secs(self.http_secs.unwrap_or(http)),
             clients: self.clients as usize,
             max_wait: Duration::from_secs(self.max_wait.unwrap_or(max_wait)),
@@ -359,13 +366,14 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         settings: vec![
             format!(
                 "Settings: {} rounds; {} syscalls per timed getppid run (per thread on all \
-                 CPUs), {} per mixed I/O run, {} round trips per ping-pong run; CPU window {} \
-                 s; HTTP {} s per endpoint with {} clients; up to {} s of waiting for other \
+                 CPUs), {} per mixed I/O run, {} round trips per ping-pong run; CPU {} windows \
+                 of {} s; HTTP {} s per endpoint with {} clients; up to {} s of waiting for other \
                  tracers to go",
                 settings.rounds,
                 settings.iters,
                 settings.ops(Workload::MixedIo),
                 settings.round_trips,
+                settings.cpu_windows,
                 settings.window.as_secs(),
                 settings.http.as_secs(),
                 settings.clients,
@@ -380,6 +388,7 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         syscalls: vec![(Clock::Wall, wall), (Clock::Cpu, cpu)],
         series: load.series,
         series_window_secs: settings.window.as_secs_f64(),
+        series_windows: settings.cpu_windows,
         http: load.http,
         http_notes: load.http_notes,
     };
@@ -607,7 +616,8 @@ fn measure_load(
         remove_pinned(pinned)?;
         let daemon = Daemon::start(&env.daemon_bin, &variant.args)?;
         let processes = target.div_ceil(SERIES_PER_PROCESS) as usize;
-        let lifetime = settings.window + settings.http * 2 + Duration::from_secs(120);
+        let lifetime =
+            settings.window * settings.cpu_windows + settings.http * 2 + Duration::from_secs(120);
         let mut procs = SeriesLoad::start(
             exe,
             processes,
@@ -617,13 +627,22 @@ fn measure_load(
         )?;
         wait_for_series(&agent, &daemon.base, target);
         procs.check_alive()?;
-        let cpu_percent = load::cpu_percent(daemon.pid(), settings.window)?;
+        let windows = (0..settings.cpu_windows)
+            .map(|_| load::cpu_percent(daemon.pid(), settings.window))
+            .collect::<Result<Vec<f64>>>()?;
+        let (cpu_percent, cpu_range) = (
+            stats::median(&windows).context("no CPU window")?,
+            stats::min_max(&windows).context("no CPU window")?,
+        );
         let rss_kib = load::status_kib(daemon.pid(), "VmRSS")?;
         let kernel_map = load::kernel_map(&agent, &daemon.base);
         let checkpoint = sample_checkpoints(&agent, &daemon.base);
         println!(
-            "{} with {target} live series: {cpu_percent:.1}% CPU, RSS {:.1} MiB (kernel map: {})",
+            "{} with {target} live series: {cpu_percent:.2}% CPU ({:.2}–{:.2}), RSS {:.1} MiB \
+             (kernel map: {})",
             variant.name,
+            cpu_range.0,
+            cpu_range.1,
             rss_kib as f64 / 1024.0,
             kernel_map.map_or_else(|| "?".into(), |m| m.entries.to_string())
         );
@@ -633,6 +652,7 @@ fn measure_load(
             processes,
             kernel_map,
             cpu_percent,
+            cpu_range,
             rss_kib,
             checkpoint,
         });
@@ -853,15 +873,23 @@ mod tests {
                 d.iters,
                 d.round_trips,
                 d.window.as_secs(),
+                d.cpu_windows,
                 d.clients
             ),
-            (11, 3_000_000, 200_000, 10, 50)
+            (11, 3_000_000, 200_000, 10, 5, 50)
         );
         let q = args(&["--quick"]).settings();
         assert_eq!(
-            (q.rounds, q.iters, q.round_trips, q.http.as_secs()),
-            (3, 1_000_000, 50_000, 3)
+            (
+                q.rounds,
+                q.iters,
+                q.round_trips,
+                q.http.as_secs(),
+                q.cpu_windows
+            ),
+            (3, 1_000_000, 50_000, 3, 3)
         );
+        assert_eq!(args(&["--cpu-windows", "7"]).settings().cpu_windows, 7);
         let o = args(&["--quick", "--rounds", "5", "--iters", "2000"]).settings();
         assert_eq!((o.rounds, o.iters), (5, 2000));
         assert_eq!(o.ops(Workload::MixedIo), 666);

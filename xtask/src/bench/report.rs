@@ -83,7 +83,9 @@ pub struct SeriesRow {
     pub target: u64,
     pub processes: usize,
     pub kernel_map: Option<KernelMap>,
+    /// The median over the windows, and the lowest and highest window.
     pub cpu_percent: f64,
+    pub cpu_range: (f64, f64),
     pub rss_kib: u64,
     /// A pinned daemon's checkpoint commits at this load.
     pub checkpoint: Option<CheckpointCost>,
@@ -119,6 +121,8 @@ pub struct Report {
     pub syscalls: Vec<(Clock, SyscallResults)>,
     pub series: Vec<SeriesRow>,
     pub series_window_secs: f64,
+    /// Consecutive windows the daemon's CPU is measured over, at each series count.
+    pub series_windows: u32,
     pub http: Vec<HttpRow>,
     pub http_notes: Vec<String>,
 }
@@ -442,13 +446,16 @@ fn render_load(out: &mut String, r: &Report) {
              N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
              but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
              events between drains. CPU is the daemon's process CPU-time clock (all its \
-             threads, to the nanosecond: `clock_getcpuclockid`) over {:.0} s, in % of one CPU; RSS is VmRSS at the end of that window, which includes the \
+             threads, to the nanosecond: `clock_getcpuclockid`) over {} consecutive windows of \
+             {:.0} s, in % of one CPU: the median, then the lowest–highest window (the machine's \
+             noise moves a single window by a tenth of a point, as much as the goals it is read \
+             against); RSS is VmRSS at the end of the last window, which includes the \
              daemon's mapping of the kernel's histogram array (35 MiB of kernel memory, counted \
              in docs/kernel-maps.md, not allocated by the daemon). \"in kernel map\" \
              is the daemon's own `kernel_maps` (its series of every process on the host, so \
              above the target by whatever else runs; a full map drops the events of new \
              series).\n",
-            r.series_window_secs
+            r.series_windows, r.series_window_secs
         );
         let _ = writeln!(
             out,
@@ -458,12 +465,14 @@ fn render_load(out: &mut String, r: &Report) {
         for row in &r.series {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} | {:.1} |",
+                "| {} | {} | {} | {} | {:.2}, {:.2}–{:.2} | {:.1} |",
                 row.daemon,
                 row.target,
                 row.processes,
                 row.kernel_map.map_or_else(|| "–".to_string(), map_cell),
                 row.cpu_percent,
+                row.cpu_range.0,
+                row.cpu_range.1,
                 row.rss_kib as f64 / 1024.0
             );
         }
@@ -617,6 +626,7 @@ mod tests {
                     dropped: None,
                 }),
                 cpu_percent: 12.34,
+                cpu_range: (11.5, 13.25),
                 checkpoint: Some(CheckpointCost {
                     samples: 11,
                     median_ms: 1.234,
@@ -626,6 +636,7 @@ mod tests {
                 rss_kib: 20 * 1024,
             }],
             series_window_secs: 10.0,
+            series_windows: 5,
             http: vec![HttpRow {
                 daemon: "profiler".into(),
                 series: 10_000,
@@ -811,7 +822,7 @@ mod tests {
     fn renders_series_and_http() {
         let md = render(&report(false));
         assert!(
-            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.34 | 20.0 |"),
+            md.contains("| profiler | 10000 | 100 | 10123 of 16384 | 12.34, 11.50–13.25 | 20.0 |"),
             "{md}"
         );
         // 100 latencies 1..=100 ms: p50 50, p99 99, max 100; 10 req/s; 2 KiB each.
