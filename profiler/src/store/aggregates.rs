@@ -23,6 +23,7 @@ use super::{
     compact::SortedMap,
     histogram::DeltaRef,
     keys::{FastMap, ProcKey, SyscallKey},
+    sums::KeySum,
     telemetry::Telemetry,
     totals::{Process, SyscallTotals},
 };
@@ -59,6 +60,8 @@ pub struct Group {
     pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
     pub(super) touched: bool,
     pub(super) last_active: Option<Instant>,
+    /// Its number in the batch being added, with that batch's (see [`Aggregates::totals_of`]).
+    pub(super) batch_id: Option<(u64, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -73,21 +76,33 @@ pub struct Aggregates {
     /// Per-pid mode: every call of a process that was not promoted when it was drained.
     pub other: SortedMap<SyscallKey, SyscallTotals>,
     pub telemetry: Telemetry,
+    /// The batch of gains being added (one a drain) and how many groups it has numbered.
+    batch: u64,
+    batch_groups: u32,
 }
 
 /// One process's share of the aggregates (see [`Aggregates::totals_of`]), for one walk over
 /// its gains by syscall: each map is walked front to back from a cursor (as the process's own
 /// totals are), not searched once per syscall.
 pub struct Totals<'a> {
+    /// The group's number in this batch: the key its gains are summed by (see
+    /// [`Aggregates::add_group_sums`]).
+    pub group_id: u32,
     group: (&'a mut SortedMap<SyscallKey, SyscallTotals>, usize),
     pid: Option<(&'a mut SortedMap<SyscallKey, SyscallTotals>, usize)>,
 }
 
 impl Totals<'_> {
-    /// Adds one syscall's gains; give the syscalls in ascending order.
-    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+    /// Adds one syscall's gains to the group's totals directly, when the batch's sums had no
+    /// room for them; give the syscalls in ascending order.
+    pub fn add_to_group(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
         let (group, cursor) = &mut self.group;
         add_to(group.entry_from(cursor, sc).or_default(), delta, errnos);
+    }
+
+    /// Adds one syscall's gains to the process's own series or the `other` fold, in per-pid
+    /// mode; give the syscalls in ascending order.
+    pub fn add_to_pid(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
         if let Some((t, cursor)) = &mut self.pid {
             add_to(t.entry_from(cursor, sc).or_default(), delta, errnos);
         }
@@ -134,7 +149,16 @@ impl Aggregates {
             }
             let g = self.groups.entry(key).or_default();
             g.touched = true;
-            &mut g.syscalls
+            let id = match g.batch_id {
+                Some((batch, id)) if batch == self.batch => id,
+                _ => {
+                    let id = self.batch_groups;
+                    self.batch_groups += 1;
+                    g.batch_id = Some((self.batch, id));
+                    id
+                }
+            };
+            (id, &mut g.syscalls)
         };
         let pid = if self.config.per_pid {
             if !self.promoted.contains_key(&p.key) && self.promoted.len() < self.config.top_pids {
@@ -148,9 +172,32 @@ impl Aggregates {
             None
         };
         Totals {
-            group: (group, 0),
+            group_id: group.0,
+            group: (group.1, 0),
             pid: pid.map(|t| (t, 0)),
         }
+    }
+
+    /// Adds a batch's gains summed by (group number, syscall), as [`Totals::group_id`] numbered
+    /// the groups, to the groups' totals: once per (group, syscall) a batch rather than once
+    /// per process (a tenth of the drain's time at 10,000 series of 100 processes of one
+    /// group). Ends the batch: its numbers are not valid after.
+    pub fn add_group_sums(&mut self, sums: &[KeySum<(u32, SyscallKey)>]) {
+        let mut by_id: Vec<Option<&mut SortedMap<SyscallKey, SyscallTotals>>> =
+            (0..self.batch_groups).map(|_| None).collect();
+        for g in self.groups.values_mut() {
+            if let Some((_, id)) = g.batch_id.filter(|&(batch, _)| batch == self.batch) {
+                by_id[id as usize] = Some(&mut g.syscalls);
+            }
+        }
+        // Every numbered group is found: nothing removes a group during a batch.
+        for ((id, sc), delta, errnos) in sums {
+            if let Some(Some(t)) = by_id.get_mut(*id as usize) {
+                add_to(t.entry(*sc).or_default(), delta.view(), errnos);
+            }
+        }
+        self.batch_groups = 0;
+        self.batch += 1;
     }
 
     /// After the store has expired its processes: expire idle groups, re-rank the promoted

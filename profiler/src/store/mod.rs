@@ -85,8 +85,15 @@ pub struct Store {
     /// The arguments behind failing calls.
     failing_args: failing_args::FailingArgs,
     /// A drain's gains per syscall, before they reach `system` and `history`.
-    sums: sums::DrainSums,
+    sums: sums::DrainSums<SyscallKey>,
+    /// A drain's gains per (/metrics group, syscall), before they reach the group's totals.
+    group_sums: sums::DrainSums<(u32, SyscallKey)>,
 }
+
+/// (group, syscall) pairs a drain sums densely at most (2.2 KiB each, kept from drain to
+/// drain: 2.2 MiB at most); the gains of further pairs are added to their groups one process
+/// at a time, as all were before.
+const MAX_GROUP_SUMS: usize = 1024;
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
@@ -109,8 +116,16 @@ impl Store {
             history: History::default(),
             epochs: Epochs::new(started),
             failing_args: failing_args::FailingArgs::default(),
-            sums: sums::DrainSums::default(),
+            sums: sums::DrainSums::new(usize::MAX),
+            group_sums: sums::DrainSums::new(MAX_GROUP_SUMS),
         }
+    }
+
+    /// This store with at most `n` (group, syscall) pairs summed densely a drain.
+    #[cfg(test)]
+    pub fn with_group_sums(mut self, n: usize) -> Self {
+        self.group_sums = sums::DrainSums::new(n);
+        self
     }
 
     /// A store with latency and the default /metrics settings.
@@ -253,8 +268,8 @@ impl Store {
     /// Adds what many (process, syscall) pairs gained since the last drain. Give them sorted by
     /// process, then syscall (the drain sorts them): each process and its /metrics totals are then looked
     /// up once per group, not once per syscall, and a pair's calls and failures by errno are
-    /// added in one visit. The system-wide totals and the history take each syscall's sum over
-    /// the batch, once.
+    /// added in one visit. The /metrics groups take each (group, syscall)'s sum over the
+    /// batch, once, and the system-wide totals and the history each syscall's sum of those.
     pub fn add_batch<'a>(&mut self, gains: impl IntoIterator<Item = Gain<'a>>) {
         let mut gains = gains.into_iter().filter(|g| !g.is_empty()).peekable();
         while let Some(first) = gains.next() {
@@ -271,13 +286,21 @@ impl Store {
                 sc, delta, errnos, ..
             }) = next
             {
-                metrics.add(sc, delta, errnos);
+                if !self.group_sums.add((metrics.group_id, sc), delta, errnos) {
+                    metrics.add_to_group(sc, delta, errnos);
+                    self.sums.add(sc, delta, errnos);
+                }
+                metrics.add_to_pid(sc, delta, errnos);
                 p.add_from(&mut cursor, sc, delta, errnos);
                 p.interval_ns += delta.total_ns;
-                self.sums.add(sc, delta, errnos);
                 next = gains.next_if(|g| g.proc == key);
             }
         }
+        let group_sums = self.group_sums.take();
+        for ((_, sc), d, errnos) in &group_sums {
+            self.sums.add(*sc, d.view(), errnos);
+        }
+        self.metrics.add_group_sums(&group_sums);
         for (sc, d, errnos) in self.sums.take() {
             self.add_system(sc, &d);
             self.history.add(sc, &d);

@@ -167,8 +167,8 @@ impl Store {
                     .map(|ns| now.checked_sub(Duration::from_nanos(ns)).unwrap_or(now));
                 let group = Group {
                     syscalls: g.syscalls,
-                    touched: false,
                     last_active,
+                    ..Group::default()
                 };
                 (key, group)
             })

@@ -1,23 +1,29 @@
-//! One drain's gains per syscall, summed over every process, before they reach the system-wide
-//! totals and the history once per syscall. Dense: a drain adds every changed series here
-//! (10,000 a second on a busy host), and a bucket is then an index, not a search through a
-//! sparse list; the arrays stay allocated from drain to drain (2.2 KiB per syscall seen).
+//! One drain's gains summed by a key — per (group, syscall) for the /metrics groups, per
+//! syscall for the system-wide totals and the history — so that each reaches its cumulative
+//! totals once a drain. Dense: a drain adds every changed series here (10,000 a second on a
+//! busy host), and a bucket is then an index, not a search through a sparse list; the arrays
+//! stay allocated from drain to drain, 2.2 KiB per key, at most `max_keys` of them.
+
+use std::hash::Hash;
 
 use profiler_common::BUCKETS;
 
 use super::{
     histogram::{Delta, DeltaRef, TimeSplit},
-    keys::{FastMap, SyscallKey},
+    keys::FastMap,
 };
 
-/// One syscall's sum over a drain: its delta and its failures by errno.
-pub type SyscallSum = (SyscallKey, Delta, Vec<(u32, u64)>);
+/// One key's sum over a drain: its delta and its failures by errno.
+pub type KeySum<K> = (K, Delta, Vec<(u32, u64)>);
 
-#[derive(Debug, Default)]
-pub struct DrainSums {
-    /// Where each syscall of this drain is in `sums`; its length is the number in use.
-    at: FastMap<SyscallKey, usize>,
+#[derive(Debug)]
+pub struct DrainSums<K> {
+    /// Where each key of this drain is in `sums`; its length is the number in use.
+    at: FastMap<K, usize>,
     sums: Vec<Sum>,
+    /// Keys a drain sums at most: a further key is refused (`add` is false) and its gains
+    /// go the sparse way.
+    max_keys: usize,
 }
 
 #[derive(Debug)]
@@ -45,10 +51,26 @@ impl Sum {
     }
 }
 
-impl DrainSums {
-    pub fn add(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
+impl<K: Copy + Eq + Hash> DrainSums<K> {
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            at: FastMap::default(),
+            sums: Vec::new(),
+            max_keys,
+        }
+    }
+
+    /// Adds `key`'s gains; false (nothing added) when the drain has `max_keys` other keys.
+    pub fn add(&mut self, key: K, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) -> bool {
         let next = self.at.len();
-        let at = *self.at.entry(sc).or_insert(next);
+        let at = match self.at.get(&key) {
+            Some(&at) => at,
+            None if next >= self.max_keys => return false,
+            None => {
+                self.at.insert(key, next);
+                next
+            }
+        };
         if at == self.sums.len() {
             self.sums.push(Sum::new());
         }
@@ -67,13 +89,14 @@ impl DrainSums {
                 None => s.errnos.push((errno, n)),
             }
         }
+        true
     }
 
-    /// This drain's sums, each syscall's as a delta and its failures by errno; the arrays are
+    /// This drain's sums, each key's as a delta and its failures by errno; the arrays are
     /// zeroed for the next drain and kept.
-    pub fn take(&mut self) -> Vec<SyscallSum> {
+    pub fn take(&mut self) -> Vec<KeySum<K>> {
         let mut out = Vec::with_capacity(self.at.len());
-        for (sc, at) in self.at.drain() {
+        for (key, at) in self.at.drain() {
             let s = &mut self.sums[at];
             let (lo, hi) = std::mem::replace(&mut s.touched, (BUCKETS, 0));
             let buckets = s
@@ -91,7 +114,7 @@ impl DrainSums {
                 split: std::mem::take(&mut s.split),
                 buckets,
             };
-            out.push((sc, d, std::mem::take(&mut s.errnos)));
+            out.push((key, d, std::mem::take(&mut s.errnos)));
         }
         out
     }
@@ -101,10 +124,12 @@ impl DrainSums {
 mod tests {
     use super::*;
 
+    use crate::store::keys::SyscallKey;
+
     #[test]
     fn sums_per_syscall_and_starts_empty_again() {
         let (a, b) = (SyscallKey::from((0, 1)), SyscallKey::from((0, 2)));
-        let mut s = DrainSums::default();
+        let mut s = DrainSums::new(usize::MAX);
         let d = |buckets: &'static [(usize, u64)]| DeltaRef {
             errors: 1,
             total_ns: 10,
@@ -129,5 +154,26 @@ mod tests {
         out.sort_by_key(|(sc, _, _)| *sc);
         assert_eq!(out[0].1.buckets, vec![(9, 1)], "the arrays were zeroed");
         assert_eq!(out[1].1.buckets, vec![(4, 1)], "the arrays were zeroed");
+    }
+
+    #[test]
+    fn keys_past_the_limit_are_refused_for_the_drain_only() {
+        let (a, b) = (SyscallKey::from((0, 1)), SyscallKey::from((0, 2)));
+        let mut s = DrainSums::new(1);
+        let d = DeltaRef {
+            errors: 0,
+            total_ns: 5,
+            split: TimeSplit::default(),
+            buckets: &[(3, 1)],
+        };
+        assert!(s.add(a, d, &[]));
+        assert!(!s.add(b, d, &[(2, 1)]), "a second key is past the limit");
+        assert!(s.add(a, d, &[]), "the first key still adds");
+        let out = s.take();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].0, out[0].1.total_ns), (a, 10));
+        assert_eq!(out[0].1.buckets, vec![(3, 2)]);
+        assert!(s.add(b, d, &[]), "the next drain starts with no keys");
+        assert_eq!(s.take()[0].0, b);
     }
 }

@@ -327,6 +327,72 @@ mod metrics {
         assert_eq!(s.metrics.groups.len(), 3, "the cap plus the fold");
     }
 
+    /// The groups' and the system's totals after two batches of many processes of a few
+    /// groups, some syscalls failing, with at most `dense` (group, syscall) sums a batch.
+    fn totals_after_batches(dense: usize) -> (Vec<String>, Vec<String>) {
+        use super::super::{histogram::DeltaRef, Gain};
+        let mut s = store(MetricsConfig::default()).with_group_sums(dense);
+        let comms = ["nginx", "cron", "sshd"];
+        for batch in 0..2u64 {
+            let mut gains = Vec::new();
+            for pid in 1..=12u32 {
+                s.identify(key(pid), comms[pid as usize % 3], 0);
+                for nr in [0, 1, 39, 257] {
+                    gains.push((
+                        key(pid),
+                        SyscallKey {
+                            abi: Abi::Native,
+                            nr,
+                        },
+                        pid as u64 + batch,
+                    ));
+                }
+            }
+            let buckets: Vec<Vec<(usize, u64)>> = gains
+                .iter()
+                .map(|&(_, sc, n)| vec![(sc.nr as usize % 7, n), (60 + sc.nr as usize % 5, 1)])
+                .collect();
+            let failed = [(2u32, 1u64)];
+            s.add_batch(gains.iter().zip(&buckets).map(|(&(proc, sc, n), b)| Gain {
+                proc,
+                sc,
+                delta: DeltaRef {
+                    errors: u64::from(sc.nr == 257),
+                    total_ns: n * 10,
+                    split: Default::default(),
+                    buckets: b,
+                },
+                errnos: if sc.nr == 257 { &failed } else { &[] },
+            }));
+        }
+        let mut groups: Vec<String> = s
+            .metrics
+            .groups
+            .iter()
+            .flat_map(|(k, g)| {
+                g.syscalls
+                    .iter()
+                    .map(move |(sc, t)| format!("{} {sc:?} {t:?}", k.comm))
+            })
+            .collect();
+        groups.sort();
+        let system = s
+            .system()
+            .iter()
+            .map(|(sc, t)| format!("{sc:?} {t:?}"))
+            .collect();
+        (groups, system)
+    }
+
+    #[test]
+    fn group_and_system_totals_are_the_same_summed_densely_or_not() {
+        let sparse = totals_after_batches(0);
+        assert_eq!(sparse.0.len(), 12, "3 groups of 4 syscalls");
+        for dense in [1, 5, super::super::MAX_GROUP_SUMS] {
+            assert_eq!(totals_after_batches(dense), sparse, "{dense} dense sums");
+        }
+    }
+
     #[test]
     fn top_k_processes_get_series_the_rest_fold_into_other() {
         let mut s = store(MetricsConfig {
