@@ -12,6 +12,10 @@
 //!   while there is room, and each drain re-ranks (a process that drops out of the top stops
 //!   having a series; one that enters starts at zero). So each series only grows, and across
 //!   `pid` series plus `other` every call is counted exactly once.
+//! - **Syscalls**: each number the table names has its own series; every other number
+//!   (unallocated: ENOSYS) is counted under its ABI's `syscall="unnamed"`
+//!   (`SyscallKey::or_unnamed`), so a program calling thousands of them cannot give each group
+//!   thousands of series.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -94,18 +98,34 @@ pub struct Totals<'a> {
 
 impl Totals<'_> {
     /// Adds one syscall's gains to the group's totals directly, when the batch's sums had no
-    /// room for them; give the syscalls in ascending order.
+    /// room for them or the syscall has no name; give the syscalls in ascending order.
     pub fn add_to_group(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
         let (group, cursor) = &mut self.group;
-        add_to(group.entry_from(cursor, sc).or_default(), delta, errnos);
+        add_to(entry_of(group, cursor, sc), delta, errnos);
     }
 
     /// Adds one syscall's gains to the process's own series or the `other` fold, in per-pid
     /// mode; give the syscalls in ascending order.
     pub fn add_to_pid(&mut self, sc: SyscallKey, delta: DeltaRef<'_>, errnos: &[(u32, u64)]) {
         if let Some((t, cursor)) = &mut self.pid {
-            add_to(t.entry_from(cursor, sc).or_default(), delta, errnos);
+            add_to(entry_of(t, cursor, sc), delta, errnos);
         }
+    }
+}
+
+/// `sc`'s totals in `map`, walked by `cursor` (see `SortedMap::entry_from`); a number without
+/// a name is searched for under its ABI's unnamed key instead. That key is the highest of its
+/// ABI, so every key before the cursor is still below it, and inserting it leaves the cursor
+/// valid.
+fn entry_of<'m>(
+    map: &'m mut SortedMap<SyscallKey, SyscallTotals>,
+    cursor: &mut usize,
+    sc: SyscallKey,
+) -> &'m mut SyscallTotals {
+    if sc.is_named() {
+        map.entry_from(cursor, sc).or_default()
+    } else {
+        map.entry(sc.or_unnamed()).or_default()
     }
 }
 

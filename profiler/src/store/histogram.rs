@@ -61,10 +61,6 @@ pub struct Delta {
 }
 
 impl Delta {
-    pub fn is_empty(&self) -> bool {
-        self.view().is_empty()
-    }
-
     pub fn view(&self) -> DeltaRef<'_> {
         DeltaRef {
             errors: self.errors,

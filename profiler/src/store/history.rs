@@ -3,7 +3,10 @@
 //! insights about change over time read; cumulative totals cannot say "in the last minute".
 //!
 //! Slices are at least `SLICE` long (several fast drains share one), and only the last `SLICES`
-//! are kept, so memory is bounded by SLICES × active syscalls × their non-empty buckets.
+//! are kept. A slice keeps the syscalls the table names apart and every other number
+//! (unallocated: ENOSYS) under one key (`SyscallKey::or_unnamed`): 33,000 unallocated numbers
+//! called every second would otherwise take over a gigabyte in five minutes. Memory is so
+//! bounded by SLICES × the named syscalls called × their non-empty buckets.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -11,7 +14,7 @@ use std::{
 };
 
 use super::{
-    histogram::{Delta, Histogram},
+    histogram::{DeltaRef, Histogram},
     keys::SyscallKey,
 };
 
@@ -40,14 +43,18 @@ pub struct History {
 }
 
 impl History {
-    pub fn add(&mut self, sc: SyscallKey, d: &Delta) {
-        self.pending.entry(sc).or_default().hist.add(d);
+    pub fn add(&mut self, sc: SyscallKey, d: DeltaRef<'_>) {
+        self.pending
+            .entry(sc.or_unnamed())
+            .or_default()
+            .hist
+            .add_ref(d);
     }
 
     pub fn add_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
         *self
             .pending
-            .entry(sc)
+            .entry(sc.or_unnamed())
             .or_default()
             .errnos
             .entry(errno)
@@ -84,7 +91,8 @@ impl History {
     }
 
     /// One syscall's calls over the slices that ended between `newest` (inclusive) and `oldest`
-    /// (exclusive) before `now`.
+    /// (exclusive) before `now`. A number without a name has none of its own (see
+    /// `SyscallKey::or_unnamed`).
     pub fn window(
         &self,
         sc: SyscallKey,
@@ -111,7 +119,10 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscalls::Abi;
+    use crate::{
+        store::histogram::Delta,
+        syscalls::{self, Abi},
+    };
 
     const READ: SyscallKey = SyscallKey {
         abi: Abi::Native,
@@ -137,12 +148,12 @@ mod tests {
         let t0 = (Instant::now(), SystemTime::now());
         let mut h = History::default();
         for i in 0..10 {
-            h.add(READ, &d(1));
+            h.add(READ, d(1).view());
             h.close_drain(at(t0, i * 100), at(t0, (i + 1) * 100));
         }
         assert_eq!(h.slices.len(), 1, "ten 100 ms drains fill one 1 s slice");
         assert_eq!(h.slices[0].syscalls[&READ].hist.count, 10);
-        h.add(READ, &d(5));
+        h.add(READ, d(5).view());
         h.add_errno(READ, 11, 2);
         h.close_drain(at(t0, 1000), at(t0, 1100));
         assert_eq!(h.slices.len(), 2);
@@ -158,7 +169,7 @@ mod tests {
         let t0 = (Instant::now(), SystemTime::now());
         let mut h = History::default();
         for (i, n) in [3u64, 4, 5].into_iter().enumerate() {
-            h.add(READ, &d(n));
+            h.add(READ, d(n).view());
             let i = i as u64;
             h.close_drain(at(t0, i * 1000), at(t0, (i + 1) * 1000));
         }
@@ -167,5 +178,30 @@ mod tests {
         assert_eq!(h.window(READ, now, secs(0), secs(2)).hist.count, 9);
         assert_eq!(h.window(READ, now, secs(2), secs(4)).hist.count, 3);
         assert_eq!(h.window(READ, now, secs(0), secs(10)).hist.count, 12);
+    }
+
+    #[test]
+    fn numbers_without_a_name_share_one_entry() {
+        let t0 = (Instant::now(), SystemTime::now());
+        let mut h = History::default();
+        let nr = |nr| SyscallKey {
+            abi: Abi::Native,
+            nr,
+        };
+        for n in 1000..4000 {
+            h.add(nr(n), d(1).view());
+            h.add_errno(nr(n), 38, 1);
+        }
+        h.add(READ, d(2).view());
+        h.close_drain(at(t0, 0), at(t0, 1000));
+        let slice = &h.slices[0].syscalls;
+        assert_eq!(slice.len(), 2, "{:?}", slice.keys());
+        let unnamed = &slice[&nr(syscalls::UNNAMED)];
+        assert_eq!((unnamed.hist.count, unnamed.errnos[&38]), (3000, 3000));
+        assert_eq!(slice[&READ].hist.count, 2);
+        let now = at(t0, 1000).0;
+        let all = Duration::from_secs(10);
+        assert_eq!(h.window(nr(1000), now, Duration::ZERO, all).hist.count, 0);
+        assert_eq!(syscalls::name(Abi::Native, syscalls::UNNAMED), "unnamed");
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::syscalls::Abi;
+use crate::syscalls::{self, Abi};
 
 /// For the maps the drain updates once per entry: foldhash is several times cheaper than the
 /// standard SipHash, and seeded per map too.
@@ -35,6 +35,30 @@ impl From<(u8, u32)> for SyscallKey {
         SyscallKey {
             abi: Abi::from_kernel(abi),
             nr,
+        }
+    }
+}
+
+impl SyscallKey {
+    /// Whether the syscall table names this number.
+    pub fn is_named(self) -> bool {
+        syscalls::is_named(self.abi, self.nr)
+    }
+
+    /// The key the aggregates over processes — the /metrics groups and per-pid series, the
+    /// history — keep this syscall's calls under: its own when the table names it, else its
+    /// ABI's `syscalls::UNNAMED`. A program calling thousands of unallocated numbers (a fuzzer,
+    /// a test) would otherwise give each aggregate thousands of entries: /metrics past its
+    /// response limit for every scraper, the history over a gigabyte. The per-process and
+    /// system-wide totals keep every number apart.
+    pub fn or_unnamed(self) -> SyscallKey {
+        if self.is_named() {
+            self
+        } else {
+            SyscallKey {
+                abi: self.abi,
+                nr: syscalls::UNNAMED,
+            }
         }
     }
 }

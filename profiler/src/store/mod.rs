@@ -27,8 +27,8 @@ pub use keys::{FastMap, FastSet, ProcKey, SyscallKey};
 pub use totals::{Gain, InFlight, KernelCounters, Process, SyscallTotals};
 
 use aggregates::{Aggregates, MetricsConfig};
-use histogram::Delta;
 #[cfg(test)]
+use histogram::Delta;
 use histogram::DeltaRef;
 use history::History;
 use recent::Epochs;
@@ -85,7 +85,7 @@ pub struct Store {
     /// The arguments behind failing calls.
     failing_args: failing_args::FailingArgs,
     /// A drain's gains per syscall, before they reach `system` and `history`.
-    sums: sums::DrainSums<SyscallKey>,
+    syscall_sums: sums::DrainSums<SyscallKey>,
     /// A drain's gains per (/metrics group, syscall), before they reach the group's totals.
     group_sums: sums::DrainSums<(u32, SyscallKey)>,
 }
@@ -94,6 +94,12 @@ pub struct Store {
 /// drain: 2.2 MiB at most); the gains of further pairs are added to their groups one process
 /// at a time, as all were before.
 const MAX_GROUP_SUMS: usize = 1024;
+
+/// Syscalls a drain sums densely at most (2.2 KiB each, kept: 2.2 MiB at most). A host calls a
+/// few hundred; the rest of the 65,536 numbers per ABI the kernel side tells apart are
+/// unallocated (ENOSYS), and a program calling thousands of them must not make the daemon keep
+/// an array for each: their gains go to the system totals and the history one series at a time.
+const MAX_SYSCALL_SUMS: usize = 1024;
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
@@ -116,15 +122,17 @@ impl Store {
             history: History::default(),
             epochs: Epochs::new(started),
             failing_args: failing_args::FailingArgs::default(),
-            sums: sums::DrainSums::new(usize::MAX),
+            syscall_sums: sums::DrainSums::new(MAX_SYSCALL_SUMS),
             group_sums: sums::DrainSums::new(MAX_GROUP_SUMS),
         }
     }
 
-    /// This store with at most `n` (group, syscall) pairs summed densely a drain.
+    /// This store with at most `groups` (group, syscall) pairs and `syscalls` syscalls summed
+    /// densely a drain.
     #[cfg(test)]
-    pub fn with_group_sums(mut self, n: usize) -> Self {
-        self.group_sums = sums::DrainSums::new(n);
+    pub fn with_drain_sums(mut self, groups: usize, syscalls: usize) -> Self {
+        self.group_sums = sums::DrainSums::new(groups);
+        self.syscall_sums = sums::DrainSums::new(syscalls);
         self
     }
 
@@ -286,9 +294,20 @@ impl Store {
                 sc, delta, errnos, ..
             }) = next
             {
-                if !self.group_sums.add((metrics.group_id, sc), delta, errnos) {
+                // A number without a name is summed under its group's unnamed key (see
+                // `SyscallKey::or_unnamed`); the system-wide totals keep its own, so it goes to
+                // the syscall sums here and not from the group's sum below.
+                let named = sc.is_named();
+                let to_group = (metrics.group_id, sc.or_unnamed());
+                let summed = self.group_sums.add(to_group, delta, errnos);
+                if !summed {
                     metrics.add_to_group(sc, delta, errnos);
-                    self.sums.add(sc, delta, errnos);
+                }
+                if !summed || !named {
+                    let sums = &mut self.syscall_sums;
+                    if !sums.add(sc, delta, errnos) {
+                        add_per_syscall(&mut self.system, &mut self.history, sc, delta, errnos);
+                    }
                 }
                 metrics.add_to_pid(sc, delta, errnos);
                 p.add_from(&mut cursor, sc, delta, errnos);
@@ -297,36 +316,14 @@ impl Store {
             }
         }
         let group_sums = self.group_sums.take();
-        for ((_, sc), d, errnos) in &group_sums {
-            self.sums.add(*sc, d.view(), errnos);
-        }
-        self.metrics.add_group_sums(&group_sums);
-        for (sc, d, errnos) in self.sums.take() {
-            self.add_system(sc, &d);
-            self.history.add(sc, &d);
-            for (errno, n) in errnos {
-                self.add_system_errno(sc, errno, n);
-                self.history.add_errno(sc, errno, n);
+        for ((_, sc), d, errnos) in group_sums.iter().filter(|s| s.0 .1.is_named()) {
+            if !self.syscall_sums.add(*sc, d.view(), errnos) {
+                add_per_syscall(&mut self.system, &mut self.history, *sc, d.view(), errnos);
             }
         }
-    }
-
-    /// Adds to the system-wide totals alone: what a previous daemon retired (see pin.rs).
-    pub fn add_system(&mut self, sc: SyscallKey, delta: &Delta) {
-        if !delta.is_empty() {
-            self.system.entry(sc).or_default().hist.add(delta);
-        }
-    }
-
-    pub fn add_system_errno(&mut self, sc: SyscallKey, errno: u32, n: u64) {
-        if n != 0 {
-            *self
-                .system
-                .entry(sc)
-                .or_default()
-                .errnos
-                .entry(errno)
-                .or_default() += n;
+        self.metrics.add_group_sums(&group_sums);
+        for (sc, d, errnos) in self.syscall_sums.take() {
+            add_per_syscall(&mut self.system, &mut self.history, sc, d.view(), &errnos);
         }
     }
 
@@ -417,5 +414,29 @@ impl Store {
         }
         self.drains += 1;
         self.last_drain = Some(now);
+    }
+}
+
+/// Adds one syscall's gains to the system-wide totals and to the history. A free function so
+/// that the batch's fallback can call it while it holds a process and its /metrics totals.
+fn add_per_syscall(
+    system: &mut BTreeMap<SyscallKey, SyscallTotals>,
+    history: &mut History,
+    sc: SyscallKey,
+    delta: DeltaRef<'_>,
+    errnos: &[(u32, u64)],
+) {
+    if !delta.is_empty() {
+        system.entry(sc).or_default().hist.add_ref(delta);
+    }
+    history.add(sc, delta);
+    for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
+        *system
+            .entry(sc)
+            .or_default()
+            .errnos
+            .entry(errno)
+            .or_default() += n;
+        history.add_errno(sc, errno, n);
     }
 }

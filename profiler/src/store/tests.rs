@@ -327,17 +327,23 @@ mod metrics {
         assert_eq!(s.metrics.groups.len(), 3, "the cap plus the fold");
     }
 
-    /// The groups' and the system's totals after two batches of many processes of a few
-    /// groups, some syscalls failing, with at most `dense` (group, syscall) sums a batch.
-    fn totals_after_batches(dense: usize) -> (Vec<String>, Vec<String>) {
+    /// The groups' and the system's totals and the history after two batches of many
+    /// processes of a few groups, some syscalls failing, with at most `groups` (group,
+    /// syscall) and `syscalls` syscall sums a batch.
+    fn totals_after_batches(groups: usize, syscalls: usize) -> (Vec<String>, Vec<String>, String) {
         use super::super::{histogram::DeltaRef, Gain};
-        let mut s = store(MetricsConfig::default()).with_group_sums(dense);
+        let config = MetricsConfig {
+            per_pid: true,
+            top_pids: 6,
+            ..MetricsConfig::default()
+        };
+        let mut s = store(config).with_drain_sums(groups, syscalls);
         let comms = ["nginx", "cron", "sshd"];
         for batch in 0..2u64 {
             let mut gains = Vec::new();
             for pid in 1..=12u32 {
                 s.identify(key(pid), comms[pid as usize % 3], 0);
-                for nr in [0, 1, 39, 257] {
+                for nr in [0, 1, 39, 257, 1000, 2000] {
                     gains.push((
                         key(pid),
                         SyscallKey {
@@ -365,6 +371,16 @@ mod metrics {
                 errnos: if sc.nr == 257 { &failed } else { &[] },
             }));
         }
+        // Each map stayed sorted with the unnamed key among the named (it is walked by cursor).
+        let maps = s.metrics.groups.values().map(|g| &g.syscalls);
+        for m in maps
+            .chain(s.metrics.promoted.values())
+            .chain([&s.metrics.other])
+        {
+            let keys: Vec<&SyscallKey> = m.iter().map(|(k, _)| k).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+            assert_eq!(keys.len(), 5, "4 named syscalls and the unnamed: {keys:?}");
+        }
         let mut groups: Vec<String> = s
             .metrics
             .groups
@@ -381,15 +397,34 @@ mod metrics {
             .iter()
             .map(|(sc, t)| format!("{sc:?} {t:?}"))
             .collect();
-        (groups, system)
+        (groups, system, format!("{:?}", s.history()))
     }
 
     #[test]
-    fn group_and_system_totals_are_the_same_summed_densely_or_not() {
-        let sparse = totals_after_batches(0);
-        assert_eq!(sparse.0.len(), 12, "3 groups of 4 syscalls");
-        for dense in [1, 5, super::super::MAX_GROUP_SUMS] {
-            assert_eq!(totals_after_batches(dense), sparse, "{dense} dense sums");
+    fn totals_and_history_are_the_same_summed_densely_or_not() {
+        let sparse = totals_after_batches(0, 0);
+        // Unallocated 1000 and 2000 are one unnamed syscall in the groups and the history,
+        // two in the system totals.
+        assert_eq!(
+            sparse.0.len(),
+            15,
+            "3 groups of 4 named syscalls and the unnamed"
+        );
+        assert_eq!(
+            sparse.0.iter().filter(|g| g.contains("nr: 65535")).count(),
+            3
+        );
+        assert_eq!(sparse.1.len(), 6, "6 syscalls");
+        assert!(sparse.2.contains("errnos: {2: 24}"), "{}", sparse.2);
+        assert!(sparse.2.contains("nr: 65535"), "{}", sparse.2);
+        assert!(!sparse.2.contains("nr: 1000"), "{}", sparse.2);
+        let all = (super::super::MAX_GROUP_SUMS, super::super::MAX_SYSCALL_SUMS);
+        for (groups, syscalls) in [(1, 0), (0, 1), (5, 2), (1, 3), (5, all.1), (all.0, 0), all] {
+            assert_eq!(
+                totals_after_batches(groups, syscalls),
+                sparse,
+                "{groups} dense group sums, {syscalls} dense syscall sums"
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 
 pub mod failing_args;
 
-use profiler_common::{ABI_COMPAT, ABI_NATIVE};
+use profiler_common::{ABI_COMPAT, ABI_NATIVE, NR_UNKNOWN};
 use serde::Serialize;
 
 #[cfg(target_arch = "x86_64")]
@@ -73,27 +73,49 @@ fn table_name(abi: Abi, nr: u32) -> Option<&'static str> {
     }
 }
 
-/// The name of syscall `nr` in `abi`'s table, or `syscall_<nr>` when the table has none.
+/// Where calls of numbers without a name are counted together: the kernel side counts every
+/// number from `NR_UNKNOWN` up there, and the history (store/history.rs) every number the
+/// table does not name.
+pub const UNNAMED: u32 = NR_UNKNOWN as u32;
+
+/// The name of syscall `nr` in `abi`'s table, `unnamed` for [`UNNAMED`], or `syscall_<nr>`
+/// when the table has none.
 pub fn name(abi: Abi, nr: u32) -> String {
-    table_name(abi, nr).map_or_else(|| format!("syscall_{nr}"), str::to_string)
+    match table_name(abi, nr) {
+        Some(name) => name.to_string(),
+        None if nr == UNNAMED => "unnamed".to_string(),
+        None => format!("syscall_{nr}"),
+    }
 }
 
 /// Numbers past every table's end: they have no name, so no category.
 const TABLE_LIMIT: usize = 1024;
 
-/// The category of syscall `nr` in `abi`. Looked up in a table built once, because the store
-/// asks for every (process, syscall) delta of every drain and `Category::of` matches names.
-pub fn category(abi: Abi, nr: u32) -> Category {
-    static TABLES: std::sync::OnceLock<[Vec<Category>; 2]> = std::sync::OnceLock::new();
+/// Per ABI and number below `TABLE_LIMIT`: its category if the table names it. Built once,
+/// because the store asks for every (process, syscall) delta of every drain and `Category::of`
+/// matches names.
+fn known(abi: Abi, nr: u32) -> Option<Category> {
+    static TABLES: std::sync::OnceLock<[Vec<Option<Category>>; 2]> = std::sync::OnceLock::new();
     let tables = TABLES.get_or_init(|| {
         [Abi::Native, Abi::Compat].map(|abi| {
             (0..TABLE_LIMIT as u32)
-                .map(|nr| table_name(abi, nr).map_or(Category::Other, Category::of))
+                .map(|nr| table_name(abi, nr).map(Category::of))
                 .collect()
         })
     });
     let table = &tables[usize::from(abi == Abi::Compat)];
-    table.get(nr as usize).copied().unwrap_or(Category::Other)
+    table.get(nr as usize).copied().flatten()
+}
+
+/// Whether `abi`'s table names `nr`. Those it does not are unallocated (their calls fail with
+/// ENOSYS) or newer than the table.
+pub fn is_named(abi: Abi, nr: u32) -> bool {
+    known(abi, nr).is_some()
+}
+
+/// The category of syscall `nr` in `abi` (`Other` for a number without a name).
+pub fn category(abi: Abi, nr: u32) -> Category {
+    known(abi, nr).unwrap_or(Category::Other)
 }
 
 /// The symbolic name of a positive errno (`ENOENT`), or `E<n>` when it has none. Errno numbers
@@ -104,8 +126,12 @@ pub fn errno_name(errno: u32) -> String {
         .map_or_else(|| format!("E{errno}"), str::to_string)
 }
 
-/// Every (ABI, number) that `name` has: one or two, or none for an unknown name.
+/// Every (ABI, number) that `name` has: one or two (`unnamed`: each ABI's [`UNNAMED`]), or none
+/// for an unknown name.
 pub fn numbers_of(name: &str) -> Vec<(Abi, u32)> {
+    if name == "unnamed" {
+        return vec![(Abi::Native, UNNAMED), (Abi::Compat, UNNAMED)];
+    }
     let mut out = Vec::new();
     if let Ok(s) = name.parse::<tables::Native>() {
         out.push((Abi::Native, s.id() as u32));
@@ -408,6 +434,9 @@ mod tests {
         );
         assert_eq!(numbers_of("newfstatat"), vec![(Abi::Native, 262)]);
         assert!(numbers_of("no_such_call").is_empty());
+        for abi in [Abi::Native, Abi::Compat] {
+            assert!(numbers_of(&name(abi, UNNAMED)).contains(&(abi, UNNAMED)));
+        }
     }
 
     #[test]
