@@ -621,7 +621,7 @@ fn measure_load(
         let mut procs = SeriesLoad::start(
             exe,
             processes,
-            SERIES_PER_PROCESS as i64,
+            SERIES_PER_PROCESS as usize,
             Duration::from_millis(100),
             lifetime,
         )?;

@@ -443,9 +443,9 @@ fn render_load(out: &mut String, r: &Report) {
         let _ = writeln!(
             out,
             "\n### The daemon draining live series\n\n\
-             N processes each call 100 distinct unallocated syscall numbers (1000–1099: ENOSYS, \
-             but both tracepoints fire) every 100 ms, so every (process, syscall) series gains \
-             events between drains. CPU is the daemon's process CPU-time clock (all its \
+             N processes each call 100 distinct named syscalls that fail at once (a bad file \
+             descriptor, pid or size: xtask/src/bench/workload.rs, `FAILING_CALLS`) every \
+             100 ms, so every (process, syscall) series gains events between drains. CPU is the daemon's process CPU-time clock (all its \
              threads, to the nanosecond: `clock_getcpuclockid`) over {} consecutive windows of \
              {:.0} s, in % of one CPU: the median, then the lowest–highest window (the machine's \
              noise moves a single window by a tenth of a point, as much as the goals it is read \

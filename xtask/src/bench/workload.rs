@@ -97,13 +97,12 @@ pub enum Job {
         #[arg(long)]
         ops: u64,
     },
-    /// Keep `count` (process, syscall) series alive: call syscall numbers first_nr.. in turn,
-    /// every `period_ms`, until `max_secs` pass or the harness kills this process.
+    /// Keep `count` (process, syscall) series alive: call the first `count` of
+    /// `FAILING_CALLS` in turn, every `period_ms`, until `max_secs` pass or the harness kills
+    /// this process.
     Series {
         #[arg(long)]
-        first_nr: i64,
-        #[arg(long)]
-        count: i64,
+        count: usize,
         #[arg(long)]
         period_ms: u64,
         #[arg(long)]
@@ -131,11 +130,10 @@ pub fn worker_main(args: WorkerArgs) -> Result<()> {
             Ok(())
         }
         Job::Series {
-            first_nr,
             count,
             period_ms,
             max_secs,
-        } => series(first_nr, count, period_ms, max_secs),
+        } => series(count, period_ms, max_secs),
     }
 }
 
@@ -281,20 +279,127 @@ fn mixed_io(syscalls: u64) -> Result<Cost> {
     time_per_call(syscalls.div_ceil(MIXED_SYSCALLS) * MIXED_SYSCALLS, run)
 }
 
-fn series(first_nr: i64, count: i64, period_ms: u64, max_secs: u64) -> Result<()> {
-    // Numbers past the end of every architecture's table return ENOSYS without doing anything,
-    // yet still pass both tracepoints, so each one is a real (process, syscall) series.
+/// Named syscalls that fail at once, without effect, given -1 and zeros: a bad file descriptor,
+/// pid, clock or size (EBADF, ESRCH, EINVAL, EFAULT). Named, so that /metrics and the history
+/// keep a series of each, as a host's own syscalls are (unallocated numbers share one
+/// `unnamed`); none is a syscall whose failing argument the daemon records (a path, an address).
+/// 101, so that `SERIES_PER_PROCESS` (100) of them fit; `series` checks that each one fails.
+const FAILING_CALLS: &[libc::c_long] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_close,
+    libc::SYS_fstat,
+    libc::SYS_lseek,
+    libc::SYS_ioctl,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_sendfile,
+    libc::SYS_accept,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_listen,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_fcntl,
+    libc::SYS_flock,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_ftruncate,
+    libc::SYS_fchdir,
+    libc::SYS_fchmod,
+    libc::SYS_fchown,
+    libc::SYS_fstatfs,
+    libc::SYS_readahead,
+    libc::SYS_fsetxattr,
+    libc::SYS_fgetxattr,
+    libc::SYS_flistxattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_getdents64,
+    libc::SYS_fadvise64,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_pwait,
+    libc::SYS_inotify_rm_watch,
+    libc::SYS_sync_file_range,
+    libc::SYS_vmsplice,
+    libc::SYS_fallocate,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    libc::SYS_accept4,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_recvmmsg,
+    libc::SYS_syncfs,
+    libc::SYS_sendmmsg,
+    libc::SYS_copy_file_range,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_process_madvise,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_quotactl_fd,
+    libc::SYS_process_mrelease,
+    libc::SYS_mq_timedsend,
+    libc::SYS_mq_timedreceive,
+    libc::SYS_mq_notify,
+    libc::SYS_mq_getsetattr,
+    libc::SYS_timer_settime,
+    libc::SYS_timer_gettime,
+    libc::SYS_timer_getoverrun,
+    libc::SYS_timer_delete,
+    libc::SYS_kcmp,
+    libc::SYS_getpgid,
+    libc::SYS_getsid,
+    libc::SYS_sched_getparam,
+    libc::SYS_sched_getscheduler,
+    libc::SYS_sched_rr_get_interval,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_getattr,
+    libc::SYS_get_robust_list,
+    libc::SYS_ioprio_get,
+    libc::SYS_capget,
+    libc::SYS_pidfd_open,
+    libc::SYS_prlimit64,
+    libc::SYS_sendto,
+    libc::SYS_bind,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_landlock_add_rule,
+    libc::SYS_waitid,
+    libc::SYS_getpriority,
+    libc::SYS_getrusage,
+    libc::SYS_sysinfo,
+    libc::SYS_getrlimit,
+    libc::SYS_getitimer,
+    libc::SYS_clock_getres,
+    libc::SYS_getgroups,
+    libc::SYS_syslog,
+    libc::SYS_membarrier,
+    libc::SYS_sched_get_priority_max,
+    libc::SYS_sched_get_priority_min,
+];
+
+fn series(count: usize, period_ms: u64, max_secs: u64) -> Result<()> {
     anyhow::ensure!(
-        first_nr >= 1000 && count > 0,
-        "--first-nr must be at least 1000 (an unallocated syscall number) and --count positive"
+        (1..=FAILING_CALLS.len()).contains(&count),
+        "--count must be 1 to {}",
+        FAILING_CALLS.len()
     );
     let deadline = Instant::now() + Duration::from_secs(max_secs);
     while Instant::now() < deadline {
-        for nr in first_nr..first_nr + count {
-            let r = unsafe { libc::syscall(nr) };
-            let errno = std::io::Error::last_os_error().raw_os_error();
-            if r != -1 || errno != Some(libc::ENOSYS) {
-                bail!("syscall {nr} is allocated on this kernel; pick a higher --first-nr");
+        for &nr in &FAILING_CALLS[..count] {
+            let r = unsafe { libc::syscall(nr, -1i64, 0i64, 0i64, 0i64, 0i64, 0i64) };
+            if r != -1 {
+                bail!("syscall {nr} returned {r} given -1 and zeros instead of failing");
             }
         }
         std::thread::sleep(Duration::from_millis(period_ms));
@@ -370,7 +475,7 @@ impl SeriesLoad {
     pub fn start(
         exe: &Path,
         processes: usize,
-        per_process: i64,
+        per_process: usize,
         period: Duration,
         max: Duration,
     ) -> Result<SeriesLoad> {
@@ -379,7 +484,7 @@ impl SeriesLoad {
         };
         for _ in 0..processes {
             let child = worker_command(exe)
-                .args(["series", "--first-nr", "1000"])
+                .arg("series")
                 .args(["--count", &per_process.to_string()])
                 .args(["--period-ms", &period.as_millis().to_string()])
                 .args(["--max-secs", &max.as_secs().max(1).to_string()])
