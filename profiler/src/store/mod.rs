@@ -303,11 +303,8 @@ impl Store {
                 if !summed {
                     metrics.add_to_group(sc, delta, errnos);
                 }
-                if !summed || !named {
-                    let sums = &mut self.syscall_sums;
-                    if !sums.add(sc, delta, errnos) {
-                        add_per_syscall(&mut self.system, &mut self.history, sc, delta, errnos);
-                    }
+                if (!summed || !named) && !self.syscall_sums.add(sc, delta, errnos) {
+                    add_per_syscall(&mut self.system, &mut self.history, sc, delta, errnos);
                 }
                 metrics.add_to_pid(sc, delta, errnos);
                 p.add_from(&mut cursor, sc, delta, errnos);
@@ -316,7 +313,7 @@ impl Store {
             }
         }
         let group_sums = self.group_sums.take();
-        for ((_, sc), d, errnos) in group_sums.iter().filter(|s| s.0 .1.is_named()) {
+        for ((_, sc), d, errnos) in group_sums.iter().filter(|((_, sc), ..)| sc.is_named()) {
             if !self.syscall_sums.add(*sc, d.view(), errnos) {
                 add_per_syscall(&mut self.system, &mut self.history, *sc, d.view(), errnos);
             }
