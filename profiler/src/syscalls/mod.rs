@@ -74,8 +74,8 @@ fn table_name(abi: Abi, nr: u32) -> Option<&'static str> {
 }
 
 /// Where calls of numbers without a name are counted together: the kernel side counts every
-/// number from `NR_UNKNOWN` up there, and the history (store/history.rs) every number the
-/// table does not name.
+/// number from `NR_UNKNOWN` up there, and the /metrics aggregates and the history every number
+/// the table does not name (`SyscallKey::or_unnamed`).
 pub const UNNAMED: u32 = NR_UNKNOWN as u32;
 
 /// The name of syscall `nr` in `abi`'s table, `unnamed` for [`UNNAMED`], or `syscall_<nr>`
