@@ -86,8 +86,10 @@ fn failing_calls_are_reported_above_the_threshold_only() {
     // window of 5 s or more (the daemon's first seconds are a shorter one): far below 100/s.
     let daemon = Daemon::start(&["--interval", "100ms", "--insight-failures-per-sec", "100"]);
     thread::sleep(Duration::from_secs(5));
+    // Under a name of its own: the finding is the program's, and the other tests' `workload`s
+    // fail by the thousand meanwhile.
     let quiet = pid_of(
-        &workload(&["calls", "enoent=5", "getppid=100"])[0],
+        &workload_as("quietrun", &["calls", "enoent=5", "getppid=100"])[0],
         "child_pid",
     );
     daemon.final_stats(quiet);
@@ -134,7 +136,12 @@ fn eight_runs_of_one_program_are_one_finding_listing_eight_pids() {
 #[test]
 fn a_process_that_exited_is_not_reported_at_its_old_rate() {
     let daemon = Daemon::start(&["--interval", "100ms"]);
-    let loud = pid_of(&workload(&["calls", "enoent=20000"])[0], "child_pid");
+    // Under a name of its own: a finding is the program's, exited only once all its processes
+    // are, and the other tests' `workload`s run meanwhile (this one failed so, joined by two).
+    let loud = pid_of(
+        &workload_as("exitedrun", &["calls", "enoent=20000"])[0],
+        "child_pid",
+    );
     daemon.final_stats(loud);
     let f = findings(&daemon, &format!("?pid={loud}"));
     let failing = of_kind(&f, "failing_calls");
