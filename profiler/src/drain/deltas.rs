@@ -3,6 +3,7 @@
 //! by a sort.
 
 use super::ranking::{merge_by_key, Order, Ranking};
+use crate::host::prefetch::prefetch;
 use crate::store::{
     histogram::{DeltaRef, TimeSplit},
     Gain, ProcKey, SyscallKey,
@@ -43,6 +44,9 @@ struct DeltaAt {
     start: u32,
     len: u32,
 }
+
+/// How many deltas ahead of the one it yields `Deltas::gains` fetches the buckets of.
+const PREFETCH_AHEAD: usize = 8;
 
 /// (process, syscall) as two integers, cheap to compare in a sort.
 fn order(proc: ProcKey, sc: SyscallKey) -> Order {
@@ -184,6 +188,10 @@ impl Deltas {
             };
             let delta = match calls {
                 Some(d) if (d.proc, d.sc) == (proc, sc) => {
+                    // The buckets lie in the order the slots were read, not this one.
+                    if let Some(ahead) = self.list.get(at + PREFETCH_AHEAD) {
+                        prefetch(self.buckets.as_ptr().wrapping_add(ahead.start as usize));
+                    }
                     at += 1;
                     DeltaRef {
                         errors: d.errors,

@@ -18,6 +18,9 @@ use serde::{
     Deserialize, Deserializer, Serialize, Serializer,
 };
 
+/// Entries `SortedMap::entry_from` reads on from its cursor before it binary searches the rest.
+const WALK_AHEAD: usize = 4;
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct SortedMap<K, V, const INLINE: usize = 0>(SmallVec<[(K, V); INLINE]>);
 
@@ -78,15 +81,19 @@ impl<K: Ord + Copy, V, const INLINE: usize> SortedMap<K, V, INLINE> {
         // them all made a debug build's walk quadratic: 40 s for a process of 33,000 series,
         // past what tests/tests/kernel_log.rs waits on a slow machine.)
         debug_assert!(from == 0 || self.0[from - 1].0 < k);
-        let at = match self.0.get(from) {
-            Some((key, _)) if *key == k => Ok(from),
-            Some((key, _)) if *key < k => {
-                match self.0[from + 1..].binary_search_by(|(key, _)| key.cmp(&k)) {
-                    Ok(i) => Ok(from + 1 + i),
-                    Err(i) => Err(from + 1 + i),
-                }
-            }
-            _ => Err(from),
+        // A walk skips the keys that gained nothing (a process's start-up calls, between the
+        // ones it keeps making): the few entries after the cursor are read on, the next lines
+        // of memory, before a binary search's scattered reads.
+        let ahead = &self.0[from..];
+        let near = ahead.iter().take(WALK_AHEAD).position(|(key, _)| *key >= k);
+        let at = match near {
+            Some(i) if ahead[i].0 == k => Ok(from + i),
+            Some(i) => Err(from + i),
+            None if ahead.len() <= WALK_AHEAD => Err(self.0.len()),
+            None => match ahead[WALK_AHEAD..].binary_search_by(|(key, _)| key.cmp(&k)) {
+                Ok(i) => Ok(from + WALK_AHEAD + i),
+                Err(i) => Err(from + WALK_AHEAD + i),
+            },
         };
         *cursor = at.unwrap_or_else(|i| i) + 1;
         Entry {
@@ -101,6 +108,17 @@ impl<K: Ord + Copy, V, const INLINE: usize> SortedMap<K, V, INLINE> {
     pub fn prefetch(&self) {
         if !self.0.is_empty() {
             crate::host::prefetch::prefetch(self.0.as_ptr());
+        }
+    }
+
+    /// Asks the CPU to start loading the entry at position `at` (by key), if there is one: its
+    /// first and last byte, as an entry may straddle two lines. Its address needs no read,
+    /// unlike those of its value's own allocations.
+    pub fn prefetch_entry(&self, at: usize) {
+        if at < self.0.len() {
+            let entry = self.0.as_ptr().wrapping_add(at);
+            crate::host::prefetch::prefetch(entry);
+            crate::host::prefetch::prefetch(entry.wrapping_add(1).cast::<u8>().wrapping_sub(1));
         }
     }
 
@@ -279,6 +297,8 @@ mod tests {
             (&many, vec![1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 118]),
             (&many, vec![116]),
             (&many, vec![50, 51]),
+            // Skips within the few entries read on, found and missing.
+            (&many, vec![4, 13, 15, 19, 26, 27, 113, 119, 120]),
         ] {
             let mut by_entry: SortedMap<u32, u64> = keys.iter().map(|&k| (k, 1)).collect();
             let mut by_cursor = by_entry.clone();

@@ -140,7 +140,10 @@ impl Process {
         // The syscalls a walk adds to next are most often the next entries: the buckets (an
         // allocation of their own) and the errno table (one too, past its first errno) of the
         // one PREFETCH_AHEAD on are fetched while this one's are added to (memory answers in
-        // about the time of a few adds).
+        // about the time of a few adds). Their addresses are in that entry, itself fetched
+        // PREFETCH_AHEAD before: reading them from an entry still on its way stalled the walk
+        // at every step.
+        self.syscalls.prefetch_entry(*cursor + 2 * PREFETCH_AHEAD);
         if let Some(next) = self.syscalls.value_at(*cursor + PREFETCH_AHEAD) {
             next.hist.prefetch_buckets();
             next.errnos.prefetch();
