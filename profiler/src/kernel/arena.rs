@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use profiler_common::{Hist, HistHead, BUCKETS, TOUCHED_ALL, TOUCH_BLOCK};
 
-use crate::host::prefetch::prefetch;
+use crate::host::prefetch::prefetch_lines;
 
 pub struct HistArena {
     /// The map the mapping is of, kept alive as long as it (None: memory of the tests' own).
@@ -140,15 +140,11 @@ impl HistArena {
         }
     }
 
-    /// Asks the CPU to start loading `slot`'s header into its caches: its first and last byte,
-    /// as a header (72 bytes, slots 8-byte aligned) always straddles two cache lines.
+    /// Asks the CPU to start loading `slot`'s header into its caches: the two lines a header
+    /// (72 bytes, slots 8-byte aligned) always spans.
     pub fn prefetch_head(&self, slot: u32) {
         if let Some(p) = self.slot_ptr(slot) {
-            // SAFETY: the header lies inside the slot.
-            unsafe {
-                prefetch(p);
-                prefetch(p.add(size_of::<HistHead>() - 1));
-            }
+            prefetch_lines(p.cast::<HistHead>(), 1);
         }
     }
 
@@ -156,14 +152,12 @@ impl HistArena {
     pub fn prefetch_blocks(&self, slot: u32, touched: u32) {
         if let Some(p) = self.slot_ptr(slot) {
             for block in blocks(touched) {
-                // A block may straddle two cache lines: its first and last buckets (the last
-                // block is short).
+                // The lines of its buckets, one or two (the last block is short).
                 let first = block * TOUCH_BLOCK;
-                let last = (first + TOUCH_BLOCK).min(BUCKETS) - 1;
-                for i in [first, last] {
-                    // SAFETY: i < BUCKETS, inside the slot.
-                    unsafe { prefetch(p.add(offset_of!(Hist, buckets) + 4 * i)) };
-                }
+                let len = TOUCH_BLOCK.min(BUCKETS - first);
+                // SAFETY: first < BUCKETS, inside the slot.
+                let at = unsafe { p.add(offset_of!(Hist, buckets) + 4 * first) };
+                prefetch_lines(at.cast::<u32>(), len);
             }
         }
     }

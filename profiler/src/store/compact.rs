@@ -111,14 +111,12 @@ impl<K: Ord + Copy, V, const INLINE: usize> SortedMap<K, V, INLINE> {
         }
     }
 
-    /// Asks the CPU to start loading the entry at position `at` (by key), if there is one: its
-    /// first and last byte, as an entry may straddle two lines. Its address needs no read,
-    /// unlike those of its value's own allocations.
+    /// Asks the CPU to start loading the entry at position `at` (by key), if there is one:
+    /// every line it spans. Its address needs no read, unlike those of its value's own
+    /// allocations.
     pub fn prefetch_entry(&self, at: usize) {
         if at < self.0.len() {
-            let entry = self.0.as_ptr().wrapping_add(at);
-            crate::host::prefetch::prefetch(entry);
-            crate::host::prefetch::prefetch(entry.wrapping_add(1).cast::<u8>().wrapping_sub(1));
+            crate::host::prefetch::prefetch_lines(self.0.as_ptr().wrapping_add(at), 1);
         }
     }
 

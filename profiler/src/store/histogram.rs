@@ -4,7 +4,7 @@
 use profiler_common::{bucket_lower_ns, bucket_upper_ns, OVERFLOW_BUCKET};
 use serde::{Deserialize, Serialize};
 
-use crate::host::prefetch::prefetch;
+use crate::host::prefetch::prefetch_lines;
 
 /// Sparse: a syscall's latencies usually fill a handful of the 273 buckets, and the daemon keeps
 /// one histogram per (process, syscall) for every live and recently exited process.
@@ -187,11 +187,7 @@ impl Histogram {
         // Every line `add_buckets`' walk may read, up to LINEAR_SEARCH buckets (four to a
         // line; a long-lived series holds a few dozen): fetching the first two lines only left
         // the store waiting 4% longer at 10,000 series (docs/performance.md).
-        let len = self.buckets.len().min(LINEAR_SEARCH);
-        let first = self.buckets.as_ptr();
-        for at in (0..len).step_by(4).chain(len.checked_sub(1)) {
-            prefetch(first.wrapping_add(at));
-        }
+        prefetch_lines(self.buckets.as_ptr(), self.buckets.len().min(LINEAR_SEARCH));
     }
 
     /// Adds another histogram's totals: the histogram of both sets of calls.
