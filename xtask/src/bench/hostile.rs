@@ -67,12 +67,13 @@ const PROBE_RATE: u32 = 10;
 const PASSWORD: &str = "bench-password";
 
 pub fn run(root: &Path, args: HostileArgs) -> Result<()> {
+    let wrk = wrk()?;
     let bin = match &args.daemon_bin {
         Some(b) => b.clone(),
         None => super::build_daemon(root)?,
     };
     let load_before = machine::loadavg();
-    let rows = measure(&bin, Duration::from_secs(args.secs))?;
+    let rows = measure(&bin, &wrk, Duration::from_secs(args.secs))?;
     let mut md = render(&rows, args.secs);
     let _ = writeln!(
         md,
@@ -94,14 +95,19 @@ pub fn run(root: &Path, args: HostileArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn measure(bin: &Path, secs: Duration) -> Result<Vec<Row>> {
-    let wrk = find_on_path("wrk").context("wrk is not installed (Debian: apt-get install wrk)")?;
+/// The flood scenarios' load generator, looked up before anything is measured: a run that
+/// found it missing at the end lost every figure taken before.
+pub fn wrk() -> Result<PathBuf> {
+    find_on_path("wrk").context("wrk is not installed (Debian: apt-get install wrk)")
+}
+
+pub fn measure(bin: &Path, wrk: &Path, secs: Duration) -> Result<Vec<Row>> {
     let mut rows = stalled_readers_scenario(bin, secs)?;
     rows.push(slowloris_scenario(bin, secs)?);
     let dir = std::env::temp_dir().join(format!("bench-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for distinct in [false, true] {
-        rows.push(flood_scenario(bin, &wrk, &dir, distinct, secs)?);
+        rows.push(flood_scenario(bin, wrk, &dir, distinct, secs)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)

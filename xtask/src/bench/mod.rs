@@ -197,6 +197,11 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
         bail!("the benchmark loads eBPF programs: run it as root");
     }
     crate::check_ebpf_fresh(root)?;
+    // The hostile clients' scenarios come last: their tool is checked first.
+    let wrk = match args.no_load {
+        true => None,
+        false => Some(hostile::wrk()?),
+    };
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let daemon_bin = match &args.daemon_bin {
         Some(p) => {
@@ -408,8 +413,8 @@ pub fn run(root: &Path, args: BenchArgs, argv: &[String]) -> Result<()> {
             .collect();
         md = insert_before_end(&md, &prog_stats.render(&names, &workloads));
     }
-    if !args.no_load {
-        let rows = hostile::measure(&env.daemon_bin, settings.http)?;
+    if let Some(wrk) = &wrk {
+        let rows = hostile::measure(&env.daemon_bin, wrk, settings.http)?;
         let table = hostile::render(&rows, settings.http.as_secs());
         md = hostile::splice(&md, &report.machine.cpu.key(), &table);
     }
