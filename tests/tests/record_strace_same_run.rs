@@ -20,8 +20,19 @@ use tests::{
     require_root,
 };
 
-/// (record's counts of strace's tracees, strace's counts) for one run of `cmd` under both.
-fn one_run(cmd: &[&str], dir: &Path) -> (Counts, Counts) {
+/// One run of a command under both tools.
+struct Run {
+    /// Record's counts of strace's tracees.
+    record: Counts,
+    /// Strace's table.
+    strace: Counts,
+    /// Whom record saw, for a failure's message: the processes it reported (pid, name, calls)
+    /// and the process events it lost, which are what decide who a tracee is.
+    seen: String,
+}
+
+/// `cmd` run under both tools.
+fn one_run(cmd: &[&str], dir: &Path) -> Run {
     require_root();
     let report = tempfile::NamedTempFile::new().unwrap();
     let table = tempfile::NamedTempFile::new().unwrap();
@@ -42,7 +53,12 @@ fn one_run(cmd: &[&str], dir: &Path) -> (Counts, Counts) {
         serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap()).unwrap();
     let strace_pid = report["command_pid"].as_u64().expect("command_pid");
     let mut tracees = Counts::new();
+    let mut seen = format!(
+        "strace is {strace_pid}, lost process events {}; record's processes:",
+        report["lost_process_events"]
+    );
     for p in report["processes"].as_array().unwrap() {
+        seen += &format!(" {} {} ({} calls);", p["pid"], p["comm"], p["calls"]);
         // strace's feature probes are forked and never exec: they keep its name.
         if p["pid"] == strace_pid || p["comm"] == "strace" {
             continue;
@@ -56,17 +72,26 @@ fn one_run(cmd: &[&str], dir: &Path) -> (Counts, Counts) {
         }
     }
     let strace = parse_strace(&std::fs::read_to_string(table.path()).unwrap());
-    (tracees, strace)
+    Run {
+        record: tracees,
+        strace,
+        seen,
+    }
 }
 
 /// What record counted beyond strace, per syscall (no entry where they agree).
-fn excess(record: &Counts, strace: &Counts) -> Counts {
+fn excess(run: &Run) -> Counts {
+    let Run {
+        record,
+        strace,
+        seen,
+    } = run;
     let mut out = Counts::new();
     for (name, &(calls, errors)) in record {
         let (c, e) = strace.get(name).copied().unwrap_or((0, 0));
         assert!(
             calls >= c && errors >= e,
-            "{name}: record {calls}/{errors} < strace {c}/{e}: {:?}",
+            "{name}: record {calls}/{errors} < strace {c}/{e}: {:?}; {seen}",
             differences(record, strace)
         );
         if (calls, errors) != (c, e) {
@@ -76,7 +101,7 @@ fn excess(record: &Counts, strace: &Counts) -> Counts {
     for name in strace.keys() {
         assert!(
             record.contains_key(name),
-            "record has no {name}: {strace:?}"
+            "record has no {name}: {strace:?}; {seen}"
         );
     }
     out
@@ -84,8 +109,7 @@ fn excess(record: &Counts, strace: &Counts) -> Counts {
 
 /// The calls of strace's start-up child before its execve.
 fn strace_start_up(dir: &Path) -> Counts {
-    let (record, strace) = one_run(&["/bin/true"], dir);
-    let start_up = excess(&record, &strace);
+    let start_up = excess(&one_run(&["/bin/true"], dir));
     let calls: u64 = start_up.values().map(|c| c.0).sum();
     assert!(
         (1..=12).contains(&calls),
@@ -120,15 +144,16 @@ fn assert_same_run(script: &str) {
     let path = dir.path().join("script.sh");
     std::fs::write(&path, script).unwrap();
     for shell in ["sh", "bash"] {
-        let (record, strace) = one_run(&[shell, path.to_str().unwrap()], dir.path());
+        let run = one_run(&[shell, path.to_str().unwrap()], dir.path());
         assert_eq!(
-            excess(&record, &strace),
+            excess(&run),
             start_up,
             "{shell}: record counts beyond strace's, other than strace's start-up child's \
-             calls; all differences (record first):\n{}",
-            differences(&record, &strace).join("\n")
+             calls; all differences (record first):\n{}\n{}",
+            differences(&run.record, &run.strace).join("\n"),
+            run.seen
         );
-        assert!(strace["clone"].0 > 15, "{shell}: {strace:?}");
+        assert!(run.strace["clone"].0 > 15, "{shell}: {:?}", run.strace);
     }
 }
 
@@ -148,11 +173,12 @@ fn background_jobs_and_pipelines() {
 fn python_from_path() {
     let dir = tempfile::tempdir().unwrap();
     let start_up = strace_start_up(dir.path());
-    let (record, strace) = one_run(&["python3", "-c", "pass"], dir.path());
+    let run = one_run(&["python3", "-c", "pass"], dir.path());
     assert_eq!(
-        excess(&record, &strace),
+        excess(&run),
         start_up,
-        "{}",
-        differences(&record, &strace).join("\n")
+        "{}\n{}",
+        differences(&run.record, &run.strace).join("\n"),
+        run.seen
     );
 }
