@@ -102,9 +102,13 @@ impl Forks {
 
     /// Whether `at_us` falls in the command's set-up: its process before its exec. (An
     /// incarnation is a µs with its low bit set, so the exec began at that µs or the one before.)
+    /// A command in incarnation 0 (the kernel's maps were full) has no known exec time, and its
+    /// set-up counts as its own: "before 0" would be half of the clock's 32-bit range.
     fn in_setup(&self, pid: u32, at_us: Option<u32>) -> bool {
         match (self.command, at_us) {
-            (Some((command, since)), Some(at)) => pid == command && !after_or_at(at, since & !1),
+            (Some((command, since)), Some(at)) if since != 0 => {
+                pid == command && !after_or_at(at, since & !1)
+            }
             _ => false,
         }
     }
@@ -404,6 +408,20 @@ mod tests {
         assert!(f.member(200, 51), "the command from its exec on");
         assert!(!f.member(300, 41), "forked during the set-up");
         assert!(f.member(301, 61));
+    }
+
+    #[test]
+    fn a_command_in_incarnation_0_has_no_setup() {
+        // Whatever the clock reads: in the first or the second half of its 32-bit range.
+        for t in [40, 1 << 31, u32::MAX - 20] {
+            let mut f = Forks::default();
+            f.add_root(100);
+            f.record(100, 200, at(t));
+            f.set_command(200, 0);
+            f.record(200, 300, at(t.wrapping_add(10)));
+            assert!(f.member(200, t.wrapping_add(5)), "{t}");
+            assert!(f.member(300, t.wrapping_add(11)), "{t}");
+        }
     }
 
     #[test]
