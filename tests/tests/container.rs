@@ -256,6 +256,21 @@ fn the_image_runs_the_daemon_and_counts_a_container_exactly() {
     least_privilege(least, &cleanup.pin_path);
 }
 
+/// The host's bpffs at /sys/fs/bpf, as a Kubernetes node has it (systemd mounts it at boot),
+/// mounted here if this machine booted without it: the least-privileged daemon pins into it
+/// through a bind mount and cannot mount one itself (no CAP_SYS_ADMIN). Without this the test
+/// passed only after another test's daemon, as root on the host, had mounted it.
+fn host_bpffs() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf"))
+    {
+        return;
+    }
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]));
+}
+
 fn stop(name: &str) {
     run(podman().args(["stop", "-t", "10", name]));
     let code = run(podman().args(["inspect", "-f", "{{.State.ExitCode}}", name]));
@@ -267,6 +282,7 @@ fn stop(name: &str) {
 /// bpffs. The runtime's default seccomp profile allows bpf() only with CAP_SYS_ADMIN, which is
 /// why the DaemonSet asks for Unconfined: with it, the daemon attaches and serves.
 fn least_privilege(name: &str, pin_path: &Path) {
+    host_bpffs();
     // Without --security-opt seccomp=…: podman's default profile, as RuntimeDefault would be.
     let args = |seccomp: &[&str]| {
         let mut c = podman();
