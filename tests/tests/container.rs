@@ -268,7 +268,24 @@ fn host_bpffs() {
     {
         return;
     }
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]));
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let (fs, target) = (c("bpf"), c("/sys/fs/bpf"));
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fs.as_ptr(),
+            target.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "mounting the host's bpffs at /sys/fs/bpf: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn stop(name: &str) {
