@@ -8,10 +8,27 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use serde_json::Value;
 use tests::{process, require_root, syscall, Daemon};
+
+/// The capture budget is per CPU and shared by every process on the host, whichever daemon
+/// counts it: the storm's 20,000 failures would spend the budget of another test's daemon on
+/// that CPU in that interval, and its exact counts would come out sampled (seen in CI). So the
+/// storm runs alone, and the other tests beside one another.
+static BUDGET: RwLock<()> = RwLock::new(());
+
+/// For a test that needs the budget untouched by the storm.
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    BUDGET.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For the storm.
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    BUDGET.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Builds tests/c/failing_args.c (static; `-m32` for the 32-bit one).
 fn build(dir: &Path, m32: bool) -> PathBuf {
@@ -86,6 +103,7 @@ fn entry<'a>(list: &'a [Value], errno: &str, arg: &str) -> Option<&'a Value> {
 #[test]
 fn failing_paths_and_addresses_are_counted_exactly() {
     require_root();
+    let _budget = beside_others();
     let dir = workdir("full");
     let bin = build(&dir, false);
     let daemon = Daemon::start(&["--interval", "100ms"]);
@@ -152,6 +170,7 @@ fn failing_paths_and_addresses_are_counted_exactly() {
 #[test]
 fn a_32_bit_programs_failing_open_names_its_path() {
     require_root();
+    let _budget = beside_others();
     let dir = workdir("m32");
     let bin = build(&dir, true);
     let daemon = Daemon::start(&["--interval", "100ms"]);
@@ -171,6 +190,7 @@ fn a_32_bit_programs_failing_open_names_its_path() {
 #[test]
 fn past_the_budget_failures_count_and_the_list_says_sampled() {
     require_root();
+    let _alone = alone();
     let dir = workdir("storm");
     let bin = build(&dir, false);
     // One long interval: the storm lands in it, beyond the 1,000 captures a CPU gets.
@@ -205,6 +225,7 @@ fn past_the_budget_failures_count_and_the_list_says_sampled() {
 #[test]
 fn the_path_a_program_keeps_failing_on_is_listed_after_its_start_up_ones() {
     require_root();
+    let _budget = beside_others();
     let dir = workdir("late");
     let bin = build(&dir, false);
     let daemon = Daemon::start(&["--interval", "100ms", "--insight-failures-per-sec", "10"]);
@@ -233,6 +254,7 @@ fn the_path_a_program_keeps_failing_on_is_listed_after_its_start_up_ones() {
 #[test]
 fn capture_args_false_captures_nothing() {
     require_root();
+    let _budget = beside_others();
     let dir = workdir("off");
     let bin = build(&dir, false);
     let daemon = Daemon::start(&["--interval", "100ms", "--capture-args=false"]);
@@ -247,6 +269,7 @@ fn capture_args_false_captures_nothing() {
 
 #[test]
 fn record_prints_the_top_failing_paths_after_its_table() {
+    let _budget = beside_others();
     let dir = workdir("record");
     let bin = build(&dir, false);
     let out = tests::record::record(&["--", bin.to_str().unwrap(), dir.to_str().unwrap(), "open"]);
