@@ -27,7 +27,7 @@ use super::{
     compact::SortedMap,
     histogram::DeltaRef,
     keys::{FastMap, ProcKey, SyscallKey},
-    sums::KeySum,
+    sums::Taken,
     telemetry::Telemetry,
     totals::{Process, SyscallTotals},
 };
@@ -202,7 +202,7 @@ impl Aggregates {
     /// the groups, to the groups' totals: once per (group, syscall) a batch rather than once
     /// per process (a tenth of the drain's time at 10,000 series of 100 processes of one
     /// group). Ends the batch: its numbers are not valid after.
-    pub fn add_group_sums(&mut self, sums: &[KeySum<(u32, SyscallKey)>]) {
+    pub fn add_group_sums(&mut self, sums: &Taken<'_, (u32, SyscallKey)>) {
         let mut by_id: Vec<Option<&mut SortedMap<SyscallKey, SyscallTotals>>> =
             (0..self.batch_groups).map(|_| None).collect();
         for g in self.groups.values_mut() {
@@ -211,9 +211,9 @@ impl Aggregates {
             }
         }
         // Every numbered group is found: nothing removes a group during a batch.
-        for ((id, sc), delta, errnos) in sums {
-            if let Some(Some(t)) = by_id.get_mut(*id as usize) {
-                add_to(t.entry(*sc).or_default(), delta.view(), errnos);
+        for ((id, sc), delta, errnos) in sums.iter() {
+            if let Some(Some(t)) = by_id.get_mut(id as usize) {
+                add_to(t.entry(sc).or_default(), delta, errnos);
             }
         }
         self.batch_groups = 0;

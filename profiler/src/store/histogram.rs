@@ -50,6 +50,10 @@ impl TimeSplit {
 /// Buckets past which `Histogram::add_ref` binary searches rather than reads on: 8 cache lines.
 const LINEAR_SEARCH: usize = 32;
 
+/// Room a histogram that already has buckets gets when it gains more (see
+/// `Histogram::insert_missing`): 64 bytes, one cache line.
+const SPARE_BUCKETS: usize = 4;
+
 /// What changed in one kernel histogram since the previous drain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {
@@ -154,11 +158,22 @@ impl Histogram {
 
     /// Puts in place the `missing` buckets of `delta` (by index) this histogram lacked, in one
     /// pass from the back: one reallocation however many are new (a reallocation per new
-    /// bucket was 8% of the daemon's time while its histograms filled in). No spare room:
-    /// the store holds one histogram per (process, syscall), and most gain buckets rarely.
+    /// bucket was 8% of the daemon's time while its histograms filled in). A histogram's first
+    /// buckets get no spare room: the store holds one per (process, syscall), most of them
+    /// short-lived. One that gains buckets later is still filling in its tail, a bucket at a
+    /// time: it gets room for [`SPARE_BUCKETS`] more, a reallocation every few new buckets
+    /// rather than every one (reallocations were 5% of the daemon's time at 10,000 young
+    /// series, docs/performance.md).
     fn insert_missing(&mut self, delta: &[(usize, u64)], missing: usize) {
         let mut read = self.buckets.len();
-        self.buckets.reserve_exact(missing);
+        if read + missing > self.buckets.capacity() {
+            let room = if read == 0 {
+                missing
+            } else {
+                missing.max(SPARE_BUCKETS)
+            };
+            self.buckets.reserve_exact(room);
+        }
         self.buckets.resize(read + missing, (0, 0));
         let mut write = self.buckets.len();
         for &(i, n) in delta.iter().rev() {
@@ -296,6 +311,43 @@ mod tests {
             err <= rel,
             "estimate {estimate} vs true {truth}: error {err:.4} > {rel}"
         );
+    }
+
+    fn delta(buckets: &[usize]) -> Delta {
+        Delta {
+            buckets: buckets.iter().map(|&i| (i, 1)).collect(),
+            ..Delta::default()
+        }
+    }
+
+    #[test]
+    fn first_buckets_get_no_room_and_later_ones_room_for_a_few_more() {
+        let mut h = Histogram::default();
+        h.add(&delta(&[10, 20, 30]));
+        assert_eq!(
+            h.buckets.capacity(),
+            3,
+            "a histogram's first buckets, exactly"
+        );
+        // A tail filling in a bucket at a time: one reallocation for every SPARE_BUCKETS.
+        let mut grew = 0;
+        for i in 40..40 + 4 * SPARE_BUCKETS {
+            let before = h.buckets.capacity();
+            h.add(&delta(&[i]));
+            grew += usize::from(h.buckets.capacity() != before);
+        }
+        assert_eq!(grew, 4);
+        assert_eq!(h.buckets.len(), 3 + 4 * SPARE_BUCKETS);
+        assert!(h.buckets.capacity() < h.buckets.len() + SPARE_BUCKETS);
+        // Many at once get room for themselves alone, and land in order.
+        h.add(&delta(&[0, 1, 2, 15, 25, 35, 100, 101, 102]));
+        assert!(h.buckets.capacity() <= h.buckets.len() + SPARE_BUCKETS);
+        let got: Vec<usize> = h.bucket_counts().map(|(i, _)| i).collect();
+        let mut want: Vec<usize> = [0, 1, 2, 10, 15, 20, 25, 30, 35, 100, 101, 102].into();
+        want.extend(40..40 + 4 * SPARE_BUCKETS);
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(h.count, want.len() as u64);
     }
 
     #[test]

@@ -314,13 +314,13 @@ impl Store {
         }
         let group_sums = self.group_sums.take();
         for ((_, sc), d, errnos) in group_sums.iter().filter(|((_, sc), ..)| sc.is_named()) {
-            if !self.syscall_sums.add(*sc, d.view(), errnos) {
-                add_per_syscall(&mut self.system, &mut self.history, *sc, d.view(), errnos);
+            if !self.syscall_sums.add(sc, d, errnos) {
+                add_per_syscall(&mut self.system, &mut self.history, sc, d, errnos);
             }
         }
         self.metrics.add_group_sums(&group_sums);
-        for (sc, d, errnos) in self.syscall_sums.take() {
-            add_per_syscall(&mut self.system, &mut self.history, sc, d.view(), &errnos);
+        for (sc, d, errnos) in self.syscall_sums.take().iter() {
+            add_per_syscall(&mut self.system, &mut self.history, sc, d, errnos);
         }
     }
 
