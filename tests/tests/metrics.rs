@@ -252,7 +252,26 @@ fn a_real_scrape_passes_promtool_and_counts_the_workload_exactly() {
         assert!(secs > 0.0, "{prog} run time {secs}");
     }
     assert!(sample(&body, "syscall_profiler_drains_total", &[]).unwrap() >= 2.0);
-    assert!(sample(&body, "syscall_profiler_drain_duration_seconds_total", &[]).unwrap() > 0.0);
+    let drain_secs = sample(&body, "syscall_profiler_drain_duration_seconds_total", &[]).unwrap();
+    assert!(drain_secs > 0.0);
+    // The drain thread's CPU by phase: every phase listed, the slots' and the store's work
+    // counted, and no more CPU than the drains' own time (one thread; 1 ms for the sums'
+    // rounding and the two clocks' read order).
+    let cpu = |phase: &str| {
+        sample(
+            &body,
+            "syscall_profiler_drain_cpu_seconds_total",
+            &[&format!("phase=\"{phase}\"")],
+        )
+        .unwrap_or_else(|| panic!("no drain CPU for phase {phase}"))
+    };
+    let phases = ["slots", "maps", "store", "finish"].map(cpu);
+    assert!(phases[0] > 0.0 && phases[2] > 0.0, "{phases:?}");
+    let cpu_secs: f64 = phases.iter().sum();
+    assert!(
+        cpu_secs <= drain_secs + 0.001,
+        "CPU {cpu_secs} s over {drain_secs} s of drains"
+    );
     assert_eq!(
         sample(
             &body,

@@ -27,7 +27,7 @@ mod retire;
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result};
@@ -45,12 +45,15 @@ use keys::{proc_key, syscall_key};
 use readings::{HistReadings, Previous};
 
 use crate::{
-    host::cgroups::{self, Cgroup, Resolver},
+    host::{
+        cgroups::{self, Cgroup, Resolver},
+        procself::thread_cpu,
+    },
     kernel::{batch::Batch, bpf_stats, CheckpointMaps, Maps},
     store::{
         failing_args::CaptureCounters,
         shared::SharedStore,
-        telemetry::{BpfProgram, CheckpointCost},
+        telemetry::{BpfProgram, CheckpointCost, DrainCpu, DrainPhase},
         FastMap, FastSet, KernelCounters, ProcKey,
     },
 };
@@ -174,7 +177,9 @@ impl Drain {
     /// next drain picks up where this one failed.
     pub fn run_once(&mut self, store: &SharedStore) -> Result<()> {
         let started = Instant::now();
+        let mut cpu = PhaseClock::start();
         self.read_slots()?;
+        cpu.end(DrainPhase::Slots);
         self.read_errnos()?;
         // After the slots: the kernel records a process before it counts its first call, so
         // every process with data has a name, even one born and gone since the slots were read.
@@ -184,7 +189,9 @@ impl Drain {
         // After the slots and ERRNOS: the kernel counts a failure's errno before its argument,
         // so a list whose counts add up to less than its errno's was sampled.
         let args = self.read_failing_args()?;
+        cpu.end(DrainPhase::Maps);
         let exited = self.apply(store, snapshot, args);
+        cpu.end(DrainPhase::Store);
         // The store has this drain's deltas: these readings are now what the next one compares
         // with.
         self.hists.commit();
@@ -194,7 +201,8 @@ impl Drain {
         self.retire(exited);
         // With the counters just read: a map's first "full" line shows up with its count.
         self.maps.log.forward();
-        record_cost(store, started, checkpoint, &mut self.programs);
+        cpu.end(DrainPhase::Finish);
+        record_cost(store, started, &cpu.spent, checkpoint, &mut self.programs);
         Ok(())
     }
 
@@ -490,9 +498,32 @@ impl Drain {
 
 /// The drain's own cost (its checkpoint's too), and the kernel's accounting of our programs,
 /// for /metrics.
+/// The drain thread's CPU time spent in each phase of a drain, phase by phase.
+struct PhaseClock {
+    spent: DrainCpu,
+    last: Duration,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self {
+            spent: DrainCpu::default(),
+            last: thread_cpu(),
+        }
+    }
+
+    /// Ends `phase`: the CPU time since the previous phase ended is its.
+    fn end(&mut self, phase: DrainPhase) {
+        let now = thread_cpu();
+        self.spent[phase as usize] = now.saturating_sub(self.last);
+        self.last = now;
+    }
+}
+
 fn record_cost(
     store: &SharedStore,
     started: Instant,
+    cpu: &DrainCpu,
     checkpoint: Option<CheckpointCost>,
     programs: &mut bpf_stats::OwnPrograms,
 ) {
@@ -506,7 +537,7 @@ fn record_cost(
         })
         .collect();
     let mut store = store.write();
-    store.record_drain(started.elapsed(), programs);
+    store.record_drain(started.elapsed(), cpu, programs);
     if let Some(c) = checkpoint {
         store.record_checkpoint(c);
     }

@@ -32,7 +32,7 @@ use histogram::Delta;
 use histogram::DeltaRef;
 use history::History;
 use recent::Epochs;
-use telemetry::{BpfProgram, CheckpointCost};
+use telemetry::{BpfProgram, CheckpointCost, DrainCpu};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -246,9 +246,9 @@ impl Store {
     }
 
     /// A drain's own time, and the kernel's accounting of our programs as of it.
-    pub fn record_drain(&mut self, took: Duration, programs: Vec<BpfProgram>) {
+    pub fn record_drain(&mut self, took: Duration, cpu: &DrainCpu, programs: Vec<BpfProgram>) {
         self.metrics.telemetry.bpf_programs = programs;
-        self.metrics.telemetry.record_drain(took);
+        self.metrics.telemetry.record_drain(took, cpu);
     }
 
     /// A drain's checkpoint: committed or skipped, its size and cost.

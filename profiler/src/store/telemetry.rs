@@ -17,11 +17,45 @@ pub struct Telemetry {
     pub drains_timed: u64,
     pub drain_seconds_total: f64,
     pub last_drain_seconds: f64,
+    /// The drain thread's CPU time, by phase ([`DrainPhase::ALL`]'s order).
+    pub drain_cpu_seconds_total: [f64; DrainPhase::ALL.len()],
     pub bpf_stats_enabled: bool,
     pub bpf_programs: Vec<BpfProgram>,
     /// With `--pin-path` only.
     pub checkpoint: Option<CheckpointTelemetry>,
 }
+
+/// A part of a drain, as its CPU time is reported (`syscall_profiler_drain_cpu_seconds_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainPhase {
+    /// Reading the histogram slots, comparing them with the previous drain's and ordering
+    /// the deltas.
+    Slots,
+    /// The other maps: failures by errno, process names, calls in flight, exits, counters,
+    /// failing calls' arguments.
+    Maps,
+    /// Adding the deltas to the store.
+    Store,
+    /// The checkpoint, freeing exited processes' entries, the kernel's log.
+    Finish,
+}
+
+impl DrainPhase {
+    pub const ALL: [DrainPhase; 4] = [Self::Slots, Self::Maps, Self::Store, Self::Finish];
+
+    /// Its `phase` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Slots => "slots",
+            Self::Maps => "maps",
+            Self::Store => "store",
+            Self::Finish => "finish",
+        }
+    }
+}
+
+/// One drain's CPU time by phase, in [`DrainPhase::ALL`]'s order.
+pub type DrainCpu = [Duration; DrainPhase::ALL.len()];
 
 /// One drain's checkpoint, as the drain measured it: encoded and written, or skipped.
 #[derive(Clone, Copy, Debug)]
@@ -43,10 +77,13 @@ pub struct CheckpointTelemetry {
 }
 
 impl Telemetry {
-    pub fn record_drain(&mut self, took: Duration) {
+    pub fn record_drain(&mut self, took: Duration, cpu: &DrainCpu) {
         self.drains_timed += 1;
         self.drain_seconds_total += took.as_secs_f64();
         self.last_drain_seconds = took.as_secs_f64();
+        for (total, phase) in self.drain_cpu_seconds_total.iter_mut().zip(cpu) {
+            *total += phase.as_secs_f64();
+        }
     }
 
     pub fn record_checkpoint(&mut self, c: CheckpointCost) {

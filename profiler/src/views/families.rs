@@ -13,7 +13,11 @@ use super::{
     exposition::{Family, Kind, Series, Shown, Unit, Value},
     snapshot::{Snapshot, SyscallSet},
 };
-use crate::{host::procself::ProcSelf, store::SyscallTotals, syscalls};
+use crate::{
+    host::procself::ProcSelf,
+    store::{telemetry::DrainPhase, SyscallTotals},
+    syscalls,
+};
 
 /// Calls `f` with the label values (the set's, then `abi` and `syscall`) and the totals of
 /// every (set, syscall): a per-syscall family's row is one call of this.
@@ -287,6 +291,21 @@ pub static FAMILIES: &[Family] = &[
         help: "Time spent draining the kernel maps into the store (its rate over the rate of drains_total is the mean drain time)",
         shown: Shown::Always,
         series: |s, out| out.value(&[], s.store.metrics().telemetry.drain_seconds_total),
+    },
+    Family {
+        name: "syscall_profiler_drain_cpu",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        labels: &["phase"],
+        help: "The drain thread's own CPU time, by phase: `slots` (reading and comparing the histogram slots, ordering the deltas), `maps` (failures by errno, process names, calls in flight, exits, arguments), `store` (adding the deltas), `finish` (checkpoint, deletes, the kernel's log); unlike the duration, not charged for the time the host's other threads ran",
+        shown: Shown::Always,
+        series: |s, out| {
+            let totals = &s.store.metrics().telemetry.drain_cpu_seconds_total;
+            for (phase, seconds) in DrainPhase::ALL.iter().zip(totals) {
+                out.value(&[phase.name()], *seconds)?;
+            }
+            Ok(())
+        },
     },
     Family {
         name: "syscall_profiler_last_drain_duration",

@@ -250,7 +250,8 @@ mod tests {
             run_time_ns: 1000,
             run_count: 10,
         };
-        s.record_drain(Duration::from_millis(2), vec![sys_exit]);
+        let cpu = [1, 2, 3, 4].map(Duration::from_millis);
+        s.record_drain(Duration::from_millis(2), &cpu, vec![sys_exit]);
         s.finish_drain((Instant::now(), SystemTime::now()));
         Arc::new(SharedStore::new(s))
     }
@@ -331,6 +332,22 @@ mod tests {
             let blocked = value(&format!("{family}_blocked_seconds_total{{"));
             assert_eq!((cpu, runq, blocked), (3e-6, 1e-6, 5e-6), "{family}");
             assert!((cpu + runq + blocked - sum).abs() < 1e-12, "{family}");
+        }
+    }
+
+    #[test]
+    fn the_drain_cpu_is_reported_by_phase() {
+        let body = text(&ScrapeStats::default(), &store(false), Format::Text);
+        // The fixture's one drain: 1, 2, 3 and 4 ms in the four phases.
+        for (phase, want) in [
+            ("slots", 0.001),
+            ("maps", 0.002),
+            ("store", 0.003),
+            ("finish", 0.004),
+        ] {
+            let line =
+                format!("syscall_profiler_drain_cpu_seconds_total{{phase=\"{phase}\"}} {want}\n");
+            assert!(body.contains(&line), "{line} in:\n{body}");
         }
     }
 
