@@ -496,8 +496,6 @@ impl Drain {
     }
 }
 
-/// The drain's own cost (its checkpoint's too), and the kernel's accounting of our programs,
-/// for /metrics.
 /// The drain thread's CPU time spent in each phase of a drain, phase by phase.
 struct PhaseClock {
     spent: DrainCpu,
@@ -520,6 +518,8 @@ impl PhaseClock {
     }
 }
 
+/// The drain's own cost (its wall time, its CPU time by phase, its checkpoint's), and the
+/// kernel's accounting of our programs, for /metrics.
 fn record_cost(
     store: &SharedStore,
     started: Instant,

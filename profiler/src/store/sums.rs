@@ -143,7 +143,7 @@ impl<K> Default for TakenBuffers<K> {
     }
 }
 
-/// One key's sum, its buckets and failures ranges of the buffers'.
+/// One key's sum; its buckets and failures are ranges of the buffers' lists.
 #[derive(Debug)]
 struct TakenSum<K> {
     key: K,
