@@ -42,17 +42,6 @@ fn comm_string(comm: &[u8; 16]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
-pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Groups threads' in-flight syscalls per process and syscall: how many, and the oldest's age.
 pub(super) fn in_flight(starts: &[Start], now_ns: u64) -> HashMap<ProcKey, Vec<InFlight>> {
     let mut grouped: HashMap<(ProcKey, SyscallKey), (u32, u64)> = HashMap::new();

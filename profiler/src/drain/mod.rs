@@ -47,7 +47,7 @@ use readings::{HistReadings, Previous};
 use crate::{
     host::{
         cgroups::{self, Cgroup, Resolver},
-        procself::thread_cpu,
+        clock::{monotonic_ns, thread_cpu},
     },
     kernel::{batch::Batch, bpf_stats, CheckpointMaps, Maps},
     store::{
@@ -341,7 +341,7 @@ impl Drain {
             return Ok(InFlightStarts {
                 starts,
                 thread_records: 0,
-                now_ns: identify::monotonic_ns(),
+                now_ns: monotonic_ns(),
             });
         }
         read_into(&mut self.starts_read, &self.maps.starts, "STARTS")?;
@@ -352,7 +352,7 @@ impl Drain {
         Ok(InFlightStarts {
             starts,
             thread_records,
-            now_ns: identify::monotonic_ns(),
+            now_ns: monotonic_ns(),
         })
     }
 

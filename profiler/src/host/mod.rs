@@ -1,4 +1,5 @@
 pub mod cgroups;
+pub mod clock;
 pub mod info;
 pub mod prefetch;
 pub mod procfs;

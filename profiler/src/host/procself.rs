@@ -2,7 +2,7 @@
 //! for /metrics' standard `process_*` families (the names every Prometheus client library's
 //! process collector uses, so existing dashboards and alerts find them).
 
-use std::{io, time::Duration};
+use std::io;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProcSelf {
@@ -35,18 +35,6 @@ impl ProcSelf {
         })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/self/stat"))
     }
-}
-
-/// The calling thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`): what it ran, not the time
-/// that passed, so a drain preempted by the host's processes is not charged for their turns.
-pub fn thread_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to write; it cannot fail for the calling thread.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// The fields of `/proc/self/stat` this needs; fds are left at 0 for the caller.

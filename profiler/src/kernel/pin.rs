@@ -21,7 +21,7 @@ use profiler_common::{
 use tracing::info;
 
 use super::batch;
-use crate::host::procfs;
+use crate::host::{clock::monotonic_ns, procfs};
 
 /// Why `--pin-path` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -274,16 +274,6 @@ fn runs_since(tgid: u32, incarnation: u32, now_ns: u64) -> bool {
     // /proc's start time has clock-tick (10 ms) resolution.
     const SLACK: u64 = 20_000_000 >> 10;
     started_ns >> 10 <= first_seen + SLACK
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn typed<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M, Error>

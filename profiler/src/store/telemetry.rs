@@ -54,6 +54,15 @@ impl DrainPhase {
     }
 }
 
+// A phase's value is its place in `ALL`: the drain indexes its `DrainCpu` with it.
+const _: () = {
+    let mut i = 0;
+    while i < DrainPhase::ALL.len() {
+        assert!(DrainPhase::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 /// One drain's CPU time by phase, in [`DrainPhase::ALL`]'s order.
 pub type DrainCpu = [Duration; DrainPhase::ALL.len()];
 
