@@ -23,8 +23,9 @@ pub struct Histogram {
 /// One non-empty bucket of a [`Histogram`]: its index and events, packed into 10 bytes where a
 /// `(u16, u64)` pair pads to 16. A drain walks the buckets of every histogram that gained
 /// calls, each from memory, and a long-lived series holds a dozen or more: packed, 15 of them
-/// are 150 bytes, 3 lines, not 240 and 4 (docs/performance.md). Encoded as the pair it packs,
-/// so checkpoints read the same either way.
+/// take 150 bytes, not 240 (docs/performance.md). Its fields are read and written by value (a
+/// packed field cannot be borrowed). Encoded as the pair it packs, so checkpoints read the same
+/// either way.
 #[repr(C, packed)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bucket {
@@ -36,19 +37,11 @@ impl Bucket {
     fn new(index: u16, count: u64) -> Self {
         Self { index, count }
     }
-
-    fn index(&self) -> u16 {
-        self.index
-    }
-
-    fn count(&self) -> u64 {
-        self.count
-    }
 }
 
 impl Serialize for Bucket {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.index(), self.count()).serialize(s)
+        (self.index, self.count).serialize(s)
     }
 }
 
@@ -174,12 +167,12 @@ impl Histogram {
             let ahead = &self.buckets[from..];
             let at = from
                 + if ahead.len() <= LINEAR_SEARCH {
-                    ahead.iter().take_while(|b| b.index() < i).count()
+                    ahead.iter().take_while(|b| b.index < i).count()
                 } else {
-                    ahead.partition_point(|b| b.index() < i)
+                    ahead.partition_point(|b| b.index < i)
                 };
             match self.buckets.get_mut(at) {
-                Some(b) if b.index() == i => {
+                Some(b) if b.index == i => {
                     b.count += n;
                     from = at + 1;
                 }
@@ -221,12 +214,12 @@ impl Histogram {
                 break;
             }
             let i = i as u16;
-            while read > 0 && self.buckets[read - 1].index() > i {
+            while read > 0 && self.buckets[read - 1].index > i {
                 read -= 1;
                 write -= 1;
                 self.buckets[write] = self.buckets[read];
             }
-            if read == 0 || self.buckets[read - 1].index() != i {
+            if read == 0 || self.buckets[read - 1].index != i {
                 write -= 1;
                 self.buckets[write] = Bucket::new(i, n);
             }
@@ -283,14 +276,12 @@ impl Histogram {
 
     /// The largest value seen, estimated like a quantile from the highest non-empty bucket.
     pub fn max_ns(&self) -> Option<u64> {
-        self.buckets
-            .last()
-            .map(|b| bucket_estimate(b.index().into()))
+        self.buckets.last().map(|b| bucket_estimate(b.index.into()))
     }
 
     /// Non-empty buckets as (bucket index, count), by index.
     pub fn bucket_counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.buckets.iter().map(|b| (b.index().into(), b.count()))
+        self.buckets.iter().map(|b| (b.index.into(), b.count))
     }
 
     /// Counts per power of two: (floor(log2(ns)), events), ascending; values below 2 ns are row
