@@ -201,8 +201,9 @@ impl Drain {
         self.retire(exited);
         // With the counters just read: a map's first "full" line shows up with its count.
         self.maps.log.forward();
+        let programs = own_programs(&mut self.programs);
         cpu.end(DrainPhase::Finish);
-        record_cost(store, started, &cpu.spent, checkpoint, &mut self.programs);
+        record_cost(store, started, &cpu.spent, checkpoint, programs);
         Ok(())
     }
 
@@ -518,16 +519,10 @@ impl PhaseClock {
     }
 }
 
-/// The drain's own cost (its wall time, its CPU time by phase, its checkpoint's), and the
-/// kernel's accounting of our programs, for /metrics.
-fn record_cost(
-    store: &SharedStore,
-    started: Instant,
-    cpu: &DrainCpu,
-    checkpoint: Option<CheckpointCost>,
-    programs: &mut bpf_stats::OwnPrograms,
-) {
-    let programs = programs
+/// The kernel's accounting of our programs, read by the drain (in its `finish` phase: the
+/// reading is part of its cost).
+fn own_programs(programs: &mut bpf_stats::OwnPrograms) -> Vec<BpfProgram> {
+    programs
         .read()
         .into_iter()
         .map(|p| BpfProgram {
@@ -535,7 +530,18 @@ fn record_cost(
             run_time_ns: p.run_time_ns,
             run_count: p.run_count,
         })
-        .collect();
+        .collect()
+}
+
+/// The drain's own cost (its wall time, its CPU time by phase, its checkpoint's), and the
+/// kernel's accounting of our programs, for /metrics.
+fn record_cost(
+    store: &SharedStore,
+    started: Instant,
+    cpu: &DrainCpu,
+    checkpoint: Option<CheckpointCost>,
+    programs: Vec<BpfProgram>,
+) {
     let mut store = store.write();
     store.record_drain(started.elapsed(), cpu, programs);
     if let Some(c) = checkpoint {

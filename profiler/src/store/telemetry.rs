@@ -36,7 +36,8 @@ pub enum DrainPhase {
     Maps,
     /// Adding the deltas to the store.
     Store,
-    /// The checkpoint, freeing exited processes' entries, the kernel's log.
+    /// The checkpoint, freeing exited processes' entries, the kernel's log, our programs'
+    /// run times.
     Finish,
 }
 

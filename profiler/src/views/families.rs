@@ -297,7 +297,7 @@ pub static FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         unit: Some(Unit::Seconds),
         labels: &["phase"],
-        help: "The drain thread's own CPU time, by phase: `slots` (reading and comparing the histogram slots, ordering the deltas), `maps` (failures by errno, process names, calls in flight, exits, arguments), `store` (adding the deltas), `finish` (checkpoint, deletes, the kernel's log); unlike the duration, not charged for the time the host's other threads ran",
+        help: "The drain thread's own CPU time, by phase: `slots` (reading and comparing the histogram slots, ordering the deltas), `maps` (failures by errno, process names, calls in flight, exits, arguments), `store` (adding the deltas), `finish` (checkpoint, deletes, the kernel's log, our programs' run times); unlike the duration, not charged for the time the host's other threads ran",
         shown: Shown::Always,
         series: |s, out| {
             let totals = &s.store.metrics().telemetry.drain_cpu_seconds_total;
