@@ -1,37 +1,39 @@
 //! One drain's deltas, gathered from the slots and ERRNOS in the kernel's order and put in
-//! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), the rest
-//! by a sort.
+//! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), as a list
+//! of positions, with a slot's failures by errno riding on its delta; ERRNOS' by a sort.
 
-use super::ranking::{merge_by_key, Order, Ranking};
-use crate::host::prefetch::prefetch;
+use super::ranking::{Order, Ranking};
+use crate::host::prefetch::prefetch_lines;
 use crate::store::{
     histogram::{DeltaRef, TimeSplit},
     Gain, ProcKey, SyscallKey,
 };
 
-/// One drain's deltas: their buckets share one buffer; the buffers and the slots' ranking are
-/// kept from drain to drain.
+/// One drain's deltas: their buckets share one buffer, their failures by errno another; the
+/// buffers and the slots' ranking are kept from drain to drain.
 #[derive(Default)]
 pub(super) struct Deltas {
+    /// As read (by slot), then the merged deltas of pairs with several shards.
     list: Vec<DeltaAt>,
     pub(super) buckets: Vec<(usize, u64)>,
-    /// A slot's failures by errno as read (the slot, then the failure), each slot's together.
-    slot_errnos: Vec<(u32, Failure)>,
-    /// Failures by errno from ERRNOS (or a checkpoint), in any order.
-    pub(super) unsorted_errnos: Vec<Failure>,
-    /// All failures by errno, in the order of `list` once ordered.
-    errno_keys: Vec<(ProcKey, SyscallKey)>,
+    /// The slots' failures by errno, (errno, failures): each delta's a range.
     errnos: Vec<(u32, u64)>,
+    /// `list`'s positions in the store's order, one a (process, syscall).
+    order: Vec<u32>,
+    /// Failures by errno from ERRNOS (or a checkpoint), in any order, until `sort_errnos`
+    /// moves those of a pair with a delta onto it and the rest, sorted, to `other_keys` and
+    /// `other_errnos` (side by side).
+    pub(super) unsorted_errnos: Vec<Failure>,
+    other_keys: Vec<(ProcKey, SyscallKey)>,
+    other_errnos: Vec<(u32, u64)>,
     ranking: Ranking,
-    /// Scratch for the ordering by rank: the deltas, then the slots' failures, in rank order.
-    ordered: Vec<DeltaAt>,
-    ordered_errnos: Vec<(u32, Failure)>,
 }
 
 /// Failures of a (process, syscall) with one errno: (process, syscall, errno, failures).
 pub(super) type Failure = (ProcKey, SyscallKey, u32, u64);
 
-/// A delta of [`Deltas`], its buckets `len` entries from `start` of the shared buffer.
+/// A delta of [`Deltas`]: its buckets `len` entries from `start` of the bucket buffer, its
+/// failures by errno `errnos_len` from `errnos_start` of the errno buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DeltaAt {
     proc: ProcKey,
@@ -43,9 +45,12 @@ struct DeltaAt {
     slot: u32,
     start: u32,
     len: u32,
+    errnos_start: u32,
+    errnos_len: u32,
 }
 
-/// How many deltas ahead of the one it yields `Deltas::gains` fetches the buckets of.
+/// How many deltas ahead of the one it yields `Deltas::gains` fetches the buckets of (and
+/// twice as far, the delta itself).
 const PREFETCH_AHEAD: usize = 8;
 
 /// (process, syscall) as two integers, cheap to compare in a sort.
@@ -67,46 +72,37 @@ impl Deltas {
     pub(super) fn clear(&mut self) {
         self.list.clear();
         self.buckets.clear();
-        self.slot_errnos.clear();
+        self.errnos.clear();
+        self.order.clear();
         self.unsorted_errnos.clear();
-        self.errno_keys.clear();
-        self.errnos.clear();
+        self.other_keys.clear();
+        self.other_errnos.clear();
     }
 
-    /// Puts the failures by errno read so far in the order of `list` (see `gains`): the slots'
-    /// by rank, ERRNOS' sorted, then the two merged.
-    pub(super) fn sort_errnos(&mut self) {
-        let by_slot = |&(slot, (p, sc, _, _)): &(u32, Failure)| (order(p, sc), slot);
-        if !self
-            .ranking
-            .order_runs(&self.slot_errnos, by_slot, &mut self.ordered_errnos)
-        {
-            let slots = self.slot_errnos.iter().map(|&(_, f)| f);
-            self.unsorted_errnos.extend(slots);
-            self.ordered_errnos.clear();
-        }
-        self.unsorted_errnos
-            .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
-        self.errno_keys.clear();
-        self.errnos.clear();
-        let ranked = self.ordered_errnos.iter().map(|&(_, f)| f);
-        let rest = self.unsorted_errnos.iter().copied();
-        let key = |f: &Failure| order(f.0, f.1);
-        for (p, sc, errno, n) in merge_by_key(ranked, rest, key) {
-            self.errno_keys.push((p, sc));
-            self.errnos.push((errno, n));
-        }
+    /// Where the next delta's buckets and failures will start: give it to [`Deltas::push`]
+    /// once they are appended (buckets to `buckets`, failures by `push_errno`).
+    pub(super) fn mark(&self) -> (usize, usize) {
+        (self.buckets.len(), self.errnos.len())
     }
 
-    /// A delta of `slot`, whose buckets were appended to `buckets` from `from` on.
+    /// Failures with one errno of the delta about to be pushed.
+    pub(super) fn push_errno(&mut self, errno: u32, failures: u64) {
+        self.errnos.push((errno, failures));
+    }
+
+    /// A delta of `slot`, whose buckets and failures were appended from `from` (see
+    /// [`Deltas::mark`]) on; nothing if it has none of either and no time.
     pub(super) fn push(
         &mut self,
         slot: u32,
-        proc: ProcKey,
-        sc: SyscallKey,
+        (proc, sc): (ProcKey, SyscallKey),
         (errors, total_ns, split): (u64, u64, TimeSplit),
-        from: usize,
+        (from, errnos_from): (usize, usize),
     ) {
+        let (len, errnos_len) = (self.buckets.len() - from, self.errnos.len() - errnos_from);
+        if len == 0 && errnos_len == 0 && errors == 0 && total_ns == 0 {
+            return;
+        }
         self.list.push(DeltaAt {
             proc,
             sc,
@@ -115,105 +111,174 @@ impl Deltas {
             split,
             slot,
             start: from as u32,
-            len: (self.buckets.len() - from) as u32,
+            len: len as u32,
+            errnos_start: errnos_from as u32,
+            errnos_len: errnos_len as u32,
         });
-    }
-
-    /// Failures of `slot` with one errno (a slot's together, after its delta).
-    pub(super) fn push_slot_errno(&mut self, slot: u32, failure: Failure) {
-        self.slot_errnos.push((slot, failure));
-    }
-
-    /// Puts `list` in the ranking's order, each delta at its slot's rank; false (`list` as it
-    /// was) if two deltas claim one rank (a slot read twice in a drain, which should not be).
-    fn order_by_rank(&mut self) -> bool {
-        let by_slot = |d: &DeltaAt| (d.order(), d.slot);
-        if !self
-            .ranking
-            .order_runs(&self.list, by_slot, &mut self.ordered)
-        {
-            return false;
-        }
-        std::mem::swap(&mut self.list, &mut self.ordered);
-        true
     }
 
     fn buckets_of(&self, d: &DeltaAt) -> &[(usize, u64)] {
         &self.buckets[d.start as usize..][..d.len as usize]
     }
 
+    fn errnos_of(&self, d: &DeltaAt) -> &[(u32, u64)] {
+        &self.errnos[d.errnos_start as usize..][..d.errnos_len as usize]
+    }
+
     /// Orders by process, then syscall: the store takes them grouped by process (see
     /// Store::add_batch), and sees the same order whatever the kernel's hash order. The deltas
-    /// of one (process, syscall)'s shards become one.
+    /// stay where they were read; `order` lists their positions, each slot's at its rank (a
+    /// sort only if two claim one). The deltas of one (process, syscall)'s shards become one,
+    /// appended.
     pub(super) fn sort_and_merge_shards(&mut self) {
-        if !self.order_by_rank() {
-            self.list.sort_unstable_by_key(|d| (d.order(), d.slot));
+        let by_slot = |d: &DeltaAt| (d.order(), d.slot);
+        if !self.ranking.order(&self.list, by_slot, &mut self.order) {
+            let list = &self.list;
+            self.order.clear();
+            self.order.extend(0..list.len() as u32);
+            self.order
+                .sort_unstable_by_key(|&at| by_slot(&list[at as usize]));
         }
-        let mut kept = 0;
-        for at in 0..self.list.len() {
-            let d = self.list[at];
-            if kept > 0 && self.list[kept - 1].order() == d.order() {
-                let into = self.list[kept - 1];
-                let from = self.buckets.len();
-                merge_sorted(&mut self.buckets, into, d);
-                let mut split = into.split;
-                split.add(d.split);
-                self.list[kept - 1] = DeltaAt {
-                    errors: into.errors + d.errors,
-                    total_ns: into.total_ns.wrapping_add(d.total_ns),
-                    split,
-                    start: from as u32,
-                    len: (self.buckets.len() - from) as u32,
-                    ..into
-                };
-            } else {
-                self.list[kept] = d;
-                kept += 1;
+        let mut kept: usize = 0;
+        for at in 0..self.order.len() {
+            let d = self.list[self.order[at] as usize];
+            match kept.checked_sub(1).map(|k| self.order[k]) {
+                Some(into) if self.list[into as usize].order() == d.order() => {
+                    let merged = self.merge(self.list[into as usize], d);
+                    self.order[kept - 1] = self.list.len() as u32;
+                    self.list.push(merged);
+                }
+                _ => {
+                    self.order[kept] = self.order[at];
+                    kept += 1;
+                }
             }
         }
-        self.list.truncate(kept);
+        self.order.truncate(kept);
+    }
+
+    /// Two deltas of one (process, syscall) as one: their sums, their buckets merged and their
+    /// failures side by side, appended to the buffers.
+    fn merge(&mut self, into: DeltaAt, d: DeltaAt) -> DeltaAt {
+        let (from, errnos_from) = self.mark();
+        merge_sorted(&mut self.buckets, into, d);
+        for e in [into, d] {
+            let at = e.errnos_start as usize;
+            self.errnos
+                .extend_from_within(at..at + e.errnos_len as usize);
+        }
+        let mut split = into.split;
+        split.add(d.split);
+        DeltaAt {
+            errors: into.errors + d.errors,
+            total_ns: into.total_ns.wrapping_add(d.total_ns),
+            split,
+            start: from as u32,
+            len: (self.buckets.len() - from) as u32,
+            errnos_start: errnos_from as u32,
+            errnos_len: (self.errnos.len() - errnos_from) as u32,
+            ..into
+        }
+    }
+
+    /// Sorts the failures from ERRNOS (or a checkpoint): those of a pair that has a delta join
+    /// its failures, the others are laid out by pair for `gains`. Give it after
+    /// [`Deltas::sort_and_merge_shards`].
+    pub(super) fn sort_errnos(&mut self) {
+        self.unsorted_errnos
+            .sort_unstable_by_key(|&(p, sc, _, _)| order(p, sc));
+        self.other_keys.clear();
+        self.other_errnos.clear();
+        // Both lists ascend, so each search starts where the previous one ended.
+        let mut pos = 0;
+        for &(p, sc, errno, n) in &self.unsorted_errnos {
+            let key = order(p, sc);
+            let list = &self.list;
+            pos += gallop(&self.order[pos..], |&at| list[at as usize].order() < key);
+            let Some(&at) = self
+                .order
+                .get(pos)
+                .filter(|&&at| list[at as usize].order() == key)
+            else {
+                self.other_keys.push((p, sc));
+                self.other_errnos.push((errno, n));
+                continue;
+            };
+            // The delta's list moves to the end of the buffer (unless it is there already),
+            // and this failure joins it.
+            let d = &mut self.list[at as usize];
+            let end = (d.errnos_start + d.errnos_len) as usize;
+            if end != self.errnos.len() {
+                let from = self.errnos.len();
+                self.errnos.extend_from_within(d.errnos_start as usize..end);
+                d.errnos_start = from as u32;
+            }
+            self.errnos.push((errno, n));
+            d.errnos_len += 1;
+        }
     }
 
     /// Every (process, syscall) that gained calls or failures, by process then syscall.
     pub(super) fn gains(&self) -> impl Iterator<Item = Gain<'_>> {
-        let (mut at, mut errno_at) = (0, 0);
+        let (mut at, mut other_at) = (0, 0);
         std::iter::from_fn(move || {
-            let calls = self.list.get(at);
-            let fails = self.errno_keys.get(errno_at);
-            let (proc, sc) = match (calls, fails) {
-                (None, None) => return None,
-                (Some(d), Some(&(p, sc))) if order(p, sc) < d.order() => (p, sc),
-                (Some(d), _) => (d.proc, d.sc),
-                (None, Some(&(p, sc))) => (p, sc),
-            };
-            let delta = match calls {
-                Some(d) if (d.proc, d.sc) == (proc, sc) => {
-                    // The buckets lie in the order the slots were read, not this one.
-                    if let Some(ahead) = self.list.get(at + PREFETCH_AHEAD) {
-                        prefetch(self.buckets.as_ptr().wrapping_add(ahead.start as usize));
-                    }
-                    at += 1;
-                    DeltaRef {
-                        errors: d.errors,
-                        total_ns: d.total_ns,
-                        split: d.split,
-                        buckets: self.buckets_of(d),
-                    }
-                }
-                _ => DeltaRef::default(),
-            };
-            let from = errno_at;
-            while self.errno_keys.get(errno_at) == Some(&(proc, sc)) {
-                errno_at += 1;
+            if let Some(&ahead) = self.order.get(at + 2 * PREFETCH_AHEAD) {
+                prefetch_lines(self.list.as_ptr().wrapping_add(ahead as usize), 1);
             }
-            Some(Gain {
-                proc,
-                sc,
-                delta,
-                errnos: &self.errnos[from..errno_at],
-            })
+            if let Some(&ahead) = self.order.get(at + PREFETCH_AHEAD) {
+                // The buckets lie in the order the slots were read, not this one.
+                let d = &self.list[ahead as usize];
+                prefetch_lines(
+                    self.buckets.as_ptr().wrapping_add(d.start as usize),
+                    d.len as usize,
+                );
+            }
+            let d = self.order.get(at).map(|&i| &self.list[i as usize]);
+            match (d, self.other_keys.get(other_at)) {
+                (None, None) => None,
+                (Some(d), other) if other.is_none_or(|&(p, sc)| d.order() <= order(p, sc)) => {
+                    at += 1;
+                    Some(Gain {
+                        proc: d.proc,
+                        sc: d.sc,
+                        delta: DeltaRef {
+                            errors: d.errors,
+                            total_ns: d.total_ns,
+                            split: d.split,
+                            buckets: self.buckets_of(d),
+                        },
+                        errnos: self.errnos_of(d),
+                    })
+                }
+                (_, Some(&key)) => {
+                    let from = other_at;
+                    while self.other_keys.get(other_at) == Some(&key) {
+                        other_at += 1;
+                    }
+                    let (proc, sc) = key;
+                    Some(Gain {
+                        proc,
+                        sc,
+                        delta: DeltaRef::default(),
+                        errnos: &self.other_errnos[from..other_at],
+                    })
+                }
+                (Some(_), None) => unreachable!("taken by the first arm"),
+            }
         })
     }
+}
+
+/// How many of `sorted`'s first items `before` holds for (a prefix): by galloping, so that a
+/// prefix of k items costs about 2·log2(k) tests however long the list.
+fn gallop<T>(sorted: &[T], before: impl Fn(&T) -> bool) -> usize {
+    let mut end = 1;
+    while end <= sorted.len() && before(&sorted[end - 1]) {
+        end *= 2;
+    }
+    let lo = end / 2;
+    let hi = end.min(sorted.len());
+    lo + sorted[lo..hi].partition_point(before)
 }
 
 /// Appends to `buckets` the sum of the bucket lists of `a` and `b` (both by bucket), by bucket.
@@ -263,11 +328,20 @@ mod tests {
         }
     }
 
-    /// A delta of one call in bucket `bucket` read from `slot`.
-    fn push(d: &mut Deltas, slot: u32, pid: u32, nr: u32, bucket: usize) {
-        let from = d.buckets.len();
+    /// A delta of one call in bucket `bucket` read from `slot`, with failures by errno.
+    fn push(
+        d: &mut Deltas,
+        slot: u32,
+        (pid, nr): (u32, u32),
+        bucket: usize,
+        errnos: &[(u32, u64)],
+    ) {
+        let from = d.mark();
         d.buckets.push((bucket, 1));
-        d.push(slot, pk(pid), sc(nr), (0, 1, TimeSplit::default()), from);
+        for &(errno, n) in errnos {
+            d.push_errno(errno, n);
+        }
+        d.push(slot, (pk(pid), sc(nr)), (0, 1, TimeSplit::default()), from);
     }
 
     /// (pid, nr, calls, failures by errno) of a gain.
@@ -283,13 +357,10 @@ mod tests {
     #[test]
     fn deltas_come_by_process_and_syscall_from_drain_to_drain_as_slots_come_and_go() {
         let mut d = Deltas::default();
-        // Slots in the kernel's order; 5 and 8 are two shards of one pair.
-        push(&mut d, 3, 2, 1, 4);
-        push(&mut d, 5, 1, 9, 4);
-        push(&mut d, 8, 2, 1, 6);
-        d.push_slot_errno(3, (pk(2), sc(1), 2, 1));
-        d.push_slot_errno(3, (pk(2), sc(1), 13, 2));
-        d.push_slot_errno(5, (pk(1), sc(9), 2, 5));
+        // Slots in the kernel's order; 3 and 8 are two shards of one pair.
+        push(&mut d, 3, (2, 1), 4, &[(2, 1), (13, 2)]);
+        push(&mut d, 5, (1, 9), 4, &[(2, 5)]);
+        push(&mut d, 8, (2, 1), 6, &[]);
         d.sort_and_merge_shards();
         // From ERRNOS: a pair with no calls this drain, and a shard's fifth errno.
         d.unsorted_errnos.push((pk(2), sc(1), 9, 1));
@@ -305,14 +376,14 @@ mod tests {
                 (2, 1, 2, vec![(2, 1), (9, 1), (13, 2)]),
             ]
         );
-        assert_eq!(d.buckets_of(&d.list[1]), [(4, 1), (6, 1)]);
+        let merged = &d.list[d.order[1] as usize];
+        assert_eq!(d.buckets_of(merged), [(4, 1), (6, 1)]);
 
         // The next drain: slot 5 idle, slot 3 handed out again to another pair, a new slot.
         d.clear();
-        push(&mut d, 3, 0, 7, 1);
-        push(&mut d, 8, 2, 1, 6);
-        push(&mut d, 12, 1, 9, 2);
-        d.push_slot_errno(12, (pk(1), sc(9), 4, 1));
+        push(&mut d, 3, (0, 7), 1, &[]);
+        push(&mut d, 8, (2, 1), 6, &[]);
+        push(&mut d, 12, (1, 9), 2, &[(4, 1)]);
         d.sort_and_merge_shards();
         d.sort_errnos();
         assert_eq!(
@@ -323,5 +394,33 @@ mod tests {
                 (2, 1, 1, vec![]),
             ]
         );
+    }
+
+    #[test]
+    fn a_slot_whose_only_news_is_failures_still_gains() {
+        let mut d = Deltas::default();
+        let from = d.mark();
+        d.push_errno(2, 3);
+        d.push(4, (pk(1), sc(2)), (0, 0, TimeSplit::default()), from);
+        let from = d.mark();
+        d.push(5, (pk(1), sc(3)), (0, 0, TimeSplit::default()), from);
+        d.sort_and_merge_shards();
+        d.sort_errnos();
+        assert_eq!(gains(&d), [(1, 2, 0, vec![(2, 3)])], "slot 5 had nothing");
+    }
+
+    #[test]
+    fn galloping_finds_the_end_of_every_prefix() {
+        let sorted: Vec<u32> = (0..100).map(|i| i * 2).collect();
+        for key in 0..210 {
+            for from in [0, 1, 37, 99, 100] {
+                let rest = &sorted[from..];
+                assert_eq!(
+                    gallop(rest, |&v| v < key),
+                    rest.partition_point(|&v| v < key),
+                    "key {key} from {from}"
+                );
+            }
+        }
     }
 }

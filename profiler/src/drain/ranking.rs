@@ -21,8 +21,8 @@ pub(super) struct Ranking {
     /// Scratch, kept from drain to drain.
     fresh: Vec<(Order, u32)>,
     merged: Vec<(Order, u32)>,
-    /// By rank, the run of items placed there: (start, len), or (NONE, 0).
-    runs: Vec<(u32, u32)>,
+    /// By rank, the position of the item placed there, or NONE.
+    places: Vec<u32>,
 }
 
 impl Ranking {
@@ -31,39 +31,41 @@ impl Ranking {
         rank_in(&self.ranked, &self.rank_of, order, slot)
     }
 
-    /// Copies `items` into `out` in rank order: each run of consecutive items of one slot
-    /// (`key` gives an item's order and slot) at that slot's rank, new slots ranked first.
-    /// False (`out` then unspecified) if two runs claim one rank: a slot read twice in a drain,
-    /// which should not be; the caller sorts instead.
-    pub(super) fn order_runs<T: Copy>(
+    /// The positions of `items` in rank order (`key` gives an item's order and slot), new
+    /// slots ranked first. False (`out` then unspecified) if two items claim one rank: a slot
+    /// read twice in a drain, which should not be; the caller sorts instead. On a steady host
+    /// each item's rank is looked up once.
+    pub(super) fn order<T>(
         &mut self,
         items: &[T],
         key: impl Fn(&T) -> (Order, u32),
-        out: &mut Vec<T>,
+        out: &mut Vec<u32>,
     ) -> bool {
         out.clear();
-        if items.is_empty() {
-            return true;
-        }
-        self.learn(items.iter().map(&key));
-        self.runs.clear();
-        self.runs.resize(self.ranked.len(), (NONE, 0));
-        let mut at = 0;
-        while let Some(first) = items.get(at) {
-            let (order, slot) = key(first);
-            let len = items[at..].iter().take_while(|i| key(i).1 == slot).count();
-            match self.rank(order, slot) {
-                Some(r) if self.runs[r as usize].0 == NONE => {
-                    self.runs[r as usize] = (at as u32, len as u32)
+        for learnt in [false, true] {
+            self.places.clear();
+            self.places.resize(self.ranked.len(), NONE);
+            let mut unranked = false;
+            for (at, item) in items.iter().enumerate() {
+                let (order, slot) = key(item);
+                match self.rank(order, slot) {
+                    Some(r) if self.places[r as usize] == NONE => {
+                        self.places[r as usize] = at as u32
+                    }
+                    None if !learnt => {
+                        unranked = true;
+                        break;
+                    }
+                    _ => return false,
                 }
-                _ => return false,
             }
-            at += len;
+            if !unranked {
+                out.extend(self.places.iter().copied().filter(|&at| at != NONE));
+                return true;
+            }
+            self.learn(items.iter().map(&key));
         }
-        for &(start, len) in self.runs.iter().filter(|r| r.0 != NONE) {
-            out.extend_from_slice(&items[start as usize..][..len as usize]);
-        }
-        true
+        unreachable!("the second pass has every item ranked, or returned")
     }
 
     /// Ranks every (order, slot) of `seen` that is not ranked under that order yet; a slot
@@ -151,5 +153,20 @@ mod tests {
         );
         assert_eq!(r.ranked.len(), 4);
         assert_eq!(r.rank((9, 9), 1000), None, "a slot never seen");
+    }
+
+    #[test]
+    fn items_come_in_rank_order_new_slots_learnt_and_a_slot_twice_refused() {
+        let mut r = Ranking::default();
+        let items = [((1, 5), 9), ((0, 7), 4), ((1, 5), 2)];
+        let mut out = Vec::new();
+        assert!(r.order(&items, |&i| i, &mut out));
+        assert_eq!(out, [1, 2, 0], "by order, then slot");
+        // Known slots, some idle this time, and a new one between them.
+        let items = [((1, 5), 9), ((0, 9), 30), ((0, 7), 4)];
+        assert!(r.order(&items, |&i| i, &mut out));
+        assert_eq!(out, [2, 1, 0]);
+        let twice = [((1, 5), 9), ((1, 5), 9)];
+        assert!(!r.order(&twice, |&i| i, &mut out), "one slot read twice");
     }
 }

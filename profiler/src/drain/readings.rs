@@ -154,8 +154,15 @@ impl HistReadings {
         }
         read_buckets(&mut self.now_buckets);
         let now = &self.now_buckets[start..];
-        let from = deltas.buckets.len();
+        let from = deltas.mark();
         bucket_deltas(old_buckets, now, &mut deltas.buckets);
+        // An entry's errno, once claimed, stays until the slot is freed.
+        for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
+            let d = head.errno_counts[i].wrapping_sub(old.head.errno_counts[i]);
+            if d != 0 {
+                deltas.push_errno(u32::from(head.errnos[i]), u64::from(d));
+            }
+        }
         let errors = u64::from(head.errors.wrapping_sub(old.head.errors));
         let total_ns = head.total_ns.wrapping_sub(old.head.total_ns);
         let split = TimeSplit {
@@ -163,21 +170,11 @@ impl HistReadings {
             blocked_ns: head.blocked_ns.wrapping_sub(old.head.blocked_ns),
             blocked_calls: u64::from(head.blocked_calls.wrapping_sub(old.head.blocked_calls)),
         };
-        let (proc, sc) = (
+        let keys = (
             proc_key(&head.key),
             syscall_key(head.key.abi, head.key.nr.into()),
         );
-        if deltas.buckets.len() > from || errors != 0 || total_ns != 0 {
-            deltas.push(slot, proc, sc, (errors, total_ns, split), from);
-        }
-        // An entry's errno, once claimed, stays until the slot is freed.
-        for i in (0..ERRNO_SLOTS).filter(|&i| head.errnos[i] != 0) {
-            let d = head.errno_counts[i].wrapping_sub(old.head.errno_counts[i]);
-            if d != 0 {
-                let errno = u32::from(head.errnos[i]);
-                deltas.push_slot_errno(slot, (proc, sc, errno, u64::from(d)));
-            }
-        }
+        deltas.push(slot, keys, (errors, total_ns, split), from);
         self.now.push((
             slot,
             Reading {
