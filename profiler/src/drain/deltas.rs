@@ -1,6 +1,6 @@
 //! One drain's deltas, gathered from the slots and ERRNOS in the kernel's order and put in
-//! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), as a list
-//! of positions, with a slot's failures by errno riding on its delta; ERRNOS' by a sort.
+//! the store's order, by process and syscall: the slots' by their ranks (ranking.rs), a slot's
+//! failures by errno riding on its delta; ERRNOS' by a sort.
 
 use super::ranking::{Order, Ranking};
 use crate::host::prefetch::prefetch_lines;
@@ -13,13 +13,14 @@ use crate::store::{
 /// buffers and the slots' ranking are kept from drain to drain.
 #[derive(Default)]
 pub(super) struct Deltas {
-    /// As read (by slot), then the merged deltas of pairs with several shards.
+    /// As read (by slot), then in the store's order, one a (process, syscall).
     list: Vec<DeltaAt>,
     pub(super) buckets: Vec<(usize, u64)>,
     /// The slots' failures by errno, (errno, failures): each delta's a range.
     errnos: Vec<(u32, u64)>,
-    /// `list`'s positions in the store's order, one a (process, syscall).
+    /// Scratch for the ordering: `list`'s positions by rank, then the ordered list.
     order: Vec<u32>,
+    ordered: Vec<DeltaAt>,
     /// Failures by errno from ERRNOS (or a checkpoint), in any order, until `sort_errnos`
     /// moves those of a pair with a delta onto it and the rest, sorted, to `other_keys` and
     /// `other_errnos` (side by side).
@@ -126,10 +127,9 @@ impl Deltas {
     }
 
     /// Orders by process, then syscall: the store takes them grouped by process (see
-    /// Store::add_batch), and sees the same order whatever the kernel's hash order. The deltas
-    /// stay where they were read; `order` lists their positions, each slot's at its rank (a
-    /// sort only if two claim one). The deltas of one (process, syscall)'s shards become one,
-    /// appended.
+    /// Store::add_batch), and sees the same order whatever the kernel's hash order. Each slot's
+    /// delta goes to its slot's rank (a sort only if two claim one), and the deltas of one
+    /// (process, syscall)'s shards become one, in the same pass.
     pub(super) fn sort_and_merge_shards(&mut self) {
         let by_slot = |d: &DeltaAt| (d.order(), d.slot);
         if !self.ranking.order(&self.list, by_slot, &mut self.order) {
@@ -139,22 +139,20 @@ impl Deltas {
             self.order
                 .sort_unstable_by_key(|&at| by_slot(&list[at as usize]));
         }
-        let mut kept: usize = 0;
-        for at in 0..self.order.len() {
-            let d = self.list[self.order[at] as usize];
-            match kept.checked_sub(1).map(|k| self.order[k]) {
-                Some(into) if self.list[into as usize].order() == d.order() => {
-                    let merged = self.merge(self.list[into as usize], d);
-                    self.order[kept - 1] = self.list.len() as u32;
-                    self.list.push(merged);
-                }
-                _ => {
-                    self.order[kept] = self.order[at];
-                    kept += 1;
-                }
+        let (order, mut ordered) = (
+            std::mem::take(&mut self.order),
+            std::mem::take(&mut self.ordered),
+        );
+        ordered.clear();
+        for &at in &order {
+            let d = self.list[at as usize];
+            match ordered.last_mut() {
+                Some(into) if into.order() == d.order() => *into = self.merge(*into, d),
+                _ => ordered.push(d),
             }
         }
-        self.order.truncate(kept);
+        self.order = order;
+        self.ordered = std::mem::replace(&mut self.list, ordered);
     }
 
     /// Two deltas of one (process, syscall) as one: their sums, their buckets merged and their
@@ -193,20 +191,14 @@ impl Deltas {
         let mut pos = 0;
         for &(p, sc, errno, n) in &self.unsorted_errnos {
             let key = order(p, sc);
-            let list = &self.list;
-            pos += gallop(&self.order[pos..], |&at| list[at as usize].order() < key);
-            let Some(&at) = self
-                .order
-                .get(pos)
-                .filter(|&&at| list[at as usize].order() == key)
-            else {
+            pos += gallop(&self.list[pos..], |d| d.order() < key);
+            let Some(d) = self.list.get_mut(pos).filter(|d| d.order() == key) else {
                 self.other_keys.push((p, sc));
                 self.other_errnos.push((errno, n));
                 continue;
             };
             // The delta's list moves to the end of the buffer (unless it is there already),
             // and this failure joins it.
-            let d = &mut self.list[at as usize];
             let end = (d.errnos_start + d.errnos_len) as usize;
             if end != self.errnos.len() {
                 let from = self.errnos.len();
@@ -222,19 +214,12 @@ impl Deltas {
     pub(super) fn gains(&self) -> impl Iterator<Item = Gain<'_>> {
         let (mut at, mut other_at) = (0, 0);
         std::iter::from_fn(move || {
-            if let Some(&ahead) = self.order.get(at + 2 * PREFETCH_AHEAD) {
-                prefetch_lines(self.list.as_ptr().wrapping_add(ahead as usize), 1);
-            }
-            if let Some(&ahead) = self.order.get(at + PREFETCH_AHEAD) {
+            if let Some(ahead) = self.list.get(at + PREFETCH_AHEAD) {
                 // The buckets lie in the order the slots were read, not this one.
-                let d = &self.list[ahead as usize];
-                prefetch_lines(
-                    self.buckets.as_ptr().wrapping_add(d.start as usize),
-                    d.len as usize,
-                );
+                let from = self.buckets.as_ptr().wrapping_add(ahead.start as usize);
+                prefetch_lines(from, ahead.len as usize);
             }
-            let d = self.order.get(at).map(|&i| &self.list[i as usize]);
-            match (d, self.other_keys.get(other_at)) {
+            match (self.list.get(at), self.other_keys.get(other_at)) {
                 (None, None) => None,
                 (Some(d), other) if other.is_none_or(|&(p, sc)| d.order() <= order(p, sc)) => {
                     at += 1;
@@ -376,8 +361,7 @@ mod tests {
                 (2, 1, 2, vec![(2, 1), (9, 1), (13, 2)]),
             ]
         );
-        let merged = &d.list[d.order[1] as usize];
-        assert_eq!(d.buckets_of(merged), [(4, 1), (6, 1)]);
+        assert_eq!(d.buckets_of(&d.list[1]), [(4, 1), (6, 1)]);
 
         // The next drain: slot 5 idle, slot 3 handed out again to another pair, a new slot.
         d.clear();
