@@ -50,8 +50,7 @@ struct DeltaAt {
     errnos_len: u32,
 }
 
-/// How many deltas ahead of the one it yields `Deltas::gains` fetches the buckets of (and
-/// twice as far, the delta itself).
+/// How many deltas ahead of the one it yields `Deltas::gains` fetches the buckets of.
 const PREFETCH_AHEAD: usize = 8;
 
 /// (process, syscall) as two integers, cheap to compare in a sort.
