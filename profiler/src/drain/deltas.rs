@@ -219,7 +219,6 @@ impl Deltas {
                 prefetch_lines(from, ahead.len as usize);
             }
             match (self.list.get(at), self.other_keys.get(other_at)) {
-                (None, None) => None,
                 (Some(d), other) if other.is_none_or(|&(p, sc)| d.order() <= order(p, sc)) => {
                     at += 1;
                     Some(Gain {
@@ -247,7 +246,8 @@ impl Deltas {
                         errnos: &self.other_errnos[from..other_at],
                     })
                 }
-                (Some(_), None) => unreachable!("taken by the first arm"),
+                // Both done (a delta with no other pair's failures went to the first arm).
+                _ => None,
             }
         })
     }

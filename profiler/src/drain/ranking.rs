@@ -107,7 +107,7 @@ impl Ranking {
 
 /// The items of `a` and `b`, each sorted by `key`, as one sorted sequence (`a`'s first where
 /// keys tie).
-pub(super) fn merge_by_key<T, K: Ord>(
+fn merge_by_key<T, K: Ord>(
     a: impl Iterator<Item = T>,
     b: impl Iterator<Item = T>,
     key: impl Fn(&T) -> K,
