@@ -29,7 +29,7 @@ use super::{
     keys::{FastMap, ProcKey, SyscallKey},
     sums::Taken,
     telemetry::Telemetry,
-    totals::{Process, SyscallTotals},
+    totals::{prefetch_ahead, Process, SyscallTotals},
 };
 use crate::host::cgroups;
 
@@ -123,6 +123,7 @@ fn entry_of<'m>(
     sc: SyscallKey,
 ) -> &'m mut SyscallTotals {
     if sc.is_named() {
+        prefetch_ahead(map, *cursor);
         map.entry_from(cursor, sc).or_default()
     } else {
         map.entry(sc.or_unnamed()).or_default()

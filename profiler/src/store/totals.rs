@@ -70,7 +70,7 @@ pub struct Process {
     /// When the drain saw the process exit; it leaves the store `retention` later.
     pub exited: Option<(Instant, SystemTime)>,
     pub syscalls: SortedMap<SyscallKey, SyscallTotals>,
-    pub categories: BTreeMap<Category, CategoryTotals>,
+    /// Over all its syscalls (its categories are summed when asked: [`Process::categories`]).
     pub total: CategoryTotals,
     pub in_flight: Vec<InFlight>,
     /// Syscall time completed during the last drain interval, over that interval's length:
@@ -92,8 +92,23 @@ pub struct Process {
     pub(super) next_base: Option<Arc<Snapshot>>,
 }
 
-/// How many entries ahead of the one it adds to `Process::add_from` prefetches.
+/// How many entries ahead of the one it adds to a walk prefetches (see [`prefetch_ahead`]).
 const PREFETCH_AHEAD: usize = 4;
+
+/// For a walk adding to `map`'s totals in ascending order, now at `cursor` (a process's own in
+/// `Process::add_from`, its /metrics group's in aggregates.rs): the syscalls it adds to next
+/// are most often the next entries, so the buckets (an allocation of their own) and the errno
+/// table (one too, past its first errno) of the one PREFETCH_AHEAD on are fetched while this
+/// one's are added to (memory answers in about the time of a few adds). Their addresses are in
+/// that entry, itself fetched PREFETCH_AHEAD before: reading them from an entry still on its
+/// way stalled the walk at every step.
+pub(super) fn prefetch_ahead(map: &SortedMap<SyscallKey, SyscallTotals>, cursor: usize) {
+    map.prefetch_entry(cursor + 2 * PREFETCH_AHEAD);
+    if let Some(next) = map.value_at(cursor + PREFETCH_AHEAD) {
+        next.hist.prefetch_buckets();
+        next.errnos.prefetch();
+    }
+}
 
 impl Process {
     pub(super) fn new(key: ProcKey) -> Self {
@@ -106,7 +121,6 @@ impl Process {
             last_seen: now,
             exited: None,
             syscalls: SortedMap::default(),
-            categories: BTreeMap::new(),
             total: CategoryTotals::default(),
             in_flight: Vec::new(),
             syscall_time_share: 0.0,
@@ -137,28 +151,15 @@ impl Process {
     ) {
         self.gained = true;
         self.changes += 1;
-        // The syscalls a walk adds to next are most often the next entries: the buckets (an
-        // allocation of their own) and the errno table (one too, past its first errno) of the
-        // one PREFETCH_AHEAD on are fetched while this one's are added to (memory answers in
-        // about the time of a few adds). Their addresses are in that entry, itself fetched
-        // PREFETCH_AHEAD before: reading them from an entry still on its way stalled the walk
-        // at every step.
-        self.syscalls.prefetch_entry(*cursor + 2 * PREFETCH_AHEAD);
-        if let Some(next) = self.syscalls.value_at(*cursor + PREFETCH_AHEAD) {
-            next.hist.prefetch_buckets();
-            next.errnos.prefetch();
-        }
+        prefetch_ahead(&self.syscalls, *cursor);
         let t = self.syscalls.entry_from(cursor, sc).or_default();
         if !delta.is_empty() {
             t.hist.add_ref(delta);
-            let count = delta.count();
-            let cat = syscalls::category(sc.abi, sc.nr);
-            for t in [self.categories.entry(cat).or_default(), &mut self.total] {
-                t.count += count;
-                t.errors += delta.errors;
-                t.total_ns += delta.total_ns;
-                t.split.add(delta.split);
-            }
+            let t = &mut self.total;
+            t.count += delta.count();
+            t.errors += delta.errors;
+            t.total_ns += delta.total_ns;
+            t.split.add(delta.split);
             self.interval_cpu_ns += delta.split.on_cpu_ns(delta.total_ns);
         }
         for &(errno, n) in errnos.iter().filter(|e| e.1 != 0) {
@@ -252,13 +253,32 @@ impl Process {
         });
     }
 
-    /// The share of this process's syscall time (since the daemon started) spent in `cat`.
-    pub fn category_share(&self, cat: Category) -> f64 {
-        let t = self.categories.get(&cat).map_or(0, |c| c.total_ns);
+    /// Its totals by category (those with calls), summed from its syscalls' when a view asks:
+    /// a page shows a few processes, while a drain adds 10,000 gains, each of which paid a
+    /// category lookup and a tree search when they were kept as the calls came.
+    pub fn categories(&self) -> BTreeMap<Category, CategoryTotals> {
+        let mut out = BTreeMap::<Category, CategoryTotals>::new();
+        for (sc, t) in &self.syscalls {
+            let h = &t.hist;
+            if h.count == 0 && h.errors == 0 && h.total_ns == 0 {
+                continue;
+            }
+            let c = out.entry(syscalls::category(sc.abi, sc.nr)).or_default();
+            c.count += h.count;
+            c.errors += h.errors;
+            c.total_ns += h.total_ns;
+            c.split.add(h.split);
+        }
+        out
+    }
+
+    /// The share of this process's syscall time (since the daemon started) that `t` (one of
+    /// its [`Process::categories`]) took.
+    pub fn share_of_time(&self, t: &CategoryTotals) -> f64 {
         if self.total.total_ns == 0 {
             0.0
         } else {
-            t as f64 / self.total.total_ns as f64
+            t.total_ns as f64 / self.total.total_ns as f64
         }
     }
 }

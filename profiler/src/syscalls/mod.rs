@@ -160,19 +160,6 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 10] = [
-        Category::FileIo,
-        Category::Process,
-        Category::Memory,
-        Category::Network,
-        Category::Signals,
-        Category::Ipc,
-        Category::Sync,
-        Category::Multiplexing,
-        Category::Time,
-        Category::Other,
-    ];
-
     pub fn of(name: &str) -> Category {
         category_by_name(name)
             .or_else(|| category_by_name(name.strip_suffix("_time64")?))

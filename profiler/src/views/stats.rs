@@ -337,17 +337,15 @@ fn process_stats(r: &Ranked, q: &StatsQuery, m: &Matcher, store: &Store) -> Proc
             oldest_age_ns: f.oldest_age_ns,
         })
         .collect();
-    let categories = Category::ALL
-        .iter()
-        .filter_map(|&c| {
-            let t = p.categories.get(&c)?;
-            Some(CategoryStats {
-                category: c,
-                count: t.count,
-                errors: t.errors,
-                total_ns: t.total_ns,
-                share_of_syscall_time: share(p.category_share(c)),
-            })
+    let categories = p
+        .categories()
+        .into_iter()
+        .map(|(c, t)| CategoryStats {
+            category: c,
+            count: t.count,
+            errors: t.errors,
+            total_ns: t.total_ns,
+            share_of_syscall_time: share(p.share_of_time(&t)),
         })
         .collect();
     let s: Sums = r.sums;
