@@ -21,10 +21,14 @@ pub(super) fn exited_processes(
         .filter(|(_, info)| info.exit_ns != 0)
         .map(|(&key, _)| key)
         .collect();
+    // A process's slots are mostly neighbours (it takes free ones as it makes new calls), so
+    // a key is most often the one before: looked up once, not once per slot.
+    let mut last = None;
     for key in with_data {
-        if !procs.contains_key(&key) && !procfs::exists(key.pid) {
+        if last != Some(key) && !procs.contains_key(&key) && !procfs::exists(key.pid) {
             exited.insert(key);
         }
+        last = Some(key);
     }
     exited
 }
