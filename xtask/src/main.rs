@@ -6,7 +6,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{error::ErrorKind, Parser, Subcommand};
 use xtask::{
-    bench::{self, hostile::HostileArgs, workload::WorkerArgs, BenchArgs},
+    bench::{self, drain::DrainArgs, hostile::HostileArgs, workload::WorkerArgs, BenchArgs},
     bpfcost, check_ebpf_fresh, ebpf_sources_digest, layers, workspace_root, EBPF_OBJECTS,
     EBPF_SOURCES_DIGEST,
 };
@@ -42,6 +42,10 @@ enum Cmd {
     /// flood; about a minute; as root, under the kernel lock): put its table in
     /// docs/benchmarks.md.
     BenchHostile(HostileArgs),
+    /// Only the daemon's drain, build against build: one daemon at a time under the 10,000
+    /// series load, each window's drain CPU by phase from the daemon's own metric, builds
+    /// alternated over rounds (about a minute a build and round; as root). Prints its table.
+    BenchDrain(DrainArgs),
     /// Count the BPF instructions and kernel calls of each program path of the daemon (loads
     /// it in each configuration: as root, under the kernel lock) and write the table into
     /// docs/performance.md; fails when a path is over its budget (xtask/src/bpfcost/mod.rs).
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Cmd::Layers => done(layers::run(&root)),
         Cmd::Bench(args) => done(bench::run(&root, args, &argv)),
         Cmd::BenchHostile(args) => done(bench::hostile::run(&root, args)),
+        Cmd::BenchDrain(args) => done(bench::drain::run(&root, args)),
         Cmd::BpfCost { daemon_bin } => done(bpf_cost(&root, daemon_bin)),
         Cmd::BenchWorker(args) => done(bench::workload::worker_main(args)),
         Cmd::Test => xtask::test::run(&root),

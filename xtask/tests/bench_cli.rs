@@ -21,6 +21,12 @@ fn bad_bench_flags_are_one_line_and_exit_2() {
             "--daemon-variant",
         ),
         (&["bench", "--bogus"][..], "--bogus"),
+        (&["bench-drain", "--rounds", "0"][..], "--rounds"),
+        (&["bench-drain", "--window", "1"][..], "--window"),
+        (
+            &["bench-drain", "--daemon-variant", "b"][..],
+            "--daemon-variant",
+        ),
     ] {
         let o = xtask(args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -29,6 +35,15 @@ fn bad_bench_flags_are_one_line_and_exit_2() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_drain_variant_may_not_take_the_trees_name() {
+    let o = xtask(&["bench-drain", "--daemon-variant", "tree=--counts-only"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("the name 'tree' is taken"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! about timings, and writes docs/benchmarks.md.
 
 pub mod attach;
+pub mod drain;
 pub mod hostile;
 pub mod load;
 pub mod machine;
@@ -152,7 +153,7 @@ impl Settings {
 /// latency is measured at the last.
 pub const SERIES_POINTS: [u64; 2] = [1_000, 10_000];
 /// Distinct syscall numbers each series process calls.
-const SERIES_PER_PROCESS: u64 = 100;
+pub(super) const SERIES_PER_PROCESS: u64 = 100;
 /// Requests one HTTP client makes at most, whatever the duration: the load stays bounded.
 const MAX_REQUESTS_PER_CLIENT: u64 = 100_000;
 /// Short-lived processes run before the HTTP load: the store then holds as many exited
@@ -760,13 +761,13 @@ fn sample_checkpoints(agent: &ureq::Agent, base: &str) -> Option<CheckpointCost>
 }
 
 /// The `--pin-path` of a daemon's arguments.
-fn pin_dir(args: &[String]) -> Option<&Path> {
+pub(super) fn pin_dir(args: &[String]) -> Option<&Path> {
     let at = args.iter().position(|a| a == "--pin-path")?;
     args.get(at + 1).map(Path::new)
 }
 
 /// Removes pinned maps, so a daemon starts fresh and none are left behind.
-fn remove_pinned(dir: Option<&Path>) -> Result<()> {
+pub(super) fn remove_pinned(dir: Option<&Path>) -> Result<()> {
     match dir {
         Some(d) if d.exists() => {
             std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))
@@ -800,7 +801,7 @@ fn exit_processes(agent: &ureq::Agent, base: &str, n: usize) -> Result<Option<u6
 /// Waits until the daemon's kernel map holds `target` series, then for one more drain, so the
 /// measured window sees every series drained each interval. Without a `hists_entries` field
 /// in /stats it waits a fixed few seconds.
-fn wait_for_series(agent: &ureq::Agent, base: &str, target: u64) {
+pub(super) fn wait_for_series(agent: &ureq::Agent, base: &str, target: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         match load::kernel_map(agent, base) {
