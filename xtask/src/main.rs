@@ -44,7 +44,7 @@ enum Cmd {
     BenchHostile(HostileArgs),
     /// Only the daemon's drain, build against build: one daemon at a time under the 10,000
     /// series load, each window's drain CPU by phase from the daemon's own metric, builds
-    /// alternated over rounds (about a minute a build and round; as root). Prints its table.
+    /// alternated over rounds (about 35 s a build and round; as root). Prints its table.
     BenchDrain(DrainArgs),
     /// Count the BPF instructions and kernel calls of each program path of the daemon (loads
     /// it in each configuration: as root, under the kernel lock) and write the table into
