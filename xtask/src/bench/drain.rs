@@ -66,8 +66,11 @@ impl Window {
     }
 }
 
-/// The drain counters of a /metrics text: drains so far, and each phase's CPU seconds so far.
-pub fn drain_counters(metrics: &str) -> Option<(f64, Vec<(String, f64)>)> {
+/// A daemon's drain counters at one scrape: drains so far, and each phase's CPU seconds so far.
+pub type Counters = (f64, Vec<(String, f64)>);
+
+/// The [`Counters`] of a /metrics text.
+pub fn drain_counters(metrics: &str) -> Option<Counters> {
     let mut drains = None;
     let mut phases = Vec::new();
     for line in metrics.lines() {
@@ -90,11 +93,8 @@ pub fn drain_counters(metrics: &str) -> Option<(f64, Vec<(String, f64)>)> {
 }
 
 /// The window between two readings of [`drain_counters`]; None without a drain between them
-/// or with a phase missing from either.
-pub fn window(
-    before: &(f64, Vec<(String, f64)>),
-    after: &(f64, Vec<(String, f64)>),
-) -> Option<Window> {
+/// or with a phase of the second missing from the first.
+pub fn window(before: &Counters, after: &Counters) -> Option<Window> {
     let drains = after.0 - before.0;
     if drains < 1.0 {
         return None;
@@ -152,7 +152,7 @@ pub fn run(root: &Path, args: DrainArgs) -> Result<()> {
             let daemon = Daemon::start(&bin, &build.args)?;
             wait_for_series(&agent, &daemon.base, target);
             load.check_alive()?;
-            let read = || -> Result<(f64, Vec<(String, f64)>)> {
+            let read = || -> Result<Counters> {
                 let body = agent
                     .get(&format!("{}/metrics", daemon.base))
                     .call()
