@@ -127,14 +127,26 @@ impl HistArena {
         let Some(p) = self.slot_ptr(slot) else {
             return;
         };
+        // SAFETY: the buckets array lies inside the slot.
+        let buckets = unsafe { p.add(offset_of!(Hist, buckets)).cast::<u32>() };
         for block in blocks(touched) {
             let first = block * TOUCH_BLOCK;
-            for i in first..(first + TOUCH_BLOCK).min(BUCKETS) {
-                // SAFETY: i < BUCKETS, an aligned u32 of the buckets array: read whole.
-                let at = offset_of!(Hist, buckets) + 4 * i;
-                let n = unsafe { p.add(at).cast::<u32>().read_volatile() };
-                if n != 0 {
-                    into.push((i as u16, n));
+            if first + TOUCH_BLOCK <= BUCKETS {
+                // SAFETY: a whole block, inside the buckets array.
+                let (counts, mut nonzero) = unsafe { read_block(buckets.add(first)) };
+                into.reserve(TOUCH_BLOCK);
+                while nonzero != 0 {
+                    let i = nonzero.trailing_zeros() as usize;
+                    into.push(((first + i) as u16, counts[i]));
+                    nonzero &= nonzero - 1;
+                }
+            } else {
+                for i in first..BUCKETS {
+                    // SAFETY: i < BUCKETS, an aligned u32 of the buckets array: read whole.
+                    let n = unsafe { buckets.add(i).read_volatile() };
+                    if n != 0 {
+                        into.push((i as u16, n));
+                    }
                 }
             }
         }
@@ -179,6 +191,52 @@ impl HistArena {
     }
 }
 
+/// One block's counts and a mask of the non-zero ones (bit `i` for count `i`). A block's counts
+/// are mostly zero and which are not differs from slot to slot: testing them one by one cost a
+/// mispredicted branch or two a block, a fifth of the slots' reading (perf, Intel). Here the
+/// test is four vector compares and the caller's loop runs once per non-zero count.
+///
+/// # Safety
+/// `at` points to `TOUCH_BLOCK` readable, 4-aligned counts.
+#[cfg(target_arch = "x86_64")]
+unsafe fn read_block(at: *const u32) -> ([u32; TOUCH_BLOCK], u32) {
+    use std::arch::x86_64::{
+        __m128i, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps,
+        _mm_setzero_si128, _mm_storeu_si128,
+    };
+    let mut counts = [0u32; TOUCH_BLOCK];
+    let mut zero_mask = 0u32;
+    for quad in 0..TOUCH_BLOCK / 4 {
+        // SAFETY: inside the block (the caller's promise); SSE2 is part of x86-64. The kernel
+        // writes these counts as we read them: one load instruction reads each 4-aligned count
+        // whole (x86 splits wide loads, if at all, at 8-byte boundaries), so a count is old or
+        // new, never torn, as with the volatile reads of the header.
+        unsafe {
+            let v = _mm_loadu_si128(at.add(4 * quad).cast::<__m128i>());
+            _mm_storeu_si128(counts.as_mut_ptr().add(4 * quad).cast::<__m128i>(), v);
+            let zeros = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, _mm_setzero_si128())));
+            zero_mask |= (zeros as u32) << (4 * quad);
+        }
+    }
+    (counts, !zero_mask & ((1 << TOUCH_BLOCK) - 1))
+}
+
+/// [`read_block`] off x86-64: a count at a time.
+///
+/// # Safety
+/// `at` points to `TOUCH_BLOCK` readable, 4-aligned counts.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn read_block(at: *const u32) -> ([u32; TOUCH_BLOCK], u32) {
+    let mut counts = [0u32; TOUCH_BLOCK];
+    let mut nonzero = 0u32;
+    for (i, c) in counts.iter_mut().enumerate() {
+        // SAFETY: inside the block (the caller's promise).
+        *c = unsafe { at.add(i).read_volatile() };
+        nonzero |= u32::from(*c != 0) << i;
+    }
+    (counts, nonzero)
+}
+
 /// The block numbers whose bits are set in `touched`, ascending (blocks past the last
 /// ignored).
 fn blocks(touched: u32) -> impl Iterator<Item = usize> {
@@ -197,6 +255,31 @@ impl Drop for HistArena {
         if self.map.is_some() {
             // SAFETY: exactly the mapping made in `new`.
             unsafe { libc::munmap(self.base.as_ptr().cast(), self.mapped) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_reads_as_its_counts_and_their_nonzero_mask() {
+        let patterns: [[u32; TOUCH_BLOCK]; 4] = [
+            [0; TOUCH_BLOCK],
+            [u32::MAX; TOUCH_BLOCK],
+            std::array::from_fn(|i| if i % 5 == 0 { 1 << 31 } else { 0 }),
+            std::array::from_fn(|i| if i == TOUCH_BLOCK - 1 { 7 } else { 0 }),
+        ];
+        for counts in patterns {
+            // Unaligned to 16 bytes, as a slot's buckets are (8 bytes into a line and on).
+            let mut buf = [0u32; TOUCH_BLOCK + 2];
+            buf[2..].copy_from_slice(&counts);
+            // SAFETY: TOUCH_BLOCK counts from buf[2].
+            let (read, nonzero) = unsafe { read_block(buf.as_ptr().add(2)) };
+            assert_eq!(read, counts);
+            let want = (0..TOUCH_BLOCK).fold(0, |m, i| m | u32::from(counts[i] != 0) << i);
+            assert_eq!(nonzero, want, "{counts:?}");
         }
     }
 }
