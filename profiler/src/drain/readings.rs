@@ -89,9 +89,9 @@ impl<K: Copy + Eq + Hash, V> Previous<K, V> {
 /// `repr(C)` with the header first: the header is copied in as the 16-byte words it was copied
 /// out with. Behind a 4-byte slot number (Rust's layout of `(u32, Reading)`), every 16-byte load
 /// of that copy straddled two of the stores that had just made it, which the CPU cannot forward:
-/// a tenth of the slots' reading waited on it (perf, Intel).
+/// a tenth of `HistReadings::read`'s samples waited on it (perf, Intel).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reading {
     head: HistHead,
     slot: u32,
@@ -241,7 +241,7 @@ impl HistReadings {
 fn bucket_deltas(old: &[(u16, u32)], new: &[(u16, u32)], out: &mut Vec<(usize, u64)>) {
     // Mostly a series' calls land in buckets it had already: the same buckets, and only which
     // of them gained differs. Then no merge (its branches, taken as the indices happen to
-    // compare, were a third of the slots' reading): one pass without a branch, each
+    // compare, were a third of `HistReadings::read`'s samples): one pass without a branch, each
     // difference written where the next goes and kept by moving on only if non-zero, and
     // kept at all only if every index matched.
     if old.len() == new.len() {
