@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod drain;
+pub mod goals;
 pub mod hostile;
 pub mod load;
 pub mod machine;

@@ -5,6 +5,7 @@ use std::fmt::Write;
 pub use super::machine::Machine;
 use super::{
     attach::{Config, ConfigKind},
+    goals::{Reference, Verdict, CPU_GOAL, RATIO_GOALS},
     load::{HttpResult, KernelMap},
     machine::section_marker,
     stats::{median, min_max, overhead_ratio, percentile, ratio_interval},
@@ -37,7 +38,27 @@ impl SyscallResults {
     fn median(&self, c: usize, w: usize) -> Option<f64> {
         median(&self.samples[c][w])
     }
+
+    /// Configuration `a`'s overhead over `b`'s on workload `w`, both over `none`, from the
+    /// medians (None: `b` adds nothing measurable), with its interval when the run has one;
+    /// None when a configuration has no sample there.
+    fn ratio(&self, a: usize, b: usize, none: usize, w: usize) -> Option<RatioCell> {
+        let (x, y, base) = (
+            self.median(a, w)?,
+            self.median(b, w)?,
+            self.median(none, w)?,
+        );
+        let (xs, ys, ns) = (
+            &self.samples[a][w],
+            &self.samples[b][w],
+            &self.samples[none][w],
+        );
+        Some((overhead_ratio(x, y, base), ratio_interval(xs, ys, ns)))
+    }
 }
+
+/// A ratio of medians (None: n/a) and its interval.
+type RatioCell = (Option<f64>, Option<(f64, f64)>);
 
 /// Which clock a set of results was read from (see workload::Cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +160,14 @@ fn ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"))
 }
 
+/// `value` and, in parentheses, its interval if there is one.
+fn with_interval(value: String, interval: Option<(f64, f64)>) -> String {
+    match interval {
+        Some((lo, hi)) => format!("{value} ({}–{})", bound(lo), bound(hi)),
+        None => value,
+    }
+}
+
 /// An end of a ratio's interval: unbounded where the reference's cost is within the noise.
 fn bound(v: f64) -> String {
     if v.is_finite() {
@@ -210,6 +239,7 @@ pub fn render(r: &Report) -> String {
         render_costs(&mut out, *clock, results, r.syscalls.len() > 1);
     }
     render_ratios(&mut out, &r.syscalls);
+    render_goals(&mut out, r);
     render_load(&mut out, r);
     let _ = writeln!(out, "\n{}", super::machine::SECTION_END);
     out
@@ -310,6 +340,118 @@ fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
 
 type Row = (String, Vec<String>);
 
+/// Each of issue 17's goals (goals.rs) against this run: the ratios from the on-CPU figures
+/// (the first clock's when there are none), the daemon's CPU from its series row.
+fn render_goals(out: &mut String, r: &Report) {
+    let Some((clock, s)) = r
+        .syscalls
+        .iter()
+        .find(|(c, _)| *c == Clock::Cpu)
+        .or(r.syscalls.first())
+    else {
+        return;
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut verdicts = Vec::new();
+    if let Some(none) = s.find(|k| *k == ConfigKind::Nothing) {
+        for g in RATIO_GOALS {
+            let reference = match g.reference {
+                Reference::Floor => ConfigKind::Floor,
+                Reference::Limit => ConfigKind::Limit,
+            };
+            let (Some(a), Some(b)) = (
+                s.configs.iter().position(|c| c.name == g.config),
+                s.find(|k| *k == reference),
+            ) else {
+                continue;
+            };
+            let cells = (0..s.workloads.len())
+                .map(|w| match s.ratio(a, b, none, w) {
+                    Some((Some(v), interval)) => {
+                        let verdict = Verdict::of(v, interval, g.at_most);
+                        verdicts.push(verdict);
+                        format!(
+                            "{}: {}",
+                            verdict.label(),
+                            with_interval(ratio(Some(v)), interval)
+                        )
+                    }
+                    Some((None, _)) => "n/a".to_string(),
+                    None => "–".to_string(),
+                })
+                .collect();
+            let label = format!("{} / {} ≤ {}", g.config, g.reference.name(), g.at_most);
+            rows.push((label, cells));
+        }
+    }
+    let cpu = r
+        .series
+        .iter()
+        .find(|row| row.daemon == CPU_GOAL.daemon && row.target == CPU_GOAL.series);
+    if rows.is_empty() && cpu.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Against the goals\n\n\
+         Issue 17's goals (declared in xtask/src/bench/goals.rs), read from this run's {} \
+         figures. **met**: the median and its whole interval at or under the goal; **not met**: \
+         the median and its whole interval over it; otherwise the run leaves the goal \
+         undecided, and says on which side the median fell (met / over at the median). The \
+         intervals are those of the ratios above, and the lowest–highest window for the \
+         daemon's CPU.\n",
+        clock.title()
+    );
+    if !rows.is_empty() {
+        let _ = write!(out, "| goal |");
+        for w in &s.workloads {
+            let _ = write!(out, " {} |", w.label());
+        }
+        let _ = write!(out, "\n| --- |");
+        for _ in &s.workloads {
+            let _ = write!(out, " --- |");
+        }
+        out.push('\n');
+        for (label, cells) in &rows {
+            let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+        }
+        let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
+        let _ = writeln!(
+            out,
+            "\nOf {} cells: {} met and {} not met; {} undecided ({} of them met at the median).",
+            verdicts.len(),
+            count(Verdict::Met),
+            count(Verdict::NotMet),
+            verdicts.iter().filter(|v| !v.decided()).count(),
+            count(Verdict::MetAtMedian),
+        );
+    }
+    let goal = format!(
+        "`{}` at {} live series ≤ {}% of a core",
+        CPU_GOAL.daemon, CPU_GOAL.series, CPU_GOAL.at_most_percent
+    );
+    match cpu {
+        Some(row) => {
+            let verdict = Verdict::of(
+                row.cpu_percent,
+                Some(row.cpu_range),
+                CPU_GOAL.at_most_percent,
+            );
+            let _ = writeln!(
+                out,
+                "\nThe daemon, {goal}: {}, {:.2}% ({:.2}–{:.2} over the windows).",
+                verdict.label(),
+                row.cpu_percent,
+                row.cpu_range.0,
+                row.cpu_range.1
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nThe daemon, {goal}: not measured in this run.");
+        }
+    }
+}
+
 /// The ratio rows of one clock's results, and a sentence giving bpftrace's per-round range.
 fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
     let mut rows: Vec<Row> = Vec::new();
@@ -325,20 +467,10 @@ fn ratio_rows(s: &SyscallResults, suffix: &str) -> (Vec<Row>, Vec<String>) {
         .collect();
     let ratio_row = |a: usize, b: usize| -> Vec<String> {
         (0..s.workloads.len())
-            .map(
-                |w| match (s.median(a, w), s.median(b, w), s.median(none, w)) {
-                    (Some(x), Some(y), Some(base)) => {
-                        let (xs, ys, ns) =
-                            (&s.samples[a][w], &s.samples[b][w], &s.samples[none][w]);
-                        let r = ratio(overhead_ratio(x, y, base));
-                        match ratio_interval(xs, ys, ns) {
-                            Some((lo, hi)) => format!("{r} ({}–{})", bound(lo), bound(hi)),
-                            None => r,
-                        }
-                    }
-                    _ => "–".to_string(),
-                },
-            )
+            .map(|w| match s.ratio(a, b, none, w) {
+                Some((r, interval)) => with_interval(ratio(r), interval),
+                None => "–".to_string(),
+            })
             .collect()
     };
     for &d in &daemons {
@@ -744,6 +876,96 @@ mod tests {
         r.syscalls[0].1.samples[1][0] = vec![90.0];
         let md = render(&r);
         assert!(md.contains("| profiler / floor | n/a |"), "{md}");
+    }
+
+    #[test]
+    fn each_goal_gets_a_verdict_from_the_ratios_intervals() {
+        let md = render(&report(true));
+        assert!(md.contains("### Against the goals"), "{md}");
+        // Only the wall clock in this run: its figures, said so.
+        assert!(
+            md.contains("read from this run's wall clock figures"),
+            "{md}"
+        );
+        // getppid: 3 rounds moving together, so 1.22 (1.22–1.22), all over 1.15; mixed I/O: one
+        // round, no interval, so the median alone.
+        assert!(
+            md.contains(
+                "| profiler / limit ≤ 1.15 | not met: 1.22 (1.22–1.22) | over at the median: \
+                 1.22 |"
+            ),
+            "{md}"
+        );
+        // No counts-only or filtered-out daemon in this run: no row for their goals.
+        assert!(!md.contains("| counts-only / floor ≤"), "{md}");
+        assert!(
+            md.contains(
+                "Of 2 cells: 0 met and 1 not met; 1 undecided (0 of them met at the median)."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "The daemon, `profiler` at 10000 live series ≤ 0.5% of a core: not met, 12.34% \
+                 (11.50–13.25 over the windows)."
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_goals_are_read_from_the_on_cpu_figures_when_there_are_some() {
+        let mut r = report(false);
+        let mut cpu = results(false);
+        cpu.configs.push(Config::daemon(DaemonVariant {
+            name: "counts-only".into(),
+            args: vec!["--counts-only".into()],
+        }));
+        // profiler on-CPU: (190-90)/(180-90) = 1.11 on both workloads (mixed I/O 570 against
+        // none 270 and limit 540); counts-only (120-90)/(130-90) = 0.75.
+        cpu.samples[3][0] = vec![189.0, 190.0, 191.0];
+        cpu.samples[3][1] = vec![570.0];
+        cpu.samples.push(vec![vec![119.0, 120.0, 121.0], vec![]]);
+        r.syscalls.push((Clock::Cpu, cpu));
+        r.series[0].cpu_percent = 0.45;
+        r.series[0].cpu_range = (0.41, 0.52);
+        let md = render(&r);
+        assert!(
+            md.contains("read from this run's on-CPU time figures"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| profiler / limit ≤ 1.15 | met: 1.11 (1.11–1.11) | met at the median: 1.11 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| counts-only / floor ≤ 1.1 | met: 0.75 (0.75–0.75) | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Of 3 cells: 2 met and 0 not met; 1 undecided (1 of them met at the median)."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("≤ 0.5% of a core: met at the median, 0.45% (0.41–0.52 over the windows)."),
+            "{md}"
+        );
+        assert_eq!(md.matches("### Against the goals").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn a_run_without_the_goals_series_count_says_so() {
+        let mut r = report(false);
+        r.series[0].target = 1_000;
+        let md = render(&r);
+        assert!(
+            md.contains("≤ 0.5% of a core: not measured in this run."),
+            "{md}"
+        );
     }
 
     #[test]
