@@ -263,15 +263,7 @@ fn render_costs(out: &mut String, clock: Clock, s: &SyscallResults, titled: bool
         clock.how()
     );
     let none = s.find(|k| *k == ConfigKind::Nothing);
-    let _ = write!(out, "| configuration | what |");
-    for w in &s.workloads {
-        let _ = write!(out, " {} |", w.label());
-    }
-    let _ = write!(out, "\n| --- | --- |");
-    for _ in &s.workloads {
-        let _ = write!(out, " ---: |");
-    }
-    out.push('\n');
+    table_head(out, &["configuration", "what"], &s.workloads, "---:");
     for (c, config) in s.configs.iter().enumerate() {
         let _ = write!(out, "| {} | {} |", config.name, config.what);
         for w in 0..s.workloads.len() {
@@ -321,15 +313,7 @@ fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
          ratio of its lowest and highest per-round value follows in parentheses instead (its \
          cost here has been seen to be bimodal). n/a: the reference adds no measurable cost.\n"
     );
-    let _ = write!(out, "| ratio |");
-    for w in &first.workloads {
-        let _ = write!(out, " {} |", w.label());
-    }
-    let _ = write!(out, "\n| --- |");
-    for _ in &first.workloads {
-        let _ = write!(out, " ---: |");
-    }
-    out.push('\n');
+    table_head(out, &["ratio"], &first.workloads, "---:");
     for (label, cells) in rows {
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
@@ -339,6 +323,25 @@ fn render_ratios(out: &mut String, clocks: &[(Clock, SyscallResults)]) {
 }
 
 type Row = (String, Vec<String>);
+
+/// A table's head: the `leading` columns, then one per workload, aligned by `align` (`---:`
+/// for figures).
+fn table_head(out: &mut String, leading: &[&str], workloads: &[Workload], align: &str) {
+    for column in leading {
+        let _ = write!(out, "| {column} ");
+    }
+    for w in workloads {
+        let _ = write!(out, "| {} ", w.label());
+    }
+    out.push_str("|\n");
+    for _ in leading {
+        out.push_str("| --- ");
+    }
+    for _ in workloads {
+        let _ = write!(out, "| {align} ");
+    }
+    out.push_str("|\n");
+}
 
 /// Each of issue 17's goals (goals.rs) against this run: the ratios from the on-CPU figures
 /// (the first clock's when there are none), the daemon's CPU from its series row.
@@ -403,15 +406,8 @@ fn render_goals(out: &mut String, r: &Report) {
         clock.title()
     );
     if !rows.is_empty() {
-        let _ = write!(out, "| goal |");
-        for w in &s.workloads {
-            let _ = write!(out, " {} |", w.label());
-        }
-        let _ = write!(out, "\n| --- |");
-        for _ in &s.workloads {
-            let _ = write!(out, " --- |");
-        }
-        out.push('\n');
+        // Verdicts are words: left-aligned.
+        table_head(out, &["goal"], &s.workloads, "---");
         for (label, cells) in &rows {
             let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
         }
