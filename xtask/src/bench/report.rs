@@ -878,6 +878,22 @@ mod tests {
     fn each_goal_gets_a_verdict_from_the_ratios_intervals() {
         let md = render(&report(true));
         assert!(md.contains("### Against the goals"), "{md}");
+        // Each table's head: words left-aligned, figures right-aligned.
+        assert!(
+            md.contains("| goal | getppid, 1 thread | mixed I/O |\n| --- | --- | --- |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ratio | getppid, 1 thread | mixed I/O |\n| --- | ---: | ---: |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| configuration | what | getppid, 1 thread | mixed I/O |\n\
+                 | --- | --- | ---: | ---: |\n"
+            ),
+            "{md}"
+        );
         // Only the wall clock in this run: its figures, said so.
         assert!(
             md.contains("read from this run's wall clock figures"),
