@@ -314,7 +314,7 @@ mod tests {
             head: HistHead::default(),
             buckets: [0; BUCKETS],
         };
-        // Every block with something, the short last one included, some full, some sparse.
+        // Six counts in seven non-zero, in every block, the short last one included.
         for i in 0..BUCKETS {
             hist.buckets[i] = match i % 7 {
                 0 => 0,
